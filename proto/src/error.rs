@@ -1,0 +1,88 @@
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes; the HTTP status each maps to is fixed by the
+/// protocol, so it lives with the code rather than at every call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidSessionKey,
+    EmptyText,
+    Unauthorized,
+    Forbidden,
+    ForbiddenHost,
+    ForbiddenOrigin,
+    NotFound,
+    MethodNotAllowed,
+    TurnInProgress,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    AgentError,
+    AgentTimeout,
+    StoreFull,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest | Self::InvalidSessionKey | Self::EmptyText => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::ForbiddenHost | Self::ForbiddenOrigin => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::TurnInProgress => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::AgentError => 502,
+            Self::Unavailable => 503,
+            Self::AgentTimeout => 504,
+            Self::StoreFull => 507,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidSessionKey => "invalid_session_key",
+            Self::EmptyText => "empty_text",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::ForbiddenHost => "forbidden_host",
+            Self::ForbiddenOrigin => "forbidden_origin",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::TurnInProgress => "turn_in_progress",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited => "rate_limited",
+            Self::AgentError => "agent_error",
+            Self::AgentTimeout => "agent_timeout",
+            Self::StoreFull => "store_full",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// `{"ok":false,"error":"human sentence","code":"snake_case"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub ok: bool,
+    pub error: String,
+    pub code: ErrorCode,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: error.into(),
+            code,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    ToolResult,
+}
+
+/// Message content as the pi/Clawdis store writes it: a plain string, or an
+/// array of typed parts. Parts stay untyped JSON so that kinds this version
+/// does not know (tool calls, future types) survive a round trip unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<serde_json::Value>),
+}
+
+impl Content {
+    /// The readable text: the string, or the `text` parts joined.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Parts(parts) => {
+                let mut out = String::new();
+                for part in parts {
+                    if part.get("type").and_then(|t| t.as_str()) == Some("text")
+                        && let Some(t) = part.get("text").and_then(|t| t.as_str())
+                    {
+                        if !out.is_empty() {
+                            out.push('\n');
+                        }
+                        out.push_str(t);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// A stored message as the wire carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: String,
+    pub role: Role,
+    pub content: Content,
+    pub timestamp: String,
+    /// Sanitized HTML rendering of markdown (assistant messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Set on an assistant message whose run did not finish normally
+    /// (`aborted` or `error`); absent for a complete reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_forms() {
+        let s: Content = serde_json::from_str(r#""hi""#).unwrap();
+        assert_eq!(s.text(), "hi");
+        let p: Content = serde_json::from_str(
+            r#"[{"type":"text","text":"a"},{"type":"image","data":"x"},{"type":"text","text":"b"}]"#,
+        )
+        .unwrap();
+        assert_eq!(p.text(), "a\nb");
+        // unknown parts survive a round trip
+        let back = serde_json::to_string(&p).unwrap();
+        assert!(back.contains(r#""type":"image""#));
+    }
+}

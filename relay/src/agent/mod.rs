@@ -1,0 +1,76 @@
+//! Agent backends behind one streaming trait.
+//!
+//! A backend turns a conversation into a stream of text deltas. It knows
+//! nothing of the store, the event log or HTTP clients; cancellation is
+//! dropping the stream, which closes an upstream request or kills a child
+//! process.
+
+mod command;
+mod echo;
+mod openai;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
+
+use crate::config::{AgentConfig, Backend};
+
+pub use command::CommandAgent;
+pub use echo::EchoAgent;
+pub use openai::OpenAiAgent;
+
+/// One message of the history handed to a backend.
+#[derive(Debug, Clone)]
+pub struct ChatTurn {
+    pub role: Role,
+    pub text: String,
+    /// Images attached to the message, as files under the home.
+    pub images: Vec<ImageFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageFile {
+    pub mime_type: String,
+    pub path: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    pub session_key: String,
+    pub run_id: String,
+    /// Oldest first; the last entry is the user's new message.
+    pub history: Vec<ChatTurn>,
+    pub thinking: ThinkingLevel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    Delta(String),
+    Thinking(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+pub type AgentStream = Pin<Box<dyn Stream<Item = Result<AgentEvent, AgentError>> + Send>>;
+
+pub trait Agent: Send + Sync + 'static {
+    fn info(&self) -> AgentInfo;
+    fn run(&self, request: AgentRequest) -> AgentStream;
+}
+
+/// The backend the configuration asks for.
+pub fn from_config(config: &AgentConfig) -> anyhow::Result<Arc<dyn Agent>> {
+    Ok(match config.backend {
+        Backend::Echo => Arc::new(EchoAgent::new(config.echo.clone())),
+        Backend::Command => Arc::new(CommandAgent::new(config.command.clone())?),
+        Backend::Openai => Arc::new(OpenAiAgent::new(config.openai.clone())?),
+    })
+}

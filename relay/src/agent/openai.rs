@@ -1,0 +1,1122 @@
+//! The `openai` backend: any OpenAI-compatible `/v1/chat/completions` server
+//! (llama.cpp's `llama-server`, Ollama, vLLM, LM Studio, OpenAI itself).
+//!
+//! One streaming request per turn: `POST {base_url}/chat/completions` with
+//! `stream: true`. `choices[0].delta.content` becomes [`AgentEvent::Delta`],
+//! `delta.reasoning_content` (or `delta.reasoning`) becomes
+//! [`AgentEvent::Thinking`]; `[DONE]` or a `finish_reason` ends the reply.
+//!
+//! The request runs in a spawned task that forwards events over a channel.
+//! When the pipeline drops the stream (abort), the task notices the closed
+//! channel and drops the response, which closes the HTTP connection: the
+//! server sees the disconnect and stops generating.
+//!
+//! Timeouts: `connect_timeout_secs` for the TCP/TLS connect, and
+//! `idle_timeout_secs` for any silence while waiting for the response head
+//! or between two chunks of the body. Both end the run as
+//! [`AgentError::Timeout`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile};
+use crate::config::OpenAiConfig;
+
+/// Bytes of an error response kept for the message.
+const ERROR_BODY_KEEP: usize = 16 * 1024;
+/// Characters of a server's text shown in an error message.
+const SNIPPET: usize = 300;
+/// How long the tail of a finished stream (`[DONE]`, the chunked
+/// terminator) is read so that the connection can be reused.
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub struct OpenAiAgent {
+    config: Arc<OpenAiConfig>,
+    client: reqwest::Client,
+    /// `{base_url}/chat/completions`.
+    endpoint: Arc<str>,
+}
+
+impl OpenAiAgent {
+    pub fn new(config: OpenAiConfig) -> anyhow::Result<Self> {
+        let endpoint = endpoint(&config.base_url)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot set up the HTTP client for the openai backend: {e}")
+            })?;
+        Ok(Self {
+            config: Arc::new(config),
+            client,
+            endpoint: endpoint.into(),
+        })
+    }
+}
+
+/// The chat completions URL for a configured base URL (`…/v1`); a base URL
+/// that already names the endpoint is taken as it is.
+fn endpoint(base_url: &str) -> anyhow::Result<String> {
+    let base = base_url.trim().trim_end_matches('/');
+    let url = if base.ends_with("/chat/completions") {
+        base.to_owned()
+    } else {
+        format!("{base}/chat/completions")
+    };
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(url),
+        _ => anyhow::bail!(
+            "[agent.openai] base_url {base_url:?} is not an http(s) URL such as http://127.0.0.1:8080/v1"
+        ),
+    }
+}
+
+impl Agent for OpenAiAgent {
+    fn info(&self) -> AgentInfo {
+        AgentInfo {
+            backend: "openai".into(),
+            model: Some(self.config.model.clone()),
+        }
+    }
+
+    fn run(&self, request: AgentRequest) -> AgentStream {
+        let (tx, rx) = mpsc::channel(64);
+        let call = Call {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            url: self.endpoint.clone(),
+        };
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                r = call.stream_reply(&request, &tx) => r,
+                // The run was aborted: dropping stream_reply's future drops
+                // the response and with it the connection.
+                () = std::future::pending::<()>() => return,
+            };
+            match outcome {
+                Ok(Some(mut rest)) => {
+                    // End the run now, then read the stream's tail so the
+                    // connection goes back to the pool instead of being cut.
+                    drop(tx);
+                    let _ = tokio::time::timeout(DRAIN, async {
+                        while let Some(Ok(_)) = rest.next().await {}
+                    })
+                    .await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+type Sender = mpsc::Sender<Result<AgentEvent, AgentError>>;
+
+/// What can go wrong while reading the body.
+#[derive(Debug)]
+enum ReadError {
+    Http(reqwest::Error),
+    Idle,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(e) => f.write_str(&error_chain(e)),
+            Self::Idle => f.write_str("idle timeout"),
+        }
+    }
+}
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ReadError>> + Send>>;
+type EventStream = Pin<
+    Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<ReadError>>> + Send>,
+>;
+
+struct Call {
+    client: reqwest::Client,
+    config: Arc<OpenAiConfig>,
+    url: Arc<str>,
+}
+
+impl Call {
+    /// Streams one reply into `tx`. On a complete reply, returns what is left
+    /// of the event stream (to be drained) — or `None` when it is used up.
+    async fn stream_reply(
+        &self,
+        request: &AgentRequest,
+        tx: &Sender,
+    ) -> Result<Option<EventStream>, AgentError> {
+        let images = load_images(&request.history).await;
+        let body = request_body(&self.config, &request.history, request.thinking, &images);
+        tracing::debug!(url = %self.url, model = %self.config.model, run = %request.run_id, "openai request");
+        let mut builder = self
+            .client
+            .post(&*self.url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&body);
+        if let Some(key) = self.config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            builder = builder.bearer_auth(key);
+        }
+        // The head must come within connect + idle time.
+        let head_wait =
+            Duration::from_secs(self.config.connect_timeout_secs.max(1) + self.idle().as_secs());
+        let response = match tokio::time::timeout(head_wait, builder.send()).await {
+            Err(_) => {
+                return Err(AgentError::Timeout(format!(
+                    "{} sent no response within {} s",
+                    self.url,
+                    head_wait.as_secs()
+                )));
+            }
+            Ok(Err(e)) => return Err(self.send_error(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let mut body = self.body_stream(response);
+        if !status.is_success() {
+            let bytes = read_some(&mut body, ERROR_BODY_KEEP).await;
+            return Err(AgentError::Failed(http_error_message(
+                &self.url, status, &bytes,
+            )));
+        }
+        if is_json {
+            // A server that ignores `stream: true` answers with one JSON
+            // completion.
+            return self.whole_reply(body, tx).await.map(|()| None);
+        }
+
+        let mut events: EventStream = Box::pin(body.eventsource());
+        let mut seen_any = false;
+        loop {
+            let event = match events.next().await {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => return Err(self.stream_error(e)),
+                None if seen_any => {
+                    return Err(AgentError::Failed(format!(
+                        "the reply stream from {} ended before the reply was complete \
+                         (no finish_reason and no [DONE]): the server dropped the connection mid-reply",
+                        self.url
+                    )));
+                }
+                None => {
+                    return Err(AgentError::Failed(format!(
+                        "{} closed the stream without sending anything \
+                         (the prompt may be too long for the model's context)",
+                        self.url
+                    )));
+                }
+            };
+            seen_any = true;
+            let parsed = parse_data(&event.data)
+                .map_err(|detail| AgentError::Failed(format!("{}: {detail}", self.url)))?;
+            match parsed {
+                Parsed::Done => return Ok(Some(events)),
+                Parsed::Chunk {
+                    events: out,
+                    finished,
+                } => {
+                    for e in out {
+                        let _ = tx.send(Ok(e)).await;
+                    }
+                    if finished {
+                        return Ok(Some(events));
+                    }
+                }
+            }
+        }
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_secs(self.config.idle_timeout_secs.max(1))
+    }
+
+    /// The response body as byte chunks, failing after `idle` of silence.
+    fn body_stream(&self, response: reqwest::Response) -> BodyStream {
+        let idle = self.idle();
+        let inner = Box::pin(response.bytes_stream());
+        Box::pin(futures_util::stream::unfold(
+            Some(inner),
+            move |state| async move {
+                let mut inner = state?;
+                match tokio::time::timeout(idle, inner.next()).await {
+                    Ok(Some(Ok(b))) => Some((Ok(b), Some(inner))),
+                    Ok(Some(Err(e))) => Some((Err(ReadError::Http(e)), None)),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(ReadError::Idle), None)),
+                }
+            },
+        ))
+    }
+
+    /// A non-streamed completion (`choices[0].message`).
+    async fn whole_reply(&self, mut body: BodyStream, tx: &Sender) -> Result<(), AgentError> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            AgentError::Failed(format!(
+                "{} answered with JSON that could not be read: {}",
+                self.url,
+                snippet(&String::from_utf8_lossy(&bytes))
+            ))
+        })?;
+        if let Some(m) = error_detail(&v) {
+            return Err(AgentError::Failed(format!(
+                "{} reported an error: {m}",
+                self.url
+            )));
+        }
+        let message = &v["choices"][0]["message"];
+        if let Some(t) = reasoning_of(message) {
+            let _ = tx.send(Ok(AgentEvent::Thinking(t))).await;
+        }
+        if let Some(t) = text_of(&message["content"]) {
+            let _ = tx.send(Ok(AgentEvent::Delta(t))).await;
+        }
+        Ok(())
+    }
+
+    fn send_error(&self, e: &reqwest::Error) -> AgentError {
+        let url = &self.url;
+        if e.is_connect() {
+            if e.is_timeout() {
+                return AgentError::Timeout(format!(
+                    "could not connect to {url} within {} s",
+                    self.config.connect_timeout_secs.max(1)
+                ));
+            }
+            if has_io_kind(e, std::io::ErrorKind::ConnectionRefused) {
+                return AgentError::Failed(format!(
+                    "cannot connect to {url}: nothing is listening there (connection refused). \
+                     Is the model server running? Check [agent.openai] base_url or LOOPCHAT_OPENAI_BASE_URL"
+                ));
+            }
+            return AgentError::Failed(format!("cannot connect to {url}: {}", error_chain(e)));
+        }
+        if e.is_timeout() {
+            return AgentError::Timeout(format!("{url} sent no response in time"));
+        }
+        AgentError::Failed(format!("the request to {url} failed: {}", error_chain(e)))
+    }
+
+    fn read_error(&self, e: ReadError) -> AgentError {
+        match e {
+            ReadError::Idle => AgentError::Timeout(format!(
+                "{} sent nothing for {} s (idle timeout)",
+                self.url,
+                self.idle().as_secs()
+            )),
+            ReadError::Http(e) => AgentError::Failed(format!(
+                "the connection to {} broke mid-reply: {}",
+                self.url,
+                error_chain(&e)
+            )),
+        }
+    }
+
+    fn stream_error(&self, e: EventStreamError<ReadError>) -> AgentError {
+        match e {
+            EventStreamError::Transport(e) => self.read_error(e),
+            EventStreamError::Utf8(_) => AgentError::Failed(format!(
+                "{} sent a reply stream that is not valid UTF-8",
+                self.url
+            )),
+            EventStreamError::Parser(e) => AgentError::Failed(format!(
+                "{} sent a reply stream that is not valid server-sent events: {e}",
+                self.url
+            )),
+        }
+    }
+}
+
+/// Reads up to `limit` bytes of a body (for error messages).
+async fn read_some(body: &mut BodyStream, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match body.next().await {
+            Some(Ok(b)) => out.extend_from_slice(&b),
+            _ => break,
+        }
+    }
+    out.truncate(limit);
+    out
+}
+
+fn has_io_kind(e: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == kind
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// An error and its causes, `a: b: c`, without repeats.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// `text` trimmed and cut to [`SNIPPET`] characters.
+fn snippet(text: &str) -> String {
+    let t = text.trim();
+    let mut out: String = t.chars().take(SNIPPET).collect();
+    if out.len() < t.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// The human message of an error response: `error.message` (OpenAI,
+/// llama.cpp, vLLM), `error` as a string (Ollama), `detail` (FastAPI) or
+/// `message`.
+fn error_detail(v: &Value) -> Option<String> {
+    let e = v.get("error")?;
+    let m = match e {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => match o.get("message") {
+            Some(Value::String(s)) => s.clone(),
+            _ => e.to_string(),
+        },
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    Some(m)
+}
+
+fn http_error_message(url: &str, status: reqwest::StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let detail = serde_json::from_str::<Value>(&text).ok().and_then(|v| {
+        error_detail(&v).or_else(|| {
+            ["detail", "message"].iter().find_map(|k| {
+                v.get(*k)
+                    .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_owned))
+            })
+        })
+    });
+    let detail = match detail {
+        Some(d) => snippet(&d),
+        None if text.trim().is_empty() => "(empty body)".to_owned(),
+        None => snippet(&text),
+    };
+    let hint = match status.as_u16() {
+        401 | 403 => " — check the API key (LOOPCHAT_OPENAI_API_KEY or [agent.openai] api_key_env)",
+        404 => " — check [agent.openai] base_url (it usually ends in /v1) and model",
+        _ => "",
+    };
+    format!("{url} answered HTTP {status}: {detail}{hint}")
+}
+
+/// Image files of the history as `data:` URLs, read once per request. An
+/// unreadable file is left out (with a warning) rather than failing every
+/// later turn of the session.
+async fn load_images(history: &[ChatTurn]) -> HashMap<PathBuf, String> {
+    let mut out = HashMap::new();
+    for image in history
+        .iter()
+        .filter(|t| t.role == Role::User)
+        .flat_map(|t| &t.images)
+    {
+        if out.contains_key(&image.path) {
+            continue;
+        }
+        match tokio::fs::read(&image.path).await {
+            Ok(bytes) => {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                out.insert(
+                    image.path.clone(),
+                    format!("data:{};base64,{b64}", image.mime_type),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(path = %image.path.display(), error = %e, "attachment left out of the model request");
+            }
+        }
+    }
+    out
+}
+
+fn role_name(role: Role) -> Option<&'static str> {
+    Some(match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::System => "system",
+        Role::ToolResult => return None,
+    })
+}
+
+/// `thinking` as the `reasoning_effort` value; `None` for off.
+fn reasoning_effort(thinking: ThinkingLevel) -> Option<&'static str> {
+    match thinking {
+        ThinkingLevel::Off => None,
+        level => Some(level.as_str()),
+    }
+}
+
+/// The JSON body of a streaming chat completion request. `images` maps an
+/// attachment path to its `data:` URL (see [`load_images`]).
+fn request_body(
+    config: &OpenAiConfig,
+    history: &[ChatTurn],
+    thinking: ThinkingLevel,
+    images: &HashMap<PathBuf, String>,
+) -> Value {
+    let mut messages = Vec::with_capacity(history.len() + 1);
+    if let Some(system) = config
+        .system_prompt
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for turn in history {
+        let Some(role) = role_name(turn.role) else {
+            continue;
+        };
+        let urls: Vec<&String> = if turn.role == Role::User {
+            turn.images
+                .iter()
+                .filter_map(|i: &ImageFile| images.get(&i.path))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let content = if urls.is_empty() {
+            Value::String(turn.text.clone())
+        } else {
+            let mut parts = Vec::with_capacity(urls.len() + 1);
+            if !turn.text.trim().is_empty() {
+                parts.push(json!({"type": "text", "text": turn.text}));
+            }
+            for url in urls {
+                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            Value::Array(parts)
+        };
+        messages.push(json!({"role": role, "content": content}));
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), config.model.clone().into());
+    body.insert("messages".into(), messages.into());
+    body.insert("stream".into(), true.into());
+    if let Some(n) = config.max_tokens {
+        body.insert("max_tokens".into(), n.into());
+    }
+    if let Some(t) = config.temperature {
+        // Through the decimal form, so 0.7 goes out as 0.7, not 0.699999988.
+        let t: f64 = t.to_string().parse().unwrap_or(f64::from(t));
+        body.insert("temperature".into(), t.into());
+    }
+    if let Some(effort) = reasoning_effort(thinking) {
+        body.insert("reasoning_effort".into(), effort.into());
+    }
+    Value::Object(body)
+}
+
+/// One `data:` payload of the stream.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// `[DONE]`.
+    Done,
+    Chunk {
+        events: Vec<AgentEvent>,
+        /// A `finish_reason` was set: the reply is complete.
+        finished: bool,
+    },
+}
+
+/// Reads one SSE `data` payload. The error is a sentence for the user.
+fn parse_data(data: &str) -> Result<Parsed, String> {
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Ok(Parsed::Done);
+    }
+    let v: Value = serde_json::from_str(data).map_err(|_| {
+        format!(
+            "the reply stream carried data that is not JSON: {}",
+            snippet(data)
+        )
+    })?;
+    if !v.is_object() {
+        return Err(format!(
+            "the reply stream carried JSON that is not a completion chunk: {}",
+            snippet(data)
+        ));
+    }
+    if let Some(m) = error_detail(&v) {
+        return Err(format!("the server reported an error mid-reply: {m}"));
+    }
+    let mut events = Vec::new();
+    let mut finished = false;
+    // `choices` is empty in a trailing usage chunk.
+    if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+        let delta = &choice["delta"];
+        if let Some(t) = reasoning_of(delta) {
+            events.push(AgentEvent::Thinking(t));
+        }
+        if let Some(t) = text_of(&delta["content"]) {
+            events.push(AgentEvent::Delta(t));
+        }
+        finished = choice
+            .get("finish_reason")
+            .is_some_and(|r| r.as_str().is_some_and(|s| !s.is_empty()));
+    }
+    Ok(Parsed::Chunk { events, finished })
+}
+
+/// Reasoning text of a delta or message: `reasoning_content` (llama.cpp,
+/// DeepSeek, vLLM) or `reasoning` (Ollama, OpenRouter, newer vLLM).
+fn reasoning_of(v: &Value) -> Option<String> {
+    text_of(&v["reasoning_content"]).or_else(|| text_of(&v["reasoning"]))
+}
+
+/// Non-empty text of a content value: a string, or an array of text parts.
+fn text_of(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => return None,
+    };
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn turn(role: Role, text: &str) -> ChatTurn {
+        ChatTurn {
+            role,
+            text: text.into(),
+            images: vec![],
+        }
+    }
+
+    fn config(base_url: &str) -> OpenAiConfig {
+        OpenAiConfig {
+            base_url: base_url.into(),
+            model: "m".into(),
+            ..OpenAiConfig::default()
+        }
+    }
+
+    #[test]
+    fn endpoint_from_base_url() {
+        assert_eq!(
+            endpoint("http://h:1/v1").unwrap(),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint("http://h:1/v1/ ").unwrap(),
+            "http://h:1/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint("https://api.openai.com/v1/chat/completions").unwrap(),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert!(endpoint("127.0.0.1:8080/v1").is_err());
+        assert!(endpoint("ftp://h/v1").is_err());
+        assert!(OpenAiAgent::new(config("nope")).is_err());
+    }
+
+    #[test]
+    fn body_minimal() {
+        let body = request_body(
+            &config("http://h/v1"),
+            &[turn(Role::User, "hi")],
+            ThinkingLevel::Off,
+            &HashMap::new(),
+        );
+        assert_eq!(
+            body,
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+        );
+    }
+
+    #[test]
+    fn body_full() {
+        let mut c = config("http://h/v1");
+        c.system_prompt = Some("Be brief.".into());
+        c.max_tokens = Some(300);
+        c.temperature = Some(0.7);
+        c.api_key = Some("sk-secret".into());
+        let img = ImageFile {
+            mime_type: "image/png".into(),
+            path: "/x/a.png".into(),
+        };
+        let missing = ImageFile {
+            mime_type: "image/png".into(),
+            path: "/x/gone.png".into(),
+        };
+        let history = vec![
+            turn(Role::System, "sys note"),
+            ChatTurn {
+                role: Role::User,
+                text: "look".into(),
+                images: vec![img.clone(), missing],
+            },
+            turn(Role::Assistant, "a cat"),
+            turn(Role::ToolResult, "ignored"),
+            ChatTurn {
+                role: Role::User,
+                text: " ".into(),
+                images: vec![img],
+            },
+        ];
+        let images = HashMap::from([(
+            PathBuf::from("/x/a.png"),
+            "data:image/png;base64,AAA".to_owned(),
+        )]);
+        let body = request_body(&c, &history, ThinkingLevel::High, &images);
+        let image_part =
+            json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}});
+        assert_eq!(
+            body,
+            json!({
+                "model": "m",
+                "stream": true,
+                "max_tokens": 300,
+                "temperature": 0.7,
+                "reasoning_effort": "high",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "system", "content": "sys note"},
+                    {"role": "user", "content": [{"type": "text", "text": "look"}, image_part]},
+                    {"role": "assistant", "content": "a cat"},
+                    {"role": "user", "content": [image_part]},
+                ]
+            })
+        );
+        // The key goes in a header, never into the body.
+        assert!(!body.to_string().contains("sk-secret"));
+    }
+
+    #[test]
+    fn thinking_levels() {
+        let effort = |t| {
+            request_body(&config("http://h/v1"), &[], t, &HashMap::new())
+                .get("reasoning_effort")
+                .cloned()
+        };
+        assert_eq!(effort(ThinkingLevel::Off), None);
+        for (level, s) in [
+            (ThinkingLevel::Minimal, "minimal"),
+            (ThinkingLevel::Low, "low"),
+            (ThinkingLevel::Medium, "medium"),
+            (ThinkingLevel::High, "high"),
+        ] {
+            assert_eq!(effort(level), Some(json!(s)));
+        }
+    }
+
+    #[tokio::test]
+    async fn images_are_data_urls() {
+        let dir = std::env::temp_dir().join(format!("loopchat-openai-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.png");
+        std::fs::write(&path, b"\x89PNG").unwrap();
+        let history = vec![ChatTurn {
+            role: Role::User,
+            text: "x".into(),
+            images: vec![
+                ImageFile {
+                    mime_type: "image/png".into(),
+                    path: path.clone(),
+                },
+                ImageFile {
+                    mime_type: "image/png".into(),
+                    path: dir.join("missing.png"),
+                },
+            ],
+        }];
+        let images = load_images(&history).await;
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[&path], "data:image/png;base64,iVBORw==");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn chunk(events: Vec<AgentEvent>, finished: bool) -> Parsed {
+        Parsed::Chunk { events, finished }
+    }
+
+    #[test]
+    fn chunks() {
+        use AgentEvent::{Delta, Thinking};
+        assert_eq!(parse_data("[DONE]"), Ok(Parsed::Done));
+        assert_eq!(parse_data(" [DONE] "), Ok(Parsed::Done));
+        // llama.cpp's first chunk: the role only.
+        assert_eq!(
+            parse_data(
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#
+            ),
+            Ok(chunk(vec![], false))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":"Hel"},"finish_reason":null}]}"#),
+            Ok(chunk(vec![Delta("Hel".into())], false))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":null,"reasoning_content":"hmm"}}]}"#),
+            Ok(chunk(vec![Thinking("hmm".into())], false))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"reasoning":"so"}}]}"#),
+            Ok(chunk(vec![Thinking("so".into())], false))
+        );
+        // Both names at once: counted once.
+        assert_eq!(
+            parse_data(
+                r#"{"choices":[{"delta":{"reasoning_content":"a","reasoning":"a","content":"b"}}]}"#
+            ),
+            Ok(chunk(vec![Thinking("a".into()), Delta("b".into())], false))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":"."},"finish_reason":"stop"}]}"#),
+            Ok(chunk(vec![Delta(".".into())], true))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{},"finish_reason":"length"}]}"#),
+            Ok(chunk(vec![], true))
+        );
+        // Content as parts; empty strings are no events.
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":[{"type":"text","text":"x"}]}}]}"#),
+            Ok(chunk(vec![Delta("x".into())], false))
+        );
+        assert_eq!(
+            parse_data(r#"{"choices":[{"delta":{"content":""}}]}"#),
+            Ok(chunk(vec![], false))
+        );
+        // OpenAI's trailing usage chunk.
+        assert_eq!(
+            parse_data(r#"{"choices":[],"usage":{"total_tokens":3}}"#),
+            Ok(chunk(vec![], false))
+        );
+        let e = parse_data("{not json").unwrap_err();
+        assert!(e.contains("not JSON") && e.contains("{not json"), "{e}");
+        let e = parse_data("42").unwrap_err();
+        assert!(e.contains("not a completion chunk"), "{e}");
+        let e = parse_data(r#"{"error":{"message":"out of memory","type":"server_error"}}"#)
+            .unwrap_err();
+        assert_eq!(e, "the server reported an error mid-reply: out of memory");
+        assert!(
+            parse_data(r#"{"error":"boom"}"#)
+                .unwrap_err()
+                .ends_with("boom")
+        );
+        assert!(parse_data(r#"{"error":null,"choices":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn http_errors() {
+        use reqwest::StatusCode;
+        let m = http_error_message(
+            "http://h/v1/chat/completions",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"message":"bad role","type":"internal_server_error"}}"#,
+        );
+        assert_eq!(
+            m,
+            "http://h/v1/chat/completions answered HTTP 500 Internal Server Error: bad role"
+        );
+        let m = http_error_message("u", StatusCode::NOT_FOUND, br#"{"detail":"Not Found"}"#);
+        assert!(
+            m.starts_with("u answered HTTP 404 Not Found: Not Found — check"),
+            "{m}"
+        );
+        let m = http_error_message("u", StatusCode::BAD_GATEWAY, b"  <html>oops</html>\n");
+        assert_eq!(m, "u answered HTTP 502 Bad Gateway: <html>oops</html>");
+        let m = http_error_message("u", StatusCode::UNAUTHORIZED, b"");
+        assert!(m.contains("(empty body)") && m.contains("API key"), "{m}");
+        let long = "x".repeat(5000);
+        let m = http_error_message("u", StatusCode::BAD_REQUEST, long.as_bytes());
+        assert!(m.len() < 400 && m.ends_with('…'), "{m}");
+    }
+
+    // ---- the HTTP side, against a scripted local server ----
+
+    fn request(text: &str) -> AgentRequest {
+        AgentRequest {
+            session_key: "s".into(),
+            run_id: "r".into(),
+            history: vec![turn(Role::User, text)],
+            thinking: ThinkingLevel::Off,
+        }
+    }
+
+    async fn collect(agent: &OpenAiAgent) -> (Vec<AgentEvent>, Option<AgentError>) {
+        let mut s = agent.run(request("hi"));
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(e) => out.push(e),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    /// Serves one connection: reads the request head and body, then writes
+    /// `response` and closes. Returns the base URL and the request text.
+    async fn serve_once(response: Vec<u8>) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let handle = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let text = read_request(&mut sock).await;
+            sock.write_all(&response).await.unwrap();
+            sock.shutdown().await.unwrap();
+            text
+        });
+        (base, handle)
+    }
+
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut tmp).await.unwrap();
+            assert!(n > 0, "client closed early");
+            buf.extend_from_slice(&tmp[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let len: usize = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= head_end + 4 + len {
+                    return text;
+                }
+            }
+        }
+    }
+
+    fn sse(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{body}"
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn streams_and_sends_the_key() {
+        let (base, server) = serve_once(sse(concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\r\n\r\n",
+            ": keep-alive comment\r\n\r\n",
+            "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"think\"}}]}\r\n\r\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        )))
+        .await;
+        let mut c = config(&base);
+        c.api_key = Some("sk-test".into());
+        let agent = OpenAiAgent::new(c).unwrap();
+        let (events, err) = collect(&agent).await;
+        assert_eq!(err, None);
+        assert_eq!(
+            events,
+            vec![
+                AgentEvent::Thinking("think".into()),
+                AgentEvent::Delta("Hel".into()),
+                AgentEvent::Delta("lo".into())
+            ]
+        );
+        let req = server.await.unwrap();
+        assert!(
+            req.starts_with("POST /v1/chat/completions HTTP/1.1"),
+            "{req}"
+        );
+        assert!(
+            req.to_ascii_lowercase()
+                .contains("authorization: bearer sk-test"),
+            "{req}"
+        );
+        assert!(req.contains(r#""stream":true"#), "{req}");
+    }
+
+    #[tokio::test]
+    async fn json_reply_when_the_server_does_not_stream() {
+        let body = r#"{"choices":[{"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#;
+        let (base, _server) = serve_once(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+        .await;
+        let agent = OpenAiAgent::new(config(&base)).unwrap();
+        assert_eq!(
+            collect(&agent).await,
+            (vec![AgentEvent::Delta("whole".into())], None)
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_specific() {
+        // Nothing listens.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let agent = OpenAiAgent::new(config(&format!("http://127.0.0.1:{port}/v1"))).unwrap();
+        let (_, err) = collect(&agent).await;
+        let Some(AgentError::Failed(m)) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            m.contains(&format!("http://127.0.0.1:{port}/v1/chat/completions")),
+            "{m}"
+        );
+        assert!(m.contains("nothing is listening"), "{m}");
+
+        // The stream stops without an end.
+        let (base, _s) = serve_once(sse(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+        ))
+        .await;
+        let agent = OpenAiAgent::new(config(&base)).unwrap();
+        let (events, err) = collect(&agent).await;
+        assert_eq!(events, vec![AgentEvent::Delta("a".into())]);
+        assert!(
+            matches!(&err, Some(AgentError::Failed(m)) if m.contains("ended before the reply was complete")),
+            "{err:?}"
+        );
+
+        // An empty 200 stream (llama.cpp's answer to a prompt that is too long).
+        let (base, _s) = serve_once(sse("")).await;
+        let agent = OpenAiAgent::new(config(&base)).unwrap();
+        let (_, err) = collect(&agent).await;
+        assert!(
+            matches!(&err, Some(AgentError::Failed(m)) if m.contains("without sending anything")),
+            "{err:?}"
+        );
+
+        // Garbage.
+        let (base, _s) = serve_once(sse("data: <html>\n\n")).await;
+        let agent = OpenAiAgent::new(config(&base)).unwrap();
+        let (_, err) = collect(&agent).await;
+        assert!(
+            matches!(&err, Some(AgentError::Failed(m)) if m.contains("not JSON: <html>")),
+            "{err:?}"
+        );
+
+        // An HTTP error.
+        let (base, _s) = serve_once(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{\"error\":{\"message\":\"context too long\"}}".to_vec(),
+        )
+        .await;
+        let agent = OpenAiAgent::new(config(&base)).unwrap();
+        let (_, err) = collect(&agent).await;
+        assert!(
+            matches!(&err, Some(AgentError::Failed(m)) if m.ends_with("answered HTTP 400 Bad Request: context too long")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_and_drop_close_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let mut c = config(&base);
+        c.idle_timeout_secs = 1;
+        c.connect_timeout_secs = 1;
+        let agent = OpenAiAgent::new(c).unwrap();
+
+        // A server that sends the head and one chunk, then falls silent.
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            read_request(&mut sock).await;
+            sock.write_all(&sse(
+                "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            ))
+            .await
+            .unwrap();
+            // Wait for the client to give up: EOF.
+            let mut b = [0u8; 16];
+            let n = sock.read(&mut b).await.unwrap_or(0);
+            (n, listener)
+        });
+        let started = std::time::Instant::now();
+        let (events, err) = collect(&agent).await;
+        assert_eq!(events, vec![AgentEvent::Delta("a".into())]);
+        assert!(
+            matches!(&err, Some(AgentError::Timeout(m)) if m.contains("idle timeout")),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let (n, listener) = server.await.unwrap();
+        assert_eq!(n, 0, "the connection is closed after the timeout");
+
+        // Dropping the stream mid-reply closes the connection at once.
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            read_request(&mut sock).await;
+            sock.write_all(&sse(
+                "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            ))
+            .await
+            .unwrap();
+            let mut b = [0u8; 16];
+            sock.read(&mut b).await.unwrap_or(0)
+        });
+        let mut s = agent.run(request("hi"));
+        assert_eq!(s.next().await, Some(Ok(AgentEvent::Delta("a".into()))));
+        let dropped = std::time::Instant::now();
+        drop(s);
+        assert_eq!(server.await.unwrap(), 0);
+        assert!(
+            dropped.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            dropped.elapsed()
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Who may talk to the relay: the token, the cookie, and the Host/Origin
+//! guards against other web pages in the user's browser and DNS rebinding.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+/// Name of the cookie that carries the token for the web page.
+pub const COOKIE_NAME: &str = "loopchat_token";
+
+/// 32 random bytes, base64url without padding.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Reads the persistent token, creating it (0600) on first start so that a
+/// restart does not log out open windows.
+pub fn load_or_create_token(path: &Path) -> io::Result<String> {
+    match fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token = new_token();
+    write_token(path, &token)?;
+    Ok(token)
+}
+
+/// Replaces the token file atomically (0600).
+pub fn write_token(path: &Path, token: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Constant-time comparison, so response timing does not leak how much of
+/// a guessed token was right.
+pub fn token_matches(expected: &str, given: &str) -> bool {
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+/// The token of a request: `Authorization: Bearer …`, else the cookie.
+pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION)
+        && let Ok(v) = v.to_str()
+        && let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    {
+        return Some(t.trim());
+    }
+    for v in headers.get_all(axum::http::header::COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=')
+                && name == COOKIE_NAME
+            {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// Is `host` (a Host header value or an Origin's authority: name plus an
+/// optional port) one the relay answers to? Loopback names on any port —
+/// a tunnel's local port differs from the relay's — or a configured name.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = strip_port(host);
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        // An IPv6 literal must be bracketed in a Host header.
+        let well_formed = ip.is_ipv4() || name.starts_with('[');
+        return well_formed && ip.is_loopback();
+    }
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Is this Origin header value a loopback (or configured) origin?
+pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false; // "null", file:, extensions, …
+    };
+    !rest.contains('/') && host_allowed(rest, allowed)
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(end) = host.strip_prefix('[').and_then(|_| host.find(']')) {
+        let (name, rest) = host.split_at(end + 1);
+        let port_ok = rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        return if port_ok { name } else { "" };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        Some(_) if host.matches(':').count() > 1 => host, // unbracketed IPv6: rejected later
+        Some(_) => "",
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let none: &[String] = &[];
+        for ok in [
+            "localhost",
+            "localhost:1",
+            "LOCALHOST:65535",
+            "127.0.0.1",
+            "127.9.8.7:80",
+            "[::1]",
+            "[::1]:4000",
+        ] {
+            assert!(host_allowed(ok, none), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:80",
+            "localhost.evil.com",
+            "127.0.0.1.nip.io",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "[::2]:80",
+            "",
+            "localhost:abc",
+            "[::1]x",
+            "192.168.1.1:8080",
+        ] {
+            assert!(!host_allowed(bad, none), "{bad}");
+        }
+        assert!(host_allowed("box.lan:9", &["box.lan".into()]));
+    }
+
+    #[test]
+    fn origins() {
+        let none: &[String] = &[];
+        assert!(origin_allowed("http://127.0.0.1:5555", none));
+        assert!(origin_allowed("http://localhost", none));
+        for bad in [
+            "null",
+            "https://evil.com",
+            "http://127.0.0.1.evil.com",
+            "file://",
+            "http://localhost/x",
+        ] {
+            assert!(!origin_allowed(bad, none), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens() {
+        let t = new_token();
+        assert_eq!(t.len(), 43);
+        assert!(token_matches(&t, &t.clone()));
+        assert!(!token_matches(&t, &t[..42]));
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("cookie", "a=b; loopchat_token=xyz; c=d".parse().unwrap());
+        assert_eq!(presented_token(&h), Some("xyz"));
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(presented_token(&h), Some("abc"));
+    }
+}

@@ -1,0 +1,95 @@
+//! A small HTTP client for the relay, used by the client commands.
+
+use anyhow::{Context, anyhow};
+use loopchat_proto::{Discovery, ErrorBody};
+use reqwest::{RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+
+use super::Target;
+use crate::discovery;
+use crate::home::Home;
+
+pub struct Client {
+    http: reqwest::Client,
+    /// e.g. `http://127.0.0.1:4000` (no trailing slash, no path).
+    origin: String,
+    token: String,
+    /// The discovery file, when the relay was found through it.
+    pub discovery: Option<Discovery>,
+}
+
+impl Client {
+    /// `--url`/`--token` (or their env vars), else the discovery file after
+    /// checking that its relay is alive.
+    pub fn connect(target: &Target) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        if let Some(url) = &target.url {
+            let token = target
+                .token
+                .clone()
+                .ok_or_else(|| anyhow!("--url needs --token (or LOOPCHAT_TOKEN) as well"))?;
+            let parsed =
+                reqwest::Url::parse(url).with_context(|| format!("invalid --url {url:?}"))?;
+            let origin = parsed.origin().ascii_serialization();
+            return Ok(Self {
+                http,
+                origin,
+                token,
+                discovery: None,
+            });
+        }
+        let home = Home::at(Home::locate(target.home.as_deref()));
+        let d = discovery::read_live(&home.discovery_file())?;
+        Ok(Self {
+            http,
+            origin: format!("http://127.0.0.1:{}", d.port),
+            token: target.token.clone().unwrap_or_else(|| d.token.clone()),
+            discovery: Some(d),
+        })
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.origin))
+            .bearer_auth(&self.token)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.origin))
+            .bearer_auth(&self.token)
+    }
+}
+
+/// Sends and checks: a non-2xx answer becomes an error with the relay's own
+/// sentence.
+pub async fn send(request: RequestBuilder) -> anyhow::Result<Response> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| anyhow!("cannot reach the relay: {e}"))?;
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => Err(anyhow!(
+            "{} ({}, HTTP {})",
+            body.error,
+            body.code.as_str(),
+            status.as_u16()
+        )),
+        Err(_) => Err(anyhow!("the relay answered HTTP {status}: {text}")),
+    }
+}
+
+pub async fn json<T: DeserializeOwned>(request: RequestBuilder) -> anyhow::Result<T> {
+    send(request)
+        .await?
+        .json()
+        .await
+        .context("the relay's answer is not the expected JSON")
+}

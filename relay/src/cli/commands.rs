@@ -1,0 +1,186 @@
+//! The client commands: each one HTTP request (or stream) against the relay.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use loopchat_proto::{
+    AbortRequest, HistoryResponse, InfoResponse, Message, Role, RpcRequest, RpcResponse,
+    SessionsResponse,
+};
+use serde_json::Value;
+
+use super::Target;
+use super::client::{Client, json, send as send_request};
+
+pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let info: InfoResponse = json(client.get("/webchat/info?limit=1")).await?;
+    if as_json {
+        // The discovery file is the stable, documented shape; with --url
+        // there is none, so the info answer stands in.
+        let out = match &client.discovery {
+            Some(d) => serde_json::to_string_pretty(d)?,
+            None => serde_json::to_string_pretty(&info)?,
+        };
+        println!("{out}");
+    } else {
+        println!("relay     {}", info.base_url);
+        println!("version   {}", info.version);
+        println!(
+            "agent     {}{}",
+            info.agent.backend,
+            info.agent
+                .model
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+        if let Some(d) = &client.discovery {
+            println!("pid       {}", d.pid);
+            println!("started   {}", d.started_at);
+            println!("store     {}", d.store);
+        }
+        println!(
+            "open      {}?token=…  (token: `loopchat info --json`)",
+            info.base_url
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sessions(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let list: SessionsResponse = json(client.get("/webchat/sessions")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.sessions.is_empty() {
+        println!("no sessions yet");
+    }
+    for s in list.sessions {
+        println!(
+            "{:<24} {}  {}",
+            s.key,
+            crate::clock::rfc3339_from_millis(s.updated_at),
+            s.preview.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn history(
+    target: &Target,
+    session: &str,
+    limit: usize,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let page: HistoryResponse = json(
+        client
+            .get("/webchat/history")
+            .query(&[("session", session), ("limit", &limit.to_string())]),
+    )
+    .await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&page)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for m in &page.messages {
+        print_message(m);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_message(m: &Message) {
+    let who = match m.role {
+        Role::User => "you",
+        Role::Assistant => "agent",
+        Role::System => "system",
+        Role::ToolResult => "tool",
+    };
+    let note = m
+        .stop_reason
+        .as_deref()
+        .map(|r| format!(" [{r}]"))
+        .unwrap_or_default();
+    println!("{who} ({}){note}:\n{}\n", m.timestamp, m.content.text());
+}
+
+pub struct SendArgs {
+    pub text: String,
+    pub session: String,
+    pub stream: bool,
+    pub thinking: Option<String>,
+    pub id: Option<String>,
+    pub json: bool,
+}
+
+pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let body = RpcRequest {
+        text: args.text,
+        session: Some(args.session.clone()),
+        thinking: args.thinking,
+        id: args.id,
+        stream: Some(args.stream),
+        ..Default::default()
+    };
+    if !args.stream {
+        let reply: RpcResponse = json(client.post("/webchat/rpc").json(&body)).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+        } else {
+            println!("{}", reply.message.content.text());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let response = send_request(client.post("/webchat/rpc").json(&body)).await?;
+    let mut events = response.bytes_stream().eventsource();
+    let mut run_id: Option<String> = None;
+    let mut stdout = std::io::stdout();
+    loop {
+        let next = tokio::select! {
+            e = events.next() => e,
+            _ = tokio::signal::ctrl_c() => {
+                // Stop the run on the relay, not just our view of it.
+                let abort = AbortRequest { session: Some(args.session.clone()), run_id: run_id.clone() };
+                let _ = send_request(client.post("/webchat/abort").json(&abort)).await;
+                eprintln!("\naborted");
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let Some(event) = next else {
+            return Err(anyhow!("the relay closed the stream before the run ended"));
+        };
+        let event = event.map_err(|e| anyhow!("broken event stream: {e}"))?;
+        let v: Value = serde_json::from_str(&event.data)?;
+        if args.json {
+            println!("{}", event.data);
+        }
+        match v.get("type").and_then(Value::as_str) {
+            Some("run.start") => run_id = v["runId"].as_str().map(str::to_owned),
+            Some("delta") if !args.json => {
+                let _ = write!(stdout, "{}", v["text"].as_str().unwrap_or(""));
+                let _ = stdout.flush();
+            }
+            Some("done") => {
+                if !args.json {
+                    println!();
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some("error") => {
+                return Err(anyhow!(
+                    "{} ({})",
+                    v["error"].as_str().unwrap_or("the run failed"),
+                    v["code"].as_str().unwrap_or("error")
+                ));
+            }
+            _ => {}
+        }
+    }
+}

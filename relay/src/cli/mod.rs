@@ -1,0 +1,185 @@
+//! Command-line surface (stable: tests and scripts rely on it).
+//!
+//! Client commands speak HTTP to a running relay exactly like any script
+//! would; only `serve` runs the relay itself.
+
+mod client;
+mod commands;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loopchat",
+    version,
+    about = "A chat window for your personal AI agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client commands find the relay.
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// The relay's base URL (default: from the discovery file).
+    #[arg(long, env = "LOOPCHAT_URL", global = true)]
+    url: Option<String>,
+    /// The relay's token (default: from the discovery file).
+    #[arg(long, env = "LOOPCHAT_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (prints the browser URL once).
+    Serve {
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        home: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (loopback only unless --unsafe-bind).
+        #[arg(long)]
+        bind: Option<IpAddr>,
+        #[arg(long)]
+        unsafe_bind: bool,
+    },
+    /// Show the running relay (with --json: its discovery file).
+    Info {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List sessions, newest first.
+    Sessions {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a session's latest messages.
+    History {
+        #[arg(long, default_value = "main")]
+        session: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send one message and print the reply.
+    Send {
+        text: String,
+        #[arg(long, default_value = "main")]
+        session: String,
+        /// Print tokens as they arrive (Ctrl-C aborts the run).
+        #[arg(long)]
+        stream: bool,
+        #[arg(long)]
+        thinking: Option<String>,
+        /// Idempotency key: a retry with the same id never makes a second turn.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_serve = matches!(cli.command, Command::Serve { .. });
+    init_tracing(if is_serve { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loopchat: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loopchat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve {
+            port,
+            home,
+            config,
+            bind,
+            unsafe_bind,
+        } => {
+            crate::server::run(crate::server::ServeOptions {
+                home,
+                config,
+                port,
+                bind,
+                unsafe_bind,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { json, target } => commands::info(&target, json).await,
+        Command::Sessions { json, target } => commands::sessions(&target, json).await,
+        Command::History {
+            session,
+            limit,
+            json,
+            target,
+        } => commands::history(&target, &session, limit, json).await,
+        Command::Send {
+            text,
+            session,
+            stream,
+            thinking,
+            id,
+            json,
+            target,
+        } => {
+            commands::send(
+                &target,
+                commands::SendArgs {
+                    text,
+                    session,
+                    stream,
+                    thinking,
+                    id,
+                    json,
+                },
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `config.toml` plus environment overrides → one [`Config`] value.
+//!
+//! Precedence: command-line flags (applied by the CLI) > environment >
+//! config file > defaults. Unknown keys in the file are an error, so a typo
+//! does not silently fall back to a default.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name} is not valid: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Fixed port; `None` means "last used if free, else random".
+    pub port: Option<u16>,
+    pub bind: IpAddr,
+    /// Extra Host header names accepted besides loopback names.
+    pub allowed_hosts: Vec<String>,
+    /// Limit for JSON request bodies, bytes.
+    pub body_limit: usize,
+    /// Limit for one uploaded attachment, bytes.
+    pub attachment_limit: usize,
+    /// Messages of history sent to the agent with each turn.
+    pub history_messages: usize,
+    /// How long in-flight turns may run on after SIGTERM before they are
+    /// stored as aborted, seconds.
+    pub shutdown_grace_secs: u64,
+    pub agent: AgentConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port: None,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            allowed_hosts: Vec::new(),
+            body_limit: 1024 * 1024,
+            attachment_limit: 10 * 1024 * 1024,
+            history_messages: 40,
+            shutdown_grace_secs: 10,
+            agent: AgentConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Echo,
+    Openai,
+    Command,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+            Self::Openai => "openai",
+            Self::Command => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub backend: Backend,
+    pub echo: EchoConfig,
+    pub openai: OpenAiConfig,
+    pub command: CommandConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EchoConfig {
+    /// Delay between streamed words, to see streaming without a model.
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// The key itself (from `LOOPCHAT_OPENAI_API_KEY`); prefer `api_key_env`.
+    #[serde(skip)]
+    pub api_key: Option<String>,
+    pub system_prompt: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub connect_timeout_secs: u64,
+    /// Longest silence between two streamed chunks.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8080/v1".into(),
+            model: "default".into(),
+            api_key_env: None,
+            api_key: None,
+            system_prompt: None,
+            max_tokens: None,
+            temperature: None,
+            connect_timeout_secs: 10,
+            idle_timeout_secs: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandConfig {
+    pub argv: Vec<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        Self {
+            argv: Vec::new(),
+            timeout_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` if it exists, then applies the environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        config.apply_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))?;
+        Ok(config)
+    }
+
+    pub(crate) fn apply_env(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = var("LOOPCHAT_AGENT") {
+            self.agent.backend = match v.as_str() {
+                "echo" => Backend::Echo,
+                "openai" => Backend::Openai,
+                "command" => Backend::Command,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "LOOPCHAT_AGENT",
+                        message: format!("{v:?} is not one of echo, openai, command"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("LOOPCHAT_OPENAI_BASE_URL") {
+            self.agent.openai.base_url = v;
+        }
+        if let Some(v) = var("LOOPCHAT_OPENAI_MODEL") {
+            self.agent.openai.model = v;
+        }
+        if let Some(v) = var("LOOPCHAT_OPENAI_API_KEY") {
+            self.agent.openai.api_key = Some(v);
+        } else if let Some(name) = self.agent.openai.api_key_env.clone() {
+            self.agent.openai.api_key = var(&name);
+        }
+        if let Some(v) = var("LOOPCHAT_AGENT_COMMAND") {
+            self.agent.command.argv = serde_json::from_str(&v).map_err(|e| ConfigError::Env {
+                name: "LOOPCHAT_AGENT_COMMAND",
+                message: format!("expected a JSON array of strings: {e}"),
+            })?;
+        }
+        if let Some(v) = var("LOOPCHAT_ECHO_DELAY_MS") {
+            self.agent.echo.delay_ms = v.parse().map_err(|_| ConfigError::Env {
+                name: "LOOPCHAT_ECHO_DELAY_MS",
+                message: "expected milliseconds".into(),
+            })?;
+        }
+        if let Some(v) = var("LOOPCHAT_PORT") {
+            self.port = Some(v.parse().map_err(|_| ConfigError::Env {
+                name: "LOOPCHAT_PORT",
+                message: "expected a port number".into(),
+            })?);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let mut c: Config = toml::from_str(
+            r#"
+            allowed_hosts = ["box.lan"]
+            [agent]
+            backend = "openai"
+            [agent.openai]
+            base_url = "http://127.0.0.1:1/v1"
+            model = "m"
+            api_key_env = "MY_KEY"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.agent.backend, Backend::Openai);
+        c.apply_env(|n| match n {
+            "MY_KEY" => Some("sk-1".into()),
+            "LOOPCHAT_OPENAI_MODEL" => Some("m2".into()),
+            "LOOPCHAT_AGENT_COMMAND" => Some(r#"["/bin/cat"]"#.into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.agent.openai.model, "m2");
+        assert_eq!(c.agent.openai.api_key.as_deref(), Some("sk-1"));
+        assert_eq!(c.agent.command.argv, vec!["/bin/cat"]);
+        assert!(toml::from_str::<Config>("prot = 1").is_err());
+        assert!(
+            Config::default()
+                .apply_env(|n| (n == "LOOPCHAT_AGENT").then(|| "gpt".into()))
+                .is_err()
+        );
+    }
+}

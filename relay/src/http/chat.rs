@@ -1,0 +1,158 @@
+//! Read endpoints: info, history pages, the session list, health.
+
+use axum::Json;
+use axum::extract::State;
+use loopchat_proto::{
+    Health, HistoryResponse, InfoResponse, Message, SessionSummary, SessionsResponse,
+};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiQuery, Authed, session_key};
+use crate::store::Page;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+const PREVIEW_CHARS: usize = 140;
+
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfoQuery {
+    session: Option<String>,
+    limit: Option<usize>,
+}
+
+fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}, not {n}"
+        ))),
+    }
+}
+
+fn messages(page: &Page) -> Vec<Message> {
+    page.messages.iter().map(|m| m.message.clone()).collect()
+}
+
+pub async fn info(
+    _: Authed,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<InfoQuery>,
+) -> Result<Json<InfoResponse>, ApiError> {
+    let key = session_key(q.session.as_deref())?;
+    let limit = limit(q.limit)?;
+    let store = state.pipeline.store();
+    let entry = store.session(&key);
+    // Read the seq before the messages: an event after this point is either
+    // in the messages or replayed to a subscriber starting at lastSeq.
+    let runtime = state.pipeline.existing_session(&key);
+    let last_seq = runtime
+        .as_ref()
+        .map_or(state.pipeline.seq_base(), |rt| rt.events.last_seq());
+    let active_run = runtime.as_ref().and_then(|rt| rt.active_run());
+    let (initial_messages, has_more) = match &entry {
+        Some(e) => {
+            let page = store.transcript(&e.session_id)?.latest(limit)?;
+            (messages(&page), page.has_more)
+        }
+        None => (Vec::new(), false),
+    };
+    Ok(Json(InfoResponse {
+        ok: true,
+        base_url: state.base_url.clone(),
+        port: state.port,
+        token: state.token.to_string(),
+        base_path: "/webchat/".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        session_key: key,
+        session_id: entry.as_ref().map(|e| e.session_id.clone()),
+        thinking_level: entry.map_or_else(|| "off".into(), |e| e.thinking_level),
+        agent: state.pipeline.agent_info(),
+        initial_messages,
+        has_more,
+        last_seq,
+        active_run,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    session: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn history(
+    _: Authed,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let key = session_key(q.session.as_deref())?;
+    let limit = limit(q.limit)?;
+    let store = state.pipeline.store();
+    let Some(entry) = store.session(&key) else {
+        return Ok(Json(HistoryResponse {
+            ok: true,
+            messages: Vec::new(),
+            has_more: false,
+        }));
+    };
+    let transcript = store.transcript(&entry.session_id)?;
+    let page = match q.before.as_deref() {
+        None => transcript.latest(limit)?,
+        Some(id) => transcript
+            .before(id, limit)?
+            .ok_or_else(|| ApiError::not_found(format!("no message {id:?} in session {key:?}")))?,
+    };
+    Ok(Json(HistoryResponse {
+        ok: true,
+        messages: messages(&page),
+        has_more: page.has_more,
+    }))
+}
+
+pub async fn sessions(
+    _: Authed,
+    State(state): State<AppState>,
+) -> Result<Json<SessionsResponse>, ApiError> {
+    let store = state.pipeline.store();
+    let mut sessions = Vec::new();
+    for e in store.sessions() {
+        let preview = store
+            .transcript(&e.session_id)
+            .ok()
+            .and_then(|t| t.latest(1).ok())
+            .and_then(|p| {
+                p.messages
+                    .last()
+                    .map(|m| preview(&m.message.content.text()))
+            });
+        sessions.push(SessionSummary {
+            key: e.key,
+            session_id: e.session_id,
+            updated_at: e.updated_at,
+            thinking_level: e.thinking_level,
+            preview,
+        });
+    }
+    Ok(Json(SessionsResponse { ok: true, sessions }))
+}
+
+fn preview(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(PREVIEW_CHARS) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}

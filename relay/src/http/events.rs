@@ -1,0 +1,153 @@
+//! Live events: `GET /webchat/events` (SSE) and `GET /webchat/socket`
+//! (WebSocket), both replaying from `since`/`Last-Event-ID` then going live.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiQuery, Authed, session_key};
+use super::rpc::sse_event;
+use crate::events::Subscription;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EventsQuery {
+    session: Option<String>,
+    since: Option<u64>,
+    notify_since: Option<u64>,
+    /// Identifies a browser tab for presence (see notifications).
+    client: Option<String>,
+}
+
+/// Where a subscriber starts: `Last-Event-ID` (the browser's own resume)
+/// wins over `since`.
+fn start_seq(headers: &HeaderMap, since: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("Last-Event-ID must be a seq number")),
+        _ => Ok(since),
+    }
+}
+
+fn subscribe(
+    state: &AppState,
+    q: &EventsQuery,
+    headers: &HeaderMap,
+) -> Result<Option<Subscription>, ApiError> {
+    let since = start_seq(headers, q.since)?;
+    let _ = (&q.notify_since, &q.client);
+    match &q.session {
+        None => Ok(None),
+        Some(raw) => {
+            let key = session_key(Some(raw))?;
+            Ok(Some(state.pipeline.session(&key).events.subscribe(since)))
+        }
+    }
+}
+
+async fn next_event(
+    sub: &mut Option<Subscription>,
+) -> Option<std::sync::Arc<loopchat_proto::Event>> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub async fn sse(
+    _: Authed,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let sub = subscribe(&state, &q, &headers)?;
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold((sub, shutdown), |(mut sub, shutdown)| async move {
+        tokio::select! {
+            e = next_event(&mut sub) => e.map(|e| (Ok(sse_event(&e)), (sub, shutdown))),
+            () = shutdown.cancelled() => None,
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+pub async fn socket(
+    _: Authed,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let sub = subscribe(&state, &q, &headers)?;
+    let ping_every = state.ws_ping;
+    let shutdown = state.shutdown.clone();
+    Ok(ws
+        .on_upgrade(move |socket| run_socket(socket, sub, ping_every, shutdown))
+        .into_response())
+}
+
+/// Pings every `ping_every`; a client that misses three pongs in a row is
+/// gone (a half-open TCP connection would otherwise hold the socket open).
+async fn run_socket(
+    socket: WebSocket,
+    mut sub: Option<Subscription>,
+    ping_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let mut ticker = tokio::time::interval(ping_every);
+    ticker.tick().await;
+    let mut missed = 0u32;
+    loop {
+        tokio::select! {
+            e = next_event(&mut sub) => {
+                let Some(e) = e else { break };
+                let text = serde_json::to_string(&*e).unwrap_or_default();
+                if tx.send(WsMessage::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                if missed >= 3 {
+                    let _ = tx.send(WsMessage::Close(None)).await;
+                    break;
+                }
+                missed += 1;
+                if tx.send(WsMessage::Text(r#"{"type":"ping"}"#.into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = rx.next() => match incoming {
+                Some(Ok(WsMessage::Text(t))) => {
+                    if serde_json::from_str::<serde_json::Value>(&t)
+                        .ok()
+                        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(|t| t == "pong"))
+                        .unwrap_or(false)
+                    {
+                        missed = 0;
+                    }
+                }
+                Some(Ok(WsMessage::Pong(_))) => missed = 0,
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            () = shutdown.cancelled() => {
+                let _ = tx.send(WsMessage::Close(None)).await;
+                break;
+            }
+        }
+    }
+}

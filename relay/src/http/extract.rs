@@ -1,0 +1,99 @@
+//! Extractors whose rejections speak the protocol's JSON error shape.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use loopchat_proto::{DEFAULT_SESSION, ErrorCode, validate_session_key};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth;
+
+/// A JSON body. Any content type is accepted (`curl -d` sends a form type);
+/// browsers cannot post cross-origin here anyway (Origin check, token).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than the relay accepts",
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request(
+                "the request body is empty; expected JSON",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters; a malformed query is a 400, not axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
+    }
+}
+
+/// Proof that the request carries the relay's token.
+pub struct Authed;
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match auth::presented_token(&parts.headers) {
+            Some(t) if auth::token_matches(&state.token, t) => Ok(Authed),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "the token is not valid",
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "a token is required: send Authorization: Bearer <token> (see `loopchat info`)",
+            )),
+        }
+    }
+}
+
+/// A session key from a request, validated; `main` when absent.
+pub fn session_key(raw: Option<&str>) -> Result<String, ApiError> {
+    let key = raw.unwrap_or(DEFAULT_SESSION);
+    validate_session_key(key).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidSessionKey,
+            format!("invalid session key: {e}"),
+        )
+    })?;
+    Ok(key.to_owned())
+}

@@ -1,0 +1,84 @@
+//! The HTTP surface: routing, the guards every request passes, and thin
+//! handlers that call into the pipeline and the store.
+
+mod assets;
+mod chat;
+pub mod error;
+mod events;
+mod extract;
+mod guard;
+mod rpc;
+mod uploads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::response::Redirect;
+use axum::routing::{get, post};
+use loopchat_proto::ErrorCode;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::pipeline::Pipeline;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub token: Arc<str>,
+    pub allowed_hosts: Arc<[String]>,
+    pub port: u16,
+    pub base_url: String,
+    pub attachment_limit: usize,
+    pub ws_ping: Duration,
+    /// Cancelled when the relay starts shutting down: ends live streams so
+    /// that the graceful shutdown does not wait on them forever.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let assets = Router::new()
+        .route("/webchat/", get(assets::index))
+        .route("/webchat/{*path}", get(assets::asset))
+        .layer(CompressionLayer::new());
+    let uploads = Router::new()
+        .route("/webchat/attachments", post(uploads::upload))
+        .layer(DefaultBodyLimit::max(state.attachment_limit));
+    let api = Router::new()
+        .route("/webchat/info", get(chat::info))
+        .route("/webchat/history", get(chat::history))
+        .route("/webchat/sessions", get(chat::sessions))
+        .route("/webchat/rpc", post(rpc::rpc))
+        .route("/webchat/abort", post(rpc::abort))
+        .route("/webchat/events", get(events::sse))
+        .route("/webchat/socket", get(events::socket))
+        .route("/webchat/attachments/{id}", get(uploads::download))
+        .layer(DefaultBodyLimit::max(body_limit));
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/webchat/") }))
+        .route("/webchat", get(|| async { Redirect::to("/webchat/") }))
+        .route("/healthz", get(chat::healthz))
+        .merge(api)
+        .merge(uploads)
+        .merge(assets)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::host_and_origin,
+        ))
+        .layer(
+            // Logs the path only: query strings may carry the token.
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,19 @@
+//! The loopchat relay as a library: the `loopchat` binary is a thin CLI
+//! over it, and benchmarks and tests reach the same code.
+//!
+//! See `docs/ARCHITECTURE.md` for the code map and invariants.
+
+pub mod agent;
+pub mod attachments;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod discovery;
+pub mod events;
+pub mod home;
+pub mod http;
+pub mod pipeline;
+pub mod render;
+pub mod server;
+pub mod store;

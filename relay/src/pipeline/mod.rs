@@ -1,0 +1,385 @@
+//! The agent pipeline: one turn = store the user message → call the agent
+//! with the session history → stream events → store the reply → `run.end`.
+//!
+//! Each session has one worker task fed by a FIFO queue, so turns of a
+//! session run one at a time in arrival order while sessions run in
+//! parallel. The worker, not the HTTP request, owns a run: a client that goes
+//! away does not stop it. The worker moves on to the next turn as soon as the
+//! reply is *written*; acknowledging it waits for the group commit that makes
+//! it durable, outside the turn order, so many turns share one flush.
+
+mod turn;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use loopchat_proto::{ActiveRun, AgentInfo, Message, ThinkingLevel};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+use crate::attachments::Attachments;
+use crate::events::EventLog;
+use crate::store::{Store, StoreError};
+
+/// Idempotency keys remembered per session in memory (older ones are still
+/// found in the transcript's recent messages).
+const REMEMBERED_TURNS: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error("the text is empty")]
+    EmptyText,
+    #[error("unknown attachment {0:?}; upload it first with POST /webchat/attachments")]
+    UnknownAttachment(String),
+    #[error("a turn is already running in session {0:?}")]
+    TurnInProgress(String),
+    #[error("the relay is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Agent(String),
+    #[error("{0}")]
+    AgentTimeout(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A validated turn request.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub session_key: String,
+    pub text: String,
+    pub thinking: Option<ThinkingLevel>,
+    pub attachment_ids: Vec<String>,
+    pub client_id: Option<String>,
+    /// Wait behind a running turn (default) instead of failing with 409.
+    pub queue: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnResult {
+    pub session_key: String,
+    pub session_id: String,
+    pub run_id: String,
+    pub message: Message,
+}
+
+pub type TurnOutcome = Result<TurnResult, TurnError>;
+
+/// Told about every finished turn (used for notifications).
+pub trait RunObserver: Send + Sync + 'static {
+    fn run_finished(&self, session_key: &str, outcome: &TurnOutcome);
+}
+
+struct QueuedTurn {
+    run_id: String,
+    request: TurnRequest,
+    cancel: CancellationToken,
+    done: watch::Sender<Option<Arc<TurnOutcome>>>,
+}
+
+#[derive(Clone)]
+struct KnownTurn {
+    run_id: String,
+    since: u64,
+    outcome: watch::Receiver<Option<Arc<TurnOutcome>>>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    active: Option<ActiveRun>,
+    /// Queued or running turns.
+    pending: usize,
+    cancels: HashMap<String, CancellationToken>,
+    known: HashMap<String, KnownTurn>,
+    known_order: VecDeque<String>,
+}
+
+/// Per-session runtime: its event log, its queue and its run state.
+pub struct SessionRuntime {
+    pub key: String,
+    pub events: Arc<EventLog>,
+    queue: mpsc::UnboundedSender<QueuedTurn>,
+    state: Mutex<SessionState>,
+}
+
+impl SessionRuntime {
+    pub fn active_run(&self) -> Option<ActiveRun> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .active
+            .clone()
+    }
+}
+
+/// What `submit` hands back: the run's id, where its events start, and its
+/// outcome once durable.
+pub struct Ticket {
+    pub run_id: String,
+    /// Events of this run have seqs above this.
+    pub since: u64,
+    pub session: Arc<SessionRuntime>,
+    outcome: watch::Receiver<Option<Arc<TurnOutcome>>>,
+}
+
+impl Ticket {
+    /// The outcome is known (or will never come).
+    pub fn is_settled(&self) -> bool {
+        self.outcome.borrow().is_some() || self.outcome.has_changed().is_err()
+    }
+
+    /// Resolves once [`Ticket::is_settled`] would be true.
+    pub async fn settled(&mut self) {
+        while !self.is_settled() {
+            if self.outcome.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub async fn outcome(mut self) -> Arc<TurnOutcome> {
+        loop {
+            if let Some(o) = self.outcome.borrow_and_update().clone() {
+                return o;
+            }
+            if self.outcome.changed().await.is_err() {
+                return Arc::new(Err(TurnError::ShuttingDown));
+            }
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) agent: Arc<dyn Agent>,
+    pub(crate) attachments: Attachments,
+    pub(crate) history_messages: usize,
+    seq_base: u64,
+    sessions: Mutex<HashMap<String, Arc<SessionRuntime>>>,
+    /// Turns between submit and durable outcome.
+    busy: AtomicUsize,
+    idle: Notify,
+    /// Cancels every run: the end of the shutdown grace period.
+    hard_stop: CancellationToken,
+    closing: std::sync::atomic::AtomicBool,
+    observers: Mutex<Vec<Arc<dyn RunObserver>>>,
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: Store,
+        agent: Arc<dyn Agent>,
+        attachments: Attachments,
+        history_messages: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                agent,
+                attachments,
+                history_messages,
+                seq_base: crate::events::seq_base(),
+                sessions: Mutex::new(HashMap::new()),
+                busy: AtomicUsize::new(0),
+                idle: Notify::new(),
+                hard_stop: CancellationToken::new(),
+                closing: Default::default(),
+                observers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn attachments(&self) -> &Attachments {
+        &self.inner.attachments
+    }
+
+    pub fn agent_info(&self) -> AgentInfo {
+        self.inner.agent.info()
+    }
+
+    pub fn add_observer(&self, observer: Arc<dyn RunObserver>) {
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(observer);
+    }
+
+    /// The runtime of `key` if it was used since the relay started.
+    pub fn existing_session(&self, key: &str) -> Option<Arc<SessionRuntime>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// The seq every session's log starts from in this relay run.
+    pub fn seq_base(&self) -> u64 {
+        self.inner.seq_base
+    }
+
+    /// The runtime of `key`, created on first use (the session itself is
+    /// only created in the store when a turn runs).
+    pub fn session(&self, key: &str) -> Arc<SessionRuntime> {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(rt) = sessions.get(key) {
+            return rt.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rt = Arc::new(SessionRuntime {
+            key: key.to_owned(),
+            events: Arc::new(EventLog::new(self.inner.seq_base)),
+            queue: tx,
+            state: Mutex::new(SessionState::default()),
+        });
+        sessions.insert(key.to_owned(), rt.clone());
+        tokio::spawn(turn::worker(self.inner.clone(), rt.clone(), rx));
+        rt
+    }
+
+    /// Queues a turn. A request whose `client_id` was seen before gets the
+    /// first turn's ticket back instead of a second turn.
+    pub fn submit(&self, request: TurnRequest) -> Result<Ticket, TurnError> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(TurnError::ShuttingDown);
+        }
+        if request.text.trim().is_empty() && request.attachment_ids.is_empty() {
+            return Err(TurnError::EmptyText);
+        }
+        for id in &request.attachment_ids {
+            if self.inner.attachments.path(id).is_none() {
+                return Err(TurnError::UnknownAttachment(id.clone()));
+            }
+        }
+        let rt = self.session(&request.session_key);
+        let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = request.client_id.as_ref().and_then(|c| st.known.get(c)) {
+            return Ok(Ticket {
+                run_id: known.run_id.clone(),
+                since: known.since,
+                session: rt.clone(),
+                outcome: known.outcome.clone(),
+            });
+        }
+        if !request.queue && st.pending > 0 {
+            return Err(TurnError::TurnInProgress(request.session_key.clone()));
+        }
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let cancel = self.inner.hard_stop.child_token();
+        let (done, outcome) = watch::channel(None);
+        let since = rt.events.last_seq();
+        if let Some(client_id) = &request.client_id {
+            st.known.insert(
+                client_id.clone(),
+                KnownTurn {
+                    run_id: run_id.clone(),
+                    since,
+                    outcome: outcome.clone(),
+                },
+            );
+            st.known_order.push_back(client_id.clone());
+            if st.known_order.len() > REMEMBERED_TURNS
+                && let Some(old) = st.known_order.pop_front()
+            {
+                st.known.remove(&old);
+            }
+        }
+        st.pending += 1;
+        st.cancels.insert(run_id.clone(), cancel.clone());
+        self.inner.busy.fetch_add(1, Ordering::SeqCst);
+        // Sent under the state lock: queue order is submit order.
+        let queued = QueuedTurn {
+            run_id: run_id.clone(),
+            request,
+            cancel,
+            done,
+        };
+        if rt.queue.send(queued).is_err() {
+            st.pending -= 1;
+            self.inner.turn_settled();
+            return Err(TurnError::ShuttingDown);
+        }
+        drop(st);
+        Ok(Ticket {
+            run_id,
+            since,
+            session: rt,
+            outcome,
+        })
+    }
+
+    /// Stops the running turn of `key` (or the queued/running turn
+    /// `run_id`). Returns the run that was stopped.
+    pub fn abort(&self, key: &str, run_id: Option<&str>) -> Option<String> {
+        let rt = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)?
+            .clone();
+        let st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+        let target = match run_id {
+            Some(id) => st.cancels.contains_key(id).then(|| id.to_owned())?,
+            None => st.active.as_ref()?.run_id.clone(),
+        };
+        st.cancels.get(&target)?.cancel();
+        Some(target)
+    }
+
+    /// Graceful stop: refuse new turns, let running ones finish for `grace`,
+    /// then abort the rest (stored as aborted) and flush the index.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        if tokio::time::timeout(grace, self.inner.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::info!("aborting turns still running after the grace period");
+            self.inner.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.wait_idle()).await;
+        }
+        if let Err(e) = self.inner.store.flush().await {
+            tracing::error!(error = %e, "could not flush the session index");
+        }
+    }
+}
+
+impl Inner {
+    fn turn_settled(&self) {
+        if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Register before checking, or a wake-up in between is lost.
+            notified.as_mut().enable();
+            if self.busy.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The session worker and the steps of one turn.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use loopchat_proto::{ActiveRun, Content, EventBody, Role, RunState, ThinkingLevel};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{Inner, QueuedTurn, SessionRuntime, TurnError, TurnOutcome, TurnResult};
+use crate::agent::{AgentError, AgentEvent, AgentRequest, ChatTurn, ImageFile};
+use crate::attachments::Attachments;
+use crate::clock::now_millis;
+use crate::store::{NewMessage, StoredMessage, Transcript};
+
+pub(super) async fn worker(
+    inner: Arc<Inner>,
+    rt: Arc<SessionRuntime>,
+    mut queue: mpsc::UnboundedReceiver<QueuedTurn>,
+) {
+    while let Some(turn) = queue.recv().await {
+        let QueuedTurn {
+            run_id,
+            request,
+            cancel,
+            done,
+        } = turn;
+        let (outcome, durable) = run(&inner, &rt, &run_id, &request, &cancel).await;
+        {
+            let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.active = None;
+            st.pending -= 1;
+            st.cancels.remove(&run_id);
+        }
+        // Acknowledge only once durable, but let the next turn start now.
+        let inner = inner.clone();
+        let key = rt.key.clone();
+        tokio::spawn(async move {
+            let mut outcome = outcome;
+            if let Some((transcript, generation)) = durable
+                && let Err(e) = transcript.durable(generation).await
+            {
+                tracing::error!(session = %key, error = %e, "reply could not be made durable");
+                outcome = Err(TurnError::Store(e));
+            }
+            let observers = inner
+                .observers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for o in observers {
+                o.run_finished(&key, &outcome);
+            }
+            let _ = done.send(Some(Arc::new(outcome)));
+            inner.turn_settled();
+        });
+    }
+}
+
+/// Writes to wait for before the outcome may be acknowledged.
+type Durable = Option<(Arc<Transcript>, u64)>;
+
+async fn run(
+    inner: &Inner,
+    rt: &SessionRuntime,
+    run_id: &str,
+    request: &super::TurnRequest,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> (TurnOutcome, Durable) {
+    let key = &request.session_key;
+    let entry = match inner.store.get_or_create(key).await {
+        Ok(e) => e,
+        Err(e) => return (Err(e.into()), None),
+    };
+    let transcript = match inner.store.transcript(&entry.session_id) {
+        Ok(t) => t,
+        Err(e) => return (Err(e.into()), None),
+    };
+    let result = |message: loopchat_proto::Message| TurnResult {
+        session_key: key.clone(),
+        session_id: entry.session_id.clone(),
+        run_id: run_id.to_owned(),
+        message,
+    };
+
+    // A retry of a turn this relay stored before a restart.
+    let earlier = match &request.client_id {
+        Some(c) => match transcript.find_turn(c) {
+            Ok(found) => found,
+            Err(e) => return (Err(e.into()), None),
+        },
+        None => None,
+    };
+    let user_id = match earlier {
+        Some((_, Some(reply))) => return (Ok(result(reply.message.clone())), None),
+        Some((user, None)) => user.message.id.clone(),
+        None => {
+            let new = NewMessage {
+                id: uuid::Uuid::new_v4().to_string(),
+                role: Role::User,
+                content: user_content(&request.text, &request.attachment_ids),
+                timestamp_ms: now_millis(),
+                client_id: request.client_id.clone(),
+                reply_to: None,
+                stop_reason: None,
+                error_message: None,
+            };
+            match transcript.append(&new) {
+                Ok((stored, _)) => {
+                    rt.events.publish(EventBody::Message {
+                        message: stored.message.clone(),
+                        run_id: Some(run_id.to_owned()),
+                    });
+                    new.id
+                }
+                Err(e) => return (Err(e.into()), None),
+            }
+        }
+    };
+
+    let start = rt.events.publish(EventBody::RunStart {
+        run_id: run_id.to_owned(),
+    });
+    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = Some(ActiveRun {
+        run_id: run_id.to_owned(),
+        start_seq: start.seq,
+    });
+
+    let thinking = request
+        .thinking
+        .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
+        .unwrap_or_default();
+    let history = match transcript.latest(inner.history_messages) {
+        Ok(page) => page
+            .messages
+            .iter()
+            .filter_map(|m| chat_turn(m, &inner.attachments))
+            .collect(),
+        Err(e) => {
+            return end_with_error(rt, run_id, e.into(), &transcript);
+        }
+    };
+    let mut stream = inner.agent.run(AgentRequest {
+        session_key: key.clone(),
+        run_id: run_id.to_owned(),
+        history,
+        thinking,
+    });
+
+    let mut text = String::new();
+    let mut thought = String::new();
+    let ended: Result<RunState, AgentError> = loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Ok(RunState::Aborted),
+            item = stream.next() => match item {
+                Some(Ok(AgentEvent::Delta(d))) => {
+                    text.push_str(&d);
+                    rt.events.publish(EventBody::Delta { run_id: run_id.to_owned(), text: d });
+                }
+                Some(Ok(AgentEvent::Thinking(t))) => {
+                    thought.push_str(&t);
+                    rt.events.publish(EventBody::Thinking { run_id: run_id.to_owned(), text: t });
+                }
+                Some(Err(e)) => break Err(e),
+                None => break Ok(RunState::Final),
+            },
+        }
+    };
+    // Dropping the stream is what stops the backend (closes the upstream
+    // request, kills the command).
+    drop(stream);
+
+    let (state, error) = match &ended {
+        Ok(s) => (*s, None),
+        Err(e) => (RunState::Error, Some(e.to_string())),
+    };
+    // Keep what was generated: a complete or stopped reply always, a failed
+    // one only if it produced something.
+    let keep = state != RunState::Error || !text.is_empty() || !thought.is_empty();
+    let mut reply = None;
+    if keep {
+        let new = NewMessage {
+            id: uuid::Uuid::new_v4().to_string(),
+            role: Role::Assistant,
+            content: assistant_content(&text, &thought),
+            timestamp_ms: now_millis(),
+            client_id: None,
+            reply_to: Some(user_id),
+            stop_reason: (state != RunState::Final).then(|| state.as_str().to_owned()),
+            error_message: error.clone(),
+        };
+        match transcript.append(&new) {
+            Ok((stored, generation)) => {
+                rt.events.publish(EventBody::Message {
+                    message: stored.message.clone(),
+                    run_id: Some(run_id.to_owned()),
+                });
+                reply = Some((stored, generation));
+            }
+            Err(e) => return end_with_error(rt, run_id, e.into(), &transcript),
+        }
+    }
+    rt.events.publish(EventBody::RunEnd {
+        run_id: run_id.to_owned(),
+        state,
+        error: error.clone(),
+    });
+    inner.store.touch(
+        key,
+        now_millis(),
+        request.thinking.map(ThinkingLevel::as_str),
+    );
+    let durable = reply.as_ref().map(|(_, g)| (transcript.clone(), *g));
+    let outcome = match (ended, reply) {
+        (Ok(_), Some((stored, _))) => Ok(result(stored.message.clone())),
+        (Err(AgentError::Timeout(m)), _) => Err(TurnError::AgentTimeout(m)),
+        (Err(AgentError::Failed(m)), _) => Err(TurnError::Agent(m)),
+        (Ok(_), None) => Err(TurnError::Agent("the reply was not stored".into())),
+    };
+    (outcome, durable)
+}
+
+fn end_with_error(
+    rt: &SessionRuntime,
+    run_id: &str,
+    error: TurnError,
+    _transcript: &Arc<Transcript>,
+) -> (TurnOutcome, Durable) {
+    rt.events.publish(EventBody::RunEnd {
+        run_id: run_id.to_owned(),
+        state: RunState::Error,
+        error: Some(error.to_string()),
+    });
+    (Err(error), None)
+}
+
+fn user_content(text: &str, attachment_ids: &[String]) -> Content {
+    if attachment_ids.is_empty() {
+        return Content::Text(text.to_owned());
+    }
+    let mut parts = Vec::new();
+    if !text.trim().is_empty() {
+        parts.push(json!({"type": "text", "text": text}));
+    }
+    for id in attachment_ids {
+        parts.push(json!({
+            "type": "image",
+            "mimeType": Attachments::mime_of(id),
+            "attachment": id,
+            "url": format!("attachments/{id}"),
+        }));
+    }
+    Content::Parts(parts)
+}
+
+fn assistant_content(text: &str, thought: &str) -> Content {
+    if thought.is_empty() {
+        return Content::Text(text.to_owned());
+    }
+    Content::Parts(vec![
+        json!({"type": "thinking", "thinking": thought}),
+        json!({"type": "text", "text": text}),
+    ])
+}
+
+/// A stored message as history for the agent; `None` for what a model
+/// should not see again (empty stopped replies, tool plumbing).
+fn chat_turn(m: &StoredMessage, attachments: &Attachments) -> Option<ChatTurn> {
+    let role = m.message.role;
+    if !matches!(role, Role::User | Role::Assistant | Role::System) {
+        return None;
+    }
+    let text = m.message.content.text();
+    let images: Vec<ImageFile> = match &m.message.content {
+        Content::Parts(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("attachment")?.as_str())
+            .filter_map(|id| {
+                Some(ImageFile {
+                    mime_type: Attachments::mime_of(id).to_owned(),
+                    path: attachments.path(id)?,
+                })
+            })
+            .collect(),
+        Content::Text(_) => Vec::new(),
+    };
+    if text.is_empty() && images.is_empty() {
+        return None;
+    }
+    Some(ChatTurn { role, text, images })
+}

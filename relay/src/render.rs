@@ -1,0 +1,78 @@
+//! Markdown → sanitized HTML for assistant messages.
+//!
+//! The page inserts this HTML as is, so this is the XSS boundary: whatever
+//! the model (or a hostile transcript) says goes through ammonia's
+//! allow-list. Links get `rel="noopener noreferrer"` and open in a new tab.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use loopchat_proto::{Content, Role};
+use pulldown_cmark::{Options, Parser, html};
+
+use crate::store::StoredMessage;
+
+fn sanitizer() -> &'static ammonia::Builder<'static> {
+    static CLEANER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
+    CLEANER.get_or_init(|| {
+        let mut b = ammonia::Builder::default();
+        b.link_rel(Some("noopener noreferrer nofollow"))
+            .set_tag_attribute_value("a", "target", "_blank")
+            .url_schemes(HashSet::from(["http", "https", "mailto"]))
+            .add_tag_attributes("code", &["class"])
+            .add_tag_attributes("input", &["type", "checked", "disabled"])
+            .add_tags(&["input"]);
+        b
+    })
+}
+
+pub fn markdown_to_html(text: &str) -> String {
+    let mut options = Options::empty();
+    options.insert(Options::ENABLE_TABLES);
+    options.insert(Options::ENABLE_STRIKETHROUGH);
+    options.insert(Options::ENABLE_TASKLISTS);
+    let mut raw = String::with_capacity(text.len() * 3 / 2);
+    html::push_html(&mut raw, Parser::new_ext(text, options));
+    sanitizer().clean(&raw).to_string()
+}
+
+/// The visible reply text of a content value (thinking parts excluded).
+pub fn reply_text(content: &Content) -> String {
+    content.text()
+}
+
+/// Adds `html` to assistant messages as they are read or written.
+pub fn decorate(m: &mut StoredMessage) {
+    if m.message.role == Role::Assistant {
+        m.message.html = Some(markdown_to_html(&reply_text(&m.message.content)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_sanitizes() {
+        let h = markdown_to_html(
+            "**bold** `x`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n[l](https://e.com)",
+        );
+        assert!(h.contains("<strong>bold</strong>"));
+        assert!(h.contains("<table>"));
+        assert!(h.contains(r#"target="_blank""#));
+        assert!(h.contains("noopener"));
+        let evil = markdown_to_html(
+            "<script>alert(1)</script><img src=x onerror=alert(1)> [x](javascript:alert(1)) <iframe src=//e></iframe>",
+        );
+        assert!(!evil.contains("<script"), "{evil}");
+        assert!(!evil.contains("onerror"), "{evil}");
+        assert!(!evil.contains("href=\"javascript"), "{evil}");
+        let link =
+            markdown_to_html("[x](javascript:alert(1)) and <a href=\"javascript:alert(2)\">y</a>");
+        assert!(!link.contains("javascript:alert(2)"), "{link}");
+        assert!(!link.contains("href=\"javascript"), "{link}");
+        assert!(!evil.contains("<iframe"), "{evil}");
+        let code = markdown_to_html("```rust\nfn main() {}\n```");
+        assert!(code.contains(r#"class="language-rust""#), "{code}");
+    }
+}

@@ -1,0 +1,184 @@
+//! `loopchat serve`: wires home, config, store, agent and pipeline to a
+//! loopback listener, publishes the discovery file, and shuts down cleanly.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use loopchat_proto::{Discovery, PROTOCOL_VERSION};
+use tokio_util::sync::CancellationToken;
+
+use crate::attachments::Attachments;
+use crate::config::Config;
+use crate::home::Home;
+use crate::http::{AppState, router};
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+use crate::{agent, auth, discovery};
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub home: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub bind: Option<IpAddr>,
+    pub unsafe_bind: bool,
+}
+
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let home = Home::open(Home::locate(opts.home.as_deref()))
+        .context("cannot create the loopchat home directory")?;
+    let config_path = opts.config.clone().unwrap_or_else(|| home.config_file());
+    let mut config = Config::load(&config_path)?;
+    if let Some(p) = opts.port {
+        config.port = Some(p);
+    }
+    if let Some(b) = opts.bind {
+        config.bind = b;
+    }
+    if !config.bind.is_loopback() && !opts.unsafe_bind {
+        bail!(
+            "refusing to listen on {}: the relay serves your transcripts and runs your agent, \
+             so it binds loopback only (127.0.0.1 or ::1). Use an SSH tunnel for remote access, \
+             or pass --unsafe-bind if you really mean it.",
+            config.bind
+        );
+    }
+    let token: Arc<str> = auth::load_or_create_token(&home.token_file())
+        .context("cannot read or create the token file")?
+        .into();
+    let store = Store::open(&home.sessions_dir(), Arc::new(crate::render::decorate))
+        .context("cannot open the session store")?;
+    let agent = agent::from_config(&config.agent)?;
+    let pipeline = Pipeline::new(
+        store.clone(),
+        agent,
+        Attachments::new(home.attachments_dir()),
+        config.history_messages,
+    );
+
+    // Installed before the relay announces itself: a SIGTERM right after
+    // start must shut down cleanly, not kill the process.
+    let signals = Signals::install().context("cannot install signal handlers")?;
+    let listener = bind(&home, &config)?;
+    let port = listener.local_addr()?.port();
+    let host = match config.bind {
+        IpAddr::V6(_) => format!("[{}]", config.bind),
+        IpAddr::V4(_) => config.bind.to_string(),
+    };
+    let base_url = format!("http://{host}:{port}/webchat/");
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        pipeline: pipeline.clone(),
+        token: token.clone(),
+        allowed_hosts: config.allowed_hosts.clone().into(),
+        port,
+        base_url: base_url.clone(),
+        attachment_limit: config.attachment_limit,
+        ws_ping: Duration::from_secs(
+            std::env::var("LOOPCHAT_WS_PING_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30),
+        ),
+        shutdown: shutdown.clone(),
+    };
+    let app = router(state, config.body_limit);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+
+    let _ = std::fs::write(home.last_port_file(), port.to_string());
+    let discovery_path = home.discovery_file();
+    discovery::write(
+        &discovery_path,
+        &Discovery {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            port,
+            base_url: base_url.clone(),
+            token: token.to_string(),
+            started_at: crate::clock::now_rfc3339(),
+            store: store.index_path().display().to_string(),
+        },
+    )
+    .context("cannot write the discovery file")?;
+    tracing::info!(
+        port,
+        home = %home.root().display(),
+        agent = pipeline.agent_info().backend,
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "relay listening"
+    );
+    // The one place the token is shown: the user's own terminal.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "loopchat relay: {base_url}?token={token}");
+        let _ = out.flush();
+    }
+
+    tokio::spawn(watch_signals(signals, shutdown.clone()));
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let drain = {
+        let shutdown = shutdown.clone();
+        let pipeline = pipeline.clone();
+        async move {
+            shutdown.cancelled().await;
+            pipeline.shutdown(grace).await;
+        }
+    };
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (served, ()) = tokio::join!(async { server.await }, drain);
+    discovery::remove_if_ours(&discovery_path);
+    served.context("the HTTP server failed")?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// The configured port; else the one this home used last, if free; else
+/// any free port.
+fn bind(home: &Home, config: &Config) -> anyhow::Result<StdListener> {
+    let listen = |port: u16| -> std::io::Result<StdListener> {
+        let l = StdListener::bind(SocketAddr::new(config.bind, port))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    };
+    if let Some(port) = config.port {
+        return listen(port).with_context(|| format!("cannot listen on port {port}"));
+    }
+    if let Some(last) = std::fs::read_to_string(home.last_port_file())
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        && let Ok(l) = listen(last)
+    {
+        return Ok(l);
+    }
+    listen(0).context("cannot listen on any port")
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
+    tokio::select! {
+        _ = signals.term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = signals.int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,188 @@
+//! The session store: the index (`sessions.json`) and one append-only
+//! transcript per session, in the Clawdis/pi layout.
+//!
+//! The store knows nothing of HTTP, events or agents. It guarantees:
+//! an append returns a generation that [`Transcript::durable`] turns into
+//! "on disk"; a session created here is durable in the index before any
+//! message of it can be acknowledged; a missing key always gets a fresh
+//! sessionId (never another session's).
+
+mod commit;
+mod index;
+mod line;
+mod transcript;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use commit::GroupCommit;
+pub use index::{SessionEntry, parse_index};
+pub use line::{NewMessage, StoredMessage, parse_line};
+pub use transcript::{Decorate, Page, Transcript};
+
+pub use index::write_atomically as write_file_atomically;
+use index::write_atomically;
+use index::{Entries, read_index};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the disk is full: {0}")]
+    Full(io::Error),
+    #[error("store I/O failed: {0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC)
+            || e.raw_os_error() == Some(libc::EDQUOT)
+            || e.kind() == io::ErrorKind::StorageFull
+        {
+            Self::Full(e)
+        } else {
+            Self::Io(e)
+        }
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    index_path: PathBuf,
+    entries: Mutex<Entries>,
+    index_commit: GroupCommit,
+    transcripts: Mutex<HashMap<String, Arc<Transcript>>>,
+    decorate: Decorate,
+}
+
+/// Shared handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens the store in `dir` (created 0700 if missing).
+    pub fn open(dir: &Path, decorate: Decorate) -> Result<Self, StoreError> {
+        crate::home::create_private_dir(dir)?;
+        let index_path = dir.join("sessions.json");
+        let entries = read_index(&index_path)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                index_path,
+                entries: Mutex::new(entries),
+                index_commit: GroupCommit::default(),
+                transcripts: Mutex::new(HashMap::new()),
+                decorate,
+            }),
+        })
+    }
+
+    pub fn index_path(&self) -> &Path {
+        &self.inner.index_path
+    }
+
+    pub fn session(&self, key: &str) -> Option<SessionEntry> {
+        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .and_then(|raw| SessionEntry::from_raw(key, raw))
+    }
+
+    /// Every readable session, newest first.
+    pub fn sessions(&self) -> Vec<SessionEntry> {
+        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<_> = entries
+            .iter()
+            .filter_map(|(k, raw)| SessionEntry::from_raw(k, raw))
+            .collect();
+        list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.key.cmp(&b.key)));
+        list
+    }
+
+    /// The session for `key`, created (and durable in the index) if missing.
+    pub async fn get_or_create(&self, key: &str) -> Result<SessionEntry, StoreError> {
+        let generation = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = entries
+                .get(key)
+                .and_then(|raw| SessionEntry::from_raw(key, raw))
+            {
+                return Ok(entry);
+            }
+            let now = crate::clock::now_millis();
+            // Keep whatever another tool stored for this key, but a raw
+            // entry without a usable sessionId gets a fresh one.
+            let raw = entries.entry(key.to_owned()).or_default();
+            raw.insert("sessionId".into(), uuid::Uuid::new_v4().to_string().into());
+            raw.insert("updatedAt".into(), now.into());
+            raw.entry("thinkingLevel").or_insert_with(|| "off".into());
+            self.inner.index_commit.bump()
+        };
+        self.persist_index(generation).await?;
+        self.session(key)
+            .ok_or_else(|| StoreError::Io(io::Error::other("session vanished after creation")))
+    }
+
+    /// Records activity (and optionally a new thinking level) for `key`.
+    /// Not flushed here: a lost `updatedAt` only reorders the session list,
+    /// so it rides along with the next index write (see [`Store::flush`]).
+    pub fn touch(&self, key: &str, updated_at: i64, thinking_level: Option<&str>) -> u64 {
+        let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(raw) = entries.get_mut(key) {
+            raw.insert("updatedAt".into(), updated_at.into());
+            if let Some(level) = thinking_level {
+                raw.insert("thinkingLevel".into(), level.into());
+            }
+        }
+        self.inner.index_commit.bump()
+    }
+
+    /// Makes every index change so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let generation = self.inner.index_commit.bump();
+        self.persist_index(generation).await
+    }
+
+    async fn persist_index(&self, generation: u64) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        self.inner
+            .index_commit
+            .wait(generation, move || {
+                let bytes = {
+                    let entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+                    serde_json::to_vec_pretty(&*entries).map_err(io::Error::other)?
+                };
+                write_atomically(&inner.index_path, &bytes)
+            })
+            .await
+            .map_err(StoreError::from)
+    }
+
+    /// The transcript of `session_id`, opened on first use.
+    pub fn transcript(&self, session_id: &str) -> Result<Arc<Transcript>, StoreError> {
+        let mut open = self
+            .inner
+            .transcripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = open.get(session_id) {
+            return Ok(t.clone());
+        }
+        if !index::is_safe_session_id(session_id) {
+            return Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unsafe sessionId",
+            )));
+        }
+        let path = self.inner.dir.join(format!("{session_id}.jsonl"));
+        let t = Arc::new(Transcript::open(&path, self.inner.decorate.clone())?);
+        open.insert(session_id.to_owned(), t.clone());
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use std::fs;
+use std::io::Write;
+use std::sync::Arc;
+
+use loopchat_proto::{Content, Role};
+
+use super::*;
+
+fn plain() -> Decorate {
+    Arc::new(|_| {})
+}
+
+fn msg(i: usize, role: Role) -> NewMessage {
+    NewMessage {
+        id: format!("m{i}"),
+        role,
+        content: Content::Text(format!("text {i}")),
+        timestamp_ms: 1_700_000_000_000 + i as i64,
+        client_id: None,
+        reply_to: None,
+        stop_reason: None,
+        error_message: None,
+    }
+}
+
+#[tokio::test]
+async fn append_latest_and_page_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let s = store.get_or_create("main").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    let mut last = 0;
+    for i in 0..1500 {
+        let (_, g) = t.append(&msg(i, Role::User)).unwrap();
+        last = g;
+    }
+    t.durable(last).await.unwrap();
+
+    // A fresh store reads the same file from disk.
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    let page = t.latest(100).unwrap();
+    assert!(page.has_more);
+    let ids: Vec<_> = page.messages.iter().map(|m| m.message.id.clone()).collect();
+    assert_eq!(ids.first().unwrap(), "m1400");
+    assert_eq!(ids.last().unwrap(), "m1499");
+
+    // Walk all the way back with `before`.
+    let mut before = ids[0].clone();
+    let mut seen = 100;
+    loop {
+        let page = t.before(&before, 300).unwrap().unwrap();
+        seen += page.messages.len();
+        let expected_first = 1400usize.saturating_sub(seen - 100);
+        assert_eq!(page.messages[0].message.id, format!("m{expected_first}"));
+        if !page.has_more {
+            break;
+        }
+        before = page.messages[0].message.id.clone();
+    }
+    assert_eq!(seen, 1500);
+    assert!(t.before("nope", 10).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn torn_last_line_is_cut_and_appends_stay_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let s = store.get_or_create("k").await.unwrap();
+    let path = {
+        let t = store.transcript(&s.session_id).unwrap();
+        let (_, g) = t.append(&msg(1, Role::User)).unwrap();
+        t.durable(g).await.unwrap();
+        t.path().to_owned()
+    };
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(br#"{"type":"message","id":"torn","message":{"ro"#)
+        .unwrap();
+
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    assert_eq!(t.latest(10).unwrap().messages.len(), 1);
+    let (_, g) = t.append(&msg(2, Role::Assistant)).unwrap();
+    t.durable(g).await.unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    for line in text.lines() {
+        assert!(parse_line(line.as_bytes(), 0).is_some(), "bad line {line}");
+    }
+}
+
+#[tokio::test]
+async fn opens_a_pi_store_and_preserves_unknown_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("sessions.json"),
+        r#"{"agent:main":{"sessionId":"0b7d8a4e-0000-4000-8000-000000000001","updatedAt":1700000000000,"thinkingLevel":"low","model":"x","systemSent":true},
+           "weird":{"sessionId":"../../etc/passwd"}}"#,
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("0b7d8a4e-0000-4000-8000-000000000001.jsonl"),
+        concat!(
+            r#"{"type":"session","id":"0b7d8a4e","timestamp":"2025-01-01T00:00:00Z","cwd":"/"}"#, "\n",
+            r#"{"type":"message","timestamp":"2025-01-01T00:00:01Z","message":{"role":"user","content":[{"type":"text","text":"hello"}],"timestamp":1735689601000}}"#, "\n",
+            r#"{"type":"model_change","model":"m"}"#, "\n",
+            r#"{"type":"message","timestamp":"2025-01-01T00:00:02Z","message":{"role":"assistant","content":[{"type":"thinking","thinking":"hm"},{"type":"text","text":"hi **there**"}],"stopReason":"stop"}}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let sessions = store.sessions();
+    assert_eq!(sessions.len(), 1, "the unsafe sessionId is ignored");
+    assert_eq!(sessions[0].thinking_level, "low");
+    let t = store.transcript(&sessions[0].session_id).unwrap();
+    let page = t.latest(10).unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(page.messages[0].message.content.text(), "hello");
+    assert_eq!(page.messages[1].message.content.text(), "hi **there**");
+    assert!(!page.has_more);
+
+    // A new session makes the index be rewritten: the foreign fields stay.
+    store.get_or_create("other").await.unwrap();
+    store.touch("agent:main", 1, Some("high"));
+    store.flush().await.unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("sessions.json")).unwrap()).unwrap();
+    assert_eq!(raw["agent:main"]["model"], "x");
+    assert_eq!(raw["agent:main"]["systemSent"], true);
+    assert_eq!(raw["agent:main"]["thinkingLevel"], "high");
+    assert!(raw["other"]["sessionId"].is_string());
+}
+
+#[tokio::test]
+async fn missing_keys_never_share_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let a = store.get_or_create("a").await.unwrap();
+    let b = store.get_or_create("b").await.unwrap();
+    assert_ne!(a.session_id, b.session_id);
+    assert_eq!(store.get_or_create("a").await.unwrap(), a);
+    // and it survives a restart
+    let store = Store::open(dir.path(), plain()).unwrap();
+    assert_eq!(store.session("b").unwrap().session_id, b.session_id);
+}
+
+#[tokio::test]
+async fn finds_a_turn_by_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let s = store.get_or_create("k").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    let mut user = msg(1, Role::User);
+    user.client_id = Some("c-1".into());
+    t.append(&user).unwrap();
+    assert!(t.find_turn("c-1").unwrap().unwrap().1.is_none());
+    let mut reply = msg(2, Role::Assistant);
+    reply.reply_to = Some("m1".into());
+    t.append(&reply).unwrap();
+    let (u, r) = t.find_turn("c-1").unwrap().unwrap();
+    assert_eq!(u.message.id, "m1");
+    assert_eq!(r.unwrap().message.id, "m2");
+    assert!(t.find_turn("c-2").unwrap().is_none());
+}

@@ -1,0 +1,351 @@
+//! One session's append-only transcript (`<sessionId>.jsonl`).
+//!
+//! Reads go backwards from the end of the file so that the cost of showing
+//! the latest messages does not depend on the transcript's length. The most
+//! recent messages are also kept decoded in memory (`recent`), filled on first
+//! use and extended by appends, so `/webchat/info` is served without I/O.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::StoreError;
+use super::commit::GroupCommit;
+use super::line::{NewMessage, StoredMessage, parse_line, parse_synthetic_id};
+
+/// Messages kept decoded in memory per open transcript.
+const RECENT_CAP: usize = 512;
+/// Bytes read per step of a backward scan.
+const CHUNK: u64 = 64 * 1024;
+/// Offsets of older messages remembered for `before=` paging.
+const OFFSET_CACHE_CAP: usize = 200_000;
+
+/// Turns a raw stored message into what clients see (e.g. adds rendered
+/// HTML). Supplied by the owner of the store so the store stays ignorant of
+/// presentation.
+pub type Decorate = Arc<dyn Fn(&mut StoredMessage) + Send + Sync>;
+
+struct Writer {
+    file: File,
+    /// Bytes of complete lines in the file.
+    len: u64,
+}
+
+struct Recent {
+    loaded: bool,
+    messages: VecDeque<Arc<StoredMessage>>,
+    /// True when `messages` begins at the first message of the file.
+    complete: bool,
+}
+
+/// A page of messages, oldest first.
+#[derive(Debug)]
+pub struct Page {
+    pub messages: Vec<Arc<StoredMessage>>,
+    pub has_more: bool,
+}
+
+pub struct Transcript {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    reader: File,
+    sync_handle: Arc<File>,
+    commit: GroupCommit,
+    recent: Mutex<Recent>,
+    offsets: Mutex<HashMap<String, u64>>,
+    decorate: Decorate,
+}
+
+impl Transcript {
+    /// Opens (creating if needed) and repairs a torn last line: bytes after
+    /// the last newline were never acknowledged (an ack follows a flush of a
+    /// whole line), so cutting them loses nothing and keeps later appends on
+    /// a line of their own.
+    pub(crate) fn open(path: &Path, decorate: Decorate) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .mode(0o600)
+            .open(path)?;
+        let mut len = file.metadata()?.len();
+        let complete = last_newline_end(&file, len)?;
+        if complete != len {
+            tracing::warn!(
+                path = %path.display(),
+                torn_bytes = len - complete,
+                "cutting a torn last line left by a crash"
+            );
+            file.set_len(complete)?;
+            file.sync_data()?;
+            len = complete;
+        }
+        let reader = file.try_clone()?;
+        let sync_handle = Arc::new(file.try_clone()?);
+        Ok(Self {
+            path: path.to_owned(),
+            writer: Mutex::new(Writer { file, len }),
+            reader,
+            sync_handle,
+            commit: GroupCommit::default(),
+            recent: Mutex::new(Recent {
+                loaded: false,
+                messages: VecDeque::new(),
+                complete: false,
+            }),
+            offsets: Mutex::new(HashMap::new()),
+            decorate,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> u64 {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).len
+    }
+
+    /// Appends one message (written, not yet durable) and returns it decoded
+    /// together with the generation to pass to [`Transcript::durable`].
+    pub fn append(&self, new: &NewMessage) -> Result<(Arc<StoredMessage>, u64), StoreError> {
+        let line = new.to_line();
+        // Decorate outside the lock: rendering can take a while.
+        let mut stored = StoredMessage {
+            offset: 0,
+            message: new.to_message(),
+            client_id: new.client_id.clone(),
+            reply_to: new.reply_to.clone(),
+        };
+        (self.decorate)(&mut stored);
+        self.ensure_recent()?;
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        stored.offset = w.len;
+        if let Err(e) = w.file.write_all(&line) {
+            // A partial line would glue itself to the next append; cut it.
+            let _ = w.file.set_len(w.len);
+            return Err(e.into());
+        }
+        w.len += line.len() as u64;
+        let generation = self.commit.bump();
+        let stored = Arc::new(stored);
+        // Still under the writer lock so `recent` stays in file order.
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.messages.push_back(stored.clone());
+        if recent.messages.len() > RECENT_CAP {
+            recent.messages.pop_front();
+            recent.complete = false;
+        }
+        Ok((stored, generation))
+    }
+
+    /// Waits until every append up to `generation` is on disk.
+    pub async fn durable(&self, generation: u64) -> Result<(), StoreError> {
+        let file = self.sync_handle.clone();
+        self.commit
+            .wait(generation, move || file.sync_data())
+            .await
+            .map_err(StoreError::from)
+    }
+
+    /// The last `limit` messages.
+    pub fn latest(&self, limit: usize) -> Result<Page, StoreError> {
+        self.ensure_recent()?;
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if limit <= recent.messages.len() || recent.complete {
+            let skip = recent.messages.len().saturating_sub(limit);
+            return Ok(Page {
+                messages: recent.messages.iter().skip(skip).cloned().collect(),
+                has_more: skip > 0 || !recent.complete,
+            });
+        }
+        drop(recent);
+        let end = self.len();
+        self.read_before(end, limit)
+    }
+
+    /// Up to `limit` messages older than the message `before_id`.
+    /// `None` when that message is unknown.
+    pub fn before(&self, before_id: &str, limit: usize) -> Result<Option<Page>, StoreError> {
+        let Some(offset) = self.offset_of(before_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.read_before(offset, limit)?))
+    }
+
+    /// The message written for idempotency key `client_id`, and the reply
+    /// to it if one was stored — looked up among the recent messages, which
+    /// is where a retry finds its first attempt.
+    pub fn find_turn(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<(Arc<StoredMessage>, Option<Arc<StoredMessage>>)>, StoreError> {
+        self.ensure_recent()?;
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pos) = recent
+            .messages
+            .iter()
+            .rposition(|m| m.client_id.as_deref() == Some(client_id))
+        else {
+            return Ok(None);
+        };
+        let user = recent.messages[pos].clone();
+        let reply = recent
+            .messages
+            .iter()
+            .skip(pos + 1)
+            .find(|m| m.reply_to.as_deref() == Some(user.message.id.as_str()))
+            .cloned();
+        Ok(Some((user, reply)))
+    }
+
+    fn offset_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(off) = parse_synthetic_id(id) {
+            return Ok((off < self.len()).then_some(off));
+        }
+        {
+            self.ensure_recent()?;
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(m) = recent.messages.iter().find(|m| m.message.id == id) {
+                return Ok(Some(m.offset));
+            }
+        }
+        if let Some(off) = self
+            .offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Ok(Some(*off));
+        }
+        // Unknown: a full backward scan, remembering offsets on the way.
+        let mut found = None;
+        self.scan_backwards(self.len(), |m| {
+            if m.message.id == id {
+                found = Some(m.offset);
+                false
+            } else {
+                true
+            }
+        })?;
+        Ok(found)
+    }
+
+    fn ensure_recent(&self) -> Result<(), StoreError> {
+        if self.recent.lock().unwrap_or_else(|e| e.into_inner()).loaded {
+            return Ok(());
+        }
+        // Hold the writer lock so no append lands between the scan and the
+        // moment `recent` starts tracking appends.
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.loaded {
+            return Ok(());
+        }
+        let page = self.read_before_locked(w.len, RECENT_CAP)?;
+        recent.complete = !page.has_more;
+        recent.messages = page.messages.into();
+        recent.loaded = true;
+        Ok(())
+    }
+
+    fn read_before(&self, end: u64, limit: usize) -> Result<Page, StoreError> {
+        self.read_before_locked(end, limit)
+    }
+
+    fn read_before_locked(&self, end: u64, limit: usize) -> Result<Page, StoreError> {
+        let mut newest_first = Vec::with_capacity(limit.min(1024));
+        let mut has_more = false;
+        self.scan_backwards(end, |m| {
+            if newest_first.len() == limit {
+                has_more = true;
+                return false;
+            }
+            newest_first.push(Arc::new(m));
+            true
+        })?;
+        newest_first.reverse();
+        Ok(Page {
+            messages: newest_first,
+            has_more,
+        })
+    }
+
+    /// Visits messages from `end` towards the start of the file, newest
+    /// first, until `visit` returns false. Decorates each visited message.
+    fn scan_backwards(
+        &self,
+        end: u64,
+        mut visit: impl FnMut(StoredMessage) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut pos = end;
+        // Bytes of a line that started before the chunk just read.
+        let mut tail: Vec<u8> = Vec::new();
+        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        while pos > 0 {
+            let start = pos.saturating_sub(CHUNK);
+            let mut buf = vec![0u8; (pos - start) as usize];
+            self.reader.read_exact_at(&mut buf, start)?;
+            buf.extend_from_slice(&tail);
+            // Lines wholly inside buf: after the first newline, unless the
+            // chunk starts at the file's beginning.
+            let mut line_end = buf.len();
+            let mut i = buf.len();
+            let first_complete = if start == 0 {
+                0
+            } else {
+                match buf.iter().position(|b| *b == b'\n') {
+                    Some(p) => p + 1,
+                    None => {
+                        tail = buf;
+                        pos = start;
+                        continue;
+                    }
+                }
+            };
+            while i > first_complete {
+                i -= 1;
+                let is_line_start = i == first_complete || buf[i - 1] == b'\n';
+                if !is_line_start {
+                    continue;
+                }
+                let mut line = &buf[i..line_end];
+                if line.last() == Some(&b'\n') {
+                    line = &line[..line.len() - 1];
+                }
+                let offset = start + i as u64;
+                if let Some(mut m) = parse_line(line, offset) {
+                    if offsets.len() < OFFSET_CACHE_CAP {
+                        offsets.insert(m.message.id.clone(), offset);
+                    }
+                    (self.decorate)(&mut m);
+                    if !visit(m) {
+                        return Ok(());
+                    }
+                }
+                line_end = i;
+            }
+            tail = buf[..first_complete].to_vec();
+            pos = start;
+        }
+        Ok(())
+    }
+}
+
+/// Length of the prefix of the file that ends with a newline (0 if none).
+fn last_newline_end(file: &File, len: u64) -> io::Result<u64> {
+    let mut pos = len;
+    while pos > 0 {
+        let start = pos.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (pos - start) as usize];
+        file.read_exact_at(&mut buf, start)?;
+        if let Some(p) = buf.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + p as u64 + 1);
+        }
+        pos = start;
+    }
+    Ok(0)
+}

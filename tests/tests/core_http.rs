@@ -1,0 +1,488 @@
+//! Issue 2: the relay's HTTP rules, against the real binary on a real port.
+
+use std::os::unix::fs::PermissionsExt;
+
+use loopchat_tests::{Api, Relay, RelayOptions};
+use serde_json::{Value, json};
+
+fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn token_rules_and_cookie_exchange() {
+    let relay = Relay::start();
+    let anon = Api {
+        token: None,
+        ..relay.client()
+    };
+    // Open without a token: health and the static UI.
+    let (s, v) = anon.get_json("/healthz").await;
+    assert_eq!((s, v["ok"].as_bool()), (200, Some(true)));
+    assert_eq!(anon.get("/webchat/").send().await.unwrap().status(), 200);
+
+    // Everything else needs it.
+    for path in [
+        "/webchat/info",
+        "/webchat/sessions",
+        "/webchat/history",
+        "/webchat/events?session=main",
+    ] {
+        let (s, v) = anon.get_json(path).await;
+        assert_eq!((s, code(&v)), (401, "unauthorized"), "{path}");
+        assert_eq!(v["ok"], false);
+    }
+    let wrong = Api {
+        token: Some("x".repeat(43)),
+        ..relay.client()
+    };
+    let (s, v) = wrong.rpc(json!({"text":"hi"})).await;
+    assert_eq!((s, code(&v)), (401, "unauthorized"));
+
+    // ?token= becomes an HttpOnly cookie and the URL loses the token.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(relay.url(&format!("/webchat/?token={}&session=work", relay.token)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/webchat/?session=work");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with(&format!("loopchat_token={};", relay.token)));
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/webchat"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let pair = cookie.split(';').next().unwrap();
+    let r = no_redirect
+        .get(relay.url("/webchat/info"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A wrong token: redirected to the clean URL, no cookie.
+    let r = no_redirect
+        .get(relay.url("/webchat/?token=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/webchat/");
+    assert!(r.headers().get("set-cookie").is_none());
+
+    // The token never reaches the logs, even from the query string.
+    assert!(
+        !relay.logs().contains(&relay.token),
+        "token leaked into logs"
+    );
+}
+
+#[tokio::test]
+async fn host_and_origin_checks() {
+    let relay = Relay::start_with(RelayOptions::default().env("LOOPCHAT_TEST", "1"));
+    let api = relay.client();
+    let status = |host: &'static str, origin: Option<&'static str>| {
+        let api = api.clone();
+        async move {
+            let mut r = api.get("/webchat/info").header("host", host);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            let r = r.send().await.unwrap();
+            let s = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (s, code(&v).to_owned())
+        }
+    };
+    // Loopback names on ANY port (a tunnel's local port differs).
+    for ok in [
+        "localhost:1",
+        "127.0.0.1:65000",
+        "127.3.2.1",
+        "[::1]:8080",
+        "localhost",
+    ] {
+        assert_eq!(status(ok, None).await.0, 200, "{ok}");
+    }
+    for bad in [
+        "evil.com",
+        "attacker.example:80",
+        "localhost.evil.com",
+        "10.0.0.1:80",
+    ] {
+        assert_eq!(
+            status(bad, None).await,
+            (403, "forbidden_host".into()),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        status("localhost:9", Some("http://localhost:4444")).await.0,
+        200
+    );
+    for bad in ["http://evil.com", "null", "https://127.0.0.1.evil.com"] {
+        assert_eq!(
+            status("localhost:9", Some(bad)).await,
+            (403, "forbidden_origin".into()),
+            "{bad}"
+        );
+    }
+    // The static page is guarded too (DNS rebinding reads it otherwise).
+    let r = api
+        .http
+        .get(relay.url("/webchat/"))
+        .header("host", "evil.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn allowed_hosts_from_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.toml"), "allowed_hosts = [\"box.lan\"]\n").unwrap();
+    let relay = Relay::start_with(RelayOptions {
+        home: Some(home),
+        ..Default::default()
+    });
+    let r = relay
+        .client()
+        .get("/webchat/info")
+        .header("host", "box.lan:7000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn bodies_json_and_keys() {
+    let relay = Relay::start();
+    let api = relay.client();
+    // 1 MiB limit, JSON error.
+    let big = json!({"text": "x".repeat(1024 * 1024 + 10)});
+    let (s, v) = api.rpc(big).await;
+    assert_eq!((s, code(&v)), (413, "payload_too_large"));
+    // Malformed JSON and wrong types.
+    for body in [
+        "{",
+        "[]",
+        "{\"text\": 5}",
+        "",
+        "{\"text\":\"a\",\"bogus\":1}",
+    ] {
+        let r = api.post("/webchat/rpc").body(body).send().await.unwrap();
+        let s = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!((s, code(&v)), (400, "bad_request"), "{body:?}");
+        assert!(v["error"].as_str().unwrap().len() > 5);
+    }
+    // Empty text.
+    let (s, v) = api.rpc(json!({"text": "   "})).await;
+    assert_eq!((s, code(&v)), (400, "empty_text"));
+    // Bad session keys, everywhere a key is taken.
+    for key in ["", "a/b", "../etc", "x y", &"k".repeat(129), "ümlaut"] {
+        let (s, v) = api.rpc(json!({"text": "hi", "session": key})).await;
+        assert_eq!((s, code(&v)), (400, "invalid_session_key"), "rpc {key:?}");
+        let q = format!("/webchat/info?session={}", urlencode(key));
+        let (s, v) = api.get_json(&q).await;
+        assert_eq!((s, code(&v)), (400, "invalid_session_key"), "info {key:?}");
+        let q = format!("/webchat/history?session={}", urlencode(key));
+        assert_eq!(api.get_json(&q).await.0, 400);
+    }
+    // Absurd paging values.
+    for q in [
+        "limit=0",
+        "limit=-1",
+        "limit=100000",
+        "limit=abc",
+        "before=nope",
+    ] {
+        let (s, _) = api
+            .get_json(&format!("/webchat/history?session=main&{q}"))
+            .await;
+        assert!(
+            s == 400 || (q.starts_with("before") && s == 200),
+            "{q}: {s}"
+        );
+    }
+    // Unknown endpoint and method.
+    let (s, v) = api.get_json("/webchat/nope").await;
+    assert_eq!((s, code(&v)), (404, "not_found"));
+    let r = api
+        .http
+        .delete(relay.url("/webchat/rpc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn echo_turn_info_history_sessions() {
+    let relay = Relay::start();
+    let api = relay.client();
+    let (s, v) = api
+        .rpc(json!({"text": "hello **world**", "session": "s1"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["message"]["content"], "echo: hello **world**");
+    assert_eq!(v["payloads"][0]["text"], "echo: hello **world**");
+    assert!(
+        v["payloads"][0]["html"]
+            .as_str()
+            .unwrap()
+            .contains("<strong>world</strong>")
+    );
+    let sid = v["sessionId"].as_str().unwrap().to_owned();
+
+    let (_, info) = api.get_json("/webchat/info?session=s1").await;
+    assert_eq!(info["sessionId"], sid.as_str());
+    assert_eq!(info["token"], relay.token.as_str());
+    assert_eq!(info["agent"]["backend"], "echo");
+    let msgs = info["initialMessages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["role"], "user");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert!(msgs[1]["html"].is_string());
+    assert_eq!(info["hasMore"], false);
+
+    // A missing key is a new, empty session — never another one.
+    let (_, other) = api.get_json("/webchat/info?session=fresh").await;
+    assert!(other["sessionId"].is_null());
+    assert_eq!(other["initialMessages"].as_array().unwrap().len(), 0);
+    let (_, v2) = api.rpc(json!({"text": "x", "session": "fresh"})).await;
+    assert_ne!(v2["sessionId"], sid.as_str());
+
+    let (_, list) = api.get_json("/webchat/sessions").await;
+    let keys: Vec<_> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, vec!["fresh", "s1"], "newest first");
+    assert_eq!(list["sessions"][0]["preview"], "echo: x");
+}
+
+#[tokio::test]
+async fn history_pages_back_through_a_session() {
+    let relay = Relay::start();
+    let api = relay.client();
+    for i in 0..30 {
+        let (s, _) = api
+            .rpc(json!({"text": format!("m{i}"), "session": "p"}))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (_, info) = api.get_json("/webchat/info?session=p&limit=7").await;
+    assert_eq!(info["hasMore"], true);
+    let mut all: Vec<Value> = info["initialMessages"].as_array().unwrap().clone();
+    loop {
+        let before = all[0]["id"].as_str().unwrap().to_owned();
+        let (s, page) = api
+            .get_json(&format!(
+                "/webchat/history?session=p&before={before}&limit=7"
+            ))
+            .await;
+        assert_eq!(s, 200);
+        let mut msgs = page["messages"].as_array().unwrap().clone();
+        msgs.extend(all);
+        all = msgs;
+        if page["hasMore"] == false {
+            break;
+        }
+    }
+    assert_eq!(all.len(), 60);
+    for (i, pair) in all.chunks(2).enumerate() {
+        assert_eq!(pair[0]["content"], format!("m{i}"));
+        assert_eq!(pair[1]["content"], format!("echo: m{i}"));
+    }
+    let (s, v) = api
+        .get_json("/webchat/history?session=p&before=no-such-id")
+        .await;
+    assert_eq!((s, code(&v)), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn idempotent_retries_make_one_turn() {
+    let mut relay = Relay::start();
+    let api = relay.client();
+    let body = json!({"text": "once", "session": "idem", "id": "client-uuid-1"});
+    let (a, b, c) = tokio::join!(
+        api.rpc(body.clone()),
+        api.rpc(body.clone()),
+        api.rpc(body.clone())
+    );
+    for (s, v) in [&a, &b, &c] {
+        assert_eq!(*s, 200, "{v}");
+    }
+    assert_eq!(a.1["runId"], b.1["runId"]);
+    assert_eq!(a.1["message"]["id"], c.1["message"]["id"]);
+    let (_, info) = api.get_json("/webchat/info?session=idem").await;
+    assert_eq!(info["initialMessages"].as_array().unwrap().len(), 2);
+
+    // After a restart the key is still known (it is in the transcript).
+    relay.stop();
+    relay.restart();
+    let api = relay.client();
+    let (s, again) = api.rpc(body).await;
+    assert_eq!(s, 200);
+    assert_eq!(again["message"]["id"], a.1["message"]["id"]);
+    let (_, info) = api.get_json("/webchat/info?session=idem").await;
+    assert_eq!(info["initialMessages"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn files_permissions_discovery_and_port_reuse() {
+    let mut relay = Relay::start();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&relay.home), 0o700);
+    assert_eq!(mode(&relay.home.join("relay.json")), 0o600);
+    assert_eq!(mode(&relay.home.join("token")), 0o600);
+    let d = loopchat_tests::read_discovery(&relay.home).unwrap();
+    assert_eq!(d.version, 1);
+    assert_eq!(d.pid as i32, relay.pid());
+    assert_eq!(
+        d.base_url,
+        format!("http://127.0.0.1:{}/webchat/", relay.port)
+    );
+    assert!(d.store.ends_with("sessions/sessions.json"));
+    assert_eq!(d.token.len(), 43);
+    assert_eq!(
+        relay.url_line,
+        format!(
+            "loopchat relay: http://127.0.0.1:{}/webchat/?token={}",
+            relay.port, relay.token
+        )
+    );
+    let (port, token) = (relay.port, relay.token.clone());
+
+    assert_eq!(relay.stop(), Some(0), "clean exit on SIGTERM");
+    assert!(
+        !relay.home.join("relay.json").exists(),
+        "discovery removed on shutdown"
+    );
+    relay.restart();
+    assert_eq!(relay.port, port, "a restarted relay comes back on its port");
+    assert_eq!(relay.token, token, "the token persists");
+}
+
+#[tokio::test]
+async fn refuses_non_loopback_bind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Relay::spawn(
+        &tmp.path().join("h"),
+        &[],
+        &["--bind".into(), "0.0.0.0".into()],
+    )
+    .err()
+    .expect("must refuse");
+    assert!(err.contains("loopback"), "{err}");
+}
+
+#[tokio::test]
+async fn assets_headers_etag_and_compression() {
+    let relay = Relay::start();
+    let http = reqwest::Client::builder().build().unwrap();
+    let r = http.get(relay.url("/webchat/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for part in [
+        "default-src 'self'",
+        "img-src 'self' data: blob:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(h.get("access-control-allow-origin").is_none());
+
+    // Any other asset: ETag then 304.
+    let asset = ["app.js", "style.css", "favicon.svg"]
+        .into_iter()
+        .find(|a| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../webchat-dist")
+                .join(a)
+                .exists()
+        });
+    if let Some(asset) = asset {
+        let r = http
+            .get(relay.url(&format!("/webchat/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let r = http
+            .get(relay.url(&format!("/webchat/{asset}")))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304);
+        let r = http
+            .get(relay.url(&format!("/webchat/{asset}")))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        if r.content_length().unwrap_or(1000) > 100 {
+            assert_eq!(
+                r.headers()
+                    .get("content-encoding")
+                    .map(|v| v.to_str().unwrap()),
+                Some("gzip")
+            );
+        }
+    }
+    // Traversal out of the embedded folder finds nothing.
+    for p in [
+        "/webchat/../Cargo.toml",
+        "/webchat/%2e%2e/Cargo.toml",
+        "/webchat/..%2fCargo.toml",
+    ] {
+        let r = http.get(relay.url(p)).send().await.unwrap();
+        assert!(
+            r.status() == 404 || r.status() == 400,
+            "{p}: {}",
+            r.status()
+        );
+    }
+    // The root redirects to the UI.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(relay.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/webchat/");
+}

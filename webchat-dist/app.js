@@ -1,0 +1,844 @@
+// loopchat web chat: wires the modules together.
+//
+// Data flow: the relay's event stream (/webchat/events) is the single source
+// of what the transcript shows. Sending goes through the outbox (persisted,
+// idempotent by client uuid); the rpc answer is only used to learn that the
+// message was accepted or refused — its events are never rendered, so
+// nothing appears twice.
+
+import { api, rpcStream, ApiError } from './js/api.js';
+import { EventStream } from './js/events.js';
+import { Transcript } from './js/transcript.js';
+import { messageElement, liveElement, pendingElement, markFailed, thinkingBlock } from './js/render.js';
+import { Outbox } from './js/outbox.js';
+import { Alerts } from './js/alerts.js';
+import { SessionList } from './js/sessions.js';
+import { Composer } from './js/composer.js';
+import { uuid, newSessionKey, SESSION_KEY_RE, store, contentText, el } from './js/util.js';
+
+const PAGE = 50;
+const DEFAULT_SESSION = 'main';
+const THINKING_LEVELS = ['off', 'minimal', 'low', 'medium', 'high'];
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  app: $('app'),
+  sidebar: $('sidebar'),
+  scrim: $('sidebar-scrim'),
+  sidebarToggle: $('sidebar-toggle'),
+  title: $('session-title'),
+  agentInfo: $('agent-info'),
+  thinking: $('thinking'),
+  banner: $('banner'),
+  bannerText: $('banner-text'),
+  bannerAction: $('banner-action'),
+  authScreen: $('auth-screen'),
+  authRetry: $('auth-retry'),
+  scroller: $('scroller'),
+  messages: $('messages'),
+  live: $('live'),
+  pending: $('pending'),
+  empty: $('empty'),
+  olderStatus: $('older-status'),
+  jump: $('jump-latest'),
+  announcer: $('announcer'),
+  stop: $('stop'),
+  input: $('input'),
+  newChat: $('new-chat'),
+};
+
+/** Per-tab identity for presence (survives reloads of this tab only). */
+const clientId = (() => {
+  try {
+    let id = sessionStorage.getItem('loopchat.client');
+    if (!id) {
+      id = uuid();
+      sessionStorage.setItem('loopchat.client', id);
+    }
+    return id;
+  } catch {
+    return uuid();
+  }
+})();
+
+const state = {
+  session: null,
+  loadGen: 0,
+  info: null,
+  stream: null,
+  connected: false,
+  runs: new Map(), // runId → {node, textNode, text, thinkingNode, userText, userMsgId}
+  activeRunId: null,
+  pendingNodes: new Map(), // client id → element
+  bannerTimer: 0,
+  offlineSince: 0,
+  authFailed: false,
+};
+
+// ---------------------------------------------------------------- transcript
+
+const transcript = new Transcript({
+  scroller: ui.scroller,
+  list: ui.messages,
+  root: ui.messages.parentElement,
+  render: (msg, extra) => messageElement(msg, {
+    ...extra,
+    onRetry: msg.stopReason === 'error' || extra.error ? () => retryFor(msg.id, extra.runId, extra.userText) : undefined,
+  }),
+  fetchOlder: (beforeId) => api.history(state.session, beforeId, PAGE),
+  onChange: (s) => {
+    ui.empty.hidden = !(s.empty && state.runs.size === 0 && ui.pending.childElementCount === 0);
+    if (s.loadingOlder) {
+      ui.olderStatus.hidden = false;
+      ui.olderStatus.textContent = 'Loading older messages…';
+    } else if (s.olderError) {
+      ui.olderStatus.hidden = false;
+      ui.olderStatus.replaceChildren(
+        `Could not load older messages: ${s.olderError.message} `,
+        el('button', { class: 'btn btn-small', type: 'button', text: 'Try again', onclick: () => { transcript.olderError = null; transcript.loadOlder(); } }));
+    } else if (s.atTop && !s.hasMore && !s.empty) {
+      ui.olderStatus.hidden = false;
+      ui.olderStatus.textContent = 'Beginning of the conversation';
+    } else {
+      ui.olderStatus.hidden = true;
+    }
+    ui.jump.hidden = !s.showJump;
+  },
+});
+
+ui.jump.addEventListener('click', () => transcript.jumpToLatest());
+
+function announce(text) {
+  ui.announcer.textContent = '';
+  // a separate task so screen readers notice the change
+  setTimeout(() => { ui.announcer.textContent = text; }, 50);
+}
+
+// ---------------------------------------------------------------- banner
+
+function showBanner(text, { kind = 'warn', action = null, actionLabel = '' } = {}) {
+  ui.banner.hidden = false;
+  ui.banner.className = `banner ${kind}`;
+  ui.bannerText.textContent = text;
+  ui.bannerAction.hidden = !action;
+  ui.bannerAction.textContent = actionLabel;
+  ui.bannerAction.onclick = action;
+}
+
+function hideBanner() {
+  clearInterval(state.bannerTimer);
+  state.bannerTimer = 0;
+  ui.banner.hidden = true;
+  ui.banner.className = 'banner';
+}
+
+function showOfflineBanner(retryAt, what = 'Connection to the relay lost') {
+  clearInterval(state.bannerTimer);
+  const tick = () => {
+    const secs = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+    showBanner(secs > 0 ? `${what} — reconnecting in ${secs} s…` : `${what} — reconnecting…`, {
+      kind: 'warn',
+      action: () => reconnectNow(),
+      actionLabel: 'Reconnect now',
+    });
+    ui.banner.dataset.state = 'offline';
+  };
+  tick();
+  state.bannerTimer = setInterval(tick, 1000);
+}
+
+function showUnauthorized() {
+  state.authFailed = true;
+  if (state.stream) state.stream.close();
+  hideBanner();
+  ui.app.dataset.state = 'unauthorized';
+  ui.authScreen.hidden = false;
+}
+
+ui.authRetry.addEventListener('click', () => location.reload());
+
+// ---------------------------------------------------------------- runs (streaming replies)
+
+function runFor(runId, create = true) {
+  let run = state.runs.get(runId);
+  if (!run && create) {
+    const node = liveElement(runId);
+    const textEl = node.querySelector('.stream-text');
+    const textNode = document.createTextNode('');
+    textEl.append(textNode);
+    run = { runId, node, textNode, text: '', thinkingNode: null, thinking: '', userText: null, userMsgId: null };
+    state.runs.set(runId, run);
+    transcript.atBottomChange(() => ui.live.append(node));
+  }
+  return run;
+}
+
+function setActiveRun(runId) {
+  state.activeRunId = runId;
+  ui.stop.hidden = !runId;
+  ui.app.classList.toggle('running', Boolean(runId));
+}
+
+function finishRun(runId) {
+  const run = state.runs.get(runId);
+  if (run) {
+    run.node.remove();
+    state.runs.delete(runId);
+  }
+  if (state.activeRunId === runId) {
+    // another run of this session may still be going (queued turns)
+    const next = [...state.runs.keys()].pop() || null;
+    setActiveRun(next);
+  }
+  transcript.changed();
+}
+
+async function stopRun() {
+  const runId = state.activeRunId;
+  if (!runId) return;
+  ui.stop.disabled = true;
+  try {
+    await api.abort(state.session, runId);
+  } catch (err) {
+    showBanner(`Could not stop the reply: ${err.message}`, { kind: 'error', action: hideBanner, actionLabel: 'Dismiss' });
+  } finally {
+    ui.stop.disabled = false;
+  }
+}
+ui.stop.addEventListener('click', stopRun);
+
+/** Retry a failed turn: send the user's message that started it again (text and images). */
+function retryFor(messageId, runId, userText) {
+  const userId = runId && state.runUserIds.get(runId);
+  const user = (userId && transcript.byId.get(userId)) || transcript.previousUserText(messageId);
+  const text = user ? contentText(user.content) : (userText || (runId && state.runUsers.get(runId)) || '');
+  const parts = user && Array.isArray(user.content) ? user.content : [];
+  const attachments = parts
+    .filter((p) => p && p.type === 'image' && typeof p.url === 'string')
+    .map((p) => ({ id: p.url.split('/').pop(), url: p.url, mimeType: p.mimeType }));
+  if (!text && attachments.length === 0) return;
+  enqueue({ text, attachments });
+}
+
+function failRun(runId, errorText) {
+  const run = state.runs.get(runId);
+  const storedId = transcript.assistantIdForRun(runId);
+  const text = errorText || 'The agent failed to answer.';
+  if (storedId) {
+    transcript.setExtra(storedId, { error: text });
+    const node = transcript.node(storedId);
+    if (node) markFailed(node, text, () => retryFor(storedId, runId));
+    finishRun(runId);
+    return;
+  }
+  // Nothing stored for this run: keep what streamed so far as a failed turn.
+  const synthetic = {
+    id: `run-failed:${runId}`,
+    role: 'assistant',
+    content: run ? run.text : '',
+    timestamp: new Date().toISOString(),
+    stopReason: 'error',
+  };
+  const userText = (run && run.userText) || state.runUsers.get(runId) || null;
+  finishRun(runId);
+  if (transcript.has(synthetic.id)) return;
+  transcript.add(synthetic, { runId, error: text, synthetic: true, userText });
+}
+
+function handleEvent(ev) {
+  switch (ev.type) {
+    case 'message': {
+      const msg = ev.message;
+      if (!msg || msg.id == null) return;
+      const runId = ev.runId || null;
+      if (msg.role === 'user') {
+        matchPending(msg);
+        if (runId) {
+          const run = state.runs.get(runId);
+          if (run) { run.userText = contentText(msg.content); run.userMsgId = msg.id; }
+          state.runUsers.set(runId, contentText(msg.content));
+          state.runUserIds.set(runId, msg.id);
+        }
+        transcript.add(msg, runId ? { runId } : undefined);
+        sessions.refreshSoon();
+      } else {
+        const run = runId ? state.runs.get(runId) : null;
+        const extra = runId ? { runId } : undefined;
+        if (runId && msg.stopReason === 'error' && state.runErrors.has(runId)) extra.error = state.runErrors.get(runId);
+        transcript.atBottomChange(() => {
+          if (run) {
+            run.node.remove();
+            state.runs.delete(runId);
+          }
+          // a failed-run placeholder is replaced by the real stored message
+          if (runId && transcript.has(`run-failed:${runId}`)) transcript.remove(`run-failed:${runId}`);
+          transcript.add(msg, extra);
+        });
+        if (msg.role === 'assistant') announce(`Assistant: ${contentText(msg.content).slice(0, 200)}`);
+        sessions.refreshSoon();
+      }
+      renderPending();
+      break;
+    }
+    case 'run.start': {
+      if (!ev.runId || transcript.assistantIdForRun(ev.runId)) return;
+      const run = runFor(ev.runId);
+      if (state.runUsers.has(ev.runId)) run.userText = state.runUsers.get(ev.runId);
+      setActiveRun(ev.runId);
+      break;
+    }
+    case 'delta': {
+      if (!ev.runId || typeof ev.text !== 'string') return;
+      const run = runFor(ev.runId);
+      if (!state.activeRunId) setActiveRun(ev.runId);
+      transcript.atBottomChange(() => {
+        run.text += ev.text;
+        run.textNode.appendData(ev.text);
+      });
+      break;
+    }
+    case 'thinking': {
+      if (!ev.runId || typeof ev.text !== 'string') return;
+      const run = runFor(ev.runId);
+      transcript.atBottomChange(() => {
+        if (!run.thinkingNode) {
+          const block = thinkingBlock('', true);
+          run.node.querySelector('.msg-body').prepend(block);
+          run.thinkingNode = document.createTextNode('');
+          block.querySelector('.thinking-text').append(run.thinkingNode);
+        }
+        run.thinking += ev.text;
+        run.thinkingNode.appendData(ev.text);
+      });
+      break;
+    }
+    case 'run.end': {
+      const runId = ev.runId;
+      if (!runId) return;
+      state.runsEnded.add(runId);
+      if (ev.state === 'error') {
+        state.runErrors.set(runId, ev.error || 'The agent failed to answer.');
+        failRun(runId, ev.error);
+        announce(`The agent failed: ${ev.error || ''}`);
+      } else {
+        const run = state.runs.get(runId);
+        if (run && !transcript.assistantIdForRun(runId)) {
+          // The run ended without a stored reply reaching us: keep its text.
+          transcript.add({
+            id: `run-ended:${runId}`,
+            role: 'assistant',
+            content: run.text,
+            timestamp: new Date().toISOString(),
+            stopReason: ev.state === 'aborted' ? 'aborted' : undefined,
+          }, { runId, synthetic: true });
+        }
+        finishRun(runId);
+      }
+      if (state.activeRunId === runId) setActiveRun(null);
+      sessions.refreshSoon();
+      break;
+    }
+    default:
+      break;
+  }
+}
+state.runErrors = new Map();
+state.runUsers = new Map();
+state.runUserIds = new Map();
+state.runsEnded = new Set();
+
+// ---------------------------------------------------------------- outbox and sending
+
+const outbox = new Outbox({
+  send: (item) => sendItem(item),
+  onChange: () => renderPending(),
+});
+
+function renderPending() {
+  const items = outbox.forSession(state.session).filter((i) => !(i.msgId && transcript.has(i.msgId)));
+  const keep = new Set(items.map((i) => i.id));
+  for (const [id, node] of state.pendingNodes) {
+    if (!keep.has(id)) {
+      node.remove();
+      state.pendingNodes.delete(id);
+    }
+  }
+  // nothing but the tracked bubbles lives in #pending
+  for (const child of [...ui.pending.children]) {
+    if (![...state.pendingNodes.values()].includes(child)) child.remove();
+  }
+  transcript.atBottomChange(() => {
+    for (const item of items) {
+      let node = state.pendingNodes.get(item.id);
+      if (!node) {
+        node = pendingElement(item);
+        state.pendingNodes.set(item.id, node);
+      }
+      ui.pending.append(node); // keeps order
+      const status = node.querySelector('.msg-status');
+      node.classList.toggle('failed', item.state === 'failed');
+      node.querySelector('.msg-actions')?.remove();
+      if (item.state === 'failed') {
+        status.textContent = `Not sent: ${item.error || 'the relay refused it.'}`;
+        node.append(el('div', { class: 'msg-actions' },
+          el('button', { class: 'btn btn-small retry-btn', type: 'button', text: 'Retry', onclick: () => retryPending(item.id) }),
+          el('button', { class: 'btn btn-small', type: 'button', text: 'Discard', onclick: () => outbox.remove(item.id) })));
+      } else if (outbox.inFlight.has(item.id) && state.connected) {
+        status.textContent = 'Sending…';
+      } else {
+        status.textContent = 'Queued — will be sent when the relay is reachable.';
+      }
+      node.dataset.state = item.state === 'failed' ? 'failed' : (outbox.inFlight.has(item.id) && state.connected ? 'sending' : 'queued');
+    }
+  });
+}
+
+function retryPending(id) {
+  const item = outbox.get(id);
+  if (!item) return;
+  // A refused message gets a new idempotency key: the first one is spent.
+  const files = outbox.files.get(id);
+  outbox.remove(id);
+  outbox.add({ ...item, id: uuid(), state: undefined, error: undefined }, files);
+  outbox.flush();
+}
+
+/** A user message from the relay is ours if an unmatched outbox item has the same text. */
+function matchPending(msg) {
+  const text = contentText(msg.content);
+  const item = outbox.forSession(state.session).find((i) => !i.msgId && i.state !== 'failed' && (i.text || '') === text);
+  if (item) outbox.update(item.id, { msgId: msg.id });
+}
+
+function enqueue({ text, files = [], previews = [], attachments = [] }) {
+  const item = {
+    id: uuid(),
+    session: state.session,
+    text,
+    thinking: ui.thinking.value,
+    attachments, // [{id, url, mimeType}] already uploaded
+    createdAt: new Date().toISOString(),
+  };
+  if (previews.length) {
+    // previews are memory-only (blob: URLs); registered before the outbox
+    // change below renders the pending bubble
+    state.pendingNodes.set(item.id, pendingElement({ ...item, previews }));
+  }
+  outbox.add({ ...item }, files);
+  transcript.jumpToLatest();
+  renderPending();
+  outbox.flush();
+}
+
+async function uploadFiles(item) {
+  const files = outbox.files.get(item.id) || [];
+  const done = (item.attachments || []).length;
+  const attachments = [...(item.attachments || [])];
+  for (let i = done; i < files.length; i++) {
+    const res = await api.uploadAttachment(files[i]);
+    attachments.push({ id: res.id, url: res.url, mimeType: res.mimeType });
+    outbox.update(item.id, { attachments });
+  }
+  return attachments;
+}
+
+/**
+ * Send one outbox item. Resolves 'sent' once the relay has accepted it (its
+ * first event, or its answer), 'offline' when the relay cannot be reached,
+ * 'failed' when the relay refused it. The rpc keeps running afterwards; its
+ * end removes the item from the outbox.
+ */
+function sendItem(item) {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (r) => {
+      if (!settled) {
+        settled = true;
+        resolve(r);
+      }
+      renderPending();
+    };
+    let runId = null;
+    (async () => {
+      let attachments;
+      try {
+        attachments = await uploadFiles(item);
+      } catch (err) {
+        if (err instanceof ApiError && err.offline) return settle('offline');
+        outbox.update(item.id, { state: 'failed', error: `attachment upload failed: ${err.message}` });
+        outbox.settle(item.id);
+        return settle('failed');
+      }
+      const body = { text: item.text, session: item.session, id: item.id };
+      if (item.thinking && THINKING_LEVELS.includes(item.thinking)) body.thinking = item.thinking;
+      if (attachments.length) body.attachments = attachments.map((a) => ({ id: a.id }));
+      renderPending();
+      try {
+        await rpcStream(body, {
+          onEvent: (ev) => {
+            if (ev.type === 'message' && ev.message && ev.message.role === 'user') {
+              if (!outbox.get(item.id)?.msgId) outbox.update(item.id, { msgId: ev.message.id });
+              if (ev.runId) runId = ev.runId;
+              settle('sent');
+            } else if (ev.type === 'run.start') {
+              runId = ev.runId || runId;
+              settle('sent');
+            }
+          },
+        });
+        outbox.remove(item.id);
+        settle('sent');
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.offline) {
+          // Lost the relay mid-way: the item stays, and is sent again (same id) on reconnect.
+          outbox.settle(item.id);
+          return settle('offline');
+        }
+        if (err.status === 401) {
+          outbox.settle(item.id);
+          showUnauthorized();
+          return settle('offline');
+        }
+        if (err.code === 'agent_error' || err.code === 'agent_timeout') {
+          // The turn happened and failed; the event stream shows it (run.end error),
+          // in order after the user's message. Only if that stream has not shown it
+          // after a while is it shown from here.
+          outbox.remove(item.id);
+          if (runId) {
+            setTimeout(() => {
+              if (state.connected && item.session === state.session && !state.runsEnded.has(runId)) {
+                state.runsEnded.add(runId);
+                state.runErrors.set(runId, err.message);
+                failRun(runId, err.message);
+              }
+            }, 3000);
+          }
+          return settle('sent');
+        }
+        outbox.update(item.id, { state: 'failed', error: err.message });
+        outbox.settle(item.id);
+        settle('failed');
+      }
+    })();
+  });
+}
+
+// ---------------------------------------------------------------- sessions
+
+function thinkingFor(key, fallback) {
+  const v = store.get(`loopchat.thinking.${key}`);
+  return THINKING_LEVELS.includes(v) ? v : (THINKING_LEVELS.includes(fallback) ? fallback : 'off');
+}
+
+ui.thinking.addEventListener('change', () => {
+  store.set(`loopchat.thinking.${state.session}`, ui.thinking.value);
+});
+
+function sessionFromUrl() {
+  const key = new URL(location.href).searchParams.get('session');
+  return key && SESSION_KEY_RE.test(key) ? key : null;
+}
+
+function setUrl(key, push) {
+  const u = new URL(location.href);
+  u.searchParams.delete('token');
+  u.searchParams.set('session', key);
+  if (u.href === location.href) return;
+  if (push) history.pushState({ session: key }, '', u.pathname + u.search + u.hash);
+  else history.replaceState({ session: key }, '', u.pathname + u.search + u.hash);
+}
+
+async function openSession(key, { push = false } = {}) {
+  if (state.stream) state.stream.close();
+  state.stream = null;
+  state.session = key;
+  setUrl(key, push);
+  document.title = `${key} — loopchat`;
+  ui.title.textContent = key;
+  sessions.setCurrent(key);
+  ui.thinking.value = thinkingFor(key, 'off');
+  closeSidebar();
+  await loadSession();
+  sendPresence();
+}
+
+function clearLive() {
+  for (const run of state.runs.values()) run.node.remove();
+  state.runs.clear();
+  state.runErrors.clear();
+  state.runUsers.clear();
+  state.runUserIds.clear();
+  state.runsEnded.clear();
+  setActiveRun(null);
+  for (const node of state.pendingNodes.values()) node.remove();
+  state.pendingNodes.clear();
+}
+
+/** (Re)load the current session from /info and follow its events. */
+async function loadSession(attempt = 0) {
+  const gen = ++state.loadGen;
+  const key = state.session;
+  let info;
+  try {
+    info = await api.info(key, PAGE);
+  } catch (err) {
+    if (gen !== state.loadGen) return;
+    if (err.status === 401) return showUnauthorized();
+    if (err.offline) {
+      ui.app.dataset.state = 'offline';
+      const delay = Math.min(30000, 1000 * 2 ** attempt);
+      showOfflineBanner(Date.now() + delay, 'The relay cannot be reached');
+      state.retryLoad = setTimeout(() => { if (gen === state.loadGen) loadSession(attempt + 1); }, delay);
+      renderPending();
+      return;
+    }
+    if (err.code === 'invalid_session_key' && key !== DEFAULT_SESSION) {
+      showBanner(`“${key}” is not a valid session key; opened “${DEFAULT_SESSION}” instead.`, { kind: 'error', action: hideBanner, actionLabel: 'Dismiss' });
+      openSession(DEFAULT_SESSION);
+      return;
+    }
+    ui.app.dataset.state = 'error';
+    showBanner(`Could not open the session: ${err.message}`, { kind: 'error', action: () => loadSession(), actionLabel: 'Try again' });
+    return;
+  }
+  if (gen !== state.loadGen) return;
+  performance.mark('loopchat:info');
+  clearTimeout(state.retryLoad);
+  state.info = info;
+  ui.app.dataset.state = 'ready';
+  hideBanner();
+  clearLive();
+  transcript.reset(info.initialMessages || [], info.hasMore);
+  performance.mark('loopchat:rendered');
+  if (!store.get(`loopchat.thinking.${key}`)) ui.thinking.value = thinkingFor(key, info.thinkingLevel);
+  const agent = info.agent || {};
+  ui.agentInfo.textContent = [agent.backend, agent.model, info.version ? `v${info.version}` : null].filter(Boolean).join(' · ');
+  let since = Number(info.lastSeq) || 0;
+  if (info.activeRun && info.activeRun.runId) {
+    // Show the reply in progress: replay its events from just before run.start.
+    since = Math.max(0, Number(info.activeRun.startSeq) - 1);
+    runFor(info.activeRun.runId);
+    setActiveRun(info.activeRun.runId);
+  }
+  renderPending();
+  startStream(since);
+  outbox.flush();
+}
+
+function startStream(since) {
+  if (state.stream) state.stream.close();
+  const stream = new EventStream({
+    session: state.session,
+    since,
+    notifySince: alerts.maxSeq,
+    client: clientId,
+    onEvent: (ev) => handleEvent(ev),
+    onNotification: (n) => {
+      if (alerts.add(n) && n.session && n.session !== state.session) sessions.refreshSoon();
+    },
+    onState: (s) => onStreamState(stream, s),
+    onReset: (seq) => {
+      // The relay cannot replay what we missed (it restarted, or its log moved
+      // on): start over from /info. A second reset straight after that means the
+      // relay's log starts at `seq`: follow from there instead of looping.
+      stream.close();
+      const now = Date.now();
+      if (now - (state.lastResetAt || 0) < 10000) {
+        startStream(seq);
+        return;
+      }
+      state.lastResetAt = now;
+      loadSession();
+    },
+  });
+  state.stream = stream;
+  stream.start();
+}
+
+function onStreamState(stream, s) {
+  if (stream !== state.stream) return;
+  const was = state.connected;
+  state.connected = s.connected;
+  ui.app.classList.toggle('offline', !s.connected);
+  if (s.connected) {
+    state.offlineSince = 0;
+    hideBanner();
+    ui.banner.dataset.state = 'online';
+    if (!was && state.offlineBefore) {
+      // back after a disconnect: catch up on what the stream does not replay
+      sessions.refreshSoon(0);
+      alerts.load();
+    }
+    state.offlineBefore = false;
+    outbox.flush();
+  } else {
+    if (!state.offlineSince) state.offlineSince = Date.now();
+    state.offlineBefore = true;
+    showOfflineBanner(s.retryAt || Date.now() + (s.retryIn || 1000));
+    // Distinguish "relay down" from "token no longer accepted".
+    api.sessions().catch((err) => { if (err.status === 401) showUnauthorized(); });
+  }
+  renderPending();
+}
+
+function reconnectNow() {
+  if (state.stream && !state.stream.closed) state.stream.reconnectNow();
+  else loadSession();
+}
+
+window.addEventListener('online', () => reconnectNow());
+
+const sessions = new SessionList({
+  list: $('session-list'),
+  status: $('session-list-status'),
+  onSelect: (key) => {
+    if (key === state.session) { closeSidebar(); return; }
+    openSession(key, { push: true });
+  },
+});
+
+function newChat() {
+  openSession(newSessionKey(), { push: true });
+  ui.input.focus();
+}
+ui.newChat.addEventListener('click', newChat);
+
+window.addEventListener('popstate', () => {
+  const key = sessionFromUrl() || DEFAULT_SESSION;
+  if (key !== state.session) openSession(key, { push: false });
+});
+
+// ---------------------------------------------------------------- alerts
+
+const alerts = new Alerts({
+  bell: $('bell'),
+  count: $('bell-count'),
+  panel: $('alerts-panel'),
+  list: $('alerts-list'),
+  empty: $('alerts-empty'),
+  markRead: $('mark-read'),
+  onOpenSession: (key) => {
+    if (!SESSION_KEY_RE.test(key)) return;
+    if (key !== state.session) openSession(key, { push: true });
+  },
+});
+
+// ---------------------------------------------------------------- presence
+
+let lastPresence = null;
+function sendPresence() {
+  if (!state.session || state.authFailed) return;
+  const focused = document.visibilityState === 'visible' && document.hasFocus();
+  const key = `${state.session}|${focused}`;
+  if (key === lastPresence) return;
+  lastPresence = key;
+  api.presence({ client: clientId, session: state.session, focused }).catch(() => { lastPresence = null; });
+}
+window.addEventListener('focus', sendPresence);
+window.addEventListener('blur', sendPresence);
+document.addEventListener('visibilitychange', sendPresence);
+
+// ---------------------------------------------------------------- layout, keyboard
+
+let animTimer = 0;
+function animateSidebar() {
+  ui.app.classList.add('sidebar-anim');
+  clearTimeout(animTimer);
+  animTimer = setTimeout(() => ui.app.classList.remove('sidebar-anim'), 300);
+}
+
+function openSidebar() {
+  animateSidebar();
+  ui.app.classList.add('sidebar-open');
+  ui.scrim.hidden = false;
+  ui.sidebarToggle.setAttribute('aria-expanded', 'true');
+  const current = ui.sidebar.querySelector('[aria-current="page"]') || ui.newChat;
+  current.focus();
+}
+
+function closeSidebar() {
+  if (!ui.app.classList.contains('sidebar-open')) return false;
+  animateSidebar();
+  ui.app.classList.remove('sidebar-open');
+  ui.scrim.hidden = true;
+  ui.sidebarToggle.setAttribute('aria-expanded', 'false');
+  return true;
+}
+
+ui.sidebarToggle.addEventListener('click', () => {
+  if (ui.app.classList.contains('sidebar-open')) closeSidebar();
+  else openSidebar();
+});
+ui.scrim.addEventListener('click', closeSidebar);
+
+function isEditable(t) {
+  return t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+}
+
+document.addEventListener('keydown', (e) => {
+  const mod = e.ctrlKey || e.metaKey;
+  if (mod && e.shiftKey && (e.key === 'o' || e.key === 'O')) {
+    e.preventDefault();
+    newChat();
+    return;
+  }
+  if (e.key === 'Escape' && e.shiftKey) {
+    e.preventDefault();
+    composer.focus();
+    return;
+  }
+  if (e.key === '/' && !mod && !e.altKey && !isEditable(e.target)) {
+    e.preventDefault();
+    composer.focus();
+    return;
+  }
+  if (e.key === 'Escape') {
+    if (alerts.close()) { $('bell').focus(); return; }
+    if (closeSidebar()) { ui.sidebarToggle.focus(); return; }
+    if (state.activeRunId) {
+      e.preventDefault();
+      stopRun();
+    }
+  }
+});
+
+const composer = new Composer({
+  form: $('composer'),
+  input: ui.input,
+  send: $('send'),
+  attachBtn: $('attach'),
+  fileInput: $('file-input'),
+  previews: $('attach-previews'),
+  error: $('composer-error'),
+  dropZone: document.querySelector('.main'),
+  dropOverlay: $('drop-overlay'),
+  onSubmit: ({ text, files, previews }) => enqueue({ text, files, previews }),
+});
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  performance.mark('loopchat:start');
+  // The relay strips ?token= with a redirect; never leave one in the address bar regardless.
+  const u = new URL(location.href);
+  if (u.searchParams.has('token')) {
+    u.searchParams.delete('token');
+    history.replaceState(null, '', u.pathname + u.search + u.hash);
+  }
+  const key = sessionFromUrl() || DEFAULT_SESSION;
+  openSession(key, { push: false }).then(() => {
+    if (!state.authFailed) {
+      sessions.refresh();
+      alerts.load();
+    }
+  });
+  // Other sessions have no event stream here: refresh the list now and then while visible.
+  setInterval(() => {
+    if (document.visibilityState === 'visible' && state.connected) sessions.refresh();
+  }, 10000);
+  window.addEventListener('focus', () => { if (state.connected) sessions.refreshSoon(0); });
+  composer.focus();
+}
+
+start();

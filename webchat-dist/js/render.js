@@ -1,0 +1,161 @@
+// Building message elements. The only HTML ever parsed is the relay's
+// sanitized markdown rendering (`message.html`); every other string — user
+// text, streamed deltas, errors, thinking, tool output — goes in as text.
+
+import { el, shortTime, fullTime, contentText } from './util.js';
+
+const ROLE_LABEL = { user: 'You', assistant: 'Assistant', system: 'System', toolResult: 'Tool result' };
+
+function meta(role, timestamp) {
+  const date = timestamp ? new Date(timestamp) : null;
+  const time = date && !Number.isNaN(date.getTime())
+    ? el('time', { class: 'msg-time', datetime: date.toISOString(), title: fullTime(date), text: shortTime(date) })
+    : null;
+  return el('div', { class: 'msg-meta' }, el('span', { class: 'msg-role', text: ROLE_LABEL[role] || role }), time);
+}
+
+/** A collapsible block of thinking text (collapsed by default). */
+export function thinkingBlock(text, open = false) {
+  const details = el('details', { class: 'thinking-block' },
+    el('summary', { text: 'Thinking' }),
+    el('div', { class: 'thinking-text', text }));
+  details.open = open;
+  return details;
+}
+
+/** Make links in relay HTML open safely, and give code blocks a copy button. */
+export function enhanceMarkdown(root) {
+  for (const a of root.querySelectorAll('a[href]')) {
+    a.setAttribute('target', '_blank');
+    a.setAttribute('rel', 'noopener noreferrer');
+  }
+  for (const pre of root.querySelectorAll('pre')) {
+    if (pre.parentElement && pre.parentElement.classList.contains('code-wrap')) continue;
+    const wrap = el('div', { class: 'code-wrap' });
+    pre.replaceWith(wrap);
+    wrap.append(pre);
+    const btn = el('button', { class: 'copy-btn', type: 'button', 'aria-label': 'Copy code', text: 'Copy' });
+    btn.addEventListener('click', () => copyText(pre.textContent || '', btn));
+    wrap.append(btn);
+  }
+}
+
+async function copyText(text, btn) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    // Fallback for contexts without the async clipboard.
+    const ta = el('textarea', { class: 'sr-only', readonly: true });
+    ta.value = text;
+    document.body.append(ta);
+    ta.select();
+    try { ok = document.execCommand('copy'); } catch { ok = false; }
+    ta.remove();
+  }
+  btn.textContent = ok ? 'Copied' : 'Copy failed';
+  setTimeout(() => { btn.textContent = 'Copy'; }, 1500);
+}
+
+function imageElement(part) {
+  const src = part.url || (part.data && part.mimeType ? `data:${part.mimeType};base64,${part.data}` : null);
+  if (!src) return null;
+  // Only relative (same-origin) URLs, data: and blob: are displayed; the CSP blocks the rest anyway.
+  if (/^[a-z][a-z0-9+.-]*:/i.test(src) && !/^(data|blob):/i.test(src)) return null;
+  return el('img', { src, alt: part.name || 'attached image', loading: 'lazy', decoding: 'async' });
+}
+
+function toolBlock(part) {
+  const name = part.name || part.toolName || 'tool';
+  let args = part.arguments ?? part.args ?? part.input ?? '';
+  if (typeof args !== 'string') {
+    try { args = JSON.stringify(args, null, 2); } catch { args = String(args); }
+  }
+  return el('details', { class: 'tool-block' },
+    el('summary', { text: `Tool call: ${name}` }),
+    el('pre', { text: args }));
+}
+
+/**
+ * The element for a stored message. `extra.runId` ties an assistant message
+ * to its run (for the error note of a failed run).
+ */
+export function messageElement(msg, extra = {}) {
+  const role = msg.role || 'assistant';
+  const node = el('article', { class: `msg ${role}`, 'data-id': msg.id, 'aria-label': `${ROLE_LABEL[role] || role} message` });
+  if (extra.runId) node.dataset.runId = extra.runId;
+  node.append(meta(role, msg.timestamp));
+  const body = el('div', { class: 'msg-body' });
+  const parts = Array.isArray(msg.content) ? msg.content : null;
+  const images = [];
+
+  if (parts) {
+    for (const p of parts) {
+      if (!p || typeof p !== 'object') continue;
+      if (p.type === 'thinking' && typeof p.thinking === 'string' && p.thinking) body.append(thinkingBlock(p.thinking));
+      else if (p.type === 'image') { const img = imageElement(p); if (img) images.push(img); }
+      else if (p.type === 'toolCall' || p.type === 'tool_use') body.append(toolBlock(p));
+    }
+  }
+
+  if (role === 'assistant' && typeof msg.html === 'string') {
+    const md = el('div', { class: 'markdown' });
+    md.innerHTML = msg.html; // sanitized by the relay (ammonia)
+    enhanceMarkdown(md);
+    body.append(md);
+  } else {
+    const text = contentText(msg.content);
+    if (text) body.append(el('div', { class: role === 'assistant' ? 'plain-text' : 'text', text }));
+  }
+  if (images.length) body.append(el('div', { class: 'msg-images' }, ...images));
+  node.append(body);
+
+  if (msg.stopReason === 'aborted') {
+    node.classList.add('stopped');
+    node.append(el('div', { class: 'stopped-note', text: 'Stopped.' }));
+  } else if (msg.stopReason === 'error' || extra.error) {
+    markFailed(node, extra.error || 'The agent failed to answer.', extra.onRetry);
+  }
+  return node;
+}
+
+/** Turn a message or live bubble into a failed turn: one error note, one Retry. */
+export function markFailed(node, errorText, onRetry) {
+  node.classList.add('error');
+  let note = node.querySelector('.error-note');
+  if (!note) {
+    note = el('div', { class: 'error-note', role: 'alert' });
+    node.append(note);
+  }
+  note.textContent = errorText;
+  if (onRetry && !node.querySelector('.retry-btn')) {
+    node.append(el('div', { class: 'msg-actions' },
+      el('button', { class: 'btn btn-small retry-btn', type: 'button', text: 'Retry', onclick: onRetry })));
+  }
+}
+
+/** A streaming assistant reply: text grows via textContent only. */
+export function liveElement(runId) {
+  const node = el('article', { class: 'msg assistant live', 'data-run-id': runId, 'aria-label': 'Assistant reply in progress', 'aria-busy': 'true' });
+  node.append(meta('assistant', new Date().toISOString()));
+  const body = el('div', { class: 'msg-body' });
+  const text = el('div', { class: 'stream-text' });
+  body.append(text);
+  node.append(body);
+  return node;
+}
+
+/** A user message not yet stored by the relay (sending, queued offline or failed). */
+export function pendingElement(item) {
+  const node = el('article', { class: 'msg user pending', 'data-client-id': item.id, 'aria-label': 'Your message, not yet sent' });
+  node.append(meta('user', item.createdAt));
+  const body = el('div', { class: 'msg-body' });
+  if (item.text) body.append(el('div', { class: 'text', text: item.text }));
+  if (item.previews && item.previews.length) {
+    body.append(el('div', { class: 'msg-images' }, ...item.previews.map((src) => el('img', { src, alt: 'attached image' }))));
+  }
+  node.append(body);
+  node.append(el('div', { class: 'msg-status', text: '' }));
+  return node;
+}

@@ -1,0 +1,61 @@
+// The sidebar's session list (GET /webchat/sessions, newest first).
+
+import { api } from './api.js';
+import { el, relativeTime } from './util.js';
+
+export class SessionList {
+  constructor({ list, status, onSelect }) {
+    this.list = list;
+    this.status = status;
+    this.onSelect = onSelect;
+    this.sessions = [];
+    this.current = null;
+    this.timer = 0;
+    this.seq = 0;
+  }
+
+  setCurrent(key) {
+    this.current = key;
+    this.render();
+  }
+
+  /** Refresh soon (coalesces bursts of messages into one request). */
+  refreshSoon(delay = 400) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.refresh(), delay);
+  }
+
+  async refresh() {
+    clearTimeout(this.timer);
+    const mine = ++this.seq;
+    try {
+      const res = await api.sessions();
+      if (mine !== this.seq) return;
+      this.sessions = (res.sessions || []).slice().sort((a, b) => (b.updatedAt || 0) - (a.updatedAt || 0));
+      this.status.hidden = true;
+    } catch (err) {
+      if (mine !== this.seq) return;
+      this.status.hidden = false;
+      this.status.textContent = err.offline ? 'Sessions unavailable while offline.' : `Could not load sessions: ${err.message}`;
+    }
+    this.render();
+  }
+
+  render() {
+    const rows = this.sessions.slice();
+    if (this.current && !rows.some((s) => s.key === this.current)) {
+      rows.unshift({ key: this.current, updatedAt: null, preview: null, isNew: true });
+    }
+    const now = Date.now();
+    this.list.replaceChildren(...rows.map((s) => {
+      const btn = el('button', { class: 'session-item', type: 'button', 'data-key': s.key },
+        el('span', { class: 'session-key' },
+          el('span', { text: s.key }),
+          s.updatedAt ? el('span', { class: 'session-time', text: relativeTime(s.updatedAt, now) }) : null),
+        el('span', { class: 'session-preview', text: s.isNew ? 'New chat' : (s.preview || '') }));
+      if (s.key === this.current) btn.setAttribute('aria-current', 'page');
+      btn.addEventListener('click', () => this.onSelect(s.key));
+      return el('li', {}, btn);
+    }));
+  }
+}

@@ -1,0 +1,347 @@
+// The conversation view: a window over the loaded messages.
+//
+// Sessions can hold thousands of messages (11 MB transcripts), so only a
+// window of at most MAX_NODES message elements is ever in the DOM. The loaded
+// messages (oldest → newest, deduplicated by id) stay in memory as plain
+// objects; elements outside the window are dropped and re-created when the
+// user scrolls back. Scrolling near the top extends the window upwards, and
+// when it reaches the oldest loaded message, fetches the next older page.
+// Every change above the viewport keeps the first visible message where it
+// was on screen, so prepending never makes the view jump.
+
+const MAX_NODES = 200; // ≤ 300 message nodes in the DOM, with room for live/pending bubbles
+const CHUNK = 50;
+const FIRST_PAINT = 12;
+const EDGE_PX = 900; // how close to an edge the window grows
+const STICK_PX = 80; // "at the bottom" tolerance
+
+export class Transcript {
+  /**
+   * @param {object} o
+   * @param {HTMLElement} o.scroller  the scrolling element
+   * @param {HTMLElement} o.list      container of stored-message elements
+   * @param {HTMLElement} o.root      element that gets the `detached` class when the window is not at the latest messages
+   * @param {(msg, extra) => HTMLElement} o.render
+   * @param {(beforeId: string) => Promise<{messages: object[], hasMore: boolean}>} o.fetchOlder
+   * @param {(state: object) => void} o.onChange  window/empty/loading state for the app's chrome
+   */
+  constructor({ scroller, list, root, render, fetchOlder, onChange }) {
+    this.scroller = scroller;
+    this.list = list;
+    this.root = root;
+    this.render = render;
+    this.fetchOlder = fetchOlder;
+    this.onChange = onChange || (() => {});
+    this.generation = 0;
+    this.clear();
+    this.raf = 0;
+    scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
+    window.addEventListener('resize', () => this.onScroll());
+  }
+
+  clear() {
+    this.generation += 1;
+    this.msgs = [];
+    this.byId = new Map();
+    this.extras = new Map();
+    this.nodes = new Map();
+    this.start = 0;
+    this.end = 0;
+    this.hasMore = false;
+    this.loadingOlder = false;
+    this.olderError = null;
+    this.list.replaceChildren();
+    this.root.classList.remove('detached');
+  }
+
+  /** Replace everything with a fresh latest page and show its end. */
+  reset(messages, hasMore) {
+    this.clear();
+    for (const m of messages || []) this.pushData(m);
+    this.hasMore = Boolean(hasMore);
+    // Paint the newest few first (what the user sees), then fill in the rest
+    // of the page above them on the next frame: the first paint of a session
+    // with long messages costs a fraction of the full page's layout.
+    this.start = Math.max(0, this.msgs.length - FIRST_PAINT);
+    this.end = this.msgs.length;
+    this.renderWindow();
+    this.scrollToBottom();
+    this.changed();
+    const gen = this.generation;
+    if (this.start > 0) {
+      requestAnimationFrame(() => setTimeout(() => {
+        if (gen !== this.generation) return;
+        const stick = this.isNearBottom();
+        this.growUp();
+        if (stick) this.scrollToBottom();
+        this.changed();
+      }, 0));
+    }
+  }
+
+  pushData(msg, extra) {
+    if (!msg || msg.id == null || this.byId.has(msg.id)) return false;
+    this.msgs.push(msg);
+    this.byId.set(msg.id, msg);
+    if (extra) this.extras.set(msg.id, extra);
+    return true;
+  }
+
+  has(id) {
+    return this.byId.has(id);
+  }
+
+  get size() {
+    return this.msgs.length;
+  }
+
+  /** The rendered element of a message, if it is in the window. */
+  node(id) {
+    return this.nodes.get(id) || null;
+  }
+
+  /** The id of the stored assistant message of a run, if it arrived. */
+  assistantIdForRun(runId) {
+    for (const [id, extra] of this.extras) {
+      if (extra && extra.runId === runId) {
+        const m = this.byId.get(id);
+        if (m && m.role === 'assistant') return id;
+      }
+    }
+    return null;
+  }
+
+  /** Remove one message (a placeholder replaced by the real thing). */
+  remove(id) {
+    const i = this.msgs.findIndex((m) => m.id === id);
+    if (i < 0) return;
+    this.msgs.splice(i, 1);
+    this.byId.delete(id);
+    this.extras.delete(id);
+    const node = this.nodes.get(id);
+    if (node) node.remove();
+    this.nodes.delete(id);
+    if (i < this.start) this.start -= 1;
+    if (i < this.end) this.end -= 1;
+  }
+
+  setExtra(id, extra) {
+    this.extras.set(id, { ...(this.extras.get(id) || {}), ...extra });
+  }
+
+  /** The latest stored messages (newest last), for Retry's "what did the user say". */
+  previousUserText(id) {
+    let i = this.msgs.findIndex((m) => m.id === id);
+    if (i < 0) i = this.msgs.length;
+    for (let j = i - 1; j >= 0; j--) {
+      if (this.msgs[j].role === 'user') return this.msgs[j];
+    }
+    return null;
+  }
+
+  get atLatest() {
+    return this.end === this.msgs.length;
+  }
+
+  isNearBottom() {
+    const sc = this.scroller;
+    return this.atLatest && sc.scrollHeight - sc.scrollTop - sc.clientHeight < STICK_PX;
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  /** Run a change at the bottom (delta, new bubble); follow it if the user was at the bottom. */
+  atBottomChange(fn) {
+    const stick = this.isNearBottom();
+    fn();
+    if (stick) this.scrollToBottom();
+    this.changed();
+  }
+
+  /** Add a new message (from the event stream). Returns false for a duplicate. */
+  add(msg, extra) {
+    if (this.byId.has(msg.id)) {
+      if (extra) this.setExtra(msg.id, extra);
+      return false;
+    }
+    const wasLatest = this.atLatest;
+    const stick = this.isNearBottom();
+    this.pushData(msg, extra);
+    if (wasLatest) {
+      const node = this.make(msg);
+      this.list.append(node);
+      this.end = this.msgs.length;
+      if (this.end - this.start > MAX_NODES) this.withAnchor(() => this.trimTop());
+      if (stick) this.scrollToBottom();
+    }
+    this.changed();
+    return true;
+  }
+
+  make(msg) {
+    const node = this.render(msg, this.extras.get(msg.id) || {});
+    this.nodes.set(msg.id, node);
+    return node;
+  }
+
+  /** Re-render one message in place (e.g. its run failed after it arrived). */
+  refresh(id) {
+    const old = this.nodes.get(id);
+    const msg = this.byId.get(id);
+    if (!old || !msg) return;
+    old.replaceWith(this.make(msg));
+  }
+
+  renderWindow() {
+    this.nodes.clear();
+    const frag = document.createDocumentFragment();
+    for (let i = this.start; i < this.end; i++) frag.append(this.make(this.msgs[i]));
+    this.list.replaceChildren(frag);
+  }
+
+  /** Show the newest messages again (the "Latest" button, sending a message). */
+  jumpToLatest() {
+    if (!this.atLatest) {
+      this.start = Math.max(0, this.msgs.length - CHUNK);
+      this.end = this.msgs.length;
+      this.renderWindow();
+    }
+    this.scrollToBottom();
+    this.changed();
+  }
+
+  /** Keep the first visible message at the same place on screen across `fn`. */
+  withAnchor(fn) {
+    const top = this.scroller.getBoundingClientRect().top;
+    let anchor = null;
+    let offset = 0;
+    const kids = this.list.children;
+    // binary search for the first child whose bottom is below the viewport top
+    let lo = 0;
+    let hi = kids.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (kids[mid].getBoundingClientRect().bottom > top) hi = mid - 1;
+      else lo = mid + 1;
+    }
+    if (lo < kids.length) {
+      anchor = kids[lo];
+      offset = anchor.getBoundingClientRect().top - top;
+    }
+    fn();
+    if (anchor && anchor.isConnected) {
+      const now = anchor.getBoundingClientRect().top - top;
+      this.scroller.scrollTop += now - offset;
+    }
+  }
+
+  trimTop() {
+    while (this.end - this.start > MAX_NODES) {
+      const m = this.msgs[this.start];
+      const node = this.nodes.get(m.id);
+      if (node) node.remove();
+      this.nodes.delete(m.id);
+      this.start += 1;
+    }
+  }
+
+  trimBottom() {
+    while (this.end - this.start > MAX_NODES) {
+      const m = this.msgs[this.end - 1];
+      const node = this.nodes.get(m.id);
+      if (node) node.remove();
+      this.nodes.delete(m.id);
+      this.end -= 1;
+    }
+  }
+
+  /** Grow the window upwards by up to CHUNK already-loaded messages. */
+  growUp() {
+    const newStart = Math.max(0, this.start - CHUNK);
+    if (newStart === this.start) return false;
+    this.withAnchor(() => {
+      const frag = document.createDocumentFragment();
+      for (let i = newStart; i < this.start; i++) frag.append(this.make(this.msgs[i]));
+      this.list.prepend(frag);
+      this.start = newStart;
+      this.trimBottom();
+    });
+    return true;
+  }
+
+  /** Grow the window downwards by up to CHUNK already-loaded messages. */
+  growDown() {
+    const newEnd = Math.min(this.msgs.length, this.end + CHUNK);
+    if (newEnd === this.end) return false;
+    this.withAnchor(() => {
+      const frag = document.createDocumentFragment();
+      for (let i = this.end; i < newEnd; i++) frag.append(this.make(this.msgs[i]));
+      this.list.append(frag);
+      this.end = newEnd;
+      this.trimTop();
+    });
+    return true;
+  }
+
+  async loadOlder() {
+    if (this.loadingOlder || !this.hasMore || this.msgs.length === 0) return;
+    this.loadingOlder = true;
+    this.olderError = null;
+    this.changed();
+    const gen = this.generation;
+    try {
+      const page = await this.fetchOlder(this.msgs[0].id);
+      if (gen !== this.generation) return;
+      const older = (page.messages || []).filter((m) => m && m.id != null && !this.byId.has(m.id));
+      for (const m of older) this.byId.set(m.id, m);
+      this.msgs.unshift(...older);
+      this.start += older.length;
+      this.end += older.length;
+      this.hasMore = Boolean(page.hasMore) && older.length > 0;
+      this.loadingOlder = false;
+      this.growUp();
+    } catch (err) {
+      if (gen !== this.generation) return;
+      this.olderError = err;
+      this.loadingOlder = false;
+    }
+    this.changed();
+    // the user may still be at the top: keep going on the next frame
+    this.onScroll();
+  }
+
+  onScroll() {
+    if (this.raf) return;
+    this.raf = requestAnimationFrame(() => {
+      this.raf = 0;
+      this.check();
+    });
+  }
+
+  check() {
+    const sc = this.scroller;
+    if (sc.scrollTop < EDGE_PX) {
+      if (this.start > 0) this.growUp();
+      else if (this.hasMore && !this.loadingOlder && !this.olderError) this.loadOlder();
+    } else if (sc.scrollHeight - sc.scrollTop - sc.clientHeight < EDGE_PX && !this.atLatest) {
+      this.growDown();
+    }
+    this.changed();
+  }
+
+  changed() {
+    this.root.classList.toggle('detached', !this.atLatest);
+    const sc = this.scroller;
+    const farFromBottom = !this.atLatest || sc.scrollHeight - sc.scrollTop - sc.clientHeight > 400;
+    this.onChange({
+      empty: this.msgs.length === 0,
+      loadingOlder: this.loadingOlder,
+      olderError: this.olderError,
+      hasMore: this.hasMore,
+      atTop: this.start === 0,
+      showJump: farFromBottom,
+    });
+  }
+}

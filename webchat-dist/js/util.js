@@ -1,0 +1,136 @@
+// Small helpers shared by the modules: ids, time formatting, storage, DOM.
+
+/** A random RFC 4122 v4 uuid (crypto.randomUUID is only in secure contexts). */
+export function uuid() {
+  if (globalThis.crypto && typeof crypto.randomUUID === 'function') {
+    try { return crypto.randomUUID(); } catch { /* not a secure context */ }
+  }
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** A fresh session key: `chat-<time base36>-<random>`; valid per the protocol's key rule. */
+export function newSessionKey() {
+  const rand = Math.random().toString(36).slice(2, 8).padEnd(6, '0');
+  return `chat-${Date.now().toString(36)}-${rand}`;
+}
+
+export const SESSION_KEY_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** `el('div', {class: 'x', text: 'y'}, child…)`: text is set as textContent, never as HTML. */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k.startsWith('on') && typeof v === 'function') node.addEventListener(k.slice(2), v);
+    else if (v === true) node.setAttribute(k, '');
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children) {
+    if (c == null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateTimeFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+/** Short clock time for today, date + time otherwise. */
+export function shortTime(date) {
+  if (!(date instanceof Date) || Number.isNaN(date.getTime())) return '';
+  const now = new Date();
+  return date.toDateString() === now.toDateString() ? timeFmt.format(date) : dateTimeFmt.format(date);
+}
+
+export function fullTime(date) {
+  if (!(date instanceof Date) || Number.isNaN(date.getTime())) return '';
+  return fullFmt.format(date);
+}
+
+/** "just now", "5 min ago", "3 h ago", "2 d ago", then a date. */
+export function relativeTime(date, now = Date.now()) {
+  const t = date instanceof Date ? date.getTime() : Number(date);
+  if (!Number.isFinite(t)) return '';
+  const s = Math.round((now - t) / 1000);
+  if (s < 45) return 'just now';
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.round(m / 60);
+  if (h < 24) return `${h} h ago`;
+  const d = Math.round(h / 24);
+  if (d < 7) return `${d} d ago`;
+  return dateTimeFmt.format(new Date(t));
+}
+
+/**
+ * localStorage that never throws (private mode, quota, disabled storage):
+ * when it cannot be used, values live in memory for the life of the page.
+ */
+const memory = new Map();
+export const store = {
+  get(key, fallback = null) {
+    let raw = null;
+    try {
+      raw = localStorage.getItem(key);
+    } catch {
+      raw = null;
+    }
+    if (raw == null && memory.has(key)) raw = memory.get(key);
+    if (raw == null) return fallback;
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return fallback;
+    }
+  },
+  set(key, value) {
+    const raw = JSON.stringify(value);
+    try {
+      localStorage.setItem(key, raw);
+      memory.delete(key);
+      return true;
+    } catch {
+      memory.set(key, raw);
+      return false;
+    }
+  },
+  remove(key) {
+    memory.delete(key);
+    try { localStorage.removeItem(key); } catch { /* ignore */ }
+  },
+};
+
+/** The readable text of a message's content (string, or the text parts joined). */
+export function contentText(content) {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .filter((p) => p && p.type === 'text' && typeof p.text === 'string')
+    .map((p) => p.text)
+    .join('\n');
+}
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** Only http(s) URLs may be opened from notifications. */
+export function safeHttpUrl(raw) {
+  try {
+    const u = new URL(raw, location.href);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+  } catch {
+    return null;
+  }
+}
