@@ -207,10 +207,8 @@ mod tests {
         for i in 0..(CHANNEL_CAP + 100) {
             log.publish(delta(&i.to_string()));
         }
-        let mut expected = 1;
-        for _ in 0..(CHANNEL_CAP + 100) {
+        for expected in 1..=(CHANNEL_CAP as u64 + 100) {
             assert_eq!(sub.next().await.unwrap().seq, expected);
-            expected += 1;
         }
     }
 }

@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use commit::GroupCommit;
+pub(crate) use commit::GroupCommit;
 pub use index::{SessionEntry, parse_index};
 pub use line::{NewMessage, StoredMessage, parse_line};
 pub use transcript::{Decorate, Page, Transcript};
@@ -54,6 +54,8 @@ struct Inner {
     index_commit: GroupCommit,
     transcripts: Mutex<HashMap<String, Arc<Transcript>>>,
     decorate: Decorate,
+    /// A delayed index write is pending (see [`Store::touch`]).
+    flush_scheduled: std::sync::atomic::AtomicBool,
 }
 
 /// Shared handle to the store; cheap to clone.
@@ -76,6 +78,7 @@ impl Store {
                 index_commit: GroupCommit::default(),
                 transcripts: Mutex::new(HashMap::new()),
                 decorate,
+                flush_scheduled: Default::default(),
             }),
         })
     }
@@ -127,17 +130,35 @@ impl Store {
     }
 
     /// Records activity (and optionally a new thinking level) for `key`.
-    /// Not flushed here: a lost `updatedAt` only reorders the session list,
-    /// so it rides along with the next index write (see [`Store::flush`]).
-    pub fn touch(&self, key: &str, updated_at: i64, thinking_level: Option<&str>) -> u64 {
-        let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(raw) = entries.get_mut(key) {
-            raw.insert("updatedAt".into(), updated_at.into());
-            if let Some(level) = thinking_level {
-                raw.insert("thinkingLevel".into(), level.into());
+    ///
+    /// Written within a second rather than before the turn is acknowledged:
+    /// rewriting the index per turn would double the flushes, and what a
+    /// crash can lose here is only list order and a just-changed setting,
+    /// never a message. Must be called inside a tokio runtime.
+    pub fn touch(&self, key: &str, updated_at: i64, thinking_level: Option<&str>) {
+        {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(raw) = entries.get_mut(key) {
+                raw.insert("updatedAt".into(), updated_at.into());
+                if let Some(level) = thinking_level {
+                    raw.insert("thinkingLevel".into(), level.into());
+                }
             }
+            self.inner.index_commit.bump();
         }
-        self.inner.index_commit.bump()
+        if !self.inner.flush_scheduled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let store = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                store
+                    .inner
+                    .flush_scheduled
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = store.flush().await {
+                    tracing::error!(error = %e, "could not write the session index");
+                }
+            });
+        }
     }
 
     /// Makes every index change so far durable.

@@ -41,6 +41,9 @@ struct Recent {
     complete: bool,
 }
 
+/// A stored user message and, if it was answered, the reply.
+pub type StoredTurn = (Arc<StoredMessage>, Option<Arc<StoredMessage>>);
+
 /// A page of messages, oldest first.
 #[derive(Debug)]
 pub struct Page {
@@ -182,7 +185,7 @@ impl Transcript {
     pub fn find_turn(
         &self,
         client_id: &str,
-    ) -> Result<Option<(Arc<StoredMessage>, Option<Arc<StoredMessage>>)>, StoreError> {
+    ) -> Result<Option<StoredTurn>, StoreError> {
         self.ensure_recent()?;
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let Some(pos) = recent
