@@ -271,8 +271,11 @@ function handleEvent(ev) {
             run.node.remove();
             state.runs.delete(runId);
           }
-          // a failed-run placeholder is replaced by the real stored message
-          if (runId && transcript.has(`run-failed:${runId}`)) transcript.remove(`run-failed:${runId}`);
+          // a placeholder kept for a run is replaced by the real stored message
+          if (runId) {
+            transcript.remove(`run-failed:${runId}`);
+            transcript.remove(`run-ended:${runId}`);
+          }
           transcript.add(msg, extra);
         });
         if (msg.role === 'assistant') announce(`Assistant: ${contentText(msg.content).slice(0, 200)}`);
@@ -688,6 +691,16 @@ function reconnectNow() {
 }
 
 window.addEventListener('online', () => reconnectNow());
+
+// Back after a long time hidden (sleep, another tab): reopen the stream.
+let hiddenAt = 0;
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'hidden') {
+    hiddenAt = Date.now();
+  } else if (hiddenAt && Date.now() - hiddenAt > 30000 && state.stream) {
+    state.stream.refresh();
+  }
+});
 
 const sessions = new SessionList({
   list: $('session-list'),

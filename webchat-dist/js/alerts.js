@@ -20,7 +20,7 @@ export class Alerts {
     this.list = list;
     this.empty = empty;
     this.onOpenSession = onOpenSession;
-    this.items = new Map(); // seq → notification
+    this.items = new Map(); // id (or seq) → latest notification
     this.maxSeq = 0;
     this.loaded = false;
 
@@ -52,15 +52,21 @@ export class Alerts {
     this.render();
   }
 
-  /** Add one notification; returns false for one already known. */
+  /**
+   * Add one notification; returns false for one already known. A notification
+   * posted again with the same id (an update) replaces the earlier one.
+   */
   add(n, { render = true } = {}) {
     const seq = Number(n && n.seq);
-    if (!Number.isFinite(seq) || this.items.has(seq)) return false;
-    this.items.set(seq, n);
+    if (!Number.isFinite(seq)) return false;
+    const key = n.id != null ? `id:${n.id}` : `seq:${seq}`;
+    const known = this.items.get(key);
+    if (known && Number(known.seq) >= seq) return false;
+    this.items.set(key, n);
     if (seq > this.maxSeq) this.maxSeq = seq;
     if (this.items.size > KEEP) {
-      const oldest = [...this.items.keys()].sort((a, b) => a - b).slice(0, this.items.size - KEEP);
-      for (const s of oldest) this.items.delete(s);
+      const oldest = [...this.items.entries()].sort((a, b) => a[1].seq - b[1].seq).slice(0, this.items.size - KEEP);
+      for (const [k] of oldest) this.items.delete(k);
     }
     if (render) this.render();
     return true;
@@ -69,7 +75,7 @@ export class Alerts {
   unread() {
     const read = this.readSeq;
     let n = 0;
-    for (const seq of this.items.keys()) if (seq > read) n += 1;
+    for (const item of this.items.values()) if (item.seq > read) n += 1;
     return n;
   }
 

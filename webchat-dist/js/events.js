@@ -121,6 +121,17 @@ export class EventStream {
     this.open();
   }
 
+  /**
+   * Reopen now, resuming from the last seq (after the machine slept, a
+   * half-open connection can look alive forever; a fresh one costs nothing
+   * since replayed events are deduplicated).
+   */
+  refresh() {
+    if (this.closed) return;
+    this.backoff = MIN_BACKOFF;
+    this.open();
+  }
+
   close() {
     this.closed = true;
     clearTimeout(this.timer);

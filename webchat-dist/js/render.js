@@ -2,7 +2,9 @@
 // sanitized markdown rendering (`message.html`); every other string — user
 // text, streamed deltas, errors, thinking, tool output — goes in as text.
 
-import { el, shortTime, fullTime, contentText } from './util.js';
+import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
+
+const LONG_TOOL_TEXT = 2000;
 
 const ROLE_LABEL = { user: 'You', assistant: 'Assistant', system: 'System', toolResult: 'Tool result' };
 
@@ -104,6 +106,17 @@ export function messageElement(msg, extra = {}) {
     md.innerHTML = msg.html; // sanitized by the relay (ammonia)
     enhanceMarkdown(md);
     body.append(md);
+  } else if (role === 'toolResult' || role === 'system') {
+    // Tool output can be huge: collapsed behind its size when long (a closed
+    // <details> costs no layout), shown in full when opened — never cut.
+    const text = contentText(msg.content);
+    if (text) {
+      const long = text.length > LONG_TOOL_TEXT;
+      const label = `${role === 'system' ? 'System' : 'Tool output'} (${formatBytes(new Blob([text]).size)})`;
+      const details = el('details', { class: 'tool-block' }, el('summary', { text: label }), el('pre', { text }));
+      details.open = !long;
+      body.append(details);
+    }
   } else {
     const text = contentText(msg.content);
     if (text) body.append(el('div', { class: role === 'assistant' ? 'plain-text' : 'text', text }));

@@ -1,0 +1,105 @@
+// Sessions: the sidebar list, New chat, switching without reload, the URL,
+// browser back/forward, and isolation between sessions.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Relay, launchBrowser, newPage, openChat, sendMessage, transcriptTexts, missingPrerequisite } from './harness.mjs';
+
+describe('sessions', () => {
+  let relay;
+  let browser;
+  let page;
+
+  const sidebarKeys = () => page.$$eval('#session-list .session-item', (els) => els.map((e) => e.dataset.key));
+  const currentKey = () => new URL(page.url()).searchParams.get('session');
+
+  before(async () => {
+    const missing = missingPrerequisite();
+    if (missing) throw new Error(missing);
+    relay = await Relay.start();
+    await relay.send('alpha question', 'alpha');
+    await relay.send('beta question', 'beta');
+    browser = await launchBrowser();
+    page = await newPage(browser);
+    await openChat(page, relay, { session: 'alpha' });
+    await page.evaluate(() => { window.__noReload = 'still here'; });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await relay?.cleanup();
+  });
+
+  it('lists sessions newest first with a preview, and marks the current one', async () => {
+    await page.waitForFunction(() => document.querySelectorAll('#session-list .session-item').length >= 2);
+    const keys = await sidebarKeys();
+    assert.deepEqual(keys.filter((k) => k === 'alpha' || k === 'beta'), ['beta', 'alpha']);
+    const preview = await page.innerText('#session-list .session-item[data-key="beta"] .session-preview');
+    assert.match(preview, /beta question/);
+    assert.equal(await page.getAttribute('#session-list .session-item[data-key="alpha"]', 'aria-current'), 'page');
+    assert.deepEqual(await transcriptTexts(page), ['alpha question', 'echo: alpha question']);
+  });
+
+  it('switches sessions from the sidebar without reloading, and puts the key in the URL', async () => {
+    await page.click('#session-list .session-item[data-key="beta"]');
+    await page.waitForSelector('#messages .msg >> text=echo: beta question');
+    assert.equal(currentKey(), 'beta');
+    assert.deepEqual(await transcriptTexts(page), ['beta question', 'echo: beta question']);
+    assert.equal(await page.innerText('#session-title'), 'beta');
+    assert.equal(await page.evaluate(() => window.__noReload), 'still here', 'no page reload');
+  });
+
+  it('New chat opens a fresh, empty session with a new key', async () => {
+    await page.click('#new-chat');
+    await page.waitForFunction(() => /^chat-[a-z0-9]+-[a-z0-9]+$/.test(new URL(location.href).searchParams.get('session') || ''));
+    const key = currentKey();
+    await page.waitForSelector('#empty:not([hidden])');
+    assert.equal(await page.locator('#messages .msg').count(), 0);
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'input', 'focus goes to the input');
+    await sendMessage(page, 'hello new chat');
+    await page.waitForSelector('#messages .msg >> text=echo: hello new chat');
+    await page.waitForSelector(`#session-list .session-item[data-key="${key}"]`);
+    await page.waitForFunction((k) => document.querySelector('#session-list .session-item')?.dataset.key === k, key);
+    assert.equal(await page.evaluate(() => window.__noReload), 'still here');
+    // the relay stored it under that key, and only there
+    const info = (await relay.api('GET', `info?session=${key}`)).json;
+    assert.equal(info.initialMessages.length, 2);
+  });
+
+  it('browser back and forward move between sessions', async () => {
+    const fresh = currentKey();
+    await page.goBack();
+    await page.waitForFunction(() => new URL(location.href).searchParams.get('session') === 'beta');
+    await page.waitForSelector('#messages .msg >> text=echo: beta question');
+    assert.deepEqual(await transcriptTexts(page), ['beta question', 'echo: beta question']);
+    await page.goForward();
+    await page.waitForSelector('#messages .msg >> text=echo: hello new chat');
+    assert.equal(currentKey(), fresh);
+    assert.equal(await page.evaluate(() => window.__noReload), 'still here');
+  });
+
+  it('Ctrl+Shift+O starts a new chat', async () => {
+    const before = currentKey();
+    await page.click('#scroller');
+    await page.keyboard.press('Control+Shift+O');
+    await page.waitForFunction((b) => new URL(location.href).searchParams.get('session') !== b, before);
+    assert.match(currentKey(), /^chat-/);
+    await page.waitForSelector('#empty:not([hidden])');
+  });
+
+  it('events of another session do not leak into the open one', async () => {
+    await page.click('#session-list .session-item[data-key="alpha"]');
+    await page.waitForSelector('#messages .msg >> text=echo: alpha question');
+    await relay.send('beta again', 'beta');
+    await page.waitForFunction(() => /beta again/.test(document.querySelector('#session-list .session-item[data-key="beta"] .session-preview')?.textContent || ''), null, { timeout: 20000 });
+    assert.deepEqual(await transcriptTexts(page), ['alpha question', 'echo: alpha question']);
+  });
+
+  it('?session=KEY in the address opens that session', async () => {
+    const other = await newPage(browser);
+    await openChat(other, relay, { session: 'beta' });
+    await other.waitForSelector('#messages .msg >> text=echo: beta again');
+    assert.equal(await other.innerText('#session-title'), 'beta');
+    await other.context().close();
+  });
+});
