@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   chromium                                   # web UI tests (playwright-core drives it)
   openssh-server openssh-client              # tunnel tests against a real sshd
-  xvfb xauth imagemagick                     # the shell's window test + screenshots
+  xvfb xauth imagemagick x11-utils           # the shell's window test + screenshots (xwininfo)
   libwebkit2gtk-4.1-dev libgtk-3-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev
   pkg-config
   dbus dbus-x11 dunst libdbus-1-dev          # desktop notifications under Xvfb

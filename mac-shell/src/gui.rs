@@ -1,0 +1,318 @@
+//! The window's controller: finds the relay (locally, or through a tunnel),
+//! checks it with `/webchat/info`, and tells the window what to show. Runs
+//! on its own thread with a tokio runtime; the window owns the main thread.
+//! The only module of the window binary that knows about SSH.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use loopchat_shell::relay::{self, RelayError};
+use loopchat_shell::settings::Settings;
+use loopchat_shell::tunnel::{
+    BoxFuture, HostKeyQuestion, Prompter, Tunnel, TunnelError, TunnelSpec, TunnelStatus,
+};
+
+use crate::window::{self, UiAction, UiEvent, UiHandle, WindowConfig};
+
+/// What the window should open.
+pub struct WindowOptions {
+    /// The loopchat home: local discovery file, shell.json, web data.
+    pub home: PathBuf,
+    pub session: Option<String>,
+    /// Remote mode when set.
+    pub remote: Option<TunnelSpec>,
+}
+
+/// Opens the window; returns only if it could not be opened.
+pub fn run_window(options: WindowOptions) -> anyhow::Result<()> {
+    let settings = Settings::load(&options.home);
+    let (host, data_key) = match &options.remote {
+        Some(spec) => (
+            spec.destination.clone(),
+            format!("remote-{}", file_name_safe(&spec.destination)),
+        ),
+        None => (local_host_name(), "local".to_owned()),
+    };
+    let config = WindowConfig {
+        host,
+        settings,
+        data_dir: options.home.join("shell-webdata").join(data_key),
+    };
+    window::run(config, move |ui, actions| {
+        let spawned = std::thread::Builder::new()
+            .name("loopchat-shell-app".into())
+            .spawn(move || match loopchat_shell::runtime() {
+                Ok(rt) => rt.block_on(controller(options, ui, actions)),
+                Err(e) => {
+                    ui.send(UiEvent::Error {
+                        step: "start".into(),
+                        message: e.to_string(),
+                    });
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the app thread");
+        }
+    })
+}
+
+/// The outcome of one attempt to reach the chat.
+struct Connected {
+    url: String,
+    base_url: String,
+    session: String,
+    /// Kept alive while the chat is shown (remote mode).
+    tunnel: Option<Tunnel>,
+}
+
+struct Failure {
+    step: String,
+    message: String,
+}
+
+impl From<RelayError> for Failure {
+    fn from(e: RelayError) -> Self {
+        Self {
+            step: e.step().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<TunnelError> for Failure {
+    fn from(e: TunnelError) -> Self {
+        Self {
+            step: e.step().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn controller(
+    options: WindowOptions,
+    ui: UiHandle,
+    actions: mpsc::UnboundedReceiver<UiAction>,
+) {
+    let prompter = Arc::new(WindowPrompter {
+        ui: ui.clone(),
+        host_key: Mutex::new(None),
+        passphrase: Mutex::new(None),
+    });
+    let (retry_tx, mut retry) = mpsc::unbounded_channel();
+    tokio::spawn(dispatch(actions, prompter.clone(), retry_tx));
+    tokio::spawn(quit_on_signal(ui.clone()));
+
+    loop {
+        match connect(&options, &ui, prompter.clone()).await {
+            Ok(connected) => {
+                ui.send(UiEvent::Open {
+                    url: connected.url,
+                    base_url: connected.base_url,
+                    session: connected.session,
+                });
+                if let Some(tunnel) = connected.tunnel {
+                    // The page resumes by itself across reconnects; only a
+                    // permanent failure needs the error page.
+                    let mut watch = tunnel.watch();
+                    loop {
+                        tokio::select! {
+                            status = watch.next() => match status {
+                                Some(TunnelStatus::Failed { step, error }) => {
+                                    ui.send(UiEvent::Error { step: step.to_string(), message: error });
+                                    break;
+                                }
+                                Some(TunnelStatus::Up { remote_port }) => {
+                                    tracing::info!(remote_port, local_url = %tunnel.local_url(), "tunnel up again");
+                                }
+                                Some(TunnelStatus::Reconnecting { attempt, .. }) => {
+                                    tracing::debug!(attempt, "tunnel reconnecting");
+                                }
+                                Some(TunnelStatus::Closed) | None => break,
+                            },
+                            r = retry.recv() => {
+                                if r.is_none() { return; }
+                                break;
+                            }
+                        }
+                    }
+                    drop(tunnel);
+                }
+            }
+            Err(failure) => {
+                tracing::error!(step = %failure.step, error = %failure.message, "cannot show the chat");
+                ui.send(UiEvent::Error {
+                    step: failure.step,
+                    message: failure.message,
+                });
+            }
+        }
+        // Wait for Retry (error page button or Reload).
+        if retry.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+async fn connect(
+    options: &WindowOptions,
+    ui: &UiHandle,
+    prompter: Arc<WindowPrompter>,
+) -> Result<Connected, Failure> {
+    let session = options.session.as_deref();
+    match &options.remote {
+        None => {
+            ui.send(UiEvent::Status("Looking for the local relay…".into()));
+            let home = options.home.clone();
+            let discovery = tokio::task::spawn_blocking(move || relay::discover_local(&home))
+                .await
+                .map_err(|e| Failure {
+                    step: "discovery".into(),
+                    message: e.to_string(),
+                })??;
+            tracing::info!(port = discovery.port, base_url = %discovery.base_url, "local relay found");
+            let info = relay::fetch_info(&discovery.base_url, &discovery.token, session).await?;
+            Ok(Connected {
+                url: relay::login_url(&discovery.base_url, &discovery.token, session),
+                base_url: discovery.base_url,
+                session: info.session_key,
+                tunnel: None,
+            })
+        }
+        Some(spec) => {
+            ui.send(UiEvent::Status(format!(
+                "Connecting to {} over SSH…",
+                spec.destination
+            )));
+            let tunnel = Tunnel::open(spec.clone(), prompter).await?;
+            let relay = tunnel.relay().ok_or_else(|| Failure {
+                step: "connect".into(),
+                message: "the SSH link dropped right after it was built".into(),
+            })?;
+            let local_url = tunnel.local_url();
+            tracing::info!(
+                target = %tunnel.target(),
+                local_port = tunnel.local_addr().port(),
+                local_url = %local_url,
+                remote_port = relay.port,
+                "remote relay reachable through the tunnel"
+            );
+            let info = relay::fetch_info(&local_url, &relay.token, session).await?;
+            Ok(Connected {
+                url: relay::login_url(&local_url, &relay.token, session),
+                base_url: local_url,
+                session: info.session_key,
+                tunnel: Some(tunnel),
+            })
+        }
+    }
+}
+
+/// SIGTERM (logout, `kill`) and SIGINT close the window the way Quit does,
+/// so the window size is saved.
+async fn quit_on_signal(ui: UiHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received; closing");
+    ui.send(UiEvent::Quit);
+}
+
+/// Routes the window's answers: to a pending question, or to the retry
+/// loop.
+async fn dispatch(
+    mut actions: mpsc::UnboundedReceiver<UiAction>,
+    prompter: Arc<WindowPrompter>,
+    retry: mpsc::UnboundedSender<()>,
+) {
+    while let Some(action) = actions.recv().await {
+        match action {
+            UiAction::Retry => {
+                let _ = retry.send(());
+            }
+            UiAction::HostKeyAnswer(yes) => {
+                if let Some(tx) = prompter.host_key.lock().ok().and_then(|mut p| p.take()) {
+                    let _ = tx.send(yes);
+                }
+            }
+            UiAction::Passphrase(p) => {
+                if let Some(tx) = prompter.passphrase.lock().ok().and_then(|mut p| p.take()) {
+                    let _ = tx.send(p);
+                }
+            }
+        }
+    }
+}
+
+/// Asks the tunnel's questions with a page in the window.
+struct WindowPrompter {
+    ui: UiHandle,
+    host_key: Mutex<Option<oneshot::Sender<bool>>>,
+    passphrase: Mutex<Option<oneshot::Sender<Option<String>>>>,
+}
+
+impl Prompter for WindowPrompter {
+    fn confirm_host_key(&self, q: HostKeyQuestion) -> BoxFuture<bool> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut slot) = self.host_key.lock() {
+            *slot = Some(tx);
+        }
+        self.ui.send(UiEvent::AskHostKey {
+            host: q.host,
+            key_type: q.key_type,
+            fingerprint: q.fingerprint,
+            known_hosts: q.known_hosts.display().to_string(),
+        });
+        Box::pin(async move { rx.await.unwrap_or(false) })
+    }
+
+    fn passphrase(&self, key: PathBuf) -> BoxFuture<Option<String>> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut slot) = self.passphrase.lock() {
+            *slot = Some(tx);
+        }
+        self.ui.send(UiEvent::AskPassphrase {
+            key: key.display().to_string(),
+        });
+        Box::pin(async move { rx.await.ok().flatten() })
+    }
+}
+
+/// `user@host:22` → `user_host_22`, for a directory name.
+fn file_name_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// This machine's name, for the window title in local mode.
+fn local_host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        if let Ok(name) = std::str::from_utf8(&buf[..end])
+            && !name.is_empty()
+        {
+            return name.to_owned();
+        }
+    }
+    "localhost".to_owned()
+}

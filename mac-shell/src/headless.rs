@@ -1,0 +1,73 @@
+//! `loopchat-shell tunnel`: the tunnel without a window, for people who
+//! prefer their own browser, and for tests.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use serde::Serialize;
+
+use crate::tunnel::{TerminalPrompter, Tunnel, TunnelSpec, TunnelStatus};
+
+/// The one line printed on stdout once the tunnel is usable.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TunnelReady<'a> {
+    local_url: &'a str,
+    token: &'a str,
+    remote_port: u16,
+}
+
+/// Opens the tunnel, prints where it is, and keeps it up until SIGINT or
+/// SIGTERM — or until it fails for good (host key, auth), which is an error.
+pub fn run_tunnel(spec: TunnelSpec, json: bool) -> anyhow::Result<()> {
+    crate::runtime()?.block_on(async move {
+        let tunnel = Tunnel::open(spec, Arc::new(TerminalPrompter))
+            .await
+            .map_err(|e| anyhow!("{} failed: {e}", e.step()))?;
+        let relay = tunnel
+            .relay()
+            .context("the tunnel went down before it could be reported")?;
+        let local_url = tunnel.local_url();
+        {
+            let mut out = std::io::stdout().lock();
+            if json {
+                let line = serde_json::to_string(&TunnelReady {
+                    local_url: &local_url,
+                    token: &relay.token,
+                    remote_port: relay.port,
+                })?;
+                writeln!(out, "{line}")?;
+            } else {
+                // The user's own browser needs the token once; it is printed
+                // to the terminal, never logged.
+                writeln!(
+                    out,
+                    "Tunnel to {} is up. Open in your browser:\n  {}?token={}\n(Ctrl-C to close; the remote relay keeps running.)",
+                    tunnel.target(),
+                    local_url,
+                    relay.token
+                )?;
+            }
+            out.flush()?;
+        }
+        tracing::info!(local_url = %local_url, target = %tunnel.target(), remote_port = relay.port, "tunnel ready");
+
+        let mut watch = tunnel.watch();
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let outcome = loop {
+            tokio::select! {
+                status = watch.next() => match status {
+                    Some(TunnelStatus::Failed { step, error }) => break Err(anyhow!("{step} failed: {error}")),
+                    Some(TunnelStatus::Up { remote_port }) => tracing::info!(remote_port, "tunnel up"),
+                    Some(TunnelStatus::Reconnecting { attempt, .. }) => tracing::debug!(attempt, "tunnel reconnecting"),
+                    Some(TunnelStatus::Closed) | None => break Ok(()),
+                },
+                _ = tokio::signal::ctrl_c() => break Ok(()),
+                _ = terminate.recv() => break Ok(()),
+            }
+        };
+        tunnel.close().await;
+        outcome
+    })
+}

@@ -1,0 +1,73 @@
+//! The loopchat desktop shell: a native window on a loopchat relay, local or
+//! remote.
+//!
+//! Two binaries share this library. `loopchat-shell` (`main.rs`) is the
+//! command line: it runs `tunnel` itself and hands window mode over to
+//! `loopchat-shell-window` (`window_main.rs`), the only binary that links
+//! GTK and WebKit — so the headless tunnel starts in milliseconds instead of
+//! loading a browser engine it does not use.
+//!
+//! Code map (each module says what it does *not* depend on):
+//!
+//! - [`relay`] — finds the local relay through its discovery file and asks a
+//!   relay (local, or remote through a tunnel) for `/webchat/info`. Knows
+//!   nothing of SSH or windows.
+//! - [`tunnel`] — russh: ssh config resolution, known_hosts, authentication,
+//!   remote discovery over an exec channel, local port forwarding and the
+//!   reconnect supervisor. No GUI code: `loopchat-shell tunnel` runs it
+//!   headless ([`headless`]).
+//! - [`settings`] — `shell.json` in the loopchat home: window size, alerts
+//!   pause.
+//! - In the window binary only: `window/` (tao + wry + muda: the window, its
+//!   menu and the shell's own pages; no SSH code — it receives `UiEvent`s
+//!   and answers with `UiAction`s) and `gui.rs`, the glue that drives a
+//!   tunnel or the local relay and tells the window what to show.
+//!
+//! Invariants: the token never reaches a log line; closing the shell never
+//! stops a relay (the shell only reads discovery files and opens channels).
+
+pub mod headless;
+pub mod relay;
+pub mod settings;
+pub mod tunnel;
+
+use std::fmt;
+
+/// The step of "getting a chat on screen" that failed, named the way the
+/// error page and the CLI report it, so a user knows where to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Finding the relay: the discovery file, locally or over SSH.
+    Discovery,
+    /// Reaching the SSH server (or a jump host), or the relay's port.
+    Connect,
+    /// Verifying the SSH server's host key.
+    HostKey,
+    /// SSH user authentication.
+    Auth,
+    /// `GET /webchat/info` on the relay.
+    RelayInfo,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Discovery => "discovery",
+            Step::Connect => "connect",
+            Step::HostKey => "host key",
+            Step::Auth => "auth",
+            Step::RelayInfo => "relay info",
+        })
+    }
+}
+
+/// The tunnel's runtime: one thread, like `ssh` itself. Every forwarded
+/// byte hops between tasks (socket → channel → SSH session → socket); on
+/// one thread those hops are plain function calls instead of cross-thread
+/// wake-ups, which is what small round trips are made of.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name("loopchat-shell-io")
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,302 @@
+//! Finding a relay and asking it who it is.
+//!
+//! The local relay is found through its discovery file (`relay.json` in the
+//! loopchat home); a remote one through the same file read over SSH (see
+//! [`crate::tunnel`]). Either way the shell then calls `GET /webchat/info`
+//! with the token, which proves the relay is alive, the token is right and
+//! the session exists, before any page is shown.
+//!
+//! Nothing here knows about SSH or windows.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use loopchat_proto::{Discovery, InfoResponse};
+
+use crate::Step;
+
+/// Name of the discovery file inside a loopchat home.
+pub const DISCOVERY_FILE: &str = "relay.json";
+
+/// `$LOOPCHAT_HOME`, else `~/.loopchat`.
+pub fn default_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("LOOPCHAT_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    std::env::home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".loopchat")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(
+        "no loopchat relay is running: {path} does not exist.\n\
+         Start one with `loopchat serve` (it writes that file once it listens)."
+    )]
+    NotRunning { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid discovery file: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "the relay recorded in {path} is gone ({reason}); the file is stale.\n\
+         Start one with `loopchat serve`."
+    )]
+    Stale { path: PathBuf, reason: String },
+    #[error("could not reach the relay at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the relay at {url} refused /webchat/info: HTTP {status}: {body}")]
+    InfoRefused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("the relay at {url} answered /webchat/info with something unexpected: {reason}")]
+    InfoInvalid { url: String, reason: String },
+}
+
+impl RelayError {
+    /// Which step failed, for the error page.
+    pub fn step(&self) -> Step {
+        match self {
+            RelayError::NotRunning { .. }
+            | RelayError::Unreadable { .. }
+            | RelayError::Invalid { .. }
+            | RelayError::Stale { .. } => Step::Discovery,
+            RelayError::Unreachable { .. }
+            | RelayError::InfoRefused { .. }
+            | RelayError::InfoInvalid { .. } => Step::RelayInfo,
+        }
+    }
+}
+
+/// Reads `home/relay.json` and checks that the relay it names is alive:
+/// its pid exists and its port accepts a connection. Either failing means a
+/// relay that died without cleaning up.
+pub fn discover_local(home: &Path) -> Result<Discovery, RelayError> {
+    let path = home.join(DISCOVERY_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RelayError::NotRunning { path });
+        }
+        Err(source) => return Err(RelayError::Unreadable { path, source }),
+    };
+    let discovery: Discovery =
+        serde_json::from_slice(&bytes).map_err(|source| RelayError::Invalid {
+            path: path.clone(),
+            source,
+        })?;
+    if !pid_alive(discovery.pid) {
+        return Err(RelayError::Stale {
+            path,
+            reason: format!("pid {} is not running", discovery.pid),
+        });
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, discovery.port));
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        return Err(RelayError::Stale {
+            path,
+            reason: format!("port {} refuses connections: {e}", discovery.port),
+        });
+    }
+    Ok(discovery)
+}
+
+/// Whether a process with this pid exists. `kill(pid, 0)` sends nothing; it
+/// fails with ESRCH when there is no such process and EPERM when there is
+/// one we may not signal (still alive).
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for the process's existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// `GET {base_url}info[?session=K]` with the bearer token.
+///
+/// `base_url` ends with `/webchat/`. The token goes in a header, never in
+/// the URL, so that nothing that logs URLs can leak it.
+pub async fn fetch_info(
+    base_url: &str,
+    token: &str,
+    session: Option<&str>,
+) -> Result<InfoResponse, RelayError> {
+    let mut url = format!("{}info?limit=1", ensure_slash(base_url));
+    if let Some(session) = session {
+        url.push_str("&session=");
+        url.push_str(session);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        // Loopback or our own tunnel: a proxy from the environment would
+        // only be in the way (and could see the token).
+        .no_proxy()
+        .build()
+        .map_err(|e| RelayError::Unreachable {
+            url: base_url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let response = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| RelayError::Unreachable {
+            url: base_url.to_owned(),
+            reason: error_chain(&e),
+        })?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| RelayError::Unreachable {
+            url: base_url.to_owned(),
+            reason: error_chain(&e),
+        })?;
+    if !status.is_success() {
+        let body = String::from_utf8_lossy(&body);
+        return Err(RelayError::InfoRefused {
+            url: base_url.to_owned(),
+            status: status.as_u16(),
+            body: body.chars().take(300).collect(),
+        });
+    }
+    let info: InfoResponse =
+        serde_json::from_slice(&body).map_err(|e| RelayError::InfoInvalid {
+            url: base_url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if !info.ok {
+        return Err(RelayError::InfoInvalid {
+            url: base_url.to_owned(),
+            reason: "\"ok\" is false".into(),
+        });
+    }
+    Ok(info)
+}
+
+/// The URL the window opens first: the relay trades `token` for an HttpOnly
+/// cookie and redirects to the same URL without it.
+pub fn login_url(base_url: &str, token: &str, session: Option<&str>) -> String {
+    let mut url = format!("{}?token={}", ensure_slash(base_url), token);
+    if let Some(session) = session {
+        url.push_str("&session=");
+        url.push_str(session);
+    }
+    url
+}
+
+/// The URL of a session page once logged in (no token).
+pub fn session_url(base_url: &str, session: &str) -> String {
+    format!("{}?session={}", ensure_slash(base_url), session)
+}
+
+fn ensure_slash(base_url: &str) -> String {
+    if base_url.ends_with('/') {
+        base_url.to_owned()
+    } else {
+        format!("{base_url}/")
+    }
+}
+
+/// reqwest's top-level message is often just "error sending request"; the
+/// cause (connection refused, reset…) is what helps.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_discovery(dir: &Path, pid: u32, port: u16) {
+        let d = Discovery {
+            version: 1,
+            pid,
+            port,
+            base_url: format!("http://127.0.0.1:{port}/webchat/"),
+            token: "secret".into(),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            store: "x".into(),
+        };
+        std::fs::write(dir.join(DISCOVERY_FILE), serde_json::to_vec(&d).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn missing_file_says_how_to_start_a_relay() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = discover_local(dir.path()).unwrap_err();
+        assert!(matches!(err, RelayError::NotRunning { .. }));
+        assert!(err.to_string().contains("loopchat serve"), "{err}");
+        assert_eq!(err.step(), Step::Discovery);
+    }
+
+    #[test]
+    fn dead_pid_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is far below this on Linux.
+        write_discovery(dir.path(), 999_999_999, 1);
+        let err = discover_local(dir.path()).unwrap_err();
+        assert!(matches!(err, RelayError::Stale { .. }), "{err}");
+        assert!(err.to_string().contains("loopchat serve"));
+    }
+
+    #[test]
+    fn refusing_port_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        write_discovery(dir.path(), std::process::id(), port);
+        let err = discover_local(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("refuses"), "{err}");
+    }
+
+    #[test]
+    fn live_relay_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        write_discovery(dir.path(), std::process::id(), port);
+        let d = discover_local(dir.path()).unwrap();
+        assert_eq!(d.port, port);
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            login_url("http://127.0.0.1:1/webchat/", "t", Some("k")),
+            "http://127.0.0.1:1/webchat/?token=t&session=k"
+        );
+        assert_eq!(
+            login_url("http://127.0.0.1:1/webchat", "t", None),
+            "http://127.0.0.1:1/webchat/?token=t"
+        );
+        assert_eq!(
+            session_url("http://127.0.0.1:1/webchat/", "k"),
+            "http://127.0.0.1:1/webchat/?session=k"
+        );
+    }
+}

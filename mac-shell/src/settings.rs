@@ -1,0 +1,182 @@
+//! `$LOOPCHAT_HOME/shell.json`: what the shell remembers between runs.
+//!
+//! Small on purpose: the window size and the alerts pause. The pause flag is
+//! read by desktop notifications (another module, later), so it has a plain
+//! accessor that needs no window. Fields this version does not know are
+//! kept on rewrite, so an older shell does not erase a newer one's settings.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name inside the loopchat home.
+pub const SETTINGS_FILE: &str = "shell.json";
+
+/// The window size the user left the window at (logical pixels).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub width: f64,
+    pub height: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SettingsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window: Option<WindowSize>,
+    #[serde(default)]
+    alerts_paused: bool,
+    /// Unknown fields, preserved on rewrite.
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("could not write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The shell's settings, bound to the file they came from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    path: PathBuf,
+    file: SettingsFile,
+}
+
+impl Settings {
+    /// Reads `home/shell.json`. A missing file gives defaults; an unreadable
+    /// or corrupt one too (with a warning) — settings are a convenience and
+    /// must never keep the window from opening.
+    pub fn load(home: &Path) -> Self {
+        let path = home.join(SETTINGS_FILE);
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring corrupt shell settings");
+                SettingsFile::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SettingsFile::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read shell settings");
+                SettingsFile::default()
+            }
+        };
+        Self { path, file }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn window_size(&self) -> Option<WindowSize> {
+        self.file.window.filter(|s| {
+            s.width.is_finite() && s.height.is_finite() && s.width >= 200.0 && s.height >= 150.0
+        })
+    }
+
+    pub fn set_window_size(&mut self, size: WindowSize) {
+        self.file.window = Some(size);
+    }
+
+    /// Whether desktop alerts are paused (menu "Toggle alerts pause").
+    pub fn alerts_paused(&self) -> bool {
+        self.file.alerts_paused
+    }
+
+    pub fn set_alerts_paused(&mut self, paused: bool) {
+        self.file.alerts_paused = paused;
+    }
+
+    /// Writes the file atomically (temp file + rename) so that a crash or a
+    /// second shell writing at the same time never leaves half a file.
+    pub fn save(&self) -> Result<(), SettingsError> {
+        let err = |source| SettingsError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let body = serde_json::to_vec_pretty(&self.file).map_err(|e| err(e.into()))?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
+    }
+}
+
+/// Whether alerts are paused for the shell of this loopchat home; the entry
+/// point for code that has no [`Settings`] at hand (notifications).
+pub fn alerts_paused(home: &Path) -> bool {
+    Settings::load(home).alerts_paused()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_missing_or_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load(dir.path());
+        assert_eq!(s.window_size(), None);
+        assert!(!s.alerts_paused());
+        std::fs::write(dir.path().join(SETTINGS_FILE), "{not json").unwrap();
+        let s = Settings::load(dir.path());
+        assert!(!s.alerts_paused());
+    }
+
+    #[test]
+    fn round_trip_keeps_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SETTINGS_FILE),
+            r#"{"alertsPaused":false,"futureThing":{"a":1}}"#,
+        )
+        .unwrap();
+        let mut s = Settings::load(dir.path());
+        s.set_alerts_paused(true);
+        s.set_window_size(WindowSize {
+            width: 900.0,
+            height: 700.0,
+        });
+        s.save().unwrap();
+        let text = std::fs::read_to_string(dir.path().join(SETTINGS_FILE)).unwrap();
+        assert!(text.contains("futureThing"), "{text}");
+        let s = Settings::load(dir.path());
+        assert!(s.alerts_paused());
+        assert!(alerts_paused(dir.path()));
+        assert_eq!(
+            s.window_size(),
+            Some(WindowSize {
+                width: 900.0,
+                height: 700.0
+            })
+        );
+    }
+
+    #[test]
+    fn absurd_sizes_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::load(dir.path());
+        s.set_window_size(WindowSize {
+            width: 10.0,
+            height: f64::NAN,
+        });
+        assert_eq!(s.window_size(), None);
+    }
+}

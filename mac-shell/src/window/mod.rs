@@ -1,0 +1,371 @@
+//! The native window: tao for the window and event loop, wry (WebKitGTK on
+//! Linux) for the page, muda for the menu.
+//!
+//! It knows nothing of SSH or relays: the app sends it [`UiEvent`]s ("show
+//! this error", "open this URL", "ask this question") through a
+//! [`UiHandle`] and receives the user's [`UiAction`]s. The event loop owns
+//! the main thread (GTK requires it); everything else runs elsewhere.
+
+mod menu;
+mod page;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tao::dpi::LogicalSize;
+use tao::event::{Event, WindowEvent};
+use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
+use tao::window::WindowBuilder;
+use tokio::sync::mpsc;
+use wry::{PageLoadEvent, WebContext, WebViewBuilder};
+
+use loopchat_shell::settings::{Settings, WindowSize};
+use menu::MenuCommand;
+
+const DEFAULT_SIZE: WindowSize = WindowSize {
+    width: 1000.0,
+    height: 760.0,
+};
+/// Resizes come in bursts; the size is written once they settle.
+const SAVE_DELAY: Duration = Duration::from_millis(700);
+
+/// What the app asks the window to show.
+#[derive(Debug, Clone)]
+pub enum UiEvent {
+    /// A progress line ("Connecting to …").
+    Status(String),
+    /// The chat. `url` carries the token once (the relay trades it for a
+    /// cookie and redirects); `base_url` is where "New chat" goes.
+    Open {
+        url: String,
+        base_url: String,
+        session: String,
+    },
+    /// A failed step, with a Retry button.
+    Error { step: String, message: String },
+    /// Ask whether to trust an unknown SSH host key.
+    AskHostKey {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+    /// Ask for the passphrase of an encrypted identity file.
+    AskPassphrase { key: String },
+    /// Save the settings and close (SIGTERM at logout, Ctrl-C).
+    Quit,
+}
+
+/// What the user did that the app must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UiAction {
+    Retry,
+    HostKeyAnswer(bool),
+    /// `None`: skip this key.
+    Passphrase(Option<String>),
+}
+
+/// The app's way to talk to the window, from any thread.
+#[derive(Clone)]
+pub struct UiHandle {
+    proxy: EventLoopProxy<Internal>,
+}
+
+impl UiHandle {
+    /// Shows `event`; false once the window is gone.
+    pub fn send(&self, event: UiEvent) -> bool {
+        self.proxy.send_event(Internal::App(event)).is_ok()
+    }
+}
+
+/// Fixed facts about the window.
+pub struct WindowConfig {
+    /// Where the chat lives, for the title ("host name" or SSH target).
+    pub host: String,
+    pub settings: Settings,
+    /// WebKit data directory (cookies, local storage). One per relay, so
+    /// that the local and a remote relay's cookies — both on 127.0.0.1 —
+    /// never overwrite each other.
+    pub data_dir: PathBuf,
+}
+
+/// The event loop's own events: the app's, plus what the webview and the
+/// menu report.
+#[derive(Debug)]
+enum Internal {
+    App(UiEvent),
+    Menu(muda::MenuId),
+    Ipc(String),
+    DocumentTitle(String),
+    PageLoaded(String),
+}
+
+/// Which page is on screen, so that IPC messages are only obeyed from the
+/// shell's own pages (never from the chat page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Showing {
+    Status,
+    Error,
+    HostKey,
+    Passphrase,
+    Chat,
+}
+
+/// Opens the window and runs the event loop on this (main) thread; never
+/// returns. `start` is called once with the handle and the action channel,
+/// before the loop starts: it typically spawns the app's worker thread.
+pub fn run<F>(config: WindowConfig, start: F) -> anyhow::Result<()>
+where
+    F: FnOnce(UiHandle, mpsc::UnboundedReceiver<UiAction>),
+{
+    let event_loop = EventLoopBuilder::<Internal>::with_user_event().build();
+    let proxy = event_loop.create_proxy();
+    let WindowConfig {
+        host,
+        mut settings,
+        data_dir,
+    } = config;
+
+    let size = settings.window_size().unwrap_or(DEFAULT_SIZE);
+    let window = WindowBuilder::new()
+        .with_title(format!("loopchat — {host}"))
+        .with_inner_size(LogicalSize::new(size.width, size.height))
+        .with_min_inner_size(LogicalSize::new(360.0, 300.0))
+        .build(&event_loop)
+        .context("cannot open a window (is a display available?)")?;
+
+    let shell_menu = menu::build(settings.alerts_paused()).context("cannot build the menu")?;
+    {
+        use tao::platform::unix::WindowExtUnix;
+        shell_menu
+            .menu
+            .init_for_gtk_window(window.gtk_window(), window.default_vbox())
+            .context("cannot attach the menu")?;
+    }
+    let menu_proxy = proxy.clone();
+    muda::MenuEvent::set_event_handler(Some(move |e: muda::MenuEvent| {
+        let _ = menu_proxy.send_event(Internal::Menu(e.id));
+    }));
+
+    std::fs::create_dir_all(&data_dir).ok();
+    let mut web_context = WebContext::new(Some(data_dir));
+    let ipc_proxy = proxy.clone();
+    let title_proxy = proxy.clone();
+    let load_proxy = proxy.clone();
+    let webview = {
+        use tao::platform::unix::WindowExtUnix;
+        use wry::WebViewBuilderExtUnix;
+        let vbox = window
+            .default_vbox()
+            .context("the window has no GTK container for the webview")?;
+        WebViewBuilder::new_with_web_context(&mut web_context)
+            .with_html(page::status("Starting…"))
+            .with_ipc_handler(move |req| {
+                let _ = ipc_proxy.send_event(Internal::Ipc(req.into_body()));
+            })
+            .with_document_title_changed_handler(move |title| {
+                let _ = title_proxy.send_event(Internal::DocumentTitle(title));
+            })
+            .with_on_page_load_handler(move |event, url| {
+                if matches!(event, PageLoadEvent::Finished) {
+                    let _ = load_proxy.send_event(Internal::PageLoaded(url));
+                }
+            })
+            .build_gtk(vbox)
+            .context("cannot create the web view (WebKitGTK)")?
+    };
+
+    let (actions_tx, actions_rx) = mpsc::unbounded_channel();
+    start(UiHandle { proxy }, actions_rx);
+
+    let mut showing = Showing::Status;
+    let mut base_url: Option<String> = None;
+    let mut save_due: Option<Instant> = None;
+
+    event_loop.run(move |event, _target, control_flow| {
+        // Keep what must outlive the webview inside the loop's closure.
+        let _ = &web_context;
+        let _ = &shell_menu;
+
+        match event {
+            Event::UserEvent(Internal::App(ui)) => match ui {
+                UiEvent::Status(text) => {
+                    showing = Showing::Status;
+                    let _ = webview.load_html(&page::status(&text));
+                }
+                UiEvent::Open {
+                    url,
+                    base_url: base,
+                    session,
+                } => {
+                    showing = Showing::Chat;
+                    tracing::info!(base_url = %base, session = %session, "opening the chat");
+                    window.set_title(&format!("loopchat — {session} @ {host}"));
+                    base_url = Some(base);
+                    if let Err(e) = webview.load_url(&url) {
+                        tracing::error!(error = %e, "cannot load the chat page");
+                    }
+                }
+                UiEvent::Error { step, message } => {
+                    showing = Showing::Error;
+                    window.set_title(&format!("loopchat — {host} (unreachable)"));
+                    let _ = webview.load_html(&page::error(&step, &message));
+                }
+                UiEvent::AskHostKey {
+                    host: h,
+                    key_type,
+                    fingerprint,
+                    known_hosts,
+                } => {
+                    showing = Showing::HostKey;
+                    let _ = webview.load_html(&page::host_key(
+                        &h,
+                        &key_type,
+                        &fingerprint,
+                        &known_hosts,
+                    ));
+                }
+                UiEvent::AskPassphrase { key } => {
+                    showing = Showing::Passphrase;
+                    let _ = webview.load_html(&page::passphrase(&key));
+                }
+                UiEvent::Quit => {
+                    remember_size(&mut settings, &window);
+                    save_now(&settings);
+                    *control_flow = ControlFlow::Exit;
+                    return;
+                }
+            },
+            Event::UserEvent(Internal::Ipc(message)) => {
+                // Never log the message: it may be a passphrase.
+                let action = match (showing, message.as_str()) {
+                    (Showing::Error, "retry") => Some(UiAction::Retry),
+                    (Showing::HostKey, "hostkey:yes") => Some(UiAction::HostKeyAnswer(true)),
+                    (Showing::HostKey, "hostkey:no") => Some(UiAction::HostKeyAnswer(false)),
+                    (Showing::Passphrase, "passphrase-skip") => Some(UiAction::Passphrase(None)),
+                    (Showing::Passphrase, m) => m
+                        .strip_prefix("passphrase:")
+                        .map(|p| UiAction::Passphrase(Some(p.to_owned()))),
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    showing = Showing::Status;
+                    let _ = webview.load_html(&page::status("Connecting…"));
+                    let _ = actions_tx.send(action);
+                }
+            }
+            Event::UserEvent(Internal::Menu(id)) => match MenuCommand::from_id(&id) {
+                Some(MenuCommand::Reload) => {
+                    if showing == Showing::Error {
+                        let _ = actions_tx.send(UiAction::Retry);
+                    } else if showing == Showing::Chat {
+                        let _ = webview.reload();
+                    }
+                }
+                Some(MenuCommand::NewChat) => {
+                    if let (Showing::Chat, Some(base)) = (showing, base_url.as_deref()) {
+                        let key = new_session_key();
+                        tracing::info!(session = %key, "new chat");
+                        window.set_title(&format!("loopchat — {key} @ {host}"));
+                        let _ = webview.load_url(&loopchat_shell::relay::session_url(base, &key));
+                    }
+                }
+                Some(MenuCommand::ToggleAlertsPause) => {
+                    let paused = !settings.alerts_paused();
+                    settings.set_alerts_paused(paused);
+                    shell_menu.alerts.set_checked(paused);
+                    tracing::info!(paused, "alerts pause toggled");
+                    if let Err(e) = settings.save() {
+                        tracing::warn!(error = %e, "cannot save settings");
+                    }
+                }
+                Some(MenuCommand::Quit) => {
+                    remember_size(&mut settings, &window);
+                    save_now(&settings);
+                    *control_flow = ControlFlow::Exit;
+                    return;
+                }
+                None => {}
+            },
+            Event::UserEvent(Internal::DocumentTitle(title)) => {
+                tracing::info!(title = %title, "page title");
+            }
+            Event::UserEvent(Internal::PageLoaded(url)) => {
+                // Strip the query: the first load carries the token.
+                let clean = url.split(['?', '#']).next().unwrap_or_default();
+                tracing::info!(url = %clean, "page loaded");
+            }
+            Event::WindowEvent {
+                event: WindowEvent::Resized(_),
+                ..
+            } => {
+                save_due = Some(Instant::now() + SAVE_DELAY);
+            }
+            Event::WindowEvent {
+                event: WindowEvent::CloseRequested,
+                ..
+            } => {
+                remember_size(&mut settings, &window);
+                save_now(&settings);
+                *control_flow = ControlFlow::Exit;
+                return;
+            }
+            _ => {}
+        }
+
+        match save_due {
+            Some(due) if Instant::now() >= due => {
+                remember_size(&mut settings, &window);
+                save_now(&settings);
+                save_due = None;
+                *control_flow = ControlFlow::Wait;
+            }
+            Some(due) => *control_flow = ControlFlow::WaitUntil(due),
+            None => *control_flow = ControlFlow::Wait,
+        }
+    })
+}
+
+/// Records the window's current inner size (logical pixels, so that it
+/// means the same on a screen with another scale factor).
+fn remember_size(settings: &mut Settings, window: &tao::window::Window) {
+    let logical: LogicalSize<f64> = window.inner_size().to_logical(window.scale_factor());
+    settings.set_window_size(WindowSize {
+        width: logical.width,
+        height: logical.height,
+    });
+}
+
+fn save_now(settings: &Settings) {
+    match settings.save() {
+        Ok(()) => tracing::debug!(path = %settings.path().display(), "settings saved"),
+        Err(e) => tracing::warn!(error = %e, "cannot save settings"),
+    }
+}
+
+/// A fresh session key: `chat-` and 10 random characters, well inside the
+/// protocol's `[A-Za-z0-9._:-]{1,128}`.
+pub fn new_session_key() -> String {
+    use rand::Rng;
+    use rand::distributions::Alphanumeric;
+    let suffix: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(10)
+        .map(char::from)
+        .collect();
+    format!("chat-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_keys_are_valid_and_fresh() {
+        let a = new_session_key();
+        let b = new_session_key();
+        assert_ne!(a, b);
+        loopchat_proto::validate_session_key(&a).unwrap();
+    }
+}

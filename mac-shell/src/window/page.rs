@@ -1,0 +1,130 @@
+//! The few pages the shell shows itself: "connecting", an error with a
+//! Retry button, and the questions (unknown host key, key passphrase).
+//!
+//! Every piece of text is HTML-escaped: error messages quote remote data
+//! (a discovery file, a server's words) that must not become markup. The
+//! buttons talk back through `window.ipc.postMessage`.
+
+/// Minimal escaping for text and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "
+  :root { color-scheme: light dark; }
+  body { font: 15px/1.45 system-ui, sans-serif; margin: 0; padding: 48px;
+         background: #f6f7f9; color: #1d232b; }
+  @media (prefers-color-scheme: dark) { body { background: #16191d; color: #e4e7eb; } }
+  main { max-width: 720px; margin: 0 auto; }
+  h1 { font-size: 20px; margin: 0 0 8px; }
+  .step { display: inline-block; font-size: 12px; text-transform: uppercase; letter-spacing: .06em;
+          background: #c0392b; color: #fff; border-radius: 4px; padding: 2px 8px; margin-bottom: 16px; }
+  .ask { background: #2d6cdf; }
+  pre { white-space: pre-wrap; word-break: break-word; background: rgba(127,127,127,.12);
+        border-radius: 6px; padding: 12px 14px; font: 13px/1.5 ui-monospace, monospace; }
+  button { font: inherit; padding: 8px 18px; border-radius: 6px; border: 1px solid #2d6cdf;
+           background: #2d6cdf; color: #fff; cursor: pointer; margin-right: 8px; }
+  button.secondary { background: transparent; color: inherit; border-color: rgba(127,127,127,.6); }
+  input { font: inherit; padding: 7px 10px; width: 60%; border-radius: 6px; border: 1px solid rgba(127,127,127,.6); }
+";
+
+fn document(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <title>{}</title><style>{STYLE}</style></head>\
+         <body><main>{body}</main></body></html>",
+        escape(title)
+    )
+}
+
+pub(crate) fn status(text: &str) -> String {
+    document(
+        "loopchat",
+        &format!("<h1>loopchat</h1><p>{}</p>", escape(text)),
+    )
+}
+
+/// The page shown when a step failed; Retry posts `retry`.
+pub(crate) fn error(step: &str, message: &str) -> String {
+    document(
+        "loopchat: web chat server unreachable",
+        &format!(
+            "<span class=\"step\">{} failed</span>\
+             <h1>Web chat server unreachable</h1>\
+             <pre id=\"message\">{}</pre>\
+             <p><button id=\"retry\" onclick=\"window.ipc.postMessage('retry')\">Retry</button></p>",
+            escape(step),
+            escape(message)
+        ),
+    )
+}
+
+/// Unknown host: shows the fingerprint; posts `hostkey:yes` / `hostkey:no`.
+pub(crate) fn host_key(host: &str, key_type: &str, fingerprint: &str, known_hosts: &str) -> String {
+    document(
+        "loopchat: unknown host",
+        &format!(
+            "<span class=\"step ask\">host key</span>\
+             <h1>Trust {host}?</h1>\
+             <p>This SSH server is not in <code>{kh}</code>. Its key:</p>\
+             <pre>{key_type} {fingerprint}</pre>\
+             <p>Compare it with the server's own (<code>ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub</code> there). \
+             If it matches, trust it: it will be recorded and checked from now on.</p>\
+             <p><button id=\"trust\" autofocus onclick=\"window.ipc.postMessage('hostkey:yes')\">Trust and connect</button>\
+             <button class=\"secondary\" onclick=\"window.ipc.postMessage('hostkey:no')\">Cancel</button></p>",
+            host = escape(host),
+            kh = escape(known_hosts),
+            key_type = escape(key_type),
+            fingerprint = escape(fingerprint),
+        ),
+    )
+}
+
+/// Encrypted identity file: posts `passphrase:<text>` or `passphrase-skip`.
+pub(crate) fn passphrase(key: &str) -> String {
+    document(
+        "loopchat: passphrase",
+        &format!(
+            "<span class=\"step ask\">auth</span>\
+             <h1>Passphrase needed</h1>\
+             <p>The key <code>{}</code> is encrypted.</p>\
+             <form onsubmit=\"window.ipc.postMessage('passphrase:' + document.getElementById('p').value); return false;\">\
+             <p><input id=\"p\" type=\"password\" autofocus autocomplete=\"off\"></p>\
+             <p><button type=\"submit\">Unlock</button>\
+             <button type=\"button\" class=\"secondary\" onclick=\"window.ipc.postMessage('passphrase-skip')\">Skip this key</button></p>\
+             </form>",
+            escape(key)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_page_escapes() {
+        let html = error("discovery", "<script>alert(1)</script> & \"x\"");
+        assert!(!html.contains("<script>alert"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;x&quot;"));
+        assert!(html.contains("discovery failed"));
+        assert!(html.contains("postMessage('retry')"));
+    }
+
+    #[test]
+    fn question_pages_escape() {
+        assert!(host_key("<h>", "t", "SHA256:x", "/k").contains("Trust &lt;h&gt;?"));
+        assert!(passphrase("/a'b").contains("/a&#39;b"));
+    }
+}

@@ -1,0 +1,464 @@
+//! A real window under X (Xvfb in CI): the shell in local mode shows the
+//! relay's chat; without a relay it shows its error page. Checked from the
+//! outside: logs (page title, loaded URL), the X window tree (title, size)
+//! and a screenshot (`import -window root`) that must not be blank.
+//!
+//! `harness = false`: GTK wants the main thread, and a plain `main` makes
+//! the X setup explicit. Without a DISPLAY the binary re-runs itself under
+//! `xvfb-run -a`, so `cargo test -p loopchat-shell` works anywhere Xvfb is
+//! installed. Screenshots are kept in `target/tmp/` for a human to look at.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Fixture, Relay, Sshd, pid_alive, shell_bin};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo test NAME` passes NAME to every test binary: run only when it
+    // could mean us.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if args.iter().any(|a| a == "--list") {
+        println!(
+            "window_shows_the_local_chat: test\nwindow_shows_an_error_page_without_relay: test\n\
+             window_shows_a_remote_chat_through_the_tunnel: test\n\
+             window_asks_about_an_unknown_host_and_a_passphrase: test"
+        );
+        return;
+    }
+
+    if std::env::var_os("DISPLAY").is_none() {
+        let status = Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x1024x24"])
+            .arg(std::env::current_exe().expect("own path"))
+            .args(&args)
+            .status();
+        match status {
+            Ok(s) => std::process::exit(s.code().unwrap_or(1)),
+            Err(e) => {
+                eprintln!("no DISPLAY and cannot run xvfb-run ({e}): install xvfb and xauth");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    let tests: [(&str, fn()); 4] = [
+        ("window_shows_the_local_chat", window_shows_the_local_chat),
+        (
+            "window_shows_an_error_page_without_relay",
+            window_shows_an_error_page_without_relay,
+        ),
+        (
+            "window_shows_a_remote_chat_through_the_tunnel",
+            window_shows_a_remote_chat_through_the_tunnel,
+        ),
+        (
+            "window_asks_about_an_unknown_host_and_a_passphrase",
+            window_asks_about_an_unknown_host_and_a_passphrase,
+        ),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !selected(name) {
+            continue;
+        }
+        println!("test {name} ...");
+        match std::panic::catch_unwind(test) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!();
+    println!(
+        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
+
+/// The shell process with its stderr collected.
+struct Shell {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Shell {
+    fn start(home: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(shell_bin())
+            .args(args)
+            .env("LOOPCHAT_HOME", home)
+            .env("HOME", home.join("user-home"))
+            .env("RUST_LOG", "warn,loopchat_shell=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start loopchat-shell");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  shell: {line}");
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the log has a line containing every one of `parts`.
+    fn wait_for_line(&mut self, parts: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the shell exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?} within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Shell {
+    /// SIGTERM (the window saves its settings and exits 0).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shell ignored SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshot(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+    let out = Command::new("import")
+        .args(["-window", "root"])
+        .arg(&path)
+        .output()
+        .expect("run `import` (imagemagick)");
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("  screenshot: {}", path.display());
+    path
+}
+
+fn distinct_colours(png: &Path) -> usize {
+    let out = Command::new("convert")
+        .arg(png)
+        .args(["-format", "%k", "info:"])
+        .output()
+        .expect("run `convert` (imagemagick)");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("colour count")
+}
+
+/// `xwininfo -root -tree`: every window with its name and geometry.
+fn window_tree() -> String {
+    let out = Command::new("xwininfo")
+        .args(["-root", "-tree"])
+        .output()
+        .expect("run xwininfo (x11-utils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn window_shows_the_local_chat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    // A remembered size, to check that it is restored.
+    std::fs::write(
+        home.join("shell.json"),
+        r#"{"window":{"width":900.0,"height":640.0},"alertsPaused":false}"#,
+    )
+    .expect("shell.json");
+    let relay = Relay::start(&home, None);
+
+    let mut shell = Shell::start(&home, &["--session", "wintest"]);
+    let found = shell.wait_for_line(&["local relay found"], Duration::from_secs(30));
+    assert!(found.contains(&relay.port.to_string()), "{found}");
+    let loaded = shell.wait_for_line(&["page loaded", "/webchat/"], Duration::from_secs(60));
+    // The relay swapped the token for a cookie and redirected: the page
+    // that loaded is the relay's own, at its base URL.
+    assert!(
+        loaded.contains(&format!("127.0.0.1:{}/webchat/", relay.port)),
+        "{loaded}"
+    );
+    // The page's own marker: the chat UI puts the session in its title.
+    let title = shell.wait_for_line(&["page title", "wintest"], Duration::from_secs(30));
+    assert!(title.contains("loopchat"), "{title}");
+    // Let WebKit paint.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let tree = window_tree();
+    let ours = tree
+        .lines()
+        .find(|l| l.contains("wintest @"))
+        .unwrap_or_else(|| panic!("no window titled with the session:\n{tree}"));
+    assert!(ours.contains("900x640"), "size not restored: {ours}");
+
+    let shot = screenshot("window-local-chat");
+    let colours = distinct_colours(&shot);
+    assert!(
+        colours >= 16,
+        "the screenshot looks blank ({colours} colours)"
+    );
+    assert!(!shell.log().contains(&relay.token), "token in the logs");
+
+    let status = shell.stop();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let saved = std::fs::read_to_string(home.join("shell.json")).expect("shell.json");
+    assert!(saved.contains("900"), "{saved}");
+    assert!(pid_alive(relay.pid), "closing the window stopped the relay");
+}
+
+fn window_shows_an_error_page_without_relay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    let mut shell = Shell::start(&home, &[]);
+    let error = shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(30));
+    assert!(error.contains("step=discovery"), "{error}");
+    assert!(shell.log().contains("loopchat serve"), "{}", shell.log());
+    shell.wait_for_line(&["page title", "unreachable"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let tree = window_tree();
+    assert!(tree.contains("(unreachable)"), "{tree}");
+    let shot = screenshot("window-error-page");
+    let colours = distinct_colours(&shot);
+    assert!(
+        colours >= 16,
+        "the screenshot looks blank ({colours} colours)"
+    );
+
+    // No shell.json before: the default size is remembered on exit.
+    assert!(shell.stop().success());
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.join("shell.json")).expect("shell.json written on exit"),
+    )
+    .expect("shell.json");
+    assert_eq!(saved["window"]["width"], 1000.0, "{saved}");
+    assert_eq!(saved["window"]["height"], 760.0, "{saved}");
+}
+
+fn window_shows_a_remote_chat_through_the_tunnel() {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_ed25519", "");
+    let sshd = Sshd::start(&fx, "sshd");
+    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+    let relay = Relay::start(&fx.path("remote/.loopchat"), None);
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
+        .trim()
+        .to_owned();
+    let destination = format!("{user}@127.0.0.1:{}", sshd.port);
+    let mut shell = Shell::start(
+        &local_home,
+        &[
+            "--remote",
+            &destination,
+            "--identity",
+            &key.display().to_string(),
+            "--known-hosts",
+            &known_hosts.display().to_string(),
+            "--remote-discovery",
+            &relay.discovery_path().display().to_string(),
+            "--session",
+            "remotetest",
+        ],
+    );
+    let reachable = shell.wait_for_line(&["remote relay reachable"], Duration::from_secs(30));
+    assert!(
+        reachable.contains(&format!("remote_port={}", relay.port)),
+        "{reachable}"
+    );
+    assert!(
+        reachable.contains(&destination),
+        "tunnel target not logged: {reachable}"
+    );
+    let loaded = shell.wait_for_line(&["page loaded", "/webchat/"], Duration::from_secs(60));
+    // Through the tunnel's local port, not the relay's.
+    assert!(!loaded.contains(&format!(":{}/", relay.port)), "{loaded}");
+    shell.wait_for_line(&["page title", "remotetest"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let tree = window_tree();
+    assert!(
+        tree.lines()
+            .any(|l| l.contains("remotetest @") && l.contains(&destination)),
+        "title should show the session and the SSH target:\n{tree}"
+    );
+    let shot = screenshot("window-remote-chat");
+    assert!(distinct_colours(&shot) >= 16, "blank remote window");
+    assert!(!shell.log().contains(&relay.token), "token in the logs");
+    assert!(shell.stop().success());
+    assert!(
+        pid_alive(relay.pid),
+        "closing the window stopped the remote relay"
+    );
+}
+
+/// An unknown host in the window is a question with the fingerprint (the
+/// headless `tunnel` refuses instead), and so is an encrypted key's
+/// passphrase. The test answers with the keyboard (XTest via libxdo):
+/// Return on the focused "Trust" button, then the passphrase.
+fn window_asks_about_an_unknown_host_and_a_passphrase() {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_locked", "correct horse");
+    let sshd = Sshd::start(&fx, "sshd");
+    let known_hosts = fx.path("known_hosts");
+    std::fs::write(&known_hosts, "").expect("known_hosts");
+    let relay = Relay::start(&fx.path("remote/.loopchat"), None);
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let mut shell = Shell::start(
+        &local_home,
+        &[
+            "--remote",
+            &format!("127.0.0.1:{}", sshd.port),
+            "--identity",
+            &key.display().to_string(),
+            "--known-hosts",
+            &known_hosts.display().to_string(),
+            "--remote-discovery",
+            &relay.discovery_path().display().to_string(),
+            "--session",
+            "asked",
+        ],
+    );
+    shell.wait_for_line(&["page title", "unknown host"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = screenshot("window-unknown-host");
+    assert!(distinct_colours(&shot) >= 16, "blank question page");
+    // Nothing is recorded before the user says so.
+    assert_eq!(std::fs::read_to_string(&known_hosts).expect("kh"), "");
+
+    xdo::keys("Return");
+    shell.wait_for_line(&["page title", "passphrase"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    xdo::type_text("correct horse");
+    xdo::keys("Return");
+
+    shell.wait_for_line(&["page title", "asked"], Duration::from_secs(30));
+    let recorded = std::fs::read_to_string(&known_hosts).expect("kh");
+    assert!(
+        recorded.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port)),
+        "{recorded}"
+    );
+    assert!(
+        !shell.log().contains("correct horse"),
+        "passphrase in the logs"
+    );
+    assert!(shell.stop().success());
+}
+
+/// Keyboard input through XTest (libxdo, already needed by the desktop
+/// build), to answer the shell's questions like a user would.
+mod xdo {
+    use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
+
+    #[link(name = "xdo")]
+    unsafe extern "C" {
+        fn xdo_new(display: *const c_char) -> *mut c_void;
+        fn xdo_free(xdo: *mut c_void);
+        fn xdo_send_keysequence_window(
+            xdo: *const c_void,
+            window: c_ulong,
+            keyseq: *const c_char,
+            delay: u32,
+        ) -> c_int;
+        fn xdo_enter_text_window(
+            xdo: *const c_void,
+            window: c_ulong,
+            text: *const c_char,
+            delay: u32,
+        ) -> c_int;
+    }
+
+    /// CURRENTWINDOW: send to whatever has the focus, through XTest.
+    const CURRENT_WINDOW: c_ulong = 0;
+
+    fn with_xdo(f: impl FnOnce(*const c_void) -> c_int) {
+        // SAFETY: libxdo opens $DISPLAY; the handle is freed below and used
+        // only in between.
+        unsafe {
+            let xdo = xdo_new(std::ptr::null());
+            assert!(!xdo.is_null(), "libxdo could not open the display");
+            let rc = f(xdo);
+            xdo_free(xdo);
+            assert_eq!(rc, 0, "libxdo failed");
+        }
+    }
+
+    pub fn keys(sequence: &str) {
+        let seq = CString::new(sequence).expect("key sequence");
+        // SAFETY: valid handle and NUL-terminated string.
+        with_xdo(|xdo| unsafe {
+            xdo_send_keysequence_window(xdo, CURRENT_WINDOW, seq.as_ptr(), 12_000)
+        });
+    }
+
+    pub fn type_text(text: &str) {
+        let text = CString::new(text).expect("text");
+        // SAFETY: valid handle and NUL-terminated string.
+        with_xdo(|xdo| unsafe {
+            xdo_enter_text_window(xdo, CURRENT_WINDOW, text.as_ptr(), 12_000)
+        });
+    }
+}
