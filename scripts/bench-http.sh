@@ -9,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
 cargo build --release -p loopchat-relay >&2
-BIN=$PWD/target/release/loopchat
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/loopchat
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 start_relay() { # HOME → sets PID PORT TOKEN, STARTUP_MS
-  local home=$1 fifo="$1.out"
+  local home=$1 fifo
+  fifo=$(mktemp -u "$WORK/fifo.XXXXXX")
   mkfifo "$fifo"
   local t0; t0=$(date +%s%N)
   LOOPCHAT_HOME=$home RUST_LOG=warn "$BIN" serve >"$fifo" 2>>"$WORK/relay.log" &
@@ -89,5 +90,16 @@ for round in 1 2 3; do
 done
 acked=0
 for f in "$WORK"/rpc*.json; do acked=$(( acked + $(python3 -c 'import json,sys; print(json.load(sys.stdin)["statusCodeDistribution"].get("200",0))' <"$f") )); done
-echo "| rpc turns acknowledged (c=16 over 16 sessions) / user messages on disk in those sessions | $acked / $(cat "$H"/sessions/*.jsonl | grep -c '"role":"user"' ) (includes the one-session runs) |"
+stored=$(python3 - "$H" <<'PY'
+import json, sys, os
+d = os.path.join(sys.argv[1], "sessions")
+index = json.load(open(os.path.join(d, "sessions.json")))
+n = 0
+for i in range(1, 17):
+    for line in open(os.path.join(d, index[f"s{i}"]["sessionId"] + ".jsonl")):
+        n += json.loads(line)["message"]["role"] == "user"
+print(n)
+PY
+)
+echo "| c=16 over 16 sessions: turns acknowledged / user messages on disk | $acked / $stored |"
 stop_relay

@@ -162,9 +162,10 @@ pub struct AbortResponse {
     pub run_id: Option<String>,
 }
 
-/// `POST /webchat/notify`.
+/// `POST /webchat/notify`. Unknown fields are refused, so that a misspelt
+/// `priorty` or an ntfy-style `message` is a 400 rather than silently lost.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifyRequest {
     #[serde(default)]
     pub title: String,
@@ -194,4 +195,24 @@ pub struct NotifyResponse {
 pub struct NotificationsResponse {
     pub ok: bool,
     pub notifications: Vec<Notification>,
+}
+
+/// `POST /webchat/presence`: which session a UI window (a browser tab, the
+/// shell's window) shows and whether it has focus. The relay uses it to skip
+/// "reply ready" notifications for a session the user is looking at.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PresenceRequest {
+    /// The window's own id (a uuid); the same value it passes as
+    /// `client=` on `/webchat/events` or `/webchat/socket`.
+    pub client: String,
+    #[serde(default)]
+    pub session: Option<String>,
+    pub focused: bool,
+}
+
+/// `{"ok":true}`: the answer of endpoints that have nothing else to say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OkResponse {
+    pub ok: bool,
 }

@@ -117,6 +117,34 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The next event if one is ready now. Unlike polling [`Subscription::next`]
+    /// once, this is not subject to tokio's cooperative budget, which can
+    /// report "pending" while events are queued.
+    pub fn try_next(&mut self) -> Option<Arc<Event>> {
+        loop {
+            if let Some(e) = self.replay.pop_front() {
+                if !matches!(e.body, EventBody::Reset) && e.seq <= self.last {
+                    continue;
+                }
+                self.last = self.last.max(e.seq);
+                return Some(e);
+            }
+            match self.rx.try_recv() {
+                Ok(e) if e.seq <= self.last => continue,
+                Ok(e) => {
+                    self.last = e.seq;
+                    return Some(e);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    let fresh = self.log.subscribe(Some(self.last));
+                    self.replay = fresh.replay;
+                    self.rx = fresh.rx;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next event; `None` only if the log is gone.
     pub async fn next(&mut self) -> Option<Arc<Event>> {
         loop {
@@ -198,6 +226,22 @@ mod tests {
         let mut sub = log.subscribe(Some(last));
         log.publish(delta("c"));
         assert_eq!(sub.next().await.unwrap().seq, last + 1);
+    }
+
+    #[tokio::test]
+    async fn try_next_drains_everything_queued() {
+        let log = Arc::new(EventLog::new(0));
+        let mut sub = log.subscribe(None);
+        for i in 0..900 {
+            log.publish(delta(&i.to_string()));
+        }
+        let mut n = 0;
+        while let Some(e) = sub.try_next() {
+            n += 1;
+            assert_eq!(e.seq, n);
+        }
+        assert_eq!(n, 900);
+        assert!(sub.try_next().is_none());
     }
 
     #[tokio::test]

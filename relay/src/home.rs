@@ -57,6 +57,14 @@ impl Home {
     pub fn attachments_dir(&self) -> PathBuf {
         self.root.join("attachments")
     }
+    /// Scoped (notify-only) tokens, hashed.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join("tokens.json")
+    }
+    /// The kept notifications.
+    pub fn notifications_file(&self) -> PathBuf {
+        self.root.join("notifications.jsonl")
+    }
     /// Remembers the last port so a restarted relay comes back on it.
     pub fn last_port_file(&self) -> PathBuf {
         self.root.join("last-port")

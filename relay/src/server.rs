@@ -8,16 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use loopchat_proto::{Discovery, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 
 use crate::attachments::Attachments;
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::home::Home;
 use crate::http::{AppState, router};
+use crate::notify::{NotificationHooks, NotificationHub, Presence, RateLimiter};
 use crate::pipeline::Pipeline;
 use crate::store::Store;
-use crate::{agent, auth, discovery};
+use crate::{agent, discovery};
 
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -48,9 +51,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             config.bind
         );
     }
-    let token: Arc<str> = auth::load_or_create_token(&home.token_file())
-        .context("cannot read or create the token file")?
-        .into();
+    let credentials = Arc::new(
+        Credentials::open(home.token_file(), home.tokens_file())
+            .context("cannot read or create the token files")?,
+    );
+    let token = credentials.main_token();
     let store = Store::open(&home.sessions_dir(), Arc::new(crate::render::decorate))
         .context("cannot open the session store")?;
     let agent = agent::from_config(&config.agent)?;
@@ -60,6 +65,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Attachments::new(home.attachments_dir()),
         config.history_messages,
     );
+    let notifications = NotificationHub::open(&home.notifications_file())
+        .context("cannot open the notification journal")?;
+    let presence = Arc::new(Presence::default());
+    pipeline.add_observer(Arc::new(NotificationHooks::new(
+        notifications.clone(),
+        presence.clone(),
+    )));
 
     // Installed before the relay announces itself: a SIGTERM right after
     // start must shut down cleanly, not kill the process.
@@ -74,7 +86,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let state = AppState {
         pipeline: pipeline.clone(),
-        token: token.clone(),
+        credentials,
+        notifications,
+        presence,
+        notify_limit: Arc::new(RateLimiter::default()),
         allowed_hosts: config.allowed_hosts.clone().into(),
         port,
         base_url: base_url.clone(),
@@ -88,7 +103,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     };
     let app = router(state, config.body_limit);
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    // Responses with a streamed body (compression, SSE) go out in more than
+    // one write; with Nagle on, the second waits for the client's delayed
+    // ACK and every such request costs milliseconds.
+    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
 
     let _ = std::fs::write(home.last_port_file(), port.to_string());
     let discovery_path = home.discovery_file();
@@ -99,7 +121,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             pid: std::process::id(),
             port,
             base_url: base_url.clone(),
-            token: token.to_string(),
+            token: token.clone(),
             started_at: crate::clock::now_rfc3339(),
             store: store.index_path().display().to_string(),
         },

@@ -104,7 +104,7 @@ impl Agent for OpenAiAgent {
                 r = call.stream_reply(&request, &tx) => r,
                 // The run was aborted: dropping stream_reply's future drops
                 // the response and with it the connection.
-                () = std::future::pending::<()>() => return,
+                () = tx.closed() => return,
             };
             match outcome {
                 Ok(Some(mut rest)) => {
@@ -238,7 +238,9 @@ impl Call {
                     finished,
                 } => {
                     for e in out {
-                        let _ = tx.send(Ok(e)).await;
+                        if tx.send(Ok(e)).await.is_err() {
+                            return Ok(None);
+                        }
                     }
                     if finished {
                         return Ok(Some(events));
@@ -1117,6 +1119,61 @@ mod tests {
             dropped.elapsed() < Duration::from_millis(500),
             "{:?}",
             dropped.elapsed()
+        );
+    }
+
+    /// Latency the backend adds per chunk: from the server's write to the
+    /// event coming out of the stream. Run with
+    /// `cargo test -p loopchat-relay --lib agent::openai -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement"]
+    async fn chunk_latency() {
+        const N: usize = 300;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let sent = Arc::new(std::sync::Mutex::new(Vec::with_capacity(N)));
+        let s = sent.clone();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            sock.set_nodelay(true).unwrap();
+            read_request(&mut sock).await;
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            for i in 0..N {
+                let finish = if i + 1 == N { "\"stop\"" } else { "null" };
+                let event = format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\" w{i}\"}},\"finish_reason\":{finish}}}]}}\r\n\r\n"
+                );
+                let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                s.lock().unwrap().push(std::time::Instant::now());
+                sock.write_all(chunk.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            sock.write_all(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+                .await
+                .unwrap();
+            let mut b = [0u8; 16];
+            let _ = sock.read(&mut b).await;
+        });
+        let agent = OpenAiAgent::new(config(&base)).unwrap();
+        let mut stream = agent.run(request("hi"));
+        let mut got = Vec::with_capacity(N);
+        while let Some(item) = stream.next().await {
+            item.unwrap();
+            got.push(std::time::Instant::now());
+        }
+        assert_eq!(got.len(), N);
+        let sent = sent.lock().unwrap();
+        let mut lat: Vec<Duration> = got.iter().zip(sent.iter()).map(|(g, s)| *g - *s).collect();
+        lat.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "openai backend, server write → AgentEvent, {N} chunks: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+            us(lat[N / 2]),
+            us(lat[N * 9 / 10]),
+            us(lat[N * 99 / 100]),
+            us(lat[N - 1])
         );
     }
 }

@@ -63,8 +63,30 @@ impl Client {
     }
 }
 
+/// The relay answered with its JSON error: kept typed so that a command can
+/// tell, say, a rate limit (try later) from a refusal (fix the request).
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: ErrorBody,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}, HTTP {})",
+            self.body.error,
+            self.body.code.as_str(),
+            self.status
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Sends and checks: a non-2xx answer becomes an error with the relay's own
-/// sentence.
+/// sentence ([`Refused`] when it is the protocol's JSON error).
 pub async fn send(request: RequestBuilder) -> anyhow::Result<Response> {
     let response = request
         .send()
@@ -76,12 +98,11 @@ pub async fn send(request: RequestBuilder) -> anyhow::Result<Response> {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(body) => Err(anyhow!(
-            "{} ({}, HTTP {})",
-            body.error,
-            body.code.as_str(),
-            status.as_u16()
-        )),
+        Ok(body) => Err(Refused {
+            status: status.as_u16(),
+            body,
+        }
+        .into()),
         Err(_) => Err(anyhow!("the relay answered HTTP {status}: {text}")),
     }
 }

@@ -7,13 +7,13 @@ use anyhow::anyhow;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use loopchat_proto::{
-    AbortRequest, HistoryResponse, InfoResponse, Message, Role, RpcRequest, RpcResponse,
-    SessionsResponse,
+    AbortRequest, HistoryResponse, InfoResponse, Message, NotifyRequest, NotifyResponse, Role,
+    RpcRequest, RpcResponse, SessionsResponse,
 };
 use serde_json::Value;
 
 use super::Target;
-use super::client::{Client, json, send as send_request};
+use super::client::{Client, Refused, json, send as send_request};
 
 pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
@@ -183,4 +183,62 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
     }
+}
+
+/// Exit status when the relay says "not now" (rate limited): sysexits'
+/// EX_TEMPFAIL, so a cron wrapper can tell "retry later" from "wrong".
+pub const EXIT_TRY_LATER: u8 = 75;
+
+pub struct NotifyArgs {
+    pub title: String,
+    /// `-` reads the body from stdin.
+    pub body: String,
+    pub priority: Option<u8>,
+    pub tags: Vec<String>,
+    pub click: Option<String>,
+    pub session: Option<String>,
+    pub id: Option<String>,
+    pub json: bool,
+}
+
+pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCode> {
+    let body = if args.body == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow!("cannot read the body from stdin: {e}"))?;
+        text.trim_end().to_owned()
+    } else {
+        args.body
+    };
+    let client = Client::connect(target)?;
+    let request = NotifyRequest {
+        title: args.title,
+        body,
+        priority: args.priority,
+        tags: args.tags,
+        click: args.click,
+        session: args.session,
+        id: args.id,
+    };
+    let answer = json::<NotifyResponse>(
+        client
+            .post("/webchat/notify")
+            .timeout(std::time::Duration::from_secs(30))
+            .json(&request),
+    )
+    .await;
+    match answer {
+        Ok(r) if args.json => println!("{}", serde_json::to_string(&r)?),
+        Ok(r) => println!("{}", r.id),
+        Err(e) => {
+            if let Some(refused) = e.downcast_ref::<Refused>()
+                && refused.status == 429
+            {
+                eprintln!("loopchat: {refused}");
+                return Ok(ExitCode::from(EXIT_TRY_LATER));
+            }
+            return Err(e);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

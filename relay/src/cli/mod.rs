@@ -5,12 +5,13 @@
 
 mod client;
 mod commands;
+mod tokens;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +97,90 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Post a notification to every connected window and shell (exit 0 on
+    /// success, 75 when rate limited, 1 on any other failure).
+    Notify {
+        #[arg(long, default_value = "")]
+        title: String,
+        /// The text; `-` reads it from stdin.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// 1 (lowest) to 5 (highest); default 3.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+        priority: Option<u8>,
+        /// A tag (repeatable, at most 10).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Opened on click: an http(s) URL or a /webchat/ path.
+        #[arg(long)]
+        click: Option<String>,
+        /// The session it is about.
+        #[arg(long)]
+        session: Option<String>,
+        /// Reusing an id updates that notification instead of adding one.
+        #[arg(long)]
+        id: Option<String>,
+        /// Print the relay's answer as JSON instead of the id.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Manage tokens: scoped (notify-only) tokens and the main token.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a scoped token; prints it alone on stdout (shown only once).
+    Create {
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// A label to recognise it by in `token list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+    /// List scoped tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+    /// Revoke a scoped token by id.
+    Revoke {
+        id: String,
+        /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+    /// Replace the main token (logs out open windows).
+    Rotate {
+        /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
+        #[arg(long)]
+        home: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScopeArg {
+    /// May post notifications and nothing else.
+    Notify,
+}
+
+impl From<ScopeArg> for crate::notify::tokens::Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Notify => Self::Notify,
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -181,5 +266,49 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        Command::Notify {
+            title,
+            body,
+            priority,
+            tags,
+            click,
+            session,
+            id,
+            json,
+            target,
+        } => {
+            commands::notify(
+                &target,
+                commands::NotifyArgs {
+                    title,
+                    body,
+                    priority,
+                    tags,
+                    click,
+                    session,
+                    id,
+                    json,
+                },
+            )
+            .await
+        }
+        Command::Token { action } => token(action),
+    }
+}
+
+fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
+    use crate::home::Home;
+    let writable = |home: Option<PathBuf>| Home::open(Home::locate(home.as_deref()));
+    match action {
+        TokenAction::Create { scope, name, home } => {
+            tokens::create(&writable(home)?, scope.into(), name)
+        }
+        TokenAction::List { json, home } => {
+            tokens::list(&Home::at(Home::locate(home.as_deref())), json)
+        }
+        TokenAction::Revoke { id, home } => {
+            tokens::revoke(&Home::at(Home::locate(home.as_deref())), &id)
+        }
+        TokenAction::Rotate { home } => tokens::rotate(&writable(home)?),
     }
 }

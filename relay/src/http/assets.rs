@@ -1,6 +1,10 @@
 //! The bundled web UI, embedded in the binary, and the token → cookie
 //! exchange on `/webchat/?token=…`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -41,7 +45,7 @@ fn exchange_token(state: &AppState, uri: &Uri) -> Option<Response> {
     }
     let mut response = Redirect::to(&location).into_response();
     *response.status_mut() = StatusCode::FOUND;
-    if token_matches(&state.token, &token) {
+    if token_matches(&state.credentials.main_token(), &token) {
         let cookie = format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/webchat");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             response.headers_mut().insert(header::SET_COOKIE, v);
@@ -52,46 +56,144 @@ fn exchange_token(state: &AppState, uri: &Uri) -> Option<Response> {
     Some(response)
 }
 
+/// One embedded file in every encoding we serve, computed once on first
+/// request: compressing per request (brotli at its default quality) cost
+/// milliseconds of CPU for a few kilobytes.
+struct Encoded {
+    identity: Bytes,
+    gzip: Option<Bytes>,
+    brotli: Option<Bytes>,
+    etag: String,
+    content_type: String,
+}
+
+fn encoded(path: &str) -> Option<Arc<Encoded>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Encoded>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return Some(e.clone());
+    }
+    let file = WebchatDist::get(path)?;
+    let identity = Bytes::from(file.data.into_owned());
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let textual = mime.type_() == "text"
+        || matches!(mime.subtype().as_str(), "javascript" | "json" | "svg" | "xml");
+    let worth_compressing = textual && identity.len() >= 256;
+    let e = Arc::new(Encoded {
+        gzip: worth_compressing.then(|| gzip(&identity)).flatten(),
+        brotli: worth_compressing.then(|| brotli(&identity)).flatten(),
+        etag: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(file.metadata.sha256_hash()),
+        content_type: if textual {
+            format!("{mime}; charset=utf-8")
+        } else {
+            mime.to_string()
+        },
+        identity,
+    });
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_owned(), e.clone());
+    Some(e)
+}
+
+fn gzip(data: &[u8]) -> Option<Bytes> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data).ok()?;
+    enc.finish().ok().map(Bytes::from)
+}
+
+fn brotli(data: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params).ok()?;
+    Some(Bytes::from(out))
+}
+
+/// Whether the client accepts `coding` (a `q=0` entry refuses it).
+fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            name.eq_ignore_ascii_case(coding) && !refused
+        })
+}
+
 fn serve(path: &str, headers: &HeaderMap) -> Response {
-    let Some(file) = WebchatDist::get(path) else {
+    let Some(file) = encoded(path) else {
         return super::error::ApiError::not_found(format!("no asset {path:?}")).into_response();
     };
-    let etag = format!(
-        "\"{}\"",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(file.metadata.sha256_hash())
-    );
+    let (body, coding) = match (&file.brotli, &file.gzip) {
+        (Some(br), _) if accepts(headers, "br") => (br.clone(), Some("br")),
+        (_, Some(gz)) if accepts(headers, "gzip") => (gz.clone(), Some("gzip")),
+        _ => (file.identity.clone(), None),
+    };
+    // A strong ETag names one representation, so it differs per coding.
+    let etag = match coding {
+        Some(c) => format!("\"{}-{c}\"", file.etag),
+        None => format!("\"{}\"", file.etag),
+    };
     let is_index = path == "index.html";
     // Assets are not fingerprinted, so they are revalidated (cheap: 304);
     // the page itself is never cached so an upgrade shows at once.
     let cache = if is_index { "no-store" } else { "no-cache" };
-    if !is_index
+    let mut response = if !is_index
         && headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [
-                (header::ETAG, etag),
-                (header::CACHE_CONTROL, cache.to_owned()),
-            ],
-        )
-            .into_response();
-    }
-    let mime = mime_guess::from_path(path).first_or_octet_stream();
-    let content_type = if mime.type_() == "text" || mime.subtype() == "javascript" {
-        format!("{mime}; charset=utf-8")
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        mime.to_string()
+        ([(header::CONTENT_TYPE, file.content_type.clone())], body).into_response()
     };
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::ETAG, etag),
-            (header::CACHE_CONTROL, cache.to_owned()),
-        ],
-        file.data,
-    )
-        .into_response()
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(c) = coding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, "gzip, deflate, br;q=0".parse().unwrap());
+        assert!(accepts(&h, "gzip"));
+        assert!(!accepts(&h, "br"));
+        h.insert(header::ACCEPT_ENCODING, "BR".parse().unwrap());
+        assert!(accepts(&h, "br"));
+    }
+
+    #[test]
+    fn compressed_variants_round_trip() {
+        let data = b"hello hello hello hello hello hello hello hello".repeat(20);
+        let gz = gzip(&data).unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out).unwrap();
+        assert_eq!(out, data);
+        let br = brotli(&data).unwrap();
+        let mut out = Vec::new();
+        brotli::BrotliDecompress(&mut &br[..], &mut out).unwrap();
+        assert_eq!(out, data);
+        assert!(br.len() < data.len() / 4);
+    }
 }

@@ -71,7 +71,7 @@ pub async fn info(
         ok: true,
         base_url: state.base_url.clone(),
         port: state.port,
-        token: state.token.to_string(),
+        token: state.credentials.main_token(),
         base_path: "/webchat/".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         session_key: key,

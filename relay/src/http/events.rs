@@ -1,7 +1,10 @@
 //! Live events: `GET /webchat/events` (SSE) and `GET /webchat/socket`
 //! (WebSocket), both replaying from `since`/`Last-Event-ID` then going live.
+//! Every stream also carries every notification (replayed from
+//! `notifySince` when given); a stream without `session` carries only those.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -10,14 +13,21 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, Stream, StreamExt};
+use loopchat_proto::Event;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiQuery, Authed, session_key};
+use super::notify::client_id;
 use super::rpc::sse_event;
 use crate::events::Subscription;
+use crate::notify::{NotificationSubscription, PresenceLease};
+
+/// Largest WebSocket frame or message a client may send (and the socket's
+/// read buffer): a pong is a dozen bytes.
+const CLIENT_FRAME_LIMIT: usize = 4096;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -42,25 +52,51 @@ fn start_seq(headers: &HeaderMap, since: Option<u64>) -> Result<Option<u64>, Api
     }
 }
 
-fn subscribe(
-    state: &AppState,
-    q: &EventsQuery,
-    headers: &HeaderMap,
-) -> Result<Option<Subscription>, ApiError> {
-    let since = start_seq(headers, q.since)?;
-    let _ = (&q.notify_since, &q.client);
-    match &q.session {
-        None => Ok(None),
-        Some(raw) => {
-            let key = session_key(Some(raw))?;
-            Ok(Some(state.pipeline.session(&key).events.subscribe(since)))
+/// What one stream delivers: its session's events (if it named one) and
+/// every notification, merged. Holds the window's presence while open.
+struct Feed {
+    session: Option<Subscription>,
+    notifications: NotificationSubscription,
+    _presence: Option<PresenceLease>,
+}
+
+impl Feed {
+    fn open(state: &AppState, q: &EventsQuery, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let since = start_seq(headers, q.since)?;
+        let session = match &q.session {
+            None => None,
+            Some(raw) => {
+                let key = session_key(Some(raw))?;
+                Some(state.pipeline.session(&key).events.subscribe(since))
+            }
+        };
+        let presence = match &q.client {
+            None => None,
+            Some(raw) => Some(state.presence.attach(&client_id(raw)?)),
+        };
+        Ok(Self {
+            session,
+            notifications: state.notifications.subscribe(q.notify_since),
+            _presence: presence,
+        })
+    }
+
+    /// The next event. Replayed notifications come first; after that,
+    /// session events win a tie, so a notification posted when a run ends
+    /// never overtakes that run's `run.end`. Cancel-safe.
+    async fn next(&mut self) -> Option<Arc<Event>> {
+        if let Some(e) = self.notifications.next_replayed() {
+            return Some(e);
+        }
+        tokio::select! {
+            biased;
+            e = next_session_event(&mut self.session) => e,
+            e = self.notifications.next() => e,
         }
     }
 }
 
-async fn next_event(
-    sub: &mut Option<Subscription>,
-) -> Option<std::sync::Arc<loopchat_proto::Event>> {
+async fn next_session_event(sub: &mut Option<Subscription>) -> Option<Arc<Event>> {
     match sub {
         Some(s) => s.next().await,
         None => std::future::pending().await,
@@ -73,14 +109,15 @@ pub async fn sse(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let sub = subscribe(&state, &q, &headers)?;
+    let feed = Feed::open(&state, &q, &headers)?;
     let shutdown = state.shutdown.clone();
-    let stream = futures_util::stream::unfold((sub, shutdown), |(mut sub, shutdown)| async move {
-        tokio::select! {
-            e = next_event(&mut sub) => e.map(|e| (Ok(sse_event(&e)), (sub, shutdown))),
-            () = shutdown.cancelled() => None,
-        }
-    });
+    let stream =
+        futures_util::stream::unfold((feed, shutdown), |(mut feed, shutdown)| async move {
+            tokio::select! {
+                e = feed.next() => e.map(|e| (Ok(sse_event(&e)), (feed, shutdown))),
+                () = shutdown.cancelled() => None,
+            }
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -91,11 +128,17 @@ pub async fn socket(
     ApiQuery(q): ApiQuery<EventsQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let sub = subscribe(&state, &q, &headers)?;
+    let feed = Feed::open(&state, &q, &headers)?;
     let ping_every = state.ws_ping;
     let shutdown = state.shutdown.clone();
     Ok(ws
-        .on_upgrade(move |socket| run_socket(socket, sub, ping_every, shutdown))
+        // Clients only ever send pongs. tungstenite zero-fills its whole
+        // read buffer (128 KiB by default) on every read, so its size is
+        // resident memory per socket: 1,000 windows would cost 128 MiB.
+        .read_buffer_size(CLIENT_FRAME_LIMIT)
+        .max_frame_size(CLIENT_FRAME_LIMIT)
+        .max_message_size(CLIENT_FRAME_LIMIT)
+        .on_upgrade(move |socket| run_socket(socket, feed, ping_every, shutdown))
         .into_response())
 }
 
@@ -103,7 +146,7 @@ pub async fn socket(
 /// gone (a half-open TCP connection would otherwise hold the socket open).
 async fn run_socket(
     socket: WebSocket,
-    mut sub: Option<Subscription>,
+    mut feed: Feed,
     ping_every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -113,7 +156,7 @@ async fn run_socket(
     let mut missed = 0u32;
     loop {
         tokio::select! {
-            e = next_event(&mut sub) => {
+            e = feed.next() => {
                 let Some(e) = e else { break };
                 let text = serde_json::to_string(&*e).unwrap_or_default();
                 if tx.send(WsMessage::Text(text.into())).await.is_err() {
@@ -150,4 +193,7 @@ async fn run_socket(
             }
         }
     }
+    // The window's presence ends before its socket does: a client that
+    // sees the close can rely on it.
+    drop(feed);
 }

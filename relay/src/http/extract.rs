@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth;
+use crate::credentials::Caller;
+use crate::notify::tokens::Scope;
 
 /// A JSON body. Any content type is accepted (`curl -d` sends a form type);
 /// browsers cannot post cross-origin here anyway (Origin check, token).
@@ -62,7 +64,8 @@ where
     }
 }
 
-/// Proof that the request carries the relay's token.
+/// Proof that the request carries the relay's main token: full access.
+/// A scoped (notify-only) token gets 403 here, an unknown one 401.
 pub struct Authed;
 
 impl FromRequestParts<AppState> for Authed {
@@ -72,18 +75,52 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match auth::presented_token(&parts.headers) {
-            Some(t) if auth::token_matches(&state.token, t) => Ok(Authed),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "the token is not valid",
-            )),
-            None => Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "a token is required: send Authorization: Bearer <token> (see `loopchat info`)",
+        match caller(parts, state)? {
+            Caller::Main => Ok(Authed),
+            Caller::Scoped { scope, .. } => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this token has the {} scope: it may only post notifications \
+                     (POST /webchat/notify)",
+                    scope.as_str()
+                ),
             )),
         }
     }
+}
+
+/// Any caller allowed to post notifications: the main token or a token
+/// with the notify scope.
+pub struct NotifyCaller(pub Caller);
+
+impl FromRequestParts<AppState> for NotifyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match caller(parts, state)? {
+            c @ (Caller::Main
+            | Caller::Scoped {
+                scope: Scope::Notify,
+                ..
+            }) => Ok(NotifyCaller(c)),
+        }
+    }
+}
+
+fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(token) = auth::presented_token(&parts.headers) else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a token is required: send Authorization: Bearer <token> (see `loopchat info`)",
+        ));
+    };
+    state
+        .credentials
+        .identify(token)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token is not valid"))
 }
 
 /// A session key from a request, validated; `main` when absent.

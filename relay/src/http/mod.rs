@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 mod extract;
 mod guard;
+mod notify;
 mod rpc;
 mod uploads;
 
@@ -20,9 +21,10 @@ use axum::response::Redirect;
 use axum::routing::{get, post};
 use loopchat_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
-use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::credentials::Credentials;
+use crate::notify::{NotificationHub, Presence, RateLimiter};
 use crate::pipeline::Pipeline;
 use error::ApiError;
 
@@ -30,7 +32,12 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
-    pub token: Arc<str>,
+    /// The accepted tokens, kept in step with the token files.
+    pub credentials: Arc<Credentials>,
+    pub notifications: NotificationHub,
+    pub presence: Arc<Presence>,
+    /// Burst limit of `POST /webchat/notify`, per token.
+    pub notify_limit: Arc<RateLimiter>,
     pub allowed_hosts: Arc<[String]>,
     pub port: u16,
     pub base_url: String,
@@ -44,8 +51,7 @@ pub struct AppState {
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let assets = Router::new()
         .route("/webchat/", get(assets::index))
-        .route("/webchat/{*path}", get(assets::asset))
-        .layer(CompressionLayer::new());
+        .route("/webchat/{*path}", get(assets::asset));
     let uploads = Router::new()
         .route("/webchat/attachments", post(uploads::upload))
         .layer(DefaultBodyLimit::max(state.attachment_limit));
@@ -58,6 +64,9 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/webchat/events", get(events::sse))
         .route("/webchat/socket", get(events::socket))
         .route("/webchat/attachments/{id}", get(uploads::download))
+        .route("/webchat/notify", post(notify::notify))
+        .route("/webchat/notifications", get(notify::notifications))
+        .route("/webchat/presence", post(notify::presence))
         .layer(DefaultBodyLimit::max(body_limit));
     Router::new()
         .route("/", get(|| async { Redirect::to("/webchat/") }))

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::{FutureExt, Stream};
+use futures_util::Stream;
 use loopchat_proto::{
     AbortRequest, AbortResponse, EventBody, Payload, RpcRequest, RpcResponse, ThinkingLevel,
 };
@@ -53,6 +53,7 @@ pub async fn rpc(
         attachment_ids: req.attachments.into_iter().map(|a| a.id).collect(),
         client_id: req.id,
         queue: req.queue.unwrap_or(true),
+        deliver: req.deliver.unwrap_or(false),
     })?;
     if wants_stream {
         return Ok(stream_run(ticket).into_response());
@@ -133,7 +134,8 @@ fn stream_run(ticket: Ticket) -> Sse<impl Stream<Item = Result<SseEvent, Infalli
             // A turn answered from the transcript (a retry after a restart)
             // publishes no events: the outcome alone ends the stream.
             let event = match st.ticket.as_mut() {
-                Some(t) if t.is_settled() => match st.sub.next().now_or_never().flatten() {
+                // Every event of a settled run is already queued.
+                Some(t) if t.is_settled() => match st.sub.try_next() {
                     Some(e) => e,
                     None => {
                         st.ended = true;

@@ -56,6 +56,8 @@ pub struct TurnRequest {
     pub client_id: Option<String>,
     /// Wait behind a running turn (default) instead of failing with 409.
     pub queue: bool,
+    /// Also post the stored reply as a notification (`deliver: true`).
+    pub deliver: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,11 +66,20 @@ pub struct TurnResult {
     pub session_id: String,
     pub run_id: String,
     pub message: Message,
+    /// The request asked for the reply as a notification.
+    pub deliver: bool,
+    /// Answered from the transcript (a retry of a turn stored before a
+    /// restart): no run happened this time.
+    pub replayed: bool,
+    /// Another turn of the session was waiting when this one finished.
+    pub more_queued: bool,
 }
 
 pub type TurnOutcome = Result<TurnResult, TurnError>;
 
-/// Told about every finished turn (used for notifications).
+/// Told about every finished turn (used for notifications), once its
+/// outcome is durable and before it is acknowledged. Called on the runtime:
+/// it must return quickly (hand slow work to a task).
 pub trait RunObserver: Send + Sync + 'static {
     fn run_finished(&self, session_key: &str, outcome: &TurnOutcome);
 }

@@ -25,12 +25,15 @@ pub(super) async fn worker(
             cancel,
             done,
         } = turn;
-        let (outcome, durable) = run(&inner, &rt, &run_id, &request, &cancel).await;
+        let (mut outcome, durable) = run(&inner, &rt, &run_id, &request, &cancel).await;
         {
             let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
             st.active = None;
             st.pending -= 1;
             st.cancels.remove(&run_id);
+            if let Ok(r) = &mut outcome {
+                r.more_queued = st.pending > 0;
+            }
         }
         // Acknowledge only once durable, but let the next turn start now.
         let inner = inner.clone();
@@ -81,6 +84,9 @@ async fn run(
         session_id: entry.session_id.clone(),
         run_id: run_id.to_owned(),
         message,
+        deliver: request.deliver,
+        replayed: false,
+        more_queued: false,
     };
 
     // A retry of a turn this relay stored before a restart.
@@ -92,7 +98,13 @@ async fn run(
         None => None,
     };
     let user_id = match earlier {
-        Some((_, Some(reply))) => return (Ok(result(reply.message.clone())), None),
+        Some((_, Some(reply))) => {
+            let replayed = TurnResult {
+                replayed: true,
+                ..result(reply.message.clone())
+            };
+            return (Ok(replayed), None);
+        }
         Some((user, None)) => user.message.id.clone(),
         None => {
             let new = NewMessage {

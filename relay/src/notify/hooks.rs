@@ -1,0 +1,138 @@
+//! Notifications the relay posts on its own when a run finishes: the reply
+//! itself for `deliver: true`, and "reply ready" when nobody is looking.
+//!
+//! Both are submitted synchronously from [`RunObserver::run_finished`],
+//! which the pipeline calls before it acknowledges the turn: the
+//! notification's seq is therefore taken before the rpc answer leaves, and
+//! anything posted after that answer is ordered after it. Making it durable
+//! and delivering it happens in the background.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::draft::{DEFAULT_PRIORITY, Draft, MAX_BODY_BYTES};
+use super::hub::NotificationHub;
+use super::presence::Presence;
+use crate::pipeline::{RunObserver, TurnOutcome, TurnResult};
+
+/// Lines of the reply shown in a notification's body.
+const BODY_LINES: usize = 8;
+pub const TAG_REPLY: &str = "reply";
+pub const TAG_REPLY_READY: &str = "reply-ready";
+
+pub struct NotificationHooks {
+    hub: NotificationHub,
+    presence: Arc<Presence>,
+}
+
+impl NotificationHooks {
+    pub fn new(hub: NotificationHub, presence: Arc<Presence>) -> Self {
+        Self { hub, presence }
+    }
+
+    /// What to post for a finished turn, if anything.
+    fn draft_for(&self, key: &str, r: &TurnResult) -> Option<Draft> {
+        // Answered from the transcript (a retry): nothing new happened.
+        if r.replayed {
+            return None;
+        }
+        if r.deliver {
+            // The reply itself, one notification per reply.
+            return Some(reply_draft(
+                key,
+                r,
+                TAG_REPLY,
+                format!("reply:{}", r.message.id),
+            ));
+        }
+        // "Reply ready" only for a complete reply, once the session's queue
+        // is drained (not once per queued turn), and only when no window
+        // shows the session with focus.
+        let interesting = r.message.stop_reason.is_none() && !r.more_queued;
+        if !interesting || self.presence.is_focused(key, Instant::now()) {
+            return None;
+        }
+        // One per session, updated in place: a second reply before the user
+        // looks replaces the first alert rather than stacking up.
+        Some(reply_draft(
+            key,
+            r,
+            TAG_REPLY_READY,
+            format!("reply-ready:{key}"),
+        ))
+    }
+}
+
+impl RunObserver for NotificationHooks {
+    fn run_finished(&self, session_key: &str, outcome: &TurnOutcome) {
+        let Ok(result) = outcome else { return };
+        let Some(draft) = self.draft_for(session_key, result) else {
+            return;
+        };
+        let pending = match self.hub.submit(draft) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(session = session_key, error = %e, "could not post the reply notification");
+                return;
+            }
+        };
+        let hub = self.hub.clone();
+        let key = session_key.to_owned();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = hub.commit(pending).await {
+                        tracing::warn!(session = %key, error = %e, "could not make the reply notification durable");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("no runtime to deliver the reply notification on"),
+        }
+    }
+}
+
+fn reply_draft(key: &str, r: &TurnResult, tag: &str, id: String) -> Draft {
+    Draft {
+        id: Some(id),
+        title: key.to_owned(),
+        body: first_lines(&r.message.content.text(), BODY_LINES, MAX_BODY_BYTES),
+        priority: DEFAULT_PRIORITY,
+        tags: vec![tag.to_owned()],
+        click: Some(format!("/webchat/?session={key}")),
+        session: Some(key.to_owned()),
+    }
+}
+
+/// The first `lines` lines of `text`, cut to at most `max_bytes` (on a
+/// character boundary), with `…` when anything was left out.
+fn first_lines(text: &str, lines: usize, max_bytes: usize) -> String {
+    const ELLIPSIS: &str = "…";
+    let text = text.trim();
+    let joined = text.lines().take(lines).collect::<Vec<_>>().join("\n");
+    if joined.len() == text.len() && joined.len() <= max_bytes {
+        return joined;
+    }
+    let mut end = joined.len().min(max_bytes - ELLIPSIS.len());
+    while !joined.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &joined[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_first_lines_within_4k() {
+        assert_eq!(first_lines("  hi  ", 8, 4096), "hi");
+        let many: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        let b = first_lines(&many, 3, 4096);
+        assert_eq!(b, "line 0\nline 1\nline 2…");
+        let long = "é".repeat(5000);
+        let b = first_lines(&long, 8, 4096);
+        assert!(b.len() <= 4096 && b.ends_with('…'), "{}", b.len());
+        let exact = "x".repeat(4096);
+        assert_eq!(first_lines(&exact, 8, 4096), exact);
+    }
+}
