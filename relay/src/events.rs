@@ -122,24 +122,16 @@ impl Subscription {
     /// report "pending" while events are queued.
     pub fn try_next(&mut self) -> Option<Arc<Event>> {
         loop {
-            if let Some(e) = self.replay.pop_front() {
-                if !matches!(e.body, EventBody::Reset) && e.seq <= self.last {
-                    continue;
-                }
-                self.last = self.last.max(e.seq);
+            if let Some(e) = self.pop_replay() {
                 return Some(e);
             }
             match self.rx.try_recv() {
-                Ok(e) if e.seq <= self.last => continue,
                 Ok(e) => {
-                    self.last = e.seq;
-                    return Some(e);
+                    if let Some(e) = self.accept_live(e) {
+                        return Some(e);
+                    }
                 }
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    let fresh = self.log.subscribe(Some(self.last));
-                    self.replay = fresh.replay;
-                    self.rx = fresh.rx;
-                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up(),
                 Err(_) => return None,
             }
         }
@@ -148,29 +140,46 @@ impl Subscription {
     /// The next event; `None` only if the log is gone.
     pub async fn next(&mut self) -> Option<Arc<Event>> {
         loop {
-            if let Some(e) = self.replay.pop_front() {
-                if !matches!(e.body, EventBody::Reset) && e.seq <= self.last {
-                    continue;
-                }
-                self.last = self.last.max(e.seq);
+            if let Some(e) = self.pop_replay() {
                 return Some(e);
             }
             match self.rx.recv().await {
-                Ok(e) if e.seq <= self.last => continue,
                 Ok(e) => {
-                    self.last = e.seq;
-                    return Some(e);
+                    if let Some(e) = self.accept_live(e) {
+                        return Some(e);
+                    }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow for the live channel: catch up from the ring
-                    // (or get a reset if even that has moved on).
-                    let fresh = self.log.subscribe(Some(self.last));
-                    self.replay = fresh.replay;
-                    self.rx = fresh.rx;
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(),
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    fn pop_replay(&mut self) -> Option<Arc<Event>> {
+        while let Some(e) = self.replay.pop_front() {
+            if matches!(e.body, EventBody::Reset) || e.seq > self.last {
+                self.last = self.last.max(e.seq);
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Live events at or below what was already handed out are duplicates
+    /// of the replay.
+    fn accept_live(&mut self, e: Arc<Event>) -> Option<Arc<Event>> {
+        (e.seq > self.last).then(|| {
+            self.last = e.seq;
+            e
+        })
+    }
+
+    /// Too slow for the live channel: catch up from the ring (or get a
+    /// reset if even that has moved on).
+    fn catch_up(&mut self) {
+        let fresh = self.log.subscribe(Some(self.last));
+        self.replay = fresh.replay;
+        self.rx = fresh.rx;
     }
 }
 

@@ -490,3 +490,47 @@ async fn sigterm_lets_a_running_turn_finish() {
         format!("echo: {}", words(15))
     );
 }
+
+/// 100 concurrent streaming clients on one session all receive every delta,
+/// in order, with a reply streamed word by word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_subscribers_receive_every_delta() {
+    let relay = Relay::start_with(RelayOptions::default().env("LOOPCHAT_ECHO_DELAY_MS", "1"));
+    let (_, info) = relay.client().get_json("/webchat/info?session=fan").await;
+    let since = info["lastSeq"].as_u64().unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..100 {
+        readers.push(events(&relay, &format!("session=fan&since={since}"), None).await);
+    }
+    let (s, reply) = relay
+        .client()
+        .rpc(json!({"text": words(300), "session": "fan"}))
+        .await;
+    assert_eq!(s, 200);
+    let expected = reply["message"]["content"].as_str().unwrap().to_owned();
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| {
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let mut deltas = 0;
+                loop {
+                    let (_, v) = r.next().await.unwrap();
+                    match v["type"].as_str().unwrap() {
+                        "delta" => {
+                            deltas += 1;
+                            text.push_str(v["text"].as_str().unwrap());
+                        }
+                        "run.end" => return (deltas, text),
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (deltas, text) = t.await.unwrap();
+        assert_eq!(deltas, 301);
+        assert_eq!(text, expected);
+    }
+}
