@@ -34,6 +34,19 @@ pub enum Command {
     /// Keep a tunnel to a remote relay up without a window; prints one JSON
     /// line {"localUrl","token","remotePort"} once it is usable.
     Tunnel(TunnelArgs),
+    /// Desktop notifications without a window: raises the relay's alerts
+    /// (local, or remote with --remote) until SIGINT/SIGTERM.
+    Alerts(AlertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Loopchat home (discovery file; shell.json and shell-alerts.json).
+    #[arg(long, env = "LOOPCHAT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -130,5 +143,33 @@ mod tests {
         assert_eq!(spec.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(spec.remote_discovery, DEFAULT_REMOTE_DISCOVERY);
         assert!(Cli::try_parse_from(["loopchat-shell", "--session", "a/b"]).is_err());
+    }
+
+    #[test]
+    fn alerts_flags() {
+        let cli = Cli::try_parse_from(["loopchat-shell", "alerts", "--home", "/h"]).unwrap();
+        let Some(Command::Alerts(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert!(a.remote.spec(HostKeyPolicy::Strict).is_none());
+        let cli = Cli::try_parse_from([
+            "loopchat-shell",
+            "alerts",
+            "--remote",
+            "u@h",
+            "--accept-new",
+        ])
+        .unwrap();
+        let Some(Command::Alerts(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            a.remote
+                .spec(HostKeyPolicy::Strict)
+                .unwrap()
+                .host_key_policy,
+            HostKeyPolicy::AcceptNew
+        );
     }
 }

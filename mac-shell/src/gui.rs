@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use loopchat_shell::notifications::{
+    Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, local_relay_key,
+    remote_relay_key,
+};
 use loopchat_shell::relay::{self, RelayError};
 use loopchat_shell::settings::Settings;
 use loopchat_shell::tunnel::{
@@ -35,16 +39,18 @@ pub fn run_window(options: WindowOptions) -> anyhow::Result<()> {
         ),
         None => (local_host_name(), "local".to_owned()),
     };
+    let focus = Focus::default();
     let config = WindowConfig {
         host,
         settings,
         data_dir: options.home.join("shell-webdata").join(data_key),
+        focus: focus.clone(),
     };
     window::run(config, move |ui, actions| {
         let spawned = std::thread::Builder::new()
             .name("loopchat-shell-app".into())
             .spawn(move || match loopchat_shell::runtime() {
-                Ok(rt) => rt.block_on(controller(options, ui, actions)),
+                Ok(rt) => rt.block_on(controller(options, ui, actions, focus)),
                 Err(e) => {
                     ui.send(UiEvent::Error {
                         step: "start".into(),
@@ -94,6 +100,7 @@ async fn controller(
     options: WindowOptions,
     ui: UiHandle,
     actions: mpsc::UnboundedReceiver<UiAction>,
+    focus: Focus,
 ) {
     let prompter = Arc::new(WindowPrompter {
         ui: ui.clone(),
@@ -105,8 +112,12 @@ async fn controller(
     tokio::spawn(quit_on_signal(ui.clone()));
 
     loop {
+        // Desktop alerts follow the relay the chat shows, for as long as
+        // it is shown.
+        let mut alerts: Option<Notifier> = None;
         match connect(&options, &ui, prompter.clone()).await {
             Ok(connected) => {
+                alerts = Some(start_alerts(&options, &connected, &ui, &focus));
                 ui.send(UiEvent::Open {
                     url: connected.url,
                     base_url: connected.base_url,
@@ -137,6 +148,7 @@ async fn controller(
                             }
                         }
                     }
+                    drop(alerts.take());
                     drop(tunnel);
                 }
             }
@@ -152,7 +164,45 @@ async fn controller(
         if retry.recv().await.is_none() {
             return;
         }
+        drop(alerts);
     }
+}
+
+/// The desktop-notification subscriber for the relay just connected to.
+/// A click brings the window forward and opens the alert's session.
+fn start_alerts(
+    options: &WindowOptions,
+    connected: &Connected,
+    ui: &UiHandle,
+    focus: &Focus,
+) -> Notifier {
+    let (relay_key, locator) = match (&connected.tunnel, &options.remote) {
+        (Some(tunnel), Some(spec)) => (
+            remote_relay_key(tunnel.target(), &spec.remote_discovery),
+            Locator::Tunnel(tunnel.view()),
+        ),
+        _ => (
+            local_relay_key(),
+            Locator::Local {
+                home: options.home.clone(),
+            },
+        ),
+    };
+    let ui = ui.clone();
+    Notifier::spawn(
+        NotifierConfig {
+            home: options.home.clone(),
+            relay_key,
+            locator,
+        },
+        Arc::new(FreedesktopNotifications),
+        focus.clone(),
+        Arc::new(move |click: Click| {
+            ui.send(UiEvent::Activate {
+                target: click.target,
+            });
+        }),
+    )
 }
 
 async fn connect(

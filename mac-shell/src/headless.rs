@@ -1,5 +1,6 @@
-//! `loopchat-shell tunnel`: the tunnel without a window, for people who
-//! prefer their own browser, and for tests.
+//! The commands without a window, for people who prefer their own browser,
+//! and for tests: `loopchat-shell tunnel` (the tunnel alone) and
+//! `loopchat-shell alerts` (desktop notifications alone).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -68,6 +69,81 @@ pub fn run_tunnel(spec: TunnelSpec, json: bool) -> anyhow::Result<()> {
             }
         };
         tunnel.close().await;
+        outcome
+    })
+}
+
+/// `loopchat-shell alerts`: desktop notifications without a window, for
+/// people who chat in their own browser. Local relay of `home`, or a
+/// remote one through a tunnel kept up meanwhile. Never focused, so every
+/// alert not handled by another shell (and not paused) is raised; a click
+/// opens its session or link in the browser.
+pub fn run_alerts(home: std::path::PathBuf, remote: Option<TunnelSpec>) -> anyhow::Result<()> {
+    use crate::notifications::{
+        Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, Opening,
+        local_relay_key, open_in_browser, remote_relay_key,
+    };
+    crate::runtime()?.block_on(async move {
+        let (tunnel, relay_key, locator) = match remote {
+            None => (
+                None,
+                local_relay_key(),
+                Locator::Local { home: home.clone() },
+            ),
+            Some(spec) => {
+                let discovery = spec.remote_discovery.clone();
+                let tunnel = Tunnel::open(spec, Arc::new(TerminalPrompter))
+                    .await
+                    .map_err(|e| anyhow!("{} failed: {e}", e.step()))?;
+                let key = remote_relay_key(tunnel.target(), &discovery);
+                let locator = Locator::Tunnel(tunnel.view());
+                (Some(tunnel), key, locator)
+            }
+        };
+        tracing::info!(relay = %relay_key, home = %home.display(), "desktop alerts on");
+        let on_click = Arc::new(|click: Click| match click.target.resolve(&click.base_url) {
+            Opening::InWindow(url) | Opening::Browser(url) => open_in_browser(&url),
+            Opening::FocusOnly => {}
+        });
+        let notifier = Notifier::spawn(
+            NotifierConfig {
+                home,
+                relay_key,
+                locator,
+            },
+            Arc::new(FreedesktopNotifications),
+            Focus::default(),
+            on_click,
+        );
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let outcome = match &tunnel {
+            Some(t) => {
+                let mut watch = t.watch();
+                loop {
+                    tokio::select! {
+                        status = watch.next() => match status {
+                            Some(TunnelStatus::Failed { step, error }) => break Err(anyhow!("{step} failed: {error}")),
+                            Some(TunnelStatus::Closed) | None => break Ok(()),
+                            Some(_) => {}
+                        },
+                        _ = tokio::signal::ctrl_c() => break Ok(()),
+                        _ = terminate.recv() => break Ok(()),
+                    }
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+                Ok(())
+            }
+        };
+        drop(notifier);
+        if let Some(t) = tunnel {
+            t.close().await;
+        }
         outcome
     })
 }

@@ -18,6 +18,11 @@
 //!   headless ([`headless`]).
 //! - [`settings`] — `shell.json` in the loopchat home: window size, alerts
 //!   pause.
+//! - [`notifications`] — desktop notifications: a subscriber task on the
+//!   relay's WebSocket that raises its alerts through the freedesktop
+//!   notification service (notify-rust), de-duplicated across shells by
+//!   `shell-alerts.json`. No GUI code: the window only reports its focus
+//!   and acts on clicks; `loopchat-shell alerts` runs it headless.
 //! - In the window binary only: `window/` (tao + wry + muda: the window, its
 //!   menu and the shell's own pages; no SSH code — it receives `UiEvent`s
 //!   and answers with `UiAction`s) and `gui.rs`, the glue that drives a
@@ -27,6 +32,7 @@
 //! stops a relay (the shell only reads discovery files and opens channels).
 
 pub mod headless;
+pub mod notifications;
 pub mod relay;
 pub mod settings;
 pub mod tunnel;

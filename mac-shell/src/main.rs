@@ -33,6 +33,14 @@ fn main() -> ExitCode {
                 )),
             }
         }
+        Some(Command::Alerts(args)) => {
+            init_tracing();
+            loopchat_shell::headless::run_alerts(
+                args.home
+                    .unwrap_or_else(loopchat_shell::relay::default_home),
+                args.remote.spec(HostKeyPolicy::Strict),
+            )
+        }
         None => exec_window(),
     };
     match result {

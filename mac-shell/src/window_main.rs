@@ -32,6 +32,11 @@ fn main() -> ExitCode {
                 "`tunnel` needs --remote [USER@]HOST[:PORT]"
             )),
         },
+        Some(Command::Alerts(args)) => loopchat_shell::headless::run_alerts(
+            args.home
+                .unwrap_or_else(loopchat_shell::relay::default_home),
+            args.remote.spec(HostKeyPolicy::Strict),
+        ),
         None => gui::run_window(gui::WindowOptions {
             home: cli
                 .home

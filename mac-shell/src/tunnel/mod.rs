@@ -236,6 +236,17 @@ impl Tunnel {
         status_of(&self.state.borrow())
     }
 
+    /// A cloneable view of where the relay is, for code that must follow
+    /// the tunnel without owning it (desktop notifications). It does not
+    /// keep the tunnel up: once the tunnel is dropped it reports no relay.
+    pub fn view(&self) -> TunnelView {
+        TunnelView {
+            local_addr: self.local_addr,
+            target: self.target.clone(),
+            state: self.state.clone(),
+        }
+    }
+
     /// A receiver of status changes (for the window and the CLI).
     pub fn watch(&self) -> TunnelWatch {
         TunnelWatch {
@@ -264,6 +275,39 @@ impl Tunnel {
 impl Drop for Tunnel {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+    }
+}
+
+/// See [`Tunnel::view`].
+#[derive(Clone)]
+pub struct TunnelView {
+    local_addr: SocketAddr,
+    target: String,
+    state: watch::Receiver<LinkState>,
+}
+
+impl TunnelView {
+    /// The remote relay as last discovered (None while the link is down or
+    /// once the tunnel is gone).
+    pub fn relay(&self) -> Option<Discovery> {
+        match &*self.state.borrow() {
+            LinkState::Up(active) => Some(active.relay.clone()),
+            _ => None,
+        }
+    }
+
+    /// Same as [`Tunnel::local_url`].
+    pub fn local_url(&self) -> String {
+        let path = self
+            .relay()
+            .and_then(|d| base_path(&d.base_url))
+            .unwrap_or_else(|| "/webchat/".to_owned());
+        format!("http://127.0.0.1:{}{}", self.local_addr.port(), path)
+    }
+
+    /// `user@host:port` of the SSH target.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 }
 

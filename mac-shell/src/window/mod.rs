@@ -20,6 +20,7 @@ use tao::window::WindowBuilder;
 use tokio::sync::mpsc;
 use wry::{PageLoadEvent, WebContext, WebViewBuilder};
 
+use loopchat_shell::notifications::{ClickTarget, Focus, Opening, open_in_browser};
 use loopchat_shell::settings::{Settings, WindowSize};
 use menu::MenuCommand;
 
@@ -53,6 +54,9 @@ pub enum UiEvent {
     },
     /// Ask for the passphrase of an encrypted identity file.
     AskPassphrase { key: String },
+    /// A desktop alert was clicked: bring the window forward and open what
+    /// it is about.
+    Activate { target: ClickTarget },
     /// Save the settings and close (SIGTERM at logout, Ctrl-C).
     Quit,
 }
@@ -88,6 +92,9 @@ pub struct WindowConfig {
     /// that the local and a remote relay's cookies — both on 127.0.0.1 —
     /// never overwrite each other.
     pub data_dir: PathBuf,
+    /// Set from the window's focus events; desktop alerts stay quiet while
+    /// it is true.
+    pub focus: Focus,
 }
 
 /// The event loop's own events: the app's, plus what the webview and the
@@ -125,6 +132,7 @@ where
         host,
         mut settings,
         data_dir,
+        focus,
     } = config;
 
     let size = settings.window_size().unwrap_or(DEFAULT_SIZE);
@@ -230,6 +238,28 @@ where
                     showing = Showing::Passphrase;
                     let _ = webview.load_html(&page::passphrase(&key));
                 }
+                UiEvent::Activate { target } => {
+                    window.set_visible(true);
+                    window.set_minimized(false);
+                    window.set_focus();
+                    let opening = match (showing, base_url.as_deref()) {
+                        (Showing::Chat, Some(base)) => target.resolve(base),
+                        _ => Opening::FocusOnly,
+                    };
+                    match opening {
+                        Opening::InWindow(url) => {
+                            if let Some(session) = session_of(&url) {
+                                window.set_title(&format!("loopchat — {session} @ {host}"));
+                            }
+                            tracing::info!(url = %url, "opening an alert's page");
+                            if let Err(e) = webview.load_url(&url) {
+                                tracing::error!(error = %e, "cannot load the alert's page");
+                            }
+                        }
+                        Opening::Browser(url) => open_in_browser(&url),
+                        Opening::FocusOnly => {}
+                    }
+                }
                 UiEvent::Quit => {
                     remember_size(&mut settings, &window);
                     save_now(&settings);
@@ -297,6 +327,13 @@ where
                 tracing::info!(url = %clean, "page loaded");
             }
             Event::WindowEvent {
+                event: WindowEvent::Focused(focused),
+                ..
+            } => {
+                tracing::info!(focused, "window focus");
+                focus.set(focused);
+            }
+            Event::WindowEvent {
                 event: WindowEvent::Resized(_),
                 ..
             } => {
@@ -344,6 +381,15 @@ fn save_now(settings: &Settings) {
     }
 }
 
+/// The `session=` of a URL's query, if it is a valid session key.
+fn session_of(url: &str) -> Option<&str> {
+    let query = url.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("session="))
+        .filter(|k| loopchat_proto::validate_session_key(k).is_ok())
+}
+
 /// A fresh session key: `chat-` and 10 random characters, well inside the
 /// protocol's `[A-Za-z0-9._:-]{1,128}`.
 pub fn new_session_key() -> String {
@@ -367,5 +413,19 @@ mod tests {
         let b = new_session_key();
         assert_ne!(a, b);
         loopchat_proto::validate_session_key(&a).unwrap();
+    }
+
+    #[test]
+    fn session_of_a_url() {
+        assert_eq!(
+            session_of("http://127.0.0.1:1/webchat/?session=work#x"),
+            Some("work")
+        );
+        assert_eq!(
+            session_of("http://127.0.0.1:1/webchat/?a=1&session=k2"),
+            Some("k2")
+        );
+        assert_eq!(session_of("http://127.0.0.1:1/webchat/"), None);
+        assert_eq!(session_of("http://h/?session=a%2Fb"), None);
     }
 }

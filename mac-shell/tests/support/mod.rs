@@ -339,6 +339,12 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(home: &Path, port: Option<u16>) -> Self {
+        Self::start_with_env(home, port, &[])
+    }
+
+    /// As [`Relay::start`], with extra environment variables (e.g.
+    /// `LOOPCHAT_WS_PING_SECS`).
+    pub fn start_with_env(home: &Path, port: Option<u16>, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(home).expect("relay home");
         let discovery = home.join("relay.json");
         let _ = std::fs::remove_file(&discovery);
@@ -350,6 +356,7 @@ impl Relay {
         cmd.env("LOOPCHAT_HOME", home)
             .env("LOOPCHAT_AGENT", "echo")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -1,0 +1,1000 @@
+//! Desktop notifications end to end, with real parts only: the real relay
+//! (`loopchat serve`, alerts posted with `loopchat notify`), the shell
+//! (`loopchat-shell alerts`, the window, or the notifications module in
+//! this process), a private session D-Bus and Debian's `dunst` as the
+//! notification daemon. What the daemon received is read from a log its
+//! `script` rule writes for every notification (id, app, urgency, summary,
+//! body — the urgency is not in `dunstctl history`); a screenshot of the
+//! popups is kept in `target/tmp/` for a human to look at.
+//!
+//! `harness = false`: `main` sets up the display, the bus and the daemon
+//! before any thread starts (the bus address is an environment variable),
+//! then runs the scenarios one after the other — one daemon, one screen.
+//! It always runs under its own `xvfb-run` (1280x1024, so that the window
+//! and the popups have known places), and its own `dbus-daemon`: the CI's
+//! bus may already have a notification daemon, and a test must see exactly
+//! what the shell sent. Needs: xvfb, xauth, dbus, dunst, imagemagick,
+//! x11-utils, libxdo (scripts/install-test-deps.sh); a missing one fails
+//! with its name, nothing is skipped.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Fixture, Relay, Sshd, shell_bin};
+
+/// Set in the re-executed process that runs under our own Xvfb.
+const UNDER_XVFB: &str = "LOOPCHAT_ALERTS_TEST_XVFB";
+
+/// A scenario: a name and the function that runs it.
+type Scenario = (&'static str, fn(&Desktop));
+
+const TESTS: &[Scenario] = &[
+    (
+        "two_shells_raise_an_alert_once_with_its_urgency",
+        two_shells_raise_an_alert_once_with_its_urgency,
+    ),
+    ("paused_alerts_are_not_raised", paused_alerts_are_not_raised),
+    (
+        "a_focused_window_keeps_alerts_quiet",
+        a_focused_window_keeps_alerts_quiet,
+    ),
+    (
+        "alerts_missed_while_no_shell_ran_are_replayed_once",
+        alerts_missed_while_no_shell_ran_are_replayed_once,
+    ),
+    (
+        "a_restarted_relay_is_followed",
+        a_restarted_relay_is_followed,
+    ),
+    (
+        "remote_alerts_come_through_the_tunnel",
+        remote_alerts_come_through_the_tunnel,
+    ),
+    (
+        "the_window_stays_quiet_when_focused_and_a_click_opens_the_session",
+        the_window_stays_quiet_when_focused_and_a_click_opens_the_session,
+    ),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let selected =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in TESTS {
+            println!("{name}: test");
+        }
+        return;
+    }
+    if !TESTS.iter().any(|(name, _)| selected(name)) {
+        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        return;
+    }
+
+    if std::env::var_os(UNDER_XVFB).is_none() {
+        let status = Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x1024x24"])
+            .arg(std::env::current_exe().expect("own path"))
+            .args(&args)
+            .env(UNDER_XVFB, "1")
+            .status();
+        match status {
+            Ok(s) => std::process::exit(s.code().unwrap_or(1)),
+            Err(e) => {
+                eprintln!("cannot run xvfb-run ({e}): install xvfb and xauth");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    // Still one thread: safe to set the environment every child inherits.
+    let desktop = Desktop::start();
+
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in TESTS {
+        if !selected(name) {
+            continue;
+        }
+        println!("test {name} ...");
+        desktop.clear();
+        match std::panic::catch_unwind(|| test(&desktop)) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    drop(desktop);
+    println!();
+    println!(
+        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
+
+/// A private session bus with dunst on it.
+struct Desktop {
+    dir: tempfile::TempDir,
+    bus: Child,
+    dunst: Child,
+}
+
+/// One notification as the daemon received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Received {
+    id: String,
+    app: String,
+    urgency: String,
+    summary: String,
+    body: String,
+}
+
+impl Desktop {
+    fn start() -> Self {
+        for tool in ["dbus-daemon", "dunst", "dunstctl", "import", "xwininfo"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                "{tool} is missing: run scripts/install-test-deps.sh (dbus, dunst, imagemagick, x11-utils)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("loopchat-alerts-test")
+            .tempdir()
+            .expect("tempdir");
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut address = String::new();
+        BufReader::new(bus.stdout.take().expect("stdout"))
+            .read_line(&mut address)
+            .expect("bus address");
+        let address = address.trim().to_owned();
+        assert!(address.starts_with("unix:"), "dbus-daemon said {address:?}");
+        // SAFETY: main has not started any thread yet.
+        unsafe {
+            std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &address);
+        }
+
+        let log = dir.path().join("received.log");
+        let script = dir.path().join("log-notification.sh");
+        // One record per notification: fields split by 0x1f, records ended
+        // by 0x1e (bodies may hold newlines).
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '%s\\037%s\\037%s\\037%s\\037%s\\036' \
+                 \"$DUNST_ID\" \"$DUNST_APP_NAME\" \"$DUNST_URGENCY\" \"$DUNST_SUMMARY\" \"$DUNST_BODY\" >> '{}'\n",
+                log.display()
+            ),
+        )
+        .expect("script");
+        make_executable(&script);
+        let config = dir.path().join("dunstrc");
+        std::fs::write(
+            &config,
+            format!(
+                "[global]\n    notification_limit = 0\n    idle_threshold = 0\n    history_length = 100\n    \
+                 mouse_left_click = do_action, close_current\n\
+                 [urgency_low]\n    timeout = 120\n\
+                 [urgency_normal]\n    timeout = 120\n\
+                 [log]\n    script = {}\n",
+                script.display()
+            ),
+        )
+        .expect("dunstrc");
+        let dunst = Command::new("dunst")
+            .arg("-config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dunst");
+        let desktop = Self { dir, bus, dunst };
+        // Ready once it answers on the bus.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if dunstctl(&["is-paused"]).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dunst did not come up on the private bus"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        desktop
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("received.log")
+    }
+
+    /// Closes every popup and forgets what was received.
+    fn clear(&self) {
+        let _ = dunstctl(&["close-all"]);
+        let _ = dunstctl(&["history-clear"]);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_file(self.log_path());
+    }
+
+    fn received(&self) -> Vec<Received> {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        text.split('\u{1e}')
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let f: Vec<&str> = r.split('\u{1f}').collect();
+                assert_eq!(f.len(), 5, "bad record {r:?}");
+                Received {
+                    id: f[0].into(),
+                    app: f[1].into(),
+                    urgency: f[2].into(),
+                    summary: f[3].into(),
+                    body: f[4].into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` notifications were received, then a little
+    /// longer (a second one would have arrived by then), and returns all.
+    fn wait_received(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.received().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon received {:?}, expected {n}",
+                self.received()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(800));
+        self.received()
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for child in [&mut self.dunst, &mut self.bus] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn dunstctl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("dunstctl")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A shell process (`alerts`, or the window) with its stderr collected.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl Proc {
+    fn start(name: &str, home: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(shell_bin())
+            .args(args)
+            .env("LOOPCHAT_HOME", home)
+            .env("HOME", home.join("user-home"))
+            .env("RUST_LOG", "warn,loopchat_shell=info")
+            // Clicks in headless mode open a browser: none here.
+            .env("BROWSER", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start loopchat-shell");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  {tag}: {line}");
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Self {
+            child,
+            log,
+            name: name.to_owned(),
+        }
+    }
+
+    /// `loopchat-shell alerts` on the local relay of `home`.
+    fn alerts(name: &str, home: &Path) -> Self {
+        std::fs::create_dir_all(home.join("user-home")).expect("home");
+        Self::start(name, home, &["alerts"])
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, parts: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
+    /// Waits for the `nth` (1-based) log line containing all of `parts`.
+    fn wait_nth(&mut self, nth: usize, parts: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .nth(nth - 1)
+            {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", self.name, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no log line with {parts:?} within {limit:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for(&mut self, parts: &[&str], limit: Duration) -> String {
+        self.wait_nth(1, parts, limit)
+    }
+
+    /// SIGTERM; both commands exit 0 on it.
+    fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "{} exited {status}", self.name);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} ignored SIGTERM:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `loopchat notify …` against the relay of `home`; returns the seq.
+fn post(home: &Path, title: &str, body: &str, extra: &[&str]) -> u64 {
+    let out = support::relay_command()
+        .args(["notify", "--json", "--title", title, "--body", body])
+        .args(extra)
+        .env("LOOPCHAT_HOME", home)
+        .env_remove("LOOPCHAT_URL")
+        .env_remove("LOOPCHAT_TOKEN")
+        .output()
+        .expect("run loopchat notify");
+    assert!(
+        out.status.success(),
+        "loopchat notify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "loopchat notify --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    v["seq"].as_u64().expect("seq")
+}
+
+/// A relay that pings its WebSockets every second, so that a shell that
+/// did not answer would be cut off within the test.
+fn fast_ping_relay(home: &Path) -> Relay {
+    Relay::start_with_env(home, None, &[("LOOPCHAT_WS_PING_SECS", "1")])
+}
+
+fn record(home: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(home.join("shell-alerts.json")).expect("record"))
+        .expect("record JSON")
+}
+
+fn screenshot(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+    let out = Command::new("import")
+        .args(["-window", "root"])
+        .arg(&path)
+        .output()
+        .expect("run `import` (imagemagick)");
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("  screenshot: {}", path.display());
+    path
+}
+
+/// The average colour of a region of a screenshot, as "r,g,b" (0–255).
+fn mean_colour(png: &Path, geometry: &str) -> (f64, f64, f64) {
+    let out = Command::new("convert")
+        .arg(png)
+        .args(["-crop", geometry, "+repage", "-scale", "1x1!", "-format"])
+        .arg("%[fx:255*r],%[fx:255*g],%[fx:255*b]")
+        .arg("info:")
+        .output()
+        .expect("run `convert` (imagemagick)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .trim()
+        .split(',')
+        .map(|x| x.parse().unwrap_or(-1.0))
+        .collect();
+    assert_eq!(v.len(), 3, "convert said {text:?}");
+    (v[0], v[1], v[2])
+}
+
+/// dunst's popup window: (x, y, width, height), from `xwininfo -tree`.
+fn dunst_popup() -> Option<(i32, i32, i32, i32)> {
+    let out = Command::new("xwininfo")
+        .args(["-root", "-tree"])
+        .output()
+        .expect("xwininfo");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    tree.lines()
+        .filter(|l| l.contains("\"Dunst\""))
+        .filter_map(|l| {
+            // … "Dunst": ("Dunst" "Dunst")  300x52+970+50  +970+50
+            let geometry = l.split_whitespace().rev().nth(1)?;
+            let (size, pos) = geometry.split_once('+')?;
+            let (w, h) = size.split_once('x')?;
+            let (x, y) = pos.split_once('+')?;
+            Some((
+                x.parse().ok()?,
+                y.parse().ok()?,
+                w.parse().ok()?,
+                h.parse().ok()?,
+            ))
+        })
+        .find(|(_, _, w, h)| *w > 10 && *h > 10)
+}
+
+// ---------------------------------------------------------------------------
+
+/// Two `alerts` processes on the same home: one popup per alert, with the
+/// title, body and urgency of the alert (priority 4 critical, 1 low, 3
+/// normal). The relay pings every second: both shells answer, so each
+/// keeps its one connection.
+fn two_shells_raise_an_alert_once_with_its_urgency(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    let relay = fast_ping_relay(&home);
+    let mut a = Proc::alerts("shell-a", &home);
+    let mut b = Proc::alerts("shell-b", &home);
+    a.wait_for(&["alert stream open"], Duration::from_secs(20));
+    b.wait_for(&["alert stream open"], Duration::from_secs(20));
+    // Several ping periods: a shell that did not answer would have been
+    // cut off after three and reconnected.
+    std::thread::sleep(Duration::from_secs(5));
+
+    let seq = post(
+        &home,
+        "Backup failed",
+        "exit 3 on server1",
+        &["--priority", "4"],
+    );
+    let s = format!("seq={seq} ");
+    a.wait_for(&[&s], Duration::from_secs(10));
+    b.wait_for(&[&s], Duration::from_secs(10));
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "raised more than once: {got:?}");
+    assert_eq!(
+        (
+            got[0].app.as_str(),
+            got[0].urgency.as_str(),
+            got[0].summary.as_str(),
+            got[0].body.as_str()
+        ),
+        ("loopchat", "CRITICAL", "Backup failed", "exit 3 on server1")
+    );
+    assert_eq!(
+        a.count(&["alert raised", &s]) + b.count(&["alert raised", &s]),
+        1,
+        "exactly one shell raises it"
+    );
+    assert_eq!(
+        a.count(&["already handled", &s]) + b.count(&["already handled", &s]),
+        1,
+        "the other one knows it was raised"
+    );
+
+    let low = post(&home, "Nightly report", "all green", &["--priority", "1"]);
+    let normal = post(
+        &home,
+        "Reply ready",
+        "in session main",
+        &["--session", "main"],
+    );
+    let got = desktop.wait_received(3);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        (got[1].summary.as_str(), got[1].urgency.as_str()),
+        ("Nightly report", "LOW")
+    );
+    assert_eq!(
+        (got[2].summary.as_str(), got[2].urgency.as_str()),
+        ("Reply ready", "NORMAL")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = screenshot("alerts-dunst-popups");
+    // The critical popup (dunst paints it red) at the top right.
+    let (x, y, w, h) = dunst_popup().expect("no dunst popup on screen");
+    let (r, g, bl) = mean_colour(&shot, &format!("{w}x{}+{x}+{y}", h.min(40)));
+    assert!(
+        r > 80.0 && r > 2.0 * g && r > 2.0 * bl,
+        "the critical popup is not on screen (mean colour {r},{g},{bl})"
+    );
+
+    // An update of an alert (same id, posted again) replaces its popup,
+    // whichever shell raises the update.
+    post(&home, "Deploy 42", "10% rolled out", &["--id", "deploy:42"]);
+    let first = desktop.wait_received(4)[3].clone();
+    post(
+        &home,
+        "Deploy 42",
+        "done",
+        &["--id", "deploy:42", "--priority", "4"],
+    );
+    let got = desktop.wait_received(5);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(
+        (got[4].id.as_str(), got[4].body.as_str()),
+        (first.id.as_str(), "done")
+    );
+    assert_eq!(
+        a.count(&["alert raised", "replaced=true"]) + b.count(&["alert raised", "replaced=true"]),
+        1
+    );
+    assert_eq!(
+        dunstctl(&["count", "displayed"]).expect("dunstctl").trim(),
+        "4",
+        "the update added a popup instead of replacing it"
+    );
+
+    // One connection each, all along: pings were answered.
+    assert_eq!(a.count(&["alert stream open"]), 1, "{}", a.log());
+    assert_eq!(b.count(&["alert stream open"]), 1, "{}", b.log());
+    assert_eq!(record(&home)["relays"]["local"]["lastSeq"], normal + 2);
+    assert!(normal == low + 1 && low == seq + 1);
+    assert!(
+        !a.log().contains(&relay.token) && !b.log().contains(&relay.token),
+        "token in the logs"
+    );
+    a.stop();
+    b.stop();
+}
+
+/// "Pause alerts" (shell.json) is honoured as it changes, without a
+/// restart; an alert handled while paused is not raised later either.
+fn paused_alerts_are_not_raised(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    let _relay = fast_ping_relay(&home);
+    std::fs::write(home.join("shell.json"), r#"{"alertsPaused":true}"#).expect("shell.json");
+    let mut a = Proc::alerts("shell", &home);
+    a.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let seq = post(&home, "While paused", "shh", &["--priority", "5"]);
+    a.wait_for(
+        &["not raised: alerts are paused", &format!("[{seq}]")],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(desktop.received(), vec![], "raised while paused");
+
+    std::fs::write(home.join("shell.json"), r#"{"alertsPaused":false}"#).expect("shell.json");
+    post(&home, "After the pause", "hello", &[]);
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].summary, "After the pause");
+    a.stop();
+}
+
+/// The notifications module in this process, as the window runs it, with
+/// its window focused: nothing is raised, and another shell on the same
+/// relay stays quiet too; unfocused, the next alert is raised.
+fn a_focused_window_keeps_alerts_quiet(desktop: &Desktop) {
+    use loopchat_shell::notifications::{
+        Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, local_relay_key,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    let _relay = fast_ping_relay(&home);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let focus = Focus::new(true);
+    let notifier = rt.block_on(async {
+        Notifier::spawn(
+            NotifierConfig {
+                home: home.clone(),
+                relay_key: local_relay_key(),
+                locator: Locator::Local { home: home.clone() },
+            },
+            Arc::new(FreedesktopNotifications),
+            focus.clone(),
+            Arc::new(|_| {}),
+        )
+    });
+    let wait_record = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(bytes) = std::fs::read(home.join("shell-alerts.json"))
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                && f(&v)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the record never showed {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let me = u64::from(std::process::id());
+    wait_record("this window's focus", &|v| {
+        v["focused"]["local"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p.as_u64() == Some(me)))
+    });
+    wait_record("the relay read", &|v| v["relays"]["local"].is_object());
+    // Our subscriber's socket is open once the relay replays to it; give it
+    // a moment (there is no log to read in-process).
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Another shell, not focused, on the same relay.
+    let mut other = Proc::alerts("other-shell", &home);
+    other.wait_for(&["alert stream open"], Duration::from_secs(20));
+
+    let seq = post(
+        &home,
+        "Focused",
+        "you are looking already",
+        &["--priority", "4"],
+    );
+    wait_record("the alert handled", &|v| {
+        v["relays"]["local"]["lastSeq"].as_u64() >= Some(seq)
+    });
+    // The other shell saw it too, and stood down: handled by the focused
+    // one, or claimed while a window is focused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(other.log().contains(&format!(
+        "already handled by another shell relay=local seq={seq} "
+    )) || other.log().contains(&format!("seqs=[{seq}]")))
+    {
+        assert!(Instant::now() < deadline, "other shell:\n{}", other.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        desktop.received(),
+        vec![],
+        "raised while a window is focused"
+    );
+
+    focus.set(false);
+    wait_record("the focus gone", &|v| v["focused"]["local"].is_null());
+    let seq = post(&home, "Unfocused", "now it shows", &[]);
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].summary, "Unfocused");
+    other.wait_for(&[&format!("seq={seq} ")], Duration::from_secs(10));
+    drop(notifier);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    other.stop();
+}
+
+/// Alerts posted while no shell ran are raised when one starts — once: a
+/// second start raises nothing again; a long absence raises the three most
+/// important and one "N more alerts".
+fn alerts_missed_while_no_shell_ran_are_replayed_once(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    let _relay = fast_ping_relay(&home);
+    // History from before the shell ever ran is not replayed.
+    post(&home, "Ancient", "before any shell", &[]);
+    let mut first = Proc::alerts("first-run", &home);
+    first.wait_for(&["first time on this relay"], Duration::from_secs(20));
+    first.wait_for(&["alert stream open"], Duration::from_secs(20));
+    first.stop();
+
+    let missed = post(&home, "Missed", "while no shell ran", &["--priority", "4"]);
+    let mut second = Proc::alerts("second-run", &home);
+    second.wait_for(
+        &["alert raised", &format!("seq={missed} ")],
+        Duration::from_secs(20),
+    );
+    second.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].summary.as_str(), got[0].urgency.as_str()),
+        ("Missed", "CRITICAL")
+    );
+    second.stop();
+
+    // Restarting raises nothing again.
+    let mut third = Proc::alerts("third-run", &home);
+    third.wait_for(&["alert stream open"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(desktop.received().len(), 1, "{:?}", desktop.received());
+    third.stop();
+    desktop.clear();
+
+    // A long absence: eight alerts.
+    let priorities = [3, 1, 5, 3, 2, 4, 3, 1];
+    for (i, p) in priorities.iter().enumerate() {
+        post(
+            &home,
+            &format!("Away {i}"),
+            &format!("number {i}"),
+            &["--priority", &p.to_string()],
+        );
+    }
+    let mut fourth = Proc::alerts("fourth-run", &home);
+    fourth.wait_for(&["alerts summarized", "count=5"], Duration::from_secs(20));
+    let got = desktop.wait_received(4);
+    assert_eq!(got.len(), 4, "{got:?}");
+    // The 5, the 4 and the newest 3, oldest first; then the summary.
+    let titles: Vec<&str> = got.iter().map(|r| r.summary.as_str()).collect();
+    assert_eq!(titles, ["Away 2", "Away 5", "Away 6", "5 more alerts"]);
+    assert_eq!(got[3].body, "Away 7\nAway 4\nAway 3\nAway 1\nAway 0");
+    assert_eq!(got[3].urgency, "NORMAL");
+    std::thread::sleep(Duration::from_millis(300));
+    screenshot("alerts-after-a-long-absence");
+    fourth.stop();
+}
+
+/// The relay stops and comes back (another port): the shell reconnects by
+/// itself and raises what is posted then.
+fn a_restarted_relay_is_followed(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    let mut relay = fast_ping_relay(&home);
+    let mut a = Proc::alerts("shell", &home);
+    a.wait_for(&["alert stream open"], Duration::from_secs(20));
+    relay.stop();
+    a.wait_for(&["retrying"], Duration::from_secs(20));
+    let _relay = fast_ping_relay(&home);
+    a.wait_nth(2, &["alert stream open"], Duration::from_secs(40));
+    post(&home, "Back", "the relay restarted", &[]);
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].summary, "Back");
+    a.stop();
+}
+
+/// Remote mode: `alerts --remote` through a real sshd to a relay whose
+/// home is elsewhere.
+fn remote_alerts_come_through_the_tunnel(desktop: &Desktop) {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_ed25519", "");
+    let sshd = Sshd::start(&fx, "sshd");
+    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+    let remote_home = fx.path("remote/.loopchat");
+    let relay = fast_ping_relay(&remote_home);
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
+        .trim()
+        .to_owned();
+    let destination = format!("{user}@127.0.0.1:{}", sshd.port);
+    let mut a = Proc::start(
+        "remote-shell",
+        &local_home,
+        &[
+            "alerts",
+            "--remote",
+            &destination,
+            "--identity",
+            &key.display().to_string(),
+            "--known-hosts",
+            &known_hosts.display().to_string(),
+            "--remote-discovery",
+            &relay.discovery_path().display().to_string(),
+        ],
+    );
+    let open = a.wait_for(&["alert stream open"], Duration::from_secs(30));
+    assert!(open.contains("relay=ssh:"), "{open}");
+    post(&remote_home, "From afar", "via ssh", &["--priority", "5"]);
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].summary.as_str(), got[0].urgency.as_str()),
+        ("From afar", "CRITICAL")
+    );
+    // Recorded in the local home, under the remote relay's name.
+    let rec = record(&local_home);
+    let relays = rec["relays"].as_object().expect("relays");
+    assert!(relays.keys().any(|k| k.starts_with("ssh:")), "{rec}");
+    assert!(!a.log().contains(&relay.token), "token in the logs");
+    a.stop();
+}
+
+/// The window: focused (the pointer is on it; X gives it the focus) it
+/// raises nothing; with the pointer elsewhere it raises the alert, and a
+/// click on the popup brings the window forward and opens the alert's
+/// session in it.
+fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    std::fs::write(
+        home.join("shell.json"),
+        r#"{"window":{"width":800.0,"height":600.0}}"#,
+    )
+    .expect("shell.json");
+    let _relay = fast_ping_relay(&home);
+    xdo::move_mouse(400, 300);
+    let mut w = Proc::start("window", &home, &["--session", "first"]);
+    w.wait_for(&["page title", "first"], Duration::from_secs(60));
+    w.wait_for(&["alert stream open"], Duration::from_secs(20));
+    w.wait_for(&["window focus", "focused=true"], Duration::from_secs(20));
+
+    let seq = post(
+        &home,
+        "Not now",
+        "the window is focused",
+        &["--session", "first"],
+    );
+    w.wait_for(
+        &[
+            "not raised: a loopchat window is focused",
+            &format!("[{seq}]"),
+        ],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        desktop.received(),
+        vec![],
+        "raised while the window has the focus"
+    );
+
+    // The pointer leaves the window: so does the focus.
+    xdo::move_mouse(1100, 900);
+    w.wait_for(&["window focus", "focused=false"], Duration::from_secs(10));
+    post(
+        &home,
+        "Reply ready",
+        "in session clicked",
+        &["--session", "clicked"],
+    );
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].summary, "Reply ready");
+    std::thread::sleep(Duration::from_millis(500));
+    screenshot("alerts-window-and-popup");
+
+    let (x, y, pw, ph) = dunst_popup().expect("no dunst popup on screen");
+    xdo::move_mouse(x + pw / 2, y + ph / 2);
+    std::thread::sleep(Duration::from_millis(300));
+    xdo::click(1);
+    w.wait_for(&["alert clicked", "clicked"], Duration::from_secs(10));
+    w.wait_for(
+        &["opening an alert's page", "session=clicked"],
+        Duration::from_secs(10),
+    );
+    w.wait_for(&["page title", "clicked"], Duration::from_secs(30));
+    // Brought forward: the shell asked for the focus.
+    w.wait_nth(
+        2,
+        &["window focus", "focused=true"],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let tree = String::from_utf8_lossy(
+        &Command::new("xwininfo")
+            .args(["-root", "-tree"])
+            .output()
+            .expect("xwininfo")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        tree.contains("clicked @"),
+        "window title not updated:\n{tree}"
+    );
+    screenshot("alerts-window-after-click");
+    w.stop();
+}
+
+/// The pointer through XTest (libxdo, already needed by the desktop build).
+mod xdo {
+    use std::ffi::{c_char, c_int, c_ulong, c_void};
+
+    #[link(name = "xdo")]
+    unsafe extern "C" {
+        fn xdo_new(display: *const c_char) -> *mut c_void;
+        fn xdo_free(xdo: *mut c_void);
+        fn xdo_move_mouse(xdo: *const c_void, x: c_int, y: c_int, screen: c_int) -> c_int;
+        fn xdo_click_window(xdo: *const c_void, window: c_ulong, button: c_int) -> c_int;
+    }
+
+    fn with_xdo(f: impl FnOnce(*const c_void) -> c_int) {
+        // SAFETY: libxdo opens $DISPLAY; the handle is freed below and used
+        // only in between.
+        unsafe {
+            let xdo = xdo_new(std::ptr::null());
+            assert!(!xdo.is_null(), "libxdo could not open the display");
+            let rc = f(xdo);
+            xdo_free(xdo);
+            assert_eq!(rc, 0, "libxdo failed");
+        }
+    }
+
+    pub fn move_mouse(x: i32, y: i32) {
+        // SAFETY: valid handle.
+        with_xdo(|xdo| unsafe { xdo_move_mouse(xdo, x, y, 0) });
+    }
+
+    /// A click where the pointer is (CURRENTWINDOW).
+    pub fn click(button: i32) {
+        // SAFETY: valid handle.
+        with_xdo(|xdo| unsafe { xdo_click_window(xdo, 0, button) });
+    }
+}
