@@ -17,7 +17,10 @@ fn message(i: usize, role: Role) -> NewMessage {
         role,
         // ~250 bytes a line, like the 25 MB / 100k-message transcript of the
         // Node implementation's measurement.
-        content: Content::Text(format!("message {i}: {}", "lorem ipsum dolor sit amet ".repeat(6))),
+        content: Content::Text(format!(
+            "message {i}: {}",
+            "lorem ipsum dolor sit amet ".repeat(6)
+        )),
         timestamp_ms: 1_700_000_000_000 + i as i64,
         client_id: None,
         reply_to: None,
@@ -32,7 +35,11 @@ fn build(dir: &std::path::Path, n: usize) -> (Store, String) {
     let entry = rt.block_on(store.get_or_create("bench")).unwrap();
     let t = store.transcript(&entry.session_id).unwrap();
     for i in 0..n {
-        let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        let role = if i % 2 == 0 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
         t.append(&message(i, role)).unwrap();
     }
     (store, entry.session_id)
@@ -75,7 +82,9 @@ fn bench(c: &mut Criterion) {
     let (store, session_id) = build(dir.path(), 0);
     let t = store.transcript(&session_id).unwrap();
     let m = message(1, Role::User);
-    c.bench_function("append_unsynced", |b| b.iter(|| t.append(black_box(&m)).unwrap()));
+    c.bench_function("append_unsynced", |b| {
+        b.iter(|| t.append(black_box(&m)).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

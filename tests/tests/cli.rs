@@ -26,16 +26,28 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn send_history_sessions_info() {
     let relay = Relay::start();
-    let o = cli(&relay.home, &["send", "hello from the cli", "--session", "c1"]);
+    let o = cli(
+        &relay.home,
+        &["send", "hello from the cli", "--session", "c1"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "echo: hello from the cli\n");
 
-    let o = cli(&relay.home, &["send", "again", "--session", "c1", "--json", "--id", "k-1"]);
+    let o = cli(
+        &relay.home,
+        &["send", "again", "--session", "c1", "--json", "--id", "k-1"],
+    );
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["message"]["content"], "echo: again");
-    let o2 = cli(&relay.home, &["send", "again", "--session", "c1", "--json", "--id", "k-1"]);
+    let o2 = cli(
+        &relay.home,
+        &["send", "again", "--session", "c1", "--json", "--id", "k-1"],
+    );
     let v2: Value = serde_json::from_slice(&o2.stdout).unwrap();
-    assert_eq!(v["message"]["id"], v2["message"]["id"], "--id makes retries idempotent");
+    assert_eq!(
+        v["message"]["id"], v2["message"]["id"],
+        "--id makes retries idempotent"
+    );
 
     let o = cli(&relay.home, &["history", "--session", "c1", "--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -55,7 +67,10 @@ fn send_history_sessions_info() {
     assert_eq!(d["pid"], relay.pid());
     let o = cli(&relay.home, &["info"]);
     assert!(stdout(&o).contains(&format!("http://127.0.0.1:{}/webchat/", relay.port)));
-    assert!(!stdout(&o).contains(&relay.token), "human info hides the token");
+    assert!(
+        !stdout(&o).contains(&relay.token),
+        "human info hides the token"
+    );
 }
 
 #[test]
@@ -67,7 +82,12 @@ fn stream_prints_tokens() {
     let o = cli(&relay.home, &["send", "x", "--stream", "--json"]);
     let types: Vec<String> = stdout(&o)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(types.first().map(String::as_str), Some("message"));
     assert_eq!(types.last().map(String::as_str), Some("done"));
@@ -78,7 +98,10 @@ fn explicit_url_and_token() {
     let relay = Relay::start();
     let empty = tempfile::tempdir().unwrap();
     let url = relay.url("/webchat/");
-    let o = cli(empty.path(), &["send", "via url", "--url", &url, "--token", &relay.token]);
+    let o = cli(
+        empty.path(),
+        &["send", "via url", "--url", &url, "--token", &relay.token],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "echo: via url\n");
     let o = Command::new(loopchat_bin())
@@ -89,7 +112,10 @@ fn explicit_url_and_token() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = cli(empty.path(), &["send", "x", "--url", &url, "--token", "wrong"]);
+    let o = cli(
+        empty.path(),
+        &["send", "x", "--url", &url, "--token", "wrong"],
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));
     let o = cli(empty.path(), &["send", "x", "--url", &url]);
@@ -113,11 +139,21 @@ fn no_relay_and_stale_discovery_file() {
     let o = cli(&home, &["info"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("not running any more") && err.contains("loopchat serve"), "{err}");
+    assert!(
+        err.contains("not running any more") && err.contains("loopchat serve"),
+        "{err}"
+    );
 
-    let o = cli(&home, &["send", "  ", "--url", "http://127.0.0.1:9/", "--token", "t"]);
+    let o = cli(
+        &home,
+        &["send", "  ", "--url", "http://127.0.0.1:9/", "--token", "t"],
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot reach the relay"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot reach the relay"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -77,7 +77,10 @@ fn encoded(path: &str) -> Option<Arc<Encoded>> {
     let identity = Bytes::from(file.data.into_owned());
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let textual = mime.type_() == "text"
-        || matches!(mime.subtype().as_str(), "javascript" | "json" | "svg" | "xml");
+        || matches!(
+            mime.subtype().as_str(),
+            "javascript" | "json" | "svg" | "xml"
+        );
     let worth_compressing = textual && identity.len() >= 256;
     let e = Arc::new(Encoded {
         gzip: worth_compressing.then(|| gzip(&identity)).flatten(),
@@ -124,7 +127,8 @@ fn accepts(headers: &HeaderMap, coding: &str) -> bool {
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
             let name = parts.next().unwrap_or("");
-            let refused = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
             name.eq_ignore_ascii_case(coding) && !refused
         })
 }
@@ -176,7 +180,10 @@ mod tests {
     #[test]
     fn accept_encoding_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, "gzip, deflate, br;q=0".parse().unwrap());
+        h.insert(
+            header::ACCEPT_ENCODING,
+            "gzip, deflate, br;q=0".parse().unwrap(),
+        );
         assert!(accepts(&h, "gzip"));
         assert!(!accepts(&h, "br"));
         h.insert(header::ACCEPT_ENCODING, "BR".parse().unwrap());

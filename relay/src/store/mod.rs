@@ -146,7 +146,11 @@ impl Store {
             }
             self.inner.index_commit.bump();
         }
-        if !self.inner.flush_scheduled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .inner
+            .flush_scheduled
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             let store = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -182,10 +182,7 @@ impl Transcript {
     /// The message written for idempotency key `client_id`, and the reply
     /// to it if one was stored — looked up among the recent messages, which
     /// is where a retry finds its first attempt.
-    pub fn find_turn(
-        &self,
-        client_id: &str,
-    ) -> Result<Option<StoredTurn>, StoreError> {
+    pub fn find_turn(&self, client_id: &str) -> Result<Option<StoredTurn>, StoreError> {
         self.ensure_recent()?;
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let Some(pos) = recent
