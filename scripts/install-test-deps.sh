@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suites need, idempotently: Debian packages (browser,
 # sshd, Xvfb, WebKitGTK for the shell, a notification daemon), the npm
-# packages of the browser tests, and the cached llama.cpp server venv.
+# packages of the browser tests, and the cached llama.cpp server and
+# schemathesis venvs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,8 @@ if [ -f tests/web/package-lock.json ]; then
     (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
+
+bash scripts/schemathesis.sh --install-only
 
 if [ "${LOOPCHAT_SKIP_LLAMA:-0}" != "1" ]; then
   bash tests/support/llama/setup.sh

@@ -28,6 +28,9 @@ step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnin
 # Under a virtual display and a session bus: the shell's window and
 # desktop-notification tests need both, and nothing else minds.
 step "cargo test" xvfb-run -a dbus-run-session -- cargo test --workspace --locked --no-fail-fast
+# The HTTP API against its OpenAPI document (docs/openapi.json).
+step "schemathesis" bash scripts/schemathesis.sh
+step "fuzz smoke" bash scripts/fuzz.sh 10
 if [ -d tests/web/node_modules ]; then
   step "web UI (Chromium)" bash -c 'cd tests/web && node --test --test-concurrency=1 ./*.test.mjs'
 fi

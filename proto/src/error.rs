@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 /// Machine-readable error codes; the HTTP status each maps to is fixed by the
 /// protocol, so it lives with the code rather than at every call site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -14,6 +15,7 @@ pub enum ErrorCode {
     ForbiddenOrigin,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     TurnInProgress,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -33,6 +35,7 @@ impl ErrorCode {
             Self::Forbidden | Self::ForbiddenHost | Self::ForbiddenOrigin => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::TurnInProgress => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
@@ -56,6 +59,7 @@ impl ErrorCode {
             Self::ForbiddenOrigin => "forbidden_origin",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::TurnInProgress => "turn_in_progress",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -71,6 +75,7 @@ impl ErrorCode {
 
 /// `{"ok":false,"error":"human sentence","code":"snake_case"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub ok: bool,
     pub error: String,

@@ -4,6 +4,7 @@ use crate::Message;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Final,
@@ -23,6 +24,7 @@ impl RunState {
 
 /// A notification (alert) as stored, replayed and delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: String,
@@ -41,6 +43,7 @@ pub struct Notification {
 
 /// What happened, without its position in a log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type")]
 pub enum EventBody {
     /// A stored message; `runId` names the turn it belongs to.
@@ -76,6 +79,7 @@ pub enum EventBody {
 /// `seq` is per session for conversation events and per relay for
 /// notifications (which have their own log).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub seq: u64,
     #[serde(flatten)]

@@ -2,10 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openapi")]
+use crate::ThinkingLevel;
 use crate::{Message, Notification};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub ok: bool,
     pub version: String,
@@ -13,6 +16,7 @@ pub struct Health {
 
 /// Which agent backend answers, for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     pub backend: String,
     pub model: Option<String>,
@@ -20,6 +24,7 @@ pub struct AgentInfo {
 
 /// `GET /webchat/info`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InfoResponse {
     pub ok: bool,
@@ -45,6 +50,7 @@ pub struct InfoResponse {
 
 /// A run that has started and not yet ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveRun {
     pub run_id: String,
@@ -54,6 +60,7 @@ pub struct ActiveRun {
 
 /// `GET /webchat/history`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryResponse {
     pub ok: bool,
@@ -63,6 +70,7 @@ pub struct HistoryResponse {
 
 /// One row of `GET /webchat/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
     pub key: String,
@@ -73,6 +81,7 @@ pub struct SessionSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionsResponse {
     pub ok: bool,
     pub sessions: Vec<SessionSummary>,
@@ -82,13 +91,21 @@ pub struct SessionsResponse {
 /// `POST /webchat/attachments`. Uploads travel separately so that the 1 MiB
 /// JSON limit stays meaningful and an image is sent once, not per retry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRef {
+    /// The `id` an upload answered: sha256 hex of the bytes plus the
+    /// image's extension. An id the relay has no file for is a 400.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[0-9a-f]{64}\.(png|jpg|gif|webp)$")
+    )]
     pub id: String,
 }
 
 /// `POST /webchat/attachments` (raw body, `Content-Type: image/*`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UploadResponse {
     pub ok: bool,
@@ -102,21 +119,39 @@ pub struct UploadResponse {
 
 /// `POST /webchat/rpc`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RpcRequest {
+    /// The user's message. It may be blank only when `attachments` names at
+    /// least one upload (else 400 `empty_text`).
     pub text: String,
+    /// The session key; `main` when absent.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
     pub session: Option<String>,
+    /// Sets the session's thinking level (stored in the index).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ThinkingLevel>))]
     pub thinking: Option<String>,
+    /// Passed to the agent as the contract's `deliver` flag.
     #[serde(default)]
     pub deliver: Option<bool>,
+    /// Accepted for compatibility with the contract; unused.
     #[serde(default)]
     pub to: Option<String>,
+    /// Uploads (`POST /webchat/attachments`) to attach to the user message.
     #[serde(default)]
     pub attachments: Vec<AttachmentRef>,
+    /// Idempotency key: a retry with the same id gets the first turn's
+    /// answer and never makes a second turn.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub id: Option<String>,
+    /// `true` answers with `text/event-stream` (as does
+    /// `Accept: text/event-stream`).
     #[serde(default)]
     pub stream: Option<bool>,
     /// `false` asks for 409 `turn_in_progress` instead of waiting behind a
@@ -127,6 +162,7 @@ pub struct RpcRequest {
 
 /// One rendered reply part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Payload {
     pub text: String,
     pub html: String,
@@ -134,6 +170,7 @@ pub struct Payload {
 
 /// Non-streaming answer of `POST /webchat/rpc`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RpcResponse {
     pub ok: bool,
@@ -146,15 +183,22 @@ pub struct RpcResponse {
 
 /// `POST /webchat/abort`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AbortRequest {
+    /// The session key; `main` when absent.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
     pub session: Option<String>,
     #[serde(default)]
     pub run_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AbortResponse {
     pub ok: bool,
@@ -165,25 +209,51 @@ pub struct AbortResponse {
 /// `POST /webchat/notify`. Unknown fields are refused, so that a misspelt
 /// `priorty` or an ntfy-style `message` is a 400 rather than silently lost.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifyRequest {
+    /// At most 256 characters. `title` and `body` may not both be blank.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     pub title: String,
+    /// At most 4096 bytes of UTF-8.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     pub body: String,
+    /// 1 (lowest) to 5 (highest); default 3.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 5))]
     pub priority: Option<u8>,
+    /// At most 10 tags of 1 to 64 characters, without whitespace or control
+    /// characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10))]
     pub tags: Vec<String>,
+    /// Opened on click: an absolute http(s) URL with a host, or a path under
+    /// `/webchat/` (without `..` segments). At most 2048 bytes, no spaces or
+    /// control characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
     pub click: Option<String>,
+    /// The session it is about.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
     pub session: Option<String>,
+    /// Reusing the id of a kept notification updates it instead of adding
+    /// one.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 200)
+    )]
     pub id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotifyResponse {
     pub ok: bool,
     pub id: String,
@@ -192,6 +262,7 @@ pub struct NotifyResponse {
 
 /// `GET /webchat/notifications`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotificationsResponse {
     pub ok: bool,
     pub notifications: Vec<Notification>,
@@ -201,18 +272,29 @@ pub struct NotificationsResponse {
 /// shell's window) shows and whether it has focus. The relay uses it to skip
 /// "reply ready" notifications for a session the user is looking at.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PresenceRequest {
     /// The window's own id (a uuid); the same value it passes as
     /// `client=` on `/webchat/events` or `/webchat/socket`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
     pub client: String,
+    /// The session the window shows, if any.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
     pub session: Option<String>,
     pub focused: bool,
 }
 
 /// `{"ok":true}`: the answer of endpoints that have nothing else to say.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OkResponse {
     pub ok: bool,
 }

@@ -37,6 +37,7 @@ pub fn validate_session_key(key: &str) -> Result<(), SessionKeyError> {
 
 /// How hard the model should think; stored per session in the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ThinkingLevel {
     #[default]

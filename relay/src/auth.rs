@@ -101,13 +101,37 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
 
 /// Is this Origin header value a loopback (or configured) origin?
 pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false; // "null", file:, extensions, …
+    origin_authority(origin).is_some_and(|(_, rest)| host_allowed(rest, allowed))
+}
+
+/// Is the page that sent `origin` the relay's own page, as reached through
+/// `host`? Every loopback port is the same *site* to a browser, so the
+/// `SameSite=Strict` cookie rides along on a request from any other local web
+/// server's page; only comparing host and port tells those pages apart.
+pub fn origin_matches_host(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin_authority(origin) else {
+        return false;
     };
-    !rest.contains('/') && host_allowed(rest, allowed)
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let normal = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        match a.strip_suffix(default_port) {
+            Some(bare) => bare.to_owned(),
+            None => a,
+        }
+    };
+    normal(authority) == normal(host)
+}
+
+/// `("http" | "https", "host[:port]")` of an Origin value; `None` for
+/// `null`, `file:`, extension origins, or anything with a path.
+fn origin_authority(origin: &str) -> Option<(&'static str, &str)> {
+    let (scheme, rest) = if let Some(rest) = origin.strip_prefix("http://") {
+        ("http", rest)
+    } else {
+        ("https", origin.strip_prefix("https://")?)
+    };
+    (!rest.is_empty() && !rest.contains('/')).then_some((scheme, rest))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -183,6 +207,21 @@ mod tests {
             "http://localhost/x",
         ] {
             assert!(!origin_allowed(bad, none), "{bad}");
+        }
+        assert!(origin_matches_host(
+            "http://127.0.0.1:5555",
+            "127.0.0.1:5555"
+        ));
+        assert!(origin_matches_host("http://LocalHost", "localhost:80"));
+        assert!(origin_matches_host("https://box.lan", "box.lan:443"));
+        for (origin, host) in [
+            ("http://127.0.0.1:9999", "127.0.0.1:5555"),
+            ("http://localhost:5555", "127.0.0.1:5555"),
+            ("http://127.0.0.1", "127.0.0.1:5555"),
+            ("https://127.0.0.1:5555/", "127.0.0.1:5555"),
+            ("null", "127.0.0.1:5555"),
+        ] {
+            assert!(!origin_matches_host(origin, host), "{origin} vs {host}");
         }
     }
 

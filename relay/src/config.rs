@@ -39,6 +39,14 @@ pub struct Config {
     /// How long in-flight turns may run on after SIGTERM before they are
     /// stored as aborted, seconds.
     pub shutdown_grace_secs: u64,
+    /// Open connections served at once; more wait in the kernel's accept
+    /// queue until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle keep-alive connection stays open, seconds.
+    pub header_read_timeout_secs: u64,
+    /// Longest pause while a request body arrives, seconds.
+    pub body_read_timeout_secs: u64,
     pub agent: AgentConfig,
 }
 
@@ -52,6 +60,9 @@ impl Default for Config {
             attachment_limit: 10 * 1024 * 1024,
             history_messages: 40,
             shutdown_grace_secs: 10,
+            max_connections: 1024,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 30,
             agent: AgentConfig::default(),
         }
     }

@@ -23,8 +23,12 @@ pub enum DiscoveryError {
 }
 
 pub fn write(path: &Path, discovery: &Discovery) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(discovery).map_err(io::Error::other)?;
-    crate::store::write_file_atomically(path, &bytes)
+    crate::store::write_file_atomically(path, &encode(discovery)?)
+}
+
+/// The file's contents for `discovery` (pretty JSON).
+pub fn encode(discovery: &Discovery) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(discovery).map_err(io::Error::other)
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Discovery, serde_json::Error> {

@@ -12,6 +12,8 @@ pub mod config;
 pub mod credentials;
 pub mod discovery;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod home;
 pub mod http;
 pub mod notify;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use loopchat_proto::{Discovery, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +15,7 @@ use crate::attachments::Attachments;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::home::Home;
+use crate::http::conn::{self, ConnLimits};
 use crate::http::{AppState, router};
 use crate::notify::{NotificationHooks, NotificationHub, Presence, RateLimiter};
 use crate::pipeline::Pipeline;
@@ -93,6 +93,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         allowed_hosts: config.allowed_hosts.clone().into(),
         port,
         base_url: base_url.clone(),
+        body_limit: config.body_limit,
         attachment_limit: config.attachment_limit,
         ws_ping: Duration::from_secs(
             std::env::var("LOOPCHAT_WS_PING_SECS")
@@ -102,17 +103,20 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         ),
         shutdown: shutdown.clone(),
     };
-    let app = router(state, config.body_limit);
-    // Responses with a streamed body (compression, SSE) go out in more than
-    // one write; with Nagle on, the second waits for the client's delayed
-    // ACK and every such request costs milliseconds.
-    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    let app = router(state, Duration::from_secs(config.body_read_timeout_secs));
+    let conn_limits = ConnLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        max_header_bytes: MAX_HEADER_BYTES,
+    };
+    raise_fd_limit(config.max_connections);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
 
-    let _ = std::fs::write(home.last_port_file(), port.to_string());
+    if let Err(e) =
+        crate::store::write_file_atomically(&home.last_port_file(), port.to_string().as_bytes())
+    {
+        tracing::debug!(error = %e, "cannot remember the port");
+    }
     let discovery_path = home.discovery_file();
     discovery::write(
         &discovery_path,
@@ -151,13 +155,41 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             pipeline.shutdown(grace).await;
         }
     };
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (served, ()) = tokio::join!(async { server.await }, drain);
+    let server = conn::serve(listener, app, conn_limits, shutdown.clone());
+    tokio::join!(server, drain);
     discovery::remove_if_ours(&discovery_path);
-    served.context("the HTTP server failed")?;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Request line plus headers. Browsers send a few KiB; 64 KiB leaves room
+/// for large cookies while refusing header floods with `431`.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Each connection is a file descriptor, and so are transcripts being
+/// appended; the common soft limit of 1024 would refuse connections before
+/// `max_connections` does. Raised towards the hard limit, never lowered.
+fn raise_fd_limit(max_connections: usize) {
+    let wanted = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= wanted {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            tracing::debug!("cannot raise the open-file limit");
+        }
+    }
 }
 
 /// The configured port; else the one this home used last, if free; else

@@ -44,6 +44,8 @@ pub struct Relay {
     pub token: String,
     pub url_line: String,
     env: Vec<(String, String)>,
+    /// Command prefix the binary runs under (see [`RelayOptions::wrapper`]).
+    wrapper: Vec<String>,
     /// stderr (logs) of the process so far, collected by a thread.
     logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -53,6 +55,9 @@ pub struct RelayOptions {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
     pub home: Option<PathBuf>,
+    /// A command prefix to run the binary under, e.g. `nsenter … --` to
+    /// start it inside another mount namespace. Kept for [`Relay::restart`].
+    pub wrapper: Vec<String>,
 }
 
 impl RelayOptions {
@@ -80,7 +85,8 @@ impl Relay {
                 (Some(t), h)
             }
         };
-        let mut relay = Self::spawn(&home, &opts.env, &opts.args).unwrap_or_else(|e| panic!("{e}"));
+        let mut relay = Self::spawn_wrapped(&opts.wrapper, &home, &opts.env, &opts.args)
+            .unwrap_or_else(|e| panic!("{e}"));
         relay._tmp = tmp;
         relay
     }
@@ -88,7 +94,26 @@ impl Relay {
     /// Starts a relay, returning its startup failure (stderr) instead of
     /// panicking.
     pub fn spawn(home: &Path, env: &[(String, String)], args: &[String]) -> Result<Relay, String> {
-        let mut cmd = Command::new(loopchat_bin());
+        Self::spawn_wrapped(&[], home, env, args)
+    }
+
+    /// [`Relay::spawn`] under a command prefix (`wrapper[0] wrapper[1..]
+    /// loopchat serve …`); the prefix must exec the binary so that the
+    /// child's pid is the relay's.
+    pub fn spawn_wrapped(
+        wrapper: &[String],
+        home: &Path,
+        env: &[(String, String)],
+        args: &[String],
+    ) -> Result<Relay, String> {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(loopchat_bin()),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(loopchat_bin());
+                c
+            }
+        };
         cmd.arg("serve")
             .args(args)
             .env("LOOPCHAT_HOME", home)
@@ -146,6 +171,7 @@ impl Relay {
             token: d.token,
             url_line,
             env: env.to_vec(),
+            wrapper: wrapper.to_vec(),
             logs,
         })
     }
@@ -188,7 +214,8 @@ impl Relay {
     /// one has exited.
     pub fn restart(&mut self) {
         let tmp = self._tmp.take();
-        let mut next = Self::spawn(&self.home, &self.env, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let mut next = Self::spawn_wrapped(&self.wrapper, &self.home, &self.env, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
         next._tmp = tmp;
         *self = next;
     }

@@ -122,10 +122,19 @@ async fn host_and_origin_checks() {
         );
     }
     assert_eq!(
-        status("localhost:9", Some("http://localhost:4444")).await.0,
-        200
+        status("localhost:9", Some("http://localhost:9")).await.0,
+        200,
+        "the relay's own page"
     );
-    for bad in ["http://evil.com", "null", "https://127.0.0.1.evil.com"] {
+    // Another local web server's page is same-site (the cookie goes along)
+    // but not same-origin: refused.
+    for bad in [
+        "http://evil.com",
+        "null",
+        "https://127.0.0.1.evil.com",
+        "http://localhost:4444",
+        "http://127.0.0.1:9",
+    ] {
         assert_eq!(
             status("localhost:9", Some(bad)).await,
             (403, "forbidden_origin".into()),

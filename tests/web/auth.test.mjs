@@ -3,7 +3,8 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Relay, launchBrowser, newPage, missingPrerequisite, sendMessage } from './harness.mjs';
+import http from 'node:http';
+import { Relay, launchBrowser, newPage, missingPrerequisite, sendMessage, pngBuffer } from './harness.mjs';
 
 describe('auth', () => {
   let relay;
@@ -85,6 +86,55 @@ describe('auth', () => {
     for (const asset of ['app.js', 'style.css', 'favicon.svg', 'js/transcript.js']) {
       const r = await fetch(`${relay.origin}/webchat/${asset}`);
       assert.equal(r.status, 200, asset);
+    }
+  });
+  it('a page from another local web server cannot make the agent act, though the cookie goes along', async () => {
+    // Any loopback port is the same *site*, so the SameSite=Strict cookie is
+    // sent with requests from another local server's page. Only the relay's
+    // same-origin rule stands between that page and a turn.
+    const up = await fetch(`${relay.origin}/webchat/attachments`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${relay.token}`, 'Content-Type': 'image/png' },
+      body: pngBuffer(4, 4),
+    });
+    assert.equal(up.status, 200);
+    const { id } = await up.json();
+    const evil = http.createServer((req, res) => {
+      res.setHeader('Content-Type', 'text/html');
+      res.end(`<!doctype html><title>evil</title><body>
+        <img id="probe" src="${relay.origin}/webchat/attachments/${id}">
+        <script>
+          window.attempts = Promise.all([
+            fetch('${relay.origin}/webchat/rpc', { method: 'POST', mode: 'no-cors', credentials: 'include',
+              headers: { 'Content-Type': 'text/plain' }, body: JSON.stringify({ text: 'csrf turn', session: 'csrf' }) }),
+            fetch('${relay.origin}/webchat/notify', { method: 'POST', mode: 'no-cors', credentials: 'include',
+              headers: { 'Content-Type': 'text/plain' }, body: JSON.stringify({ title: 'csrf alert' }) }),
+          ].map((p) => p.then(() => 'sent', (e) => String(e))));
+        </script></body>`);
+    });
+    await new Promise((resolve) => evil.listen(0, '127.0.0.1', resolve));
+    const evilOrigin = `http://127.0.0.1:${evil.address().port}`;
+    try {
+      const page = await newPage(browser);
+      await page.goto(relay.pageUrl({ session: 'main' }));
+      await page.waitForSelector('#app[data-state="ready"]');
+      await page.goto(`${evilOrigin}/`);
+      const outcomes = await page.evaluate(() => window.attempts);
+      assert.deepEqual(outcomes, ['sent', 'sent'], 'the browser sent both requests');
+      // Control: the image, a cookie-authenticated GET without Origin, loaded
+      // from the evil page. So the cookie really did go along, and the turn
+      // below was refused by the Origin rule, not for want of credentials.
+      await page.waitForFunction(() => document.getElementById('probe').complete);
+      assert.ok(await page.evaluate(() => document.getElementById('probe').naturalWidth) > 0,
+        'the cookie went along with a cross-port request');
+      const history = await relay.api('GET', 'history?session=csrf');
+      assert.equal(history.status, 200);
+      assert.deepEqual(history.json.messages, [], 'no turn was made from the other page');
+      const notes = await relay.api('GET', 'notifications');
+      assert.ok(!notes.text.includes('csrf alert'), 'no notification was posted from the other page');
+      await page.context().close();
+    } finally {
+      evil.close();
     }
   });
 });

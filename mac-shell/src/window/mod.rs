@@ -119,6 +119,23 @@ enum Showing {
     Chat,
 }
 
+/// What a message from the page asks for, given what the window shows. The
+/// chat page comes from the relay, which in remote mode is another host's
+/// software; only the shell's own local pages (error, host key, passphrase)
+/// may answer, and only the question they ask.
+fn ipc_action(showing: Showing, message: &str) -> Option<UiAction> {
+    match (showing, message) {
+        (Showing::Error, "retry") => Some(UiAction::Retry),
+        (Showing::HostKey, "hostkey:yes") => Some(UiAction::HostKeyAnswer(true)),
+        (Showing::HostKey, "hostkey:no") => Some(UiAction::HostKeyAnswer(false)),
+        (Showing::Passphrase, "passphrase-skip") => Some(UiAction::Passphrase(None)),
+        (Showing::Passphrase, m) => m
+            .strip_prefix("passphrase:")
+            .map(|p| UiAction::Passphrase(Some(p.to_owned()))),
+        _ => None,
+    }
+}
+
 /// Opens the window and runs the event loop on this (main) thread; never
 /// returns. `start` is called once with the handle and the action channel,
 /// before the loop starts: it typically spawns the app's worker thread.
@@ -269,17 +286,7 @@ where
             },
             Event::UserEvent(Internal::Ipc(message)) => {
                 // Never log the message: it may be a passphrase.
-                let action = match (showing, message.as_str()) {
-                    (Showing::Error, "retry") => Some(UiAction::Retry),
-                    (Showing::HostKey, "hostkey:yes") => Some(UiAction::HostKeyAnswer(true)),
-                    (Showing::HostKey, "hostkey:no") => Some(UiAction::HostKeyAnswer(false)),
-                    (Showing::Passphrase, "passphrase-skip") => Some(UiAction::Passphrase(None)),
-                    (Showing::Passphrase, m) => m
-                        .strip_prefix("passphrase:")
-                        .map(|p| UiAction::Passphrase(Some(p.to_owned()))),
-                    _ => None,
-                };
-                if let Some(action) = action {
+                if let Some(action) = ipc_action(showing, &message) {
                     showing = Showing::Status;
                     let _ = webview.load_html(&page::status("Connecting…"));
                     let _ = actions_tx.send(action);
@@ -413,6 +420,30 @@ mod tests {
         let b = new_session_key();
         assert_ne!(a, b);
         loopchat_proto::validate_session_key(&a).unwrap();
+    }
+
+    #[test]
+    fn the_chat_page_cannot_answer_the_shells_questions() {
+        for message in [
+            "retry",
+            "hostkey:yes",
+            "hostkey:no",
+            "passphrase:x",
+            "passphrase-skip",
+        ] {
+            assert!(ipc_action(Showing::Chat, message).is_none(), "{message}");
+            assert!(ipc_action(Showing::Status, message).is_none(), "{message}");
+        }
+        assert!(ipc_action(Showing::Error, "hostkey:yes").is_none());
+        assert!(ipc_action(Showing::Passphrase, "hostkey:yes").is_none());
+        assert!(matches!(
+            ipc_action(Showing::HostKey, "hostkey:yes"),
+            Some(UiAction::HostKeyAnswer(true))
+        ));
+        assert!(matches!(
+            ipc_action(Showing::Passphrase, "passphrase:pw"),
+            Some(UiAction::Passphrase(Some(p))) if p == "pw"
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod command;
 mod echo;
 mod openai;
+pub mod sse;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::config::{AgentConfig, Backend};
 pub use command::CommandAgent;
 pub use echo::EchoAgent;
 pub use openai::OpenAiAgent;
+pub(crate) use openai::decode_reply;
 
 /// One message of the history handed to a backend.
 #[derive(Debug, Clone)]

@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::sse::{MAX_EVENT_BYTES, SseError, SseStream};
 use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile};
 use crate::config::OpenAiConfig;
 
@@ -145,9 +145,7 @@ impl std::fmt::Display for ReadError {
 }
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ReadError>> + Send>>;
-type EventStream = Pin<
-    Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<ReadError>>> + Send>,
->;
+type EventStream = Pin<Box<dyn Stream<Item = Result<String, SseError<ReadError>>> + Send>>;
 
 struct Call {
     client: reqwest::Client,
@@ -207,45 +205,22 @@ impl Call {
             return self.whole_reply(body, tx).await.map(|()| None);
         }
 
-        let mut events: EventStream = Box::pin(body.eventsource());
+        let mut events: EventStream = Box::pin(SseStream::new(body));
         let mut seen_any = false;
         loop {
-            let event = match events.next().await {
-                Some(Ok(e)) => e,
-                Some(Err(e)) => return Err(self.stream_error(e)),
-                None if seen_any => {
-                    return Err(AgentError::Failed(format!(
-                        "the reply stream from {} ended before the reply was complete \
-                         (no finish_reason and no [DONE]): the server dropped the connection mid-reply",
-                        self.url
-                    )));
-                }
-                None => {
-                    return Err(AgentError::Failed(format!(
-                        "{} closed the stream without sending anything \
-                         (the prompt may be too long for the model's context)",
-                        self.url
-                    )));
-                }
+            let (out, complete) = match step(events.next().await, seen_any) {
+                Step::More(out) => (out, false),
+                Step::Complete(out) => (out, true),
+                Step::Failed(f) => return Err(failure(&self.url, f, |e| self.read_error(e))),
             };
             seen_any = true;
-            let parsed = parse_data(&event.data)
-                .map_err(|detail| AgentError::Failed(format!("{}: {detail}", self.url)))?;
-            match parsed {
-                Parsed::Done => return Ok(Some(events)),
-                Parsed::Chunk {
-                    events: out,
-                    finished,
-                } => {
-                    for e in out {
-                        if tx.send(Ok(e)).await.is_err() {
-                            return Ok(None);
-                        }
-                    }
-                    if finished {
-                        return Ok(Some(events));
-                    }
+            for e in out {
+                if tx.send(Ok(e)).await.is_err() {
+                    return Ok(None);
                 }
+            }
+            if complete {
+                return Ok(Some(events));
             }
         }
     }
@@ -338,20 +313,6 @@ impl Call {
                 "the connection to {} broke mid-reply: {}",
                 self.url,
                 error_chain(&e)
-            )),
-        }
-    }
-
-    fn stream_error(&self, e: EventStreamError<ReadError>) -> AgentError {
-        match e {
-            EventStreamError::Transport(e) => self.read_error(e),
-            EventStreamError::Utf8(_) => AgentError::Failed(format!(
-                "{} sent a reply stream that is not valid UTF-8",
-                self.url
-            )),
-            EventStreamError::Parser(e) => AgentError::Failed(format!(
-                "{} sent a reply stream that is not valid server-sent events: {e}",
-                self.url
             )),
         }
     }
@@ -551,6 +512,101 @@ fn request_body(
         body.insert("reasoning_effort".into(), effort.into());
     }
     Value::Object(body)
+}
+
+/// What one item of the reply's event stream means for the run.
+#[derive(Debug)]
+enum Step<E> {
+    /// Events to pass on; the reply goes on.
+    More(Vec<AgentEvent>),
+    /// The last events: `[DONE]` or a `finish_reason` ended the reply.
+    Complete(Vec<AgentEvent>),
+    Failed(Failure<E>),
+}
+
+/// Why a streamed reply failed, before it is worded for the user.
+#[derive(Debug)]
+enum Failure<E> {
+    Stream(SseError<E>),
+    /// A `data:` payload that is not a completion chunk (the sentence).
+    Data(String),
+    /// The stream ended after some events but before the reply was complete.
+    EndedEarly,
+    /// The stream ended without any event.
+    Empty,
+}
+
+/// Reads the next item of the event stream (`None`: it ended); `seen_any`
+/// tells whether an event came before. Pure, so that the fuzz target and
+/// [`Call::stream_reply`] read a reply the same way.
+fn step<E>(item: Option<Result<String, SseError<E>>>, seen_any: bool) -> Step<E> {
+    let data = match item {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return Step::Failed(Failure::Stream(e)),
+        None if seen_any => return Step::Failed(Failure::EndedEarly),
+        None => return Step::Failed(Failure::Empty),
+    };
+    match parse_data(&data) {
+        Err(detail) => Step::Failed(Failure::Data(detail)),
+        Ok(Parsed::Done) => Step::Complete(Vec::new()),
+        Ok(Parsed::Chunk { events, finished }) if finished => Step::Complete(events),
+        Ok(Parsed::Chunk { events, .. }) => Step::More(events),
+    }
+}
+
+/// A failure as the run's error; `transport` words the body's own errors.
+fn failure<E>(url: &str, f: Failure<E>, transport: impl FnOnce(E) -> AgentError) -> AgentError {
+    match f {
+        Failure::Stream(SseError::Transport(e)) => transport(e),
+        Failure::Stream(SseError::Utf8) => {
+            AgentError::Failed(format!("{url} sent a reply stream that is not valid UTF-8"))
+        }
+        Failure::Stream(SseError::TooLarge) => AgentError::Failed(format!(
+            "{url} sent a reply stream with an event of more than {} MiB; \
+             it is not read further",
+            MAX_EVENT_BYTES >> 20
+        )),
+        Failure::Data(detail) => AgentError::Failed(format!("{url}: {detail}")),
+        Failure::EndedEarly => AgentError::Failed(format!(
+            "the reply stream from {url} ended before the reply was complete \
+             (no finish_reason and no [DONE]): the server dropped the connection mid-reply"
+        )),
+        Failure::Empty => AgentError::Failed(format!(
+            "{url} closed the stream without sending anything \
+             (the prompt may be too long for the model's context)"
+        )),
+    }
+}
+
+/// A whole streamed reply body, given as the chunks it arrived in, read the
+/// way [`Call::stream_reply`] reads one: the events passed on, then `Ok` for
+/// a complete reply or the run's error. Bytes after the end are not looked
+/// at (the real run only drains them).
+pub(crate) fn decode_reply<B: AsRef<[u8]>>(
+    url: &str,
+    chunks: impl IntoIterator<Item = B>,
+) -> (Vec<AgentEvent>, Result<(), AgentError>) {
+    use futures_util::FutureExt as _;
+    let mut events = SseStream::new(futures_util::stream::iter(
+        chunks.into_iter().map(Ok::<B, std::convert::Infallible>),
+    ));
+    let mut out = Vec::new();
+    let mut seen_any = false;
+    loop {
+        // An iterator-backed stream is always ready.
+        let Some(item) = events.next().now_or_never() else {
+            unreachable!("an in-memory stream is never pending");
+        };
+        match step(item, seen_any) {
+            Step::More(e) => out.extend(e),
+            Step::Complete(e) => {
+                out.extend(e);
+                return (out, Ok(()));
+            }
+            Step::Failed(f) => return (out, Err(failure(url, f, |e| match e {}))),
+        }
+        seen_any = true;
+    }
 }
 
 /// One `data:` payload of the stream.

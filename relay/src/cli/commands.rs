@@ -4,7 +4,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use loopchat_proto::{
     AbortRequest, HistoryResponse, InfoResponse, Message, NotifyRequest, NotifyResponse, Role,
@@ -14,6 +13,7 @@ use serde_json::Value;
 
 use super::Target;
 use super::client::{Client, Refused, json, send as send_request};
+use crate::agent::sse::SseStream;
 
 pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
@@ -139,7 +139,7 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
     }
 
     let response = send_request(client.post("/webchat/rpc").json(&body)).await?;
-    let mut events = response.bytes_stream().eventsource();
+    let mut events = SseStream::new(Box::pin(response.bytes_stream()));
     let mut run_id: Option<String> = None;
     let mut stdout = std::io::stdout();
     loop {
@@ -156,10 +156,10 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
         let Some(event) = next else {
             return Err(anyhow!("the relay closed the stream before the run ended"));
         };
-        let event = event.map_err(|e| anyhow!("broken event stream: {e}"))?;
-        let v: Value = serde_json::from_str(&event.data)?;
+        let data = event.map_err(|e| anyhow!("broken event stream: {e}"))?;
+        let v: Value = serde_json::from_str(&data)?;
         if args.json {
-            println!("{}", event.data);
+            println!("{data}");
         }
         match v.get("type").and_then(Value::as_str) {
             Some("run.start") => run_id = v["runId"].as_str().map(str::to_owned),

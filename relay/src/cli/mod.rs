@@ -30,7 +30,8 @@ pub struct Target {
     /// The relay's base URL (default: from the discovery file).
     #[arg(long, env = "LOOPCHAT_URL", global = true)]
     url: Option<String>,
-    /// The relay's token (default: from the discovery file).
+    /// The relay's token (default: from the discovery file). Other users
+    /// can see command lines in `ps`: prefer LOOPCHAT_TOKEN.
     #[arg(long, env = "LOOPCHAT_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
@@ -126,6 +127,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (the one served at
+    /// /webchat/openapi.json and kept in docs/openapi.json).
+    Openapi,
     /// Manage tokens: scoped (notify-only) tokens and the main token.
     Token {
         #[command(subcommand)]
@@ -293,6 +297,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Token { action } => token(action),
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::json());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,6 +19,55 @@ use crate::auth::{COOKIE_NAME, token_matches};
 #[folder = "$CARGO_MANIFEST_DIR/../webchat-dist"]
 struct WebchatDist;
 
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    summary = "Redirects to the web UI",
+    responses((status = 302, description = "To `/webchat/`", headers(("Location" = String)))),
+)]
+pub async fn root() -> Response {
+    found("/webchat/")
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat",
+    tag = "ui",
+    summary = "Redirects to the web UI",
+    responses((status = 302, description = "To `/webchat/`", headers(("Location" = String)))),
+)]
+pub async fn webchat() -> Response {
+    found("/webchat/")
+}
+
+/// A 302 Found, as the contract says (axum's `Redirect::to` is a 303).
+fn found(location: &str) -> Response {
+    let mut response = Redirect::to(location).into_response();
+    *response.status_mut() = StatusCode::FOUND;
+    response
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/",
+    tag = "ui",
+    summary = "The web UI",
+    description = "Open without a token. With `?token=`, the token is exchanged for the \
+                   `loopchat_token` cookie (`HttpOnly; SameSite=Strict; Path=/webchat`): the \
+                   answer is a 302 to the same URL without `token` (other parameters kept). A \
+                   wrong token gets the same redirect without a cookie.",
+    params(
+        ("token" = Option<String>, Query, description = "The relay's token, to be exchanged for the cookie"),
+    ),
+    responses(
+        (status = 200, description = "index.html (never cached)", content_type = "text/html", body = String),
+        (status = 302, description = "`?token=` was given: to the same URL without it", headers(
+            ("Location" = String),
+            ("Set-Cookie" = String, description = "`loopchat_token=…` when the token was right"),
+        )),
+    ),
+)]
 pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     if let Some(response) = exchange_token(&state, &uri) {
         return response;
@@ -25,8 +75,32 @@ pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) 
     serve("index.html", &headers)
 }
 
-pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    serve(&path, &headers)
+#[utoipa::path(
+    get,
+    path = "/webchat/{path}",
+    tag = "ui",
+    summary = "A file of the web UI",
+    description = "Open without a token. Strong ETag, revalidated (`no-cache`); gzip and brotli \
+                   when accepted.",
+    params(
+        ("path" = String, Path, example = "js/api.js",
+         description = "The file's path under `webchat-dist/` (may contain `/`)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags of copies the client has"),
+    ),
+    responses(
+        (status = 200, description = "The file, with its own Content-Type", content_type = "*/*", body = super::openapi::Binary,
+         headers(("ETag" = String))),
+        (status = 304, description = "Not Modified: `If-None-Match` named the current ETag"),
+        (status = 404, description = "`not_found`: no such file", body = loopchat_proto::ErrorBody),
+    ),
+)]
+pub async fn asset(path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    // A path that does not decode (invalid UTF-8) names no file; axum's own
+    // rejection would be plain text.
+    match path {
+        Ok(Path(path)) => serve(&path, &headers),
+        Err(_) => super::error::ApiError::not_found("no such asset").into_response(),
+    }
 }
 
 /// `?token=` in the URL: set the HttpOnly cookie and redirect to the same
@@ -43,8 +117,7 @@ fn exchange_token(state: &AppState, uri: &Uri) -> Option<Response> {
         location.push('?');
         location.push_str(&serde_urlencoded::to_string(&rest).unwrap_or_default());
     }
-    let mut response = Redirect::to(&location).into_response();
-    *response.status_mut() = StatusCode::FOUND;
+    let mut response = found(&location);
     if token_matches(&state.credentials.main_token(), &token) {
         let cookie = format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/webchat");
         if let Ok(v) = HeaderValue::from_str(&cookie) {

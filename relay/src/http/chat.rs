@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
-    Health, HistoryResponse, InfoResponse, Message, SessionSummary, SessionsResponse,
+    ErrorBody, Health, HistoryResponse, InfoResponse, Message, SessionSummary, SessionsResponse,
 };
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
@@ -16,6 +17,14 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 const PREVIEW_CHARS: usize = 140;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    summary = "Liveness and version",
+    description = "Open without a token.",
+    responses((status = 200, description = "The relay is up", body = Health)),
+)]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         ok: true,
@@ -23,10 +32,16 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-#[derive(Deserialize)]
+// The bounds below are the ones `session_key` and `limit` enforce.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InfoQuery {
+    /// The session key; `main` when absent.
+    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
     session: Option<String>,
+    /// How many of the latest messages to include (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -44,6 +59,24 @@ fn messages(page: &Page) -> Vec<Message> {
     page.messages.iter().map(|m| m.message.clone()).collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/info",
+    tag = "chat",
+    summary = "Everything a window needs to open a session",
+    description = "The session's latest messages, its `lastSeq` (subscribe to events with \
+                   `since=lastSeq` to miss nothing) and the run in progress, if any. A \
+                   session that does not exist yet is not an error: `sessionId` is null and \
+                   there are no messages. Unknown query parameters are a 400.",
+    params(InfoQuery),
+    responses(
+        (status = 200, description = "The session", body = InfoResponse),
+        (status = 400, description = "`bad_request` (malformed query, `limit` out of range, \
+                                      unknown parameter) or `invalid_session_key`", body = ErrorBody),
+        (status = 500, description = "`internal`: the transcript could not be read", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn info(
     _: Authed,
     State(state): State<AppState>,
@@ -85,14 +118,37 @@ pub async fn info(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The session key; `main` when absent.
+    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
     session: Option<String>,
+    /// A message id: the page ends just before it. Absent: the latest page.
     before: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/history",
+    tag = "chat",
+    summary = "A page of a session's messages, oldest first",
+    description = "Unknown query parameters are a 400. A session that does not exist yet has \
+                   no messages.",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The page", body = HistoryResponse),
+        (status = 400, description = "`bad_request` (malformed query, `limit` out of range, \
+                                      unknown parameter) or `invalid_session_key`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no message `before` in this session", body = ErrorBody),
+        (status = 500, description = "`internal`: the transcript could not be read", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn history(
     _: Authed,
     State(state): State<AppState>,
@@ -122,6 +178,14 @@ pub async fn history(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/sessions",
+    tag = "chat",
+    summary = "Every session, most recently updated first",
+    responses((status = 200, description = "The sessions", body = SessionsResponse)),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn sessions(
     _: Authed,
     State(state): State<AppState>,

@@ -40,7 +40,19 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = self.code.as_str(), error = %self.message, "request failed");
         }
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        if matches!(
+            self.code,
+            ErrorCode::PayloadTooLarge | ErrorCode::RequestTimeout
+        ) {
+            // The rest of the body was never read, so the connection cannot
+            // carry another request; saying so keeps clients from reusing it.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

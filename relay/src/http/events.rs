@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -29,13 +30,21 @@ use crate::notify::{NotificationSubscription, PresenceLease};
 /// read buffer): a pong is a dozen bytes.
 const CLIENT_FRAME_LIMIT: usize = 4096;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// The session whose events to carry; without it the stream carries
+    /// only notifications.
+    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
     session: Option<String>,
+    /// Replay the session's events after this seq, then go live
+    /// (`Last-Event-ID` wins over it).
     since: Option<u64>,
+    /// Replay the kept notifications after this seq first.
     notify_since: Option<u64>,
-    /// Identifies a browser tab for presence (see notifications).
+    /// Identifies a window (a uuid) for presence (see notifications).
+    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
     client: Option<String>,
 }
 
@@ -103,6 +112,28 @@ async fn next_session_event(sub: &mut Option<Subscription>) -> Option<Arc<Event>
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/events",
+    tag = "events",
+    summary = "Live events (Server-Sent Events)",
+    description = "Each event is one `data:` line holding an `Event` as JSON; session events also \
+                   carry `id: <seq>`. Replays from `Last-Event-ID` or `since`, then goes live; \
+                   a position that cannot be replayed starts with a `reset` event. A comment \
+                   line is sent every 15 s to keep the connection open. Unknown query \
+                   parameters are a 400.",
+    params(
+        EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "The browser's own resume position: \
+                                                                a seq, preferred over `since`"),
+    ),
+    responses(
+        (status = 200, description = "The event stream: `data: <Event JSON>` lines", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`bad_request` (malformed query, unknown parameter, bad `client` \
+                                      or `Last-Event-ID`) or `invalid_session_key`", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn sse(
     _: Authed,
     State(state): State<AppState>,
@@ -121,13 +152,37 @@ pub async fn sse(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/socket",
+    tag = "events",
+    summary = "Live events (WebSocket)",
+    description = "A WebSocket upgrade. The socket carries the same events as `/webchat/events`, \
+                   one JSON text frame each. Every 30 s the relay sends `{\"type\":\"ping\"}`; \
+                   the client answers `{\"type\":\"pong\"}` (a Pong frame also counts) and is \
+                   disconnected after three unanswered pings. Unknown query parameters are a 400.",
+    params(
+        EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "A resume position, preferred over `since`"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open"),
+        (status = 400, description = "`bad_request` (not a WebSocket upgrade request, malformed \
+                                      query, unknown parameter, bad `client` or `Last-Event-ID`) or \
+                                      `invalid_session_key`", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn socket(
     _: Authed,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // axum's own rejection is plain text; the protocol speaks JSON.
+    let ws = ws
+        .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade request: {e}")))?;
     let feed = Feed::open(&state, &q, &headers)?;
     let ping_every = state.ws_ping;
     let shutdown = state.shutdown.clone();

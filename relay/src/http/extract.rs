@@ -1,6 +1,7 @@
 //! Extractors whose rejections speak the protocol's JSON error shape.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -17,33 +18,72 @@ use crate::notify::tokens::Scope;
 /// browsers cannot post cross-origin here anyway (Origin check, token).
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<AppState> for ApiJson<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is larger than the relay accepts",
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
-            }
-        })?;
-        if bytes.is_empty() {
-            return Err(ApiError::bad_request(
-                "the request body is empty; expected JSON",
-            ));
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        const TOO_LARGE: &str = "the request body is larger than the relay accepts";
+        if declared_length(&req).is_some_and(|n| n > state.body_limit as u64) {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge, TOO_LARGE));
         }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_read_error(e, TOO_LARGE))?;
+        decode_json(&bytes).map(ApiJson)
     }
+}
+
+/// A request body as JSON, the way [`ApiJson`] reads it once the bytes are
+/// in (also the entry point of the request-body fuzz targets).
+pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request body is empty; expected JSON",
+        ));
+    }
+    // Every body of the protocol is an object; serde would also read a
+    // struct from an array of its fields (`[null, null]`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The body size the client announced. Checked before reading, so that a
+/// client announcing gigabytes gets its `413` at once rather than after the
+/// relay has read up to the limit (or waited for bytes that never come).
+pub fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Why a body could not be read, in the protocol's terms: too large (413),
+/// too slow (408, from the router's body timeout), or broken (400).
+pub fn body_read_error(e: BytesRejection, too_large: impl Into<String>) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(ErrorCode::PayloadTooLarge, too_large);
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body stopped arriving; the relay gave up waiting",
+            );
+        }
+        source = err.source();
+    }
+    ApiError::bad_request(format!("could not read the request body: {e}"))
 }
 
 /// Query parameters; a malformed query is a 400, not axum's plain text.

@@ -10,7 +10,7 @@ use loopchat_proto::ErrorCode;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{host_allowed, origin_allowed};
+use crate::auth::{host_allowed, origin_allowed, origin_matches_host};
 
 const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -21,8 +21,8 @@ pub async fn host_and_origin(State(state): State<AppState>, req: Request, next: 
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    match host {
-        Some(h) if host_allowed(h, &state.allowed_hosts) => {}
+    let host = match host {
+        Some(h) if host_allowed(h, &state.allowed_hosts) => h,
         _ => {
             return ApiError::new(
                 ErrorCode::ForbiddenHost,
@@ -30,15 +30,16 @@ pub async fn host_and_origin(State(state): State<AppState>, req: Request, next: 
             )
             .into_response();
         }
-    }
+    };
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let ok = origin
             .to_str()
-            .is_ok_and(|o| origin_allowed(o, &state.allowed_hosts));
+            .is_ok_and(|o| origin_allowed(o, &state.allowed_hosts) && origin_matches_host(o, host));
         if !ok {
             return ApiError::new(
                 ErrorCode::ForbiddenOrigin,
-                "requests from this Origin are not allowed",
+                "requests from this Origin are not allowed: only the relay's own page \
+                 (the same host and port) may call it from a browser",
             )
             .into_response();
         }

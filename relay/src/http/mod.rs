@@ -3,12 +3,14 @@
 
 mod assets;
 mod chat;
+pub mod conn;
 pub mod error;
 mod events;
-mod extract;
+pub(crate) mod extract;
 mod guard;
-mod notify;
-mod rpc;
+pub(crate) mod notify;
+pub mod openapi;
+pub(crate) mod rpc;
 mod uploads;
 
 use std::sync::Arc;
@@ -17,10 +19,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::response::Redirect;
 use axum::routing::{get, post};
 use loopchat_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::credentials::Credentials;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub allowed_hosts: Arc<[String]>,
     pub port: u16,
     pub base_url: String,
+    /// Limit for JSON request bodies, bytes.
+    pub body_limit: usize,
     pub attachment_limit: usize,
     pub ws_ping: Duration,
     /// Cancelled when the relay starts shutting down: ends live streams so
@@ -48,7 +52,13 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-pub fn router(state: AppState, body_limit: usize) -> Router {
+/// Every route is documented in the OpenAPI document (`openapi.rs`): its
+/// handler has a `#[utoipa::path]` listed in `ApiDoc`, and a test fails for a
+/// route or method that is not there.
+///
+/// `body_read_timeout` is the longest pause between two pieces of a request
+/// body; a client that stalls longer gets `408 request_timeout`.
+pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
     let assets = Router::new()
         .route("/webchat/", get(assets::index))
         .route("/webchat/{*path}", get(assets::asset));
@@ -67,11 +77,13 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/webchat/notify", post(notify::notify))
         .route("/webchat/notifications", get(notify::notifications))
         .route("/webchat/presence", post(notify::presence))
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(state.body_limit));
     Router::new()
-        .route("/", get(|| async { Redirect::to("/webchat/") }))
-        .route("/webchat", get(|| async { Redirect::to("/webchat/") }))
+        .route("/", get(assets::root))
+        .route("/webchat", get(assets::webchat))
         .route("/healthz", get(chat::healthz))
+        // Open: the API's description holds no secret (docs/protocol.md).
+        .route("/webchat/openapi.json", get(openapi::serve))
         .merge(api)
         .merge(uploads)
         .merge(assets)
@@ -83,6 +95,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             state.clone(),
             guard::host_and_origin,
         ))
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .layer(
             // Logs the path only: query strings may carry the token.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -21,6 +21,30 @@ use crate::notify::{Draft, DraftError};
 
 const DEFAULT_LIMIT: usize = 100;
 
+#[utoipa::path(
+    post,
+    path = "/webchat/notify",
+    tag = "notifications",
+    summary = "Post a notification to every window and shell",
+    description = "Accepts the main token or a token with the `notify` scope (`loopchat token \
+                   create --scope notify`). Each token may post a burst, then one a second \
+                   (429 with `Retry-After`). The body is read as JSON whatever its Content-Type; \
+                   unknown fields are a 400. See docs/notifications.md.",
+    request_body(content = NotifyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Posted and durable", body = NotifyResponse),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown field, both `title` and \
+                                      `body` blank, a limit exceeded, bad `tags`, `click` or `id`) or \
+                                      `invalid_session_key`", body = loopchat_proto::ErrorBody),
+        (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many notifications from this token", body = loopchat_proto::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "`internal`: the notification log could not be written", body = loopchat_proto::ErrorBody),
+        (status = 507, description = "`store_full`: the disk is full", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn notify(
     NotifyCaller(caller): NotifyCaller,
     State(state): State<AppState>,
@@ -55,13 +79,23 @@ pub async fn notify(
 /// The body as a [`Draft`]. `priority` is looked at before the typed parse
 /// so that `9` or `300` or `"high"` get the same clear sentence rather than
 /// a serde message about `u8`.
-fn draft(body: Value) -> Result<Draft, ApiError> {
-    if let Some(p) = body.get("priority").filter(|p| !p.is_null())
-        && !p.as_u64().is_some_and(|p| (1..=5).contains(&p))
-    {
-        return Err(ApiError::bad_request(
-            DraftError::Priority(p.to_string()).to_string(),
-        ));
+pub(crate) fn draft(mut body: Value) -> Result<Draft, ApiError> {
+    if let Some(p) = body.get_mut("priority").filter(|p| !p.is_null()) {
+        // JSON has one kind of number: `5.0` is the integer 5, as JSON
+        // Schema (and the OpenAPI document) reads it.
+        let integral = p.as_u64().or_else(|| {
+            p.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        });
+        match integral {
+            Some(n @ 1..=5) => *p = n.into(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    DraftError::Priority(p.to_string()).to_string(),
+                ));
+            }
+        }
     }
     let req: NotifyRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("invalid notification: {e}")))?;
@@ -74,13 +108,33 @@ fn draft(body: Value) -> Result<Draft, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
+// `limit`'s maximum is `KEEP`, the number of notifications kept.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationsQuery {
+    /// Only notifications with a higher seq, oldest first; without it, the
+    /// latest `limit`.
     since: Option<u64>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/notifications",
+    tag = "notifications",
+    summary = "The kept notifications (the last 500)",
+    description = "Unknown query parameters are a 400.",
+    params(NotificationsQuery),
+    responses(
+        (status = 200, description = "The notifications, oldest first", body = NotificationsResponse),
+        (status = 400, description = "`bad_request`: malformed query, `limit` out of range or an \
+                                      unknown parameter", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn notifications(
     _: Authed,
     State(state): State<AppState>,
@@ -101,6 +155,24 @@ pub async fn notifications(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/webchat/presence",
+    tag = "notifications",
+    summary = "Report which session a window shows and whether it has focus",
+    description = "The relay skips the \"reply ready\" notification for a session the user is \
+                   looking at. The body is read as JSON whatever its Content-Type; unknown \
+                   fields are a 400.",
+    request_body(content = PresenceRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded", body = OkResponse),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown field, bad `client`) or \
+                                      `invalid_session_key`", body = loopchat_proto::ErrorBody),
+        (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn presence(
     _: Authed,
     State(state): State<AppState>,

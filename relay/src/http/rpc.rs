@@ -21,26 +21,45 @@ use crate::events::Subscription;
 use crate::pipeline::{Ticket, TurnOutcome, TurnRequest, TurnResult};
 use crate::render::markdown_to_html;
 
+#[utoipa::path(
+    post,
+    path = "/webchat/rpc",
+    tag = "chat",
+    summary = "Run one turn",
+    description = "Stores the user message, runs the agent and answers once the reply is \
+                   durable. A stopped run (abort) still answers 200, its `message` carrying \
+                   `stopReason: aborted`. With `\"stream\": true` or `Accept: text/event-stream` \
+                   the answer is an SSE stream of this run's events, ended by \
+                   `data: {\"type\":\"done\",…RpcResponse}` or \
+                   `data: {\"type\":\"error\",…ErrorBody}`. The body is read as JSON whatever its \
+                   Content-Type; unknown fields are a 400.",
+    request_body(content = loopchat_proto::RpcRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The turn's answer (JSON), or its events (SSE)", content(
+            (loopchat_proto::RpcResponse = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown field, bad `thinking` \
+                                      or `id`, unknown attachment), `invalid_session_key` or \
+                                      `empty_text`", body = loopchat_proto::ErrorBody),
+        (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
+        (status = 409, description = "`turn_in_progress`: `queue: false` and the session is busy", body = loopchat_proto::ErrorBody),
+        (status = 500, description = "`internal`: the store could not be written", body = loopchat_proto::ErrorBody),
+        (status = 502, description = "`agent_error`: the agent failed", body = loopchat_proto::ErrorBody),
+        (status = 503, description = "`unavailable`: the relay is shutting down", body = loopchat_proto::ErrorBody),
+        (status = 504, description = "`agent_timeout`: the agent did not answer in time", body = loopchat_proto::ErrorBody),
+        (status = 507, description = "`store_full`: the disk holding the store is full", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn rpc(
     _: Authed,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<RpcRequest>,
 ) -> Result<Response, ApiError> {
-    let key = session_key(req.session.as_deref())?;
-    let thinking = match req.thinking.as_deref() {
-        None => None,
-        Some(t) => Some(ThinkingLevel::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "thinking must be one of off, minimal, low, medium, high, not {t:?}"
-            ))
-        })?),
-    };
-    if let Some(id) = &req.id
-        && (id.is_empty() || id.len() > 200)
-    {
-        return Err(ApiError::bad_request("id must be 1 to 200 characters"));
-    }
+    let (key, thinking) = check_request(&req)?;
     let wants_stream = req.stream.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
@@ -61,6 +80,27 @@ pub async fn rpc(
     let outcome = ticket.outcome().await;
     let result = outcome.as_ref().as_ref().map_err(ApiError::from)?;
     Ok(Json(response(result)).into_response())
+}
+
+/// What `POST /webchat/rpc` checks before a turn is submitted: the session
+/// key (`main` when absent), the thinking level and the idempotency id.
+/// Pure, so that the rpc-body fuzz target runs exactly this.
+pub(crate) fn check_request(req: &RpcRequest) -> Result<(String, Option<ThinkingLevel>), ApiError> {
+    let key = session_key(req.session.as_deref())?;
+    let thinking = match req.thinking.as_deref() {
+        None => None,
+        Some(t) => Some(ThinkingLevel::parse(t).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "thinking must be one of off, minimal, low, medium, high, not {t:?}"
+            ))
+        })?),
+    };
+    if let Some(id) = &req.id
+        && (id.is_empty() || id.chars().count() > 200)
+    {
+        return Err(ApiError::bad_request("id must be 1 to 200 characters"));
+    }
+    Ok((key, thinking))
 }
 
 fn response(r: &TurnResult) -> RpcResponse {
@@ -183,6 +223,22 @@ pub(crate) fn sse_event(event: &Arc<loopchat_proto::Event>) -> SseEvent {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/webchat/abort",
+    tag = "chat",
+    summary = "Stop a session's running turn",
+    description = "Stops the run in progress (only if it is `runId`, when given). The body is \
+                   read as JSON whatever its Content-Type.",
+    request_body(content = loopchat_proto::AbortRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The run that was stopped, or null", body = loopchat_proto::AbortResponse),
+        (status = 400, description = "`bad_request` (malformed JSON) or `invalid_session_key`", body = loopchat_proto::ErrorBody),
+        (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn abort(
     _: Authed,
     State(state): State<AppState>,

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,9 +10,34 @@ use loopchat_proto::{ErrorCode, UploadResponse};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Authed;
+use super::extract::{Authed, body_read_error, declared_length};
 use crate::attachments::{AttachmentError, Attachments};
 
+#[utoipa::path(
+    post,
+    path = "/webchat/attachments",
+    tag = "attachments",
+    summary = "Upload an image",
+    description = "The raw bytes of one PNG, JPEG, GIF or WebP image, whose magic bytes must match \
+                   the declared Content-Type. The answer's `id` is what an rpc turn's \
+                   `attachments` reference. At most `attachment_limit` bytes (10 MiB by default).",
+    request_body(description = "The image's bytes", content(
+        (super::openapi::Binary = "image/png"),
+        (super::openapi::Binary = "image/jpeg"),
+        (super::openapi::Binary = "image/gif"),
+        (super::openapi::Binary = "image/webp"),
+    )),
+    responses(
+        (status = 200, description = "Stored (content-addressed: the same bytes get the same id)", body = UploadResponse),
+        (status = 400, description = "`bad_request`: empty, or not an image of the declared type", body = loopchat_proto::ErrorBody),
+        (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
+        (status = 413, description = "`payload_too_large`: larger than `attachment_limit`", body = loopchat_proto::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not PNG, JPEG, GIF or WebP", body = loopchat_proto::ErrorBody),
+        (status = 500, description = "`internal`: the file could not be written", body = loopchat_proto::ErrorBody),
+        (status = 507, description = "`store_full`: the disk is full", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn upload(
     _: Authed,
     State(state): State<AppState>,
@@ -24,19 +50,16 @@ pub async fn upload(
         .unwrap_or("")
         .to_owned();
     let limit = state.attachment_limit;
-    let bytes = Bytes::from_request(req, &state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "the attachment is larger than {} MiB",
-                    limit / (1024 * 1024)
-                ),
-            )
-        } else {
-            ApiError::bad_request(format!("could not read the upload: {e}"))
-        }
-    })?;
+    let too_large = format!(
+        "the attachment is larger than {} MiB",
+        limit / (1024 * 1024)
+    );
+    if declared_length(&req).is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, too_large));
+    }
+    let bytes = Bytes::from_request(req, &state)
+        .await
+        .map_err(|e| body_read_error(e, too_large))?;
     let attachments = state.pipeline.attachments().clone();
     let saved = tokio::task::spawn_blocking(move || attachments.save(&mime, &bytes))
         .await
@@ -57,12 +80,46 @@ pub async fn upload(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/webchat/attachments/{id}",
+    tag = "attachments",
+    summary = "Download an uploaded image",
+    description = "Content-addressed, so cached for a year (`immutable`). The cookie works here, \
+                   so that an `<img>` can show it.",
+    params(
+        ("id" = String, Path, description = "An upload's id: sha256 hex of the bytes plus the \
+                                             image's extension; anything else is a 404",
+         pattern = r"^[0-9a-f]{64}\.(png|jpg|gif|webp)$"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "The ETag of a copy the client \
+                                                                  has (`\"<id>\"`)"),
+    ),
+    responses(
+        (status = 200, description = "The bytes", content(
+            (super::openapi::Binary = "image/png"),
+            (super::openapi::Binary = "image/jpeg"),
+            (super::openapi::Binary = "image/gif"),
+            (super::openapi::Binary = "image/webp"),
+        ), headers(
+            ("ETag" = String, description = "`\"<id>\"`"),
+            ("Cache-Control" = String, description = "`private, max-age=31536000, immutable`"),
+        )),
+        (status = 304, description = "Not Modified: `If-None-Match` named this id"),
+        (status = 404, description = "`not_found`: no such attachment", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub async fn download(
     _: Authed,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // An id that does not even decode (invalid UTF-8) names no attachment;
+    // axum's own rejection would be plain text.
+    let Ok(Path(id)) = id else {
+        return Err(ApiError::not_found("no such attachment"));
+    };
     let etag = format!("\"{id}\"");
     if headers
         .get(header::IF_NONE_MATCH)

@@ -124,6 +124,15 @@ impl SessionRuntime {
             .active
             .clone()
     }
+
+    /// Drops the idempotency key `client_id` if it still names `run_id`.
+    fn forget(&self, client_id: &str, run_id: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.known.get(client_id).is_some_and(|k| k.run_id == run_id) {
+            st.known.remove(client_id);
+            st.known_order.retain(|c| c != client_id);
+        }
+    }
 }
 
 /// What `submit` hands back: the run's id, where its events start, and its

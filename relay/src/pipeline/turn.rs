@@ -37,7 +37,9 @@ pub(super) async fn worker(
         }
         // Acknowledge only once durable, but let the next turn start now.
         let inner = inner.clone();
+        let rt = rt.clone();
         let key = rt.key.clone();
+        let client_id = request.client_id;
         tokio::spawn(async move {
             let mut outcome = outcome;
             if let Some((transcript, generation)) = durable
@@ -45,6 +47,13 @@ pub(super) async fn worker(
             {
                 tracing::error!(session = %key, error = %e, "reply could not be made durable");
                 outcome = Err(TurnError::Store(e));
+            }
+            // A turn the store could not take (a full disk) is not an answer
+            // to remember: a retry with the same id runs it again, as it
+            // would after a restart, and finds its user message if that
+            // was stored.
+            if let (Err(TurnError::Store(_)), Some(client_id)) = (&outcome, &client_id) {
+                rt.forget(client_id, &run_id);
             }
             let observers = inner
                 .observers
@@ -103,7 +112,11 @@ async fn run(
                 replayed: true,
                 ..result(reply.message.clone())
             };
-            return (Ok(replayed), None);
+            // Found in the file is not yet durable: the run that wrote it
+            // may have died (or failed its flush) before the flush. Answer
+            // only after one.
+            let barrier = transcript.barrier();
+            return (Ok(replayed), Some((transcript.clone(), barrier)));
         }
         Some((user, None)) => user.message.id.clone(),
         None => {

@@ -66,6 +66,11 @@ pub fn parse_index(bytes: &[u8]) -> Result<Entries, serde_json::Error> {
         .collect())
 }
 
+/// An index as the store writes it (`sessions.json`, pretty-printed).
+pub fn index_bytes(entries: &Entries) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(entries).map_err(io::Error::other)
+}
+
 pub(crate) fn read_index(path: &Path) -> io::Result<Entries> {
     match fs::read(path) {
         Ok(bytes) => parse_index(&bytes).map_err(|e| {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub(crate) use commit::GroupCommit;
-pub use index::{SessionEntry, parse_index};
+pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{NewMessage, StoredMessage, parse_line};
 pub use transcript::{Decorate, Page, Transcript};
 
@@ -106,8 +106,13 @@ impl Store {
     }
 
     /// The session for `key`, created (and durable in the index) if missing.
+    ///
+    /// When the index cannot be written (a full disk), the new entry is
+    /// taken back out of memory. Otherwise the next turn would find it there,
+    /// skip the write and be acknowledged for a session that a crash forgets.
     pub async fn get_or_create(&self, key: &str) -> Result<SessionEntry, StoreError> {
-        let generation = {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let (generation, previous) = {
             let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = entries
                 .get(key)
@@ -116,15 +121,30 @@ impl Store {
                 return Ok(entry);
             }
             let now = crate::clock::now_millis();
+            let previous = entries.get(key).cloned();
             // Keep whatever another tool stored for this key, but a raw
             // entry without a usable sessionId gets a fresh one.
             let raw = entries.entry(key.to_owned()).or_default();
-            raw.insert("sessionId".into(), uuid::Uuid::new_v4().to_string().into());
+            raw.insert("sessionId".into(), session_id.clone().into());
             raw.insert("updatedAt".into(), now.into());
             raw.entry("thinkingLevel").or_insert_with(|| "off".into());
-            self.inner.index_commit.bump()
+            (self.inner.index_commit.bump(), previous)
         };
-        self.persist_index(generation).await?;
+        if let Err(e) = self.persist_index(generation).await {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let ours = entries
+                .get(key)
+                .and_then(|raw| raw.get("sessionId"))
+                .and_then(|id| id.as_str())
+                == Some(session_id.as_str());
+            if ours {
+                match previous {
+                    Some(raw) => entries.insert(key.to_owned(), raw),
+                    None => entries.remove(key),
+                };
+            }
+            return Err(e);
+        }
         self.session(key)
             .ok_or_else(|| StoreError::Io(io::Error::other("session vanished after creation")))
     }
@@ -178,7 +198,7 @@ impl Store {
             .wait(generation, move || {
                 let bytes = {
                     let entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-                    serde_json::to_vec_pretty(&*entries).map_err(io::Error::other)?
+                    index_bytes(&entries)?
                 };
                 write_atomically(&inner.index_path, &bytes)
             })

@@ -165,3 +165,24 @@ async fn finds_a_turn_by_client_id() {
     assert_eq!(r.unwrap().message.id, "m2");
     assert!(t.find_turn("c-2").unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_session_whose_index_write_failed_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    store.get_or_create("old").await.unwrap();
+    // The index cannot be replaced while a directory stands in its place.
+    fs::remove_file(store.index_path()).unwrap();
+    fs::create_dir(store.index_path()).unwrap();
+    assert!(store.get_or_create("new").await.is_err());
+    assert!(store.session("new").is_none(), "not stored, so not known");
+    assert!(
+        store.get_or_create("new").await.is_err(),
+        "a second attempt writes the index again instead of using the entry"
+    );
+    fs::remove_dir(store.index_path()).unwrap();
+    let s = store.get_or_create("new").await.unwrap();
+    let on_disk = parse_index(&fs::read(store.index_path()).unwrap()).unwrap();
+    assert_eq!(on_disk["new"]["sessionId"], s.session_id.as_str());
+    assert!(on_disk.contains_key("old"));
+}

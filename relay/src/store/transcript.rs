@@ -20,8 +20,8 @@ use super::line::{NewMessage, StoredMessage, parse_line, parse_synthetic_id};
 const RECENT_CAP: usize = 512;
 /// Bytes read per step of a backward scan.
 const CHUNK: u64 = 64 * 1024;
-/// Offsets of older messages remembered for `before=` paging.
-const OFFSET_CACHE_CAP: usize = 200_000;
+/// Page boundaries remembered per transcript for `before=` paging.
+const PAGE_MARKS_CAP: usize = 1024;
 
 /// Turns a raw stored message into what clients see (e.g. adds rendered
 /// HTML). Supplied by the owner of the store so the store stays ignorant of
@@ -58,8 +58,38 @@ pub struct Transcript {
     sync_handle: Arc<File>,
     commit: GroupCommit,
     recent: Mutex<Recent>,
-    offsets: Mutex<HashMap<String, u64>>,
+    marks: Mutex<PageMarks>,
     decorate: Decorate,
+}
+
+/// Where the oldest message of each recently served page starts, so that
+/// asking for the page before it (`before=<its id>`, what a client scrolling
+/// back sends next) needs no scan. Only page boundaries are remembered, and
+/// only the last [`PAGE_MARKS_CAP`] of them: remembering every message a
+/// scan passed over grew without bound on a busy session, a hundred bytes
+/// for each message ever paged over.
+#[derive(Default)]
+struct PageMarks {
+    offsets: HashMap<String, u64>,
+    order: VecDeque<String>,
+}
+
+impl PageMarks {
+    fn get(&self, id: &str) -> Option<u64> {
+        self.offsets.get(id).copied()
+    }
+
+    fn remember(&mut self, id: &str, offset: u64) {
+        if self.offsets.insert(id.to_owned(), offset).is_some() {
+            return;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > PAGE_MARKS_CAP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.offsets.remove(&old);
+        }
+    }
 }
 
 impl Transcript {
@@ -99,7 +129,7 @@ impl Transcript {
                 messages: VecDeque::new(),
                 complete: false,
             }),
-            offsets: Mutex::new(HashMap::new()),
+            marks: Mutex::new(PageMarks::default()),
             decorate,
         })
     }
@@ -143,6 +173,13 @@ impl Transcript {
             recent.complete = false;
         }
         Ok((stored, generation))
+    }
+
+    /// A generation covering every append so far, for a caller that must
+    /// not acknowledge what it read from the file until it is on disk.
+    pub fn barrier(&self) -> u64 {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.commit.bump()
     }
 
     /// Waits until every append up to `generation` is on disk.
@@ -213,15 +250,10 @@ impl Transcript {
                 return Ok(Some(m.offset));
             }
         }
-        if let Some(off) = self
-            .offsets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-        {
-            return Ok(Some(*off));
+        if let Some(off) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            return Ok(Some(off));
         }
-        // Unknown: a full backward scan, remembering offsets on the way.
+        // Unknown: a backward scan until it is found.
         let mut found = None;
         self.scan_backwards(self.len(), |m| {
             if m.message.id == id {
@@ -267,6 +299,12 @@ impl Transcript {
             newest_first.push(Arc::new(m));
             true
         })?;
+        if has_more && let Some(oldest) = newest_first.last() {
+            self.marks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remember(&oldest.message.id, oldest.offset);
+        }
         newest_first.reverse();
         Ok(Page {
             messages: newest_first,
@@ -284,7 +322,6 @@ impl Transcript {
         let mut pos = end;
         // Bytes of a line that started before the chunk just read.
         let mut tail: Vec<u8> = Vec::new();
-        let mut offsets = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         while pos > 0 {
             let start = pos.saturating_sub(CHUNK);
             let mut buf = vec![0u8; (pos - start) as usize];
@@ -318,9 +355,6 @@ impl Transcript {
                 }
                 let offset = start + i as u64;
                 if let Some(mut m) = parse_line(line, offset) {
-                    if offsets.len() < OFFSET_CACHE_CAP {
-                        offsets.insert(m.message.id.clone(), offset);
-                    }
                     (self.decorate)(&mut m);
                     if !visit(m) {
                         return Ok(());
@@ -348,4 +382,63 @@ fn last_newline_end(file: &File, len: u64) -> io::Result<u64> {
         pos = start;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use loopchat_proto::{Content, Role};
+
+    use super::*;
+
+    fn msg(i: usize) -> NewMessage {
+        NewMessage {
+            id: format!("m{i}"),
+            role: Role::User,
+            content: Content::Text(format!("text {i}")),
+            timestamp_ms: 1_700_000_000_000 + i as i64,
+            client_id: None,
+            reply_to: None,
+            stop_reason: None,
+            error_message: None,
+        }
+    }
+
+    /// Paging back remembers one boundary per page, never every message
+    /// passed over, and at most `PAGE_MARKS_CAP` of them.
+    #[test]
+    fn paging_back_remembers_only_bounded_page_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Transcript::open(&dir.path().join("t.jsonl"), Arc::new(|_| {})).unwrap();
+        let n = RECENT_CAP + 3 * PAGE_MARKS_CAP;
+        for i in 0..n {
+            t.append(&msg(i)).unwrap();
+        }
+        // Every page is read from disk once it leaves the recent window, and
+        // the next one starts from the mark the previous one left.
+        let mut before = format!("m{}", n - 1);
+        let mut seen = 1;
+        loop {
+            let page = t.before(&before, 2).unwrap().expect("known id");
+            let first: usize = page.messages[0].message.id[1..].parse().unwrap();
+            assert_eq!(first, n - 1 - seen - (page.messages.len() - 1));
+            seen += page.messages.len();
+            if !page.has_more {
+                break;
+            }
+            before = page.messages[0].message.id.clone();
+            let marks = t.marks.lock().unwrap();
+            assert!(marks.order.len() <= PAGE_MARKS_CAP);
+            assert_eq!(marks.order.len(), marks.offsets.len());
+        }
+        assert_eq!(seen, n);
+        // An id that fell out of the marks is still found, by a scan.
+        let page = t.before("m10", 3).unwrap().unwrap();
+        let ids: Vec<_> = page
+            .messages
+            .iter()
+            .map(|m| m.message.id.as_str())
+            .collect();
+        assert_eq!(ids, ["m7", "m8", "m9"]);
+        assert!(t.before("nope", 3).unwrap().is_none());
+    }
 }
