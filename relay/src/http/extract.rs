@@ -25,13 +25,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        const TOO_LARGE: &str = "the request body is larger than the relay accepts";
-        if declared_length(&req).is_some_and(|n| n > state.body_limit as u64) {
-            return Err(ApiError::new(ErrorCode::PayloadTooLarge, TOO_LARGE));
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| body_read_error(e, TOO_LARGE))?;
+        let bytes = read_body(
+            req,
+            state,
+            state.body_limit,
+            "the request body is larger than the relay accepts",
+        )
+        .await?;
         decode_json(&bytes).map(ApiJson)
     }
 }
@@ -55,10 +55,27 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A request body of at most `limit` bytes (the route's `DefaultBodyLimit`
+/// enforces the same while reading). Refused with `too_large` (413) as soon
+/// as the announced length is over, 408 when it stalls, 400 when broken.
+pub async fn read_body(
+    req: Request,
+    state: &AppState,
+    limit: usize,
+    too_large: impl Into<String>,
+) -> Result<Bytes, ApiError> {
+    if declared_length(&req).is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, too_large));
+    }
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e| body_read_error(e, too_large))
+}
+
 /// The body size the client announced. Checked before reading, so that a
 /// client announcing gigabytes gets its `413` at once rather than after the
 /// relay has read up to the limit (or waited for bytes that never come).
-pub fn declared_length(req: &Request) -> Option<u64> {
+fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
         .get(axum::http::header::CONTENT_LENGTH)?
         .to_str()
@@ -69,7 +86,7 @@ pub fn declared_length(req: &Request) -> Option<u64> {
 
 /// Why a body could not be read, in the protocol's terms: too large (413),
 /// too slow (408, from the router's body timeout), or broken (400).
-pub fn body_read_error(e: BytesRejection, too_large: impl Into<String>) -> ApiError {
+fn body_read_error(e: BytesRejection, too_large: impl Into<String>) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(ErrorCode::PayloadTooLarge, too_large);
     }

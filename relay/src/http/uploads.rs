@@ -1,16 +1,15 @@
 //! Attachments: upload (raw bytes) and download.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use loopchat_proto::{ErrorCode, UploadResponse};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Authed, body_read_error, declared_length};
+use super::extract::{Authed, read_body};
 use crate::attachments::{AttachmentError, Attachments};
 
 #[utoipa::path(
@@ -54,12 +53,7 @@ pub async fn upload(
         "the attachment is larger than {} MiB",
         limit / (1024 * 1024)
     );
-    if declared_length(&req).is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::new(ErrorCode::PayloadTooLarge, too_large));
-    }
-    let bytes = Bytes::from_request(req, &state)
-        .await
-        .map_err(|e| body_read_error(e, too_large))?;
+    let bytes = read_body(req, &state, limit, too_large).await?;
     let attachments = state.pipeline.attachments().clone();
     let saved = tokio::task::spawn_blocking(move || attachments.save(&mime, &bytes))
         .await

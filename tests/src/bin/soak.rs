@@ -477,15 +477,20 @@ impl Client {
         });
     }
 
-    async fn rpc(&mut self) -> Result<(), String> {
-        let session = self.session_for_turn();
-        let text = self.text();
-        let id = format!(
+    /// An idempotency key unique to this client's turn.
+    fn turn_id(&mut self) -> String {
+        format!(
             "soak-{}-{}-{}",
             self.idx,
             self.n,
             self.rng.next() % 1_000_000
-        );
+        )
+    }
+
+    async fn rpc(&mut self) -> Result<(), String> {
+        let session = self.session_for_turn();
+        let text = self.text();
+        let id = self.turn_id();
         let v = json_ok(
             self.post("/webchat/rpc")
                 .json(&json!({"text": text, "session": session, "id": id}))
@@ -516,12 +521,7 @@ impl Client {
     async fn stream(&mut self) -> Result<(), String> {
         let session = self.session_for_turn();
         let text = self.text();
-        let id = format!(
-            "soak-{}-{}-{}",
-            self.idx,
-            self.n,
-            self.rng.next() % 1_000_000
-        );
+        let id = self.turn_id();
         let resp = self
             .post("/webchat/rpc")
             .json(&json!({"text": text, "session": session, "id": id, "stream": true}))
