@@ -43,8 +43,11 @@ BIN=$CARGO_TARGET_DIR/release
 
 # The tunnel's start-up includes the remote login shell reading the discovery
 # file; a user with a plain /bin/sh shows the tunnel itself (docs/remote.md).
-if [ "$(id -u)" = 0 ] && ! id loopbench >/dev/null 2>&1; then
-  useradd --create-home --shell /bin/sh loopbench
+if [ "$(id -u)" = 0 ]; then
+  id loopbench >/dev/null 2>&1 || useradd --create-home --shell /bin/sh loopbench
+  # useradd leaves the password locked ("!"), and sshd without PAM refuses
+  # even key logins to a locked account; "*" only rules out passwords.
+  usermod -p '*' loopbench
 fi
 LOGIN=$(id -un); id loopbench >/dev/null 2>&1 && LOGIN=loopbench
 

@@ -47,6 +47,9 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Longest pause while a request body arrives, seconds.
     pub body_read_timeout_secs: u64,
+    /// A session with no turn for this long gives back the memory it keeps
+    /// for quick answers (event replay, recent messages), seconds.
+    pub idle_session_secs: u64,
     pub agent: AgentConfig,
 }
 
@@ -63,6 +66,7 @@ impl Default for Config {
             max_connections: 1024,
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 30,
+            idle_session_secs: 600,
             agent: AgentConfig::default(),
         }
     }

@@ -71,6 +71,13 @@ impl EventLog {
         event
     }
 
+    /// Drops the replay ring, keeping the seq: a subscriber that asks for
+    /// events it missed gets a `reset`, as when the ring has moved on.
+    pub fn trim(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.ring = VecDeque::new();
+    }
+
     /// Live events after now, preceded by the retained events after `since`.
     /// When `since` cannot be served (evicted, from an earlier relay run, or
     /// from the future) the replay is a single `reset` carrying the current

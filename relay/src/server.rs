@@ -146,6 +146,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     tokio::spawn(watch_signals(signals, shutdown.clone()));
+    tokio::spawn(pipeline.clone().trim_idle_sessions(
+        Duration::from_secs(config.idle_session_secs),
+        shutdown.clone(),
+    ));
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let drain = {
         let shutdown = shutdown.clone();

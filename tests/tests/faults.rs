@@ -176,9 +176,8 @@ enum Kind {
 /// (kind, slot). A client's session is `SESSIONS[(slot + round) % 4]`, so
 /// clients move between sessions from round to round. Each session has at
 /// most one keyed client, and so at most one unanswered keyed turn at a kill.
-/// That matters because a keyed turn that is run again after a restart gets
-/// the session's latest history: if another turn of the session came after
-/// its user message, the agent would answer that one instead.
+/// (A keyed turn run again after a restart answers its own user message even
+/// when others came after it: `store_durability.rs` tests that on its own.)
 const CLIENTS: [(Kind, usize); 6] = [
     (Kind::Keyed, 0),
     (Kind::StreamKeyed, 1),
@@ -1154,6 +1153,98 @@ async fn full_disk_answers_507_and_recovers() {
     assert_no_panic(&relay);
     drop(relay);
     eprintln!("full disk: {:.1?}", started.elapsed());
+}
+
+/// Sets or clears the append-only attribute (`chattr ±a`), under which
+/// writes still work and truncation fails: the one way to make the relay's
+/// cut of a failed write's fragment fail on purpose.
+fn append_only(path: &Path, on: bool) {
+    let out = Command::new("chattr")
+        .arg(if on { "+a" } else { "-a" })
+        .arg(path)
+        .output()
+        .expect("chattr (e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "chattr on {}: {} (needs root: CAP_LINUX_IMMUTABLE)",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// A write that fails part-way leaves a fragment, which the relay cuts.
+/// When even the cut fails, the fragment must still never join the next
+/// line (the transcript is in append mode): the relay cuts it before it
+/// appends again, and the turns after it are stored whole.
+#[tokio::test]
+async fn a_fragment_that_could_not_be_cut_never_joins_the_next_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let fs = SmallFs::mount(&home.join("sessions"));
+    let mut relay = Relay::start_with(RelayOptions {
+        home: Some(home.clone()),
+        wrapper: fs.wrapper(),
+        ..Default::default()
+    });
+    let api = relay.client();
+    let view = fs.outside(&home);
+    let (status, v) = rpc_timed(&api, rpc_body("torn", "one", None, false)).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, info) = api.get_json("/webchat/info?session=torn").await;
+    let transcript = view.join(format!(
+        "sessions/{}.jsonl",
+        info["sessionId"].as_str().unwrap()
+    ));
+
+    // One free page: a 16 KiB line is written in part, then ENOSPC.
+    let filler = view.join("sessions/filler");
+    fill_up(&filler);
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    append_only(&transcript, true);
+    let huge = big("huge").repeat(3);
+    let (status, v) = rpc_timed(&api, rpc_body("torn", &huge, None, false)).await;
+    append_only(&transcript, false);
+    assert_store_full(status, &v);
+    let bytes = std::fs::read(&transcript).unwrap();
+    assert!(
+        !bytes.ends_with(b"\n"),
+        "the failed write should have left a fragment that could not be cut"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    for text in ["two", "three"] {
+        let (status, v) = rpc_timed(&api, rpc_body("torn", text, None, false)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    store_is_whole(&view);
+    let expected = [
+        "one",
+        "echo: one",
+        "two",
+        "echo: two",
+        "three",
+        "echo: three",
+    ];
+    let contents = |msgs: Vec<Value>| -> Vec<String> {
+        msgs.iter()
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(contents(all_messages(&api, "torn").await), expected);
+    // What the relay served is what is on disk.
+    relay.kill9();
+    relay.restart();
+    assert_eq!(
+        contents(all_messages(&relay.client(), "torn").await),
+        expected
+    );
+    assert_no_panic(&relay);
 }
 
 // ---------------------------------------------------------------------------

@@ -587,6 +587,40 @@ fn a_stalled_body_gets_408_and_frees_the_connection() {
     assert_still_serving(&relay);
 }
 
+/// A body is read only after the token is checked, so a client without one
+/// cannot hold a connection by trickling a body. The body timeout here is an
+/// hour, far beyond PATIENCE: an answer can only come from not waiting for
+/// the body at all.
+#[test]
+fn a_body_without_a_token_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join("config.toml"), "body_read_timeout_secs = 3600\n").expect("config");
+    let relay = Relay::start_with(RelayOptions {
+        home: Some(home),
+        ..Default::default()
+    });
+    for path in [
+        "/webchat/rpc",
+        "/webchat/abort",
+        "/webchat/attachments",
+        "/webchat/notify",
+        "/webchat/presence",
+    ] {
+        let mut s = connect(&relay);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+             Content-Length: 100000\r\n\r\n{{\"text\":",
+            relay.port
+        );
+        s.write_all(head.as_bytes()).expect("write");
+        let outcome = read_outcome(&mut s);
+        assert_api_error(path, &outcome, 401, "unauthorized");
+    }
+    assert_still_serving(&relay);
+}
+
 /// Slowloris: more slow clients than the relay has connection slots, each
 /// dribbling a header byte now and then. Without a header timeout they
 /// would hold every slot for ever and the honest request below would never

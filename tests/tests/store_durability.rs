@@ -180,6 +180,58 @@ async fn concurrent_sends_across_sessions_lose_nothing() {
     drop(relay);
 }
 
+/// A keyed turn whose reply was lost in a crash runs again when it is
+/// retried, and answers its own message in the context it had, even when
+/// other turns of the session landed in between.
+#[tokio::test]
+async fn a_keyed_retry_after_a_crash_answers_in_its_own_context() {
+    let mut relay = Relay::start();
+    let api = relay.client();
+    let keyed = json!({"text": "first", "session": "ctx", "id": "k-first"});
+    let (s, v) = api.rpc(keyed.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, info) = api.get_json("/webchat/info?session=ctx").await;
+    let session_id = info["sessionId"].as_str().unwrap().to_owned();
+    relay.kill9();
+
+    // The crash came after the user message was written and before the
+    // reply was: drop the reply line.
+    let path = relay.home.join(format!("sessions/{session_id}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["replyTo"].is_null())
+        .collect();
+    assert_eq!(kept.len(), text.lines().count() - 1, "one reply removed");
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+
+    relay.restart();
+    let api = relay.client();
+    let (s, v) = api.rpc(json!({"text": "second", "session": "ctx"})).await;
+    assert_eq!(
+        (s, v["message"]["content"].as_str()),
+        (200, Some("echo: second"))
+    );
+    let (s, v) = api.rpc(keyed).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["message"]["content"], "echo: first",
+        "the re-run answered a later message"
+    );
+    let contents: Vec<Value> = loopchat_tests::all_messages(&api, "ctx")
+        .await
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(contents, ["first", "second", "echo: second", "echo: first"]);
+    // A second retry is answered from the transcript, not run a third time.
+    let (s, again) = api
+        .rpc(json!({"text": "first", "session": "ctx", "id": "k-first"}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(again["message"]["id"], v["message"]["id"]);
+}
+
 /// kill -9 during concurrent sends: every acknowledged turn is on disk and
 /// the store still reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -109,12 +109,21 @@ fn print_message(m: &Message) {
     println!("{who} ({}){note}:\n{}\n", m.timestamp, m.content.text());
 }
 
+/// `loopchat send`'s own arguments (the relay target is flattened beside them).
+#[derive(clap::Args)]
 pub struct SendArgs {
     pub text: String,
+    #[arg(long, default_value = "main")]
     pub session: String,
+    /// Print tokens as they arrive (Ctrl-C aborts the run).
+    #[arg(long)]
     pub stream: bool,
+    #[arg(long)]
     pub thinking: Option<String>,
+    /// Idempotency key: a retry with the same id never makes a second turn.
+    #[arg(long)]
     pub id: Option<String>,
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -189,15 +198,31 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
 /// EX_TEMPFAIL, so a cron wrapper can tell "retry later" from "wrong".
 pub const EXIT_TRY_LATER: u8 = 75;
 
+/// `loopchat notify`'s own arguments (the relay target is flattened beside them).
+#[derive(clap::Args)]
 pub struct NotifyArgs {
+    #[arg(long, default_value = "")]
     pub title: String,
-    /// `-` reads the body from stdin.
+    /// The text; `-` reads it from stdin.
+    #[arg(long, default_value = "")]
     pub body: String,
+    /// 1 (lowest) to 5 (highest); default 3.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub priority: Option<u8>,
+    /// A tag (repeatable, at most 10).
+    #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// Opened on click: an http(s) URL or a /webchat/ path.
+    #[arg(long)]
     pub click: Option<String>,
+    /// The session it is about.
+    #[arg(long)]
     pub session: Option<String>,
+    /// Reusing an id updates that notification instead of adding one.
+    #[arg(long)]
     pub id: Option<String>,
+    /// Print the relay's answer as JSON instead of the id.
+    #[arg(long)]
     pub json: bool,
 }
 

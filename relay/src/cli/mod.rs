@@ -82,48 +82,16 @@ enum Command {
     },
     /// Send one message and print the reply.
     Send {
-        text: String,
-        #[arg(long, default_value = "main")]
-        session: String,
-        /// Print tokens as they arrive (Ctrl-C aborts the run).
-        #[arg(long)]
-        stream: bool,
-        #[arg(long)]
-        thinking: Option<String>,
-        /// Idempotency key: a retry with the same id never makes a second turn.
-        #[arg(long)]
-        id: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        args: commands::SendArgs,
         #[command(flatten)]
         target: Target,
     },
     /// Post a notification to every connected window and shell (exit 0 on
     /// success, 75 when rate limited, 1 on any other failure).
     Notify {
-        #[arg(long, default_value = "")]
-        title: String,
-        /// The text; `-` reads it from stdin.
-        #[arg(long, default_value = "")]
-        body: String,
-        /// 1 (lowest) to 5 (highest); default 3.
-        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
-        priority: Option<u8>,
-        /// A tag (repeatable, at most 10).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Opened on click: an http(s) URL or a /webchat/ path.
-        #[arg(long)]
-        click: Option<String>,
-        /// The session it is about.
-        #[arg(long)]
-        session: Option<String>,
-        /// Reusing an id updates that notification instead of adding one.
-        #[arg(long)]
-        id: Option<String>,
-        /// Print the relay's answer as JSON instead of the id.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        args: commands::NotifyArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -248,54 +216,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             json,
             target,
         } => commands::history(&target, &session, limit, json).await,
-        Command::Send {
-            text,
-            session,
-            stream,
-            thinking,
-            id,
-            json,
-            target,
-        } => {
-            commands::send(
-                &target,
-                commands::SendArgs {
-                    text,
-                    session,
-                    stream,
-                    thinking,
-                    id,
-                    json,
-                },
-            )
-            .await
-        }
-        Command::Notify {
-            title,
-            body,
-            priority,
-            tags,
-            click,
-            session,
-            id,
-            json,
-            target,
-        } => {
-            commands::notify(
-                &target,
-                commands::NotifyArgs {
-                    title,
-                    body,
-                    priority,
-                    tags,
-                    click,
-                    session,
-                    id,
-                    json,
-                },
-            )
-            .await
-        }
+        Command::Send { args, target } => commands::send(&target, args).await,
+        Command::Notify { args, target } => commands::notify(&target, args).await,
         Command::Token { action } => token(action),
         Command::Openapi => {
             print!("{}", crate::http::openapi::json());

@@ -13,7 +13,7 @@ mod turn;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use loopchat_proto::{ActiveRun, AgentInfo, Message, ThinkingLevel};
 use tokio::sync::{Notify, mpsc, watch};
@@ -106,6 +106,9 @@ struct SessionState {
     cancels: HashMap<String, CancellationToken>,
     known: HashMap<String, KnownTurn>,
     known_order: VecDeque<String>,
+    /// When the last turn ended; `None` while turns are pending or once
+    /// the idle session was trimmed.
+    idle_since: Option<Instant>,
 }
 
 /// Per-session runtime: its event log, its queue and its run state.
@@ -268,7 +271,10 @@ impl Pipeline {
             key: key.to_owned(),
             events: Arc::new(EventLog::new(self.inner.seq_base)),
             queue: tx,
-            state: Mutex::new(SessionState::default()),
+            state: Mutex::new(SessionState {
+                idle_since: Some(Instant::now()),
+                ..SessionState::default()
+            }),
         });
         sessions.insert(key.to_owned(), rt.clone());
         tokio::spawn(turn::worker(self.inner.clone(), rt.clone(), rx));
@@ -323,6 +329,7 @@ impl Pipeline {
             }
         }
         st.pending += 1;
+        st.idle_since = None;
         st.cancels.insert(run_id.clone(), cancel.clone());
         self.inner.busy.fetch_add(1, Ordering::SeqCst);
         // Sent under the state lock: queue order is submit order.
@@ -365,6 +372,62 @@ impl Pipeline {
         Some(target)
     }
 
+    /// Gives back what sessions without a turn for `idle` keep in memory for
+    /// quick answers: the event replay ring, the remembered idempotency keys
+    /// and the transcript's recent-message window. All of it is rebuilt on
+    /// demand, as after a restart: a subscriber that missed events gets a
+    /// `reset`, a retried key is found in the transcript. Returns how many
+    /// sessions were trimmed.
+    pub fn trim_idle(&self, idle: Duration) -> usize {
+        let runtimes: Vec<_> = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut trimmed = 0;
+        for rt in runtimes {
+            {
+                let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+                match st.idle_since {
+                    Some(since) if since.elapsed() >= idle => {}
+                    _ => continue,
+                }
+                st.idle_since = None;
+                st.known = HashMap::new();
+                st.known_order = VecDeque::new();
+            }
+            rt.events.trim();
+            if let Some(entry) = self.inner.store.session(&rt.key)
+                && let Ok(transcript) = self.inner.store.transcript(&entry.session_id)
+            {
+                transcript.release_recent();
+            }
+            trimmed += 1;
+        }
+        trimmed
+    }
+
+    /// Runs [`Pipeline::trim_idle`] every so often until `stop`.
+    pub async fn trim_idle_sessions(self, idle: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(
+            (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let trimmed = self.trim_idle(idle);
+            if trimmed > 0 {
+                tracing::debug!(trimmed, "trimmed idle sessions");
+            }
+        }
+    }
+
     /// Graceful stop: refuse new turns, let running ones finish for `grace`,
     /// then abort the rest (stored as aborted) and flush the index.
     pub async fn shutdown(&self, grace: Duration) {
@@ -403,3 +466,6 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,6 +30,9 @@ pub(super) async fn worker(
             let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
             st.active = None;
             st.pending -= 1;
+            if st.pending == 0 {
+                st.idle_since = Some(std::time::Instant::now());
+            }
             st.cancels.remove(&run_id);
             if let Ok(r) = &mut outcome {
                 r.more_queued = st.pending > 0;
@@ -106,6 +109,9 @@ async fn run(
         },
         None => None,
     };
+    // A keyed turn run again after a crash answers its own user message in
+    // the context it had then, not after turns that landed since.
+    let mut resumed = None;
     let user_id = match earlier {
         Some((_, Some(reply))) => {
             let replayed = TurnResult {
@@ -118,7 +124,11 @@ async fn run(
             let barrier = transcript.barrier();
             return (Ok(replayed), Some((transcript.clone(), barrier)));
         }
-        Some((user, None)) => user.message.id.clone(),
+        Some((user, None)) => {
+            let id = user.message.id.clone();
+            resumed = Some(user);
+            id
+        }
         None => {
             let new = NewMessage {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -155,7 +165,11 @@ async fn run(
         .thinking
         .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
         .unwrap_or_default();
-    let history = match transcript.latest(inner.history_messages) {
+    let context = match &resumed {
+        Some(user) => transcript.through(user, inner.history_messages),
+        None => transcript.latest(inner.history_messages),
+    };
+    let history = match context {
         Ok(page) => page
             .messages
             .iter()

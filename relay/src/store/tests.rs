@@ -186,3 +186,29 @@ async fn a_session_whose_index_write_failed_is_forgotten() {
     assert_eq!(on_disk["new"]["sessionId"], s.session_id.as_str());
     assert!(on_disk.contains_key("old"));
 }
+
+#[tokio::test]
+async fn through_ends_at_the_given_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let s = store.get_or_create("main").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    let mut marked = None;
+    for i in 0..10 {
+        let (stored, _) = t.append(&msg(i, Role::User)).unwrap();
+        if i == 6 {
+            marked = Some(stored);
+        }
+    }
+    let marked = marked.unwrap();
+    let ids = |page: Page| -> Vec<String> {
+        page.messages.iter().map(|m| m.message.id.clone()).collect()
+    };
+    let page = t.through(&marked, 3).unwrap();
+    assert!(page.has_more);
+    assert_eq!(ids(page), ["m4", "m5", "m6"]);
+    let page = t.through(&marked, 100).unwrap();
+    assert!(!page.has_more);
+    assert_eq!(ids(page).len(), 7);
+    assert!(t.through(&marked, 0).unwrap().messages.is_empty());
+}

@@ -32,6 +32,18 @@ struct Writer {
     file: File,
     /// Bytes of complete lines in the file.
     len: u64,
+    /// A failed write left part of a line after `len` and cutting it failed
+    /// too: it must be cut before anything else is appended.
+    fragment: bool,
+}
+
+impl Writer {
+    /// Cuts the file back to its complete lines.
+    fn cut_fragment(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.fragment = false;
+        Ok(())
+    }
 }
 
 struct Recent {
@@ -120,7 +132,11 @@ impl Transcript {
         let sync_handle = Arc::new(file.try_clone()?);
         Ok(Self {
             path: path.to_owned(),
-            writer: Mutex::new(Writer { file, len }),
+            writer: Mutex::new(Writer {
+                file,
+                len,
+                fragment: false,
+            }),
             reader,
             sync_handle,
             commit: GroupCommit::default(),
@@ -156,10 +172,22 @@ impl Transcript {
         (self.decorate)(&mut stored);
         self.ensure_recent()?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // The file is in append mode: a line written after a fragment would
+        // join it, and both would be lost as one unreadable line.
+        if w.fragment {
+            w.cut_fragment()?;
+            tracing::info!(path = %self.path.display(), "cut the fragment of a failed write");
+        }
         stored.offset = w.len;
         if let Err(e) = w.file.write_all(&line) {
-            // A partial line would glue itself to the next append; cut it.
-            let _ = w.file.set_len(w.len);
+            w.fragment = true;
+            if let Err(cut) = w.cut_fragment() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %cut,
+                    "cannot cut the fragment of a failed write; appends wait until it is cut"
+                );
+            }
             return Err(e.into());
         }
         w.len += line.len() as u64;
@@ -216,12 +244,45 @@ impl Transcript {
         Ok(Some(self.read_before(offset, limit)?))
     }
 
+    /// The last `limit` messages up to and including `last`: the context
+    /// the turn that wrote `last` had.
+    pub fn through(&self, last: &Arc<StoredMessage>, limit: usize) -> Result<Page, StoreError> {
+        if limit == 0 {
+            return Ok(Page {
+                messages: Vec::new(),
+                has_more: true,
+            });
+        }
+        let mut page = self.read_before(last.offset, limit - 1)?;
+        page.messages.push(last.clone());
+        Ok(page)
+    }
+
+    /// Gives back the memory of the recent-message window and the page
+    /// marks; the next read loads the window from the file again.
+    pub fn release_recent(&self) {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent {
+            loaded: false,
+            messages: VecDeque::new(),
+            complete: false,
+        };
+        *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = PageMarks::default();
+    }
+
     /// The message written for idempotency key `client_id`, and the reply
     /// to it if one was stored — looked up among the recent messages, which
     /// is where a retry finds its first attempt.
     pub fn find_turn(&self, client_id: &str) -> Result<Option<StoredTurn>, StoreError> {
-        self.ensure_recent()?;
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = loop {
+            self.ensure_recent()?;
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            // Released in between: a miss in an empty window would run the
+            // turn a second time.
+            if recent.loaded {
+                break recent;
+            }
+        };
         let Some(pos) = recent
             .messages
             .iter()
