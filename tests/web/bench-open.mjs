@@ -33,8 +33,10 @@ try {
     await page.waitForSelector(`#messages .msg >> text=message ${BIG - 1} `);
     await page.context().close();
   }
-  // run 1 is a first visit (empty browser cache); the others reopen the page in
-  // the same browser profile, as a returning user does (assets revalidated).
+  // Run 1 navigates the tab that just signed in (its renderer is warm, the
+  // assets are in the HTTP cache). The others open the page in a new tab of the
+  // same profile, as a returning user does: a fresh renderer compiles the
+  // modules again and revalidates each asset (304).
   let context = null;
   for (let i = 0; i < runs; i++) {
     const page = context ? await context.newPage() : await newPage(browser);
@@ -108,7 +110,7 @@ const warm = results.filter((r) => !r.cold);
 const summary = {
   messages: BIG,
   runs,
-  firstVisitPaintedMs: Math.round(results[0].paintedMs),
+  sameTabPaintedMs: Math.round(results[0].paintedMs),
   paintedMsMedian: Math.round(median(warm.map((r) => r.paintedMs))),
   paintedMsMax: Math.round(Math.max(...warm.map((r) => r.paintedMs))),
   infoRequestMsMedian: Math.round(median(results.map((r) => r.infoRequestMs))),
@@ -132,10 +134,10 @@ if (asJson) {
 } else {
   console.log(`bench-open: ${BIG}-message session, ${runs} runs`);
   for (const [i, r] of results.entries()) {
-    console.log(`  run ${i + 1}${r.cold ? ' (first visit, empty cache)' : ''}: latest messages painted at ${r.paintedMs.toFixed(0)} ms (html ${r.htmlResponseEndMs?.toFixed(0)}, app start ${r.appStartMs?.toFixed(0)}, info ${r.infoStartMs?.toFixed(0)}→${r.infoEndMs?.toFixed(0)}, rendered ${r.renderedMs?.toFixed(0)} ms), ${r.messageNodes} message nodes, ${r.domNodes} DOM nodes, JS heap ${(r.cdpJSHeapUsedBytes / 1048576).toFixed(1)} MB`);
+    console.log(`  run ${i + 1}${r.cold ? ' (same tab as the sign-in)' : ''}: latest messages painted at ${r.paintedMs.toFixed(0)} ms (html ${r.htmlResponseEndMs?.toFixed(0)}, app start ${r.appStartMs?.toFixed(0)}, info ${r.infoStartMs?.toFixed(0)}→${r.infoEndMs?.toFixed(0)}, rendered ${r.renderedMs?.toFixed(0)} ms), ${r.messageNodes} message nodes, ${r.domNodes} DOM nodes, JS heap ${(r.cdpJSHeapUsedBytes / 1048576).toFixed(1)} MB`);
   }
   const ph = summary.phases;
   console.log(`  phases (median): html ${ph.htmlLoaded} ms → modules loaded/app start ${ph.modulesLoadedAppStart} ms; /info answered ${ph.infoAnswered} ms → transcript rendered ${ph.transcriptRendered} ms (render itself ${ph.renderAfterInfoOrStart} ms) → painted ${ph.painted} ms`);
-  console.log(`  first visit ${summary.firstVisitPaintedMs} ms; returning visits: median painted ${summary.paintedMsMedian} ms, max ${summary.paintedMsMax} ms (goal ≤ 300), max message nodes ${summary.messageNodesMax} (goal ≤ 300), median JS heap ${summary.jsHeapUsedMBMedian} MB → ${summary.pass ? 'OK' : 'OVER GOAL'}`);
+  console.log(`  same tab ${summary.sameTabPaintedMs} ms; new tabs: median painted ${summary.paintedMsMedian} ms, max ${summary.paintedMsMax} ms (goal ≤ 300), max message nodes ${summary.messageNodesMax} (goal ≤ 300), median JS heap ${summary.jsHeapUsedMBMedian} MB → ${summary.pass ? 'OK' : 'OVER GOAL'}`);
 }
 process.exit(summary.pass ? 0 : 1);
