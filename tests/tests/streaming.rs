@@ -534,3 +534,57 @@ async fn hundred_subscribers_receive_every_delta() {
         assert_eq!(text, expected);
     }
 }
+
+/// After `idle_session_secs` without a turn, a session's event replay is
+/// dropped to give its memory back: a client asking for events it missed
+/// gets a `reset` (and reloads), the seq goes on where it was, and the next
+/// turn's events follow it. There is no event for "trimmed", so the test
+/// asks again until the reset comes.
+#[tokio::test]
+async fn an_idle_session_drops_its_replay_but_keeps_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.toml"), "idle_session_secs = 1\n").unwrap();
+    let relay = Relay::start_with(RelayOptions {
+        home: Some(home),
+        ..Default::default()
+    });
+    let api = relay.client();
+    let (s, v) = api.rpc(json!({"text": "hi", "session": "idle"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, info) = api.get_json("/webchat/info?session=idle").await;
+    let last = info["lastSeq"].as_u64().unwrap();
+    let missed = last - 2;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reset = loop {
+        let mut feed = events(&relay, &format!("session=idle&since={missed}"), None).await;
+        let (_, first) = feed.next().await.unwrap();
+        if first["type"] == "reset" {
+            break first;
+        }
+        assert_eq!(
+            first["seq"],
+            missed + 1,
+            "served from the ring until trimmed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle session was not trimmed within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(reset["seq"], last, "trimming keeps the seq");
+
+    let mut feed = events(&relay, &format!("session=idle&since={last}"), None).await;
+    let (s, v) = api.rpc(json!({"text": "again", "session": "idle"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, next) = feed.next().await.unwrap();
+    assert_eq!(next["seq"], last + 1, "{next}");
+    assert_eq!(
+        loopchat_tests::all_messages(&api, "idle").await.len(),
+        4,
+        "the history is whole"
+    );
+}

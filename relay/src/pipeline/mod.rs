@@ -424,6 +424,7 @@ impl Pipeline {
             let trimmed = self.trim_idle(idle);
             if trimmed > 0 {
                 tracing::debug!(trimmed, "trimmed idle sessions");
+                give_back_free_memory().await;
             }
         }
     }
@@ -443,6 +444,19 @@ impl Pipeline {
         if let Err(e) = self.inner.store.flush().await {
             tracing::error!(error = %e, "could not flush the session index");
         }
+    }
+}
+
+/// glibc keeps freed memory in its arenas for reuse, so dropping a session's
+/// caches does not lower the relay's RSS by itself (measured: 140 MiB before
+/// and after trimming 40 idle sessions). `malloc_trim` hands the free pages
+/// back; it walks every arena, so it runs off the async threads.
+async fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free heap pages; it touches no
+        // memory the program uses.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
     }
 }
 
