@@ -8,7 +8,7 @@
 # streaming through the relay vs a direct llama.cpp call, notification
 # fan-out to 1,000 subscribers, opening a 5,000-message session in Chromium,
 # the shell's tunnel vs OpenSSH through one sshd, and the 10-minute soak
-# (200 clients). About 30 minutes. Needs what scripts/install-test-deps.sh
+# (200 clients). About 20 minutes after the build. Needs what scripts/install-test-deps.sh
 # installs, plus oha (cargo install oha --locked).
 set -uo pipefail
 cd "$(dirname "$0")/.."
