@@ -58,6 +58,8 @@ pub struct RelayOptions {
     /// A command prefix to run the binary under, e.g. `nsenter … --` to
     /// start it inside another mount namespace. Kept for [`Relay::restart`].
     pub wrapper: Vec<String>,
+    /// Written to the home's `config.toml` before the relay starts.
+    pub config: Option<String>,
 }
 
 impl RelayOptions {
@@ -67,6 +69,10 @@ impl RelayOptions {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.into());
         self
     }
 }
@@ -85,6 +91,10 @@ impl Relay {
                 (Some(t), h)
             }
         };
+        if let Some(toml) = &opts.config {
+            std::fs::create_dir_all(&home).expect("home");
+            std::fs::write(home.join("config.toml"), toml).expect("config.toml");
+        }
         let mut relay = Self::spawn_wrapped(&opts.wrapper, &home, &opts.env, &opts.args)
             .unwrap_or_else(|e| panic!("{e}"));
         relay._tmp = tmp;

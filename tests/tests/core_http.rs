@@ -154,14 +154,8 @@ async fn host_and_origin_checks() {
 
 #[tokio::test]
 async fn allowed_hosts_from_config() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join("config.toml"), "allowed_hosts = [\"box.lan\"]\n").unwrap();
-    let relay = Relay::start_with(RelayOptions {
-        home: Some(home),
-        ..Default::default()
-    });
+    let relay =
+        Relay::start_with(RelayOptions::default().config("allowed_hosts = [\"box.lan\"]\n"));
     let r = relay
         .client()
         .get("/webchat/info")

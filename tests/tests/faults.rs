@@ -784,6 +784,19 @@ fn mount_tmpfs(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Fills the file system with `path`, then frees `room` bytes of it.
+fn fill_up_leaving(path: &Path, room: u64) {
+    fill_up(path);
+    free(path, room);
+}
+
+/// Gives `bytes` of the filler `path` back to the file system.
+fn free(path: &Path, bytes: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - bytes).unwrap();
+}
+
 /// Appends to `path` until the file system is full.
 fn fill_up(path: &Path) {
     let mut f = std::fs::OpenOptions::new()
@@ -954,14 +967,7 @@ async fn full_disk_answers_507_and_recovers() {
     }
 
     // Leave a little room (four pages), then send until the store is full.
-    fill_up(&filler);
-    let len = std::fs::metadata(&filler).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(len - 16 * 1024)
-        .unwrap();
+    fill_up_leaving(&filler, 16 * 1024);
     let mut first_507 = None;
     for i in 0..20 {
         let text = big(&format!("filling {i}"));
@@ -1059,12 +1065,7 @@ async fn full_disk_answers_507_and_recovers() {
 
     // The reply cannot be written: free a little room, let the user message
     // in, fill the disk while the agent waits at the gate, then open it.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(std::fs::metadata(&filler).unwrap().len() - 16 * 1024)
-        .unwrap();
+    free(&filler, 16 * 1024);
     let kb = big("keyed B HOLD");
     let mut watch = Events::new(
         subscribe(
@@ -1198,14 +1199,7 @@ async fn a_fragment_that_could_not_be_cut_never_joins_the_next_line() {
 
     // One free page: a 16 KiB line is written in part, then ENOSPC.
     let filler = view.join("sessions/filler");
-    fill_up(&filler);
-    let len = std::fs::metadata(&filler).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(len - 4096)
-        .unwrap();
+    fill_up_leaving(&filler, 4096);
     append_only(&transcript, true);
     let huge = big("huge").repeat(3);
     let (status, v) = rpc_timed(&api, rpc_body("torn", &huge, None, false)).await;
@@ -1533,23 +1527,13 @@ async fn faulty_turn(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_faults_without_a_model_server() {
     let peer = Peer::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(
-        home.join("config.toml"),
-        "[agent.openai]\nidle_timeout_secs = 1\nconnect_timeout_secs = 1\n",
-    )
-    .unwrap();
     let base = format!("http://127.0.0.1:{}/v1", peer.port);
     let relay = Relay::start_with(
-        RelayOptions {
-            home: Some(home.clone()),
-            ..Default::default()
-        }
-        .env("LOOPCHAT_AGENT", "openai")
-        .env("LOOPCHAT_OPENAI_BASE_URL", &base)
-        .env("LOOPCHAT_OPENAI_MODEL", "fault-peer"),
+        RelayOptions::default()
+            .config("[agent.openai]\nidle_timeout_secs = 1\nconnect_timeout_secs = 1\n")
+            .env("LOOPCHAT_AGENT", "openai")
+            .env("LOOPCHAT_OPENAI_BASE_URL", &base)
+            .env("LOOPCHAT_OPENAI_MODEL", "fault-peer"),
     );
     let api = relay.client();
     let url = format!("{base}/chat/completions");
@@ -1636,6 +1620,6 @@ async fn backend_faults_without_a_model_server() {
     assert_eq!(v["message"]["content"], "all good");
     let (s, h) = api.get_json("/healthz").await;
     assert_eq!((s, &h["ok"]), (200, &json!(true)));
-    store_is_whole(&home);
+    store_is_whole(&relay.home);
     assert_no_panic(&relay);
 }

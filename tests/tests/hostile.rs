@@ -18,16 +18,8 @@ const CONFIG: &str =
 /// within it is hanging on the client, which is itself a failure.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn start() -> (tempfile::TempDir, Relay) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    std::fs::write(home.join("config.toml"), CONFIG).expect("config");
-    let relay = Relay::start_with(RelayOptions {
-        home: Some(home),
-        ..Default::default()
-    });
-    (dir, relay)
+fn start() -> Relay {
+    Relay::start_with(RelayOptions::default().config(CONFIG))
 }
 
 #[derive(Debug, PartialEq)]
@@ -180,7 +172,7 @@ fn assert_still_serving(relay: &Relay) {
 
 #[test]
 fn malformed_bodies_are_400_with_a_json_error() {
-    let (_dir, relay) = start();
+    let relay = start();
     let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_in_field = format!(
         r#"{{"text":"x","thinking":{}{}}}"#,
@@ -232,7 +224,7 @@ fn malformed_bodies_are_400_with_a_json_error() {
 
 #[test]
 fn hostile_text_is_stored_faithfully_or_refused() {
-    let (_dir, relay) = start();
+    let relay = start();
     // Escaped NUL, an escaped surrogate pair, bidi overrides and a line
     // separator are valid JSON strings: they must round-trip through the
     // store without breaking its line format.
@@ -262,7 +254,7 @@ fn hostile_text_is_stored_faithfully_or_refused() {
 
 #[test]
 fn bad_session_keys_and_paging_values_are_refused() {
-    let (_dir, relay) = start();
+    let relay = start();
     for key in [
         "..%2F..%2Fetc%2Fpasswd",
         "../sessions",
@@ -346,7 +338,7 @@ fn bad_session_keys_and_paging_values_are_refused() {
 
 #[test]
 fn path_traversal_never_leaves_the_bundled_assets() {
-    let (_dir, relay) = start();
+    let relay = start();
     let secret = std::fs::read_to_string(relay.home.join("token")).expect("token file");
     for target in [
         "/webchat/../../../../etc/passwd",
@@ -383,7 +375,7 @@ fn path_traversal_never_leaves_the_bundled_assets() {
 
 #[test]
 fn broken_http_framing_gets_a_4xx_or_a_closed_connection() {
-    let (_dir, relay) = start();
+    let relay = start();
     let host = format!("127.0.0.1:{}", relay.port);
     let auth = format!("Authorization: Bearer {}", relay.token);
     // A TLS 1.3 ClientHello's first bytes, as a browser sends to https://.
@@ -498,7 +490,7 @@ fn broken_http_framing_gets_a_4xx_or_a_closed_connection() {
 
 #[test]
 fn declared_oversized_body_is_refused_before_it_is_sent() {
-    let (_dir, relay) = start();
+    let relay = start();
     // Ten gigabytes declared, nothing sent: the relay must answer from the
     // header alone instead of waiting for (or buffering) the body.
     let head = format!(
@@ -541,7 +533,7 @@ fn declared_oversized_body_is_refused_before_it_is_sent() {
 
 #[test]
 fn unknown_methods_are_405_or_400() {
-    let (_dir, relay) = start();
+    let relay = start();
     for (method, path) in [
         ("DELETE", "/webchat/info"),
         ("PUT", "/webchat/rpc"),
@@ -572,7 +564,7 @@ fn unknown_methods_are_405_or_400() {
 
 #[test]
 fn a_stalled_body_gets_408_and_frees_the_connection() {
-    let (_dir, relay) = start();
+    let relay = start();
     let mut s = connect(&relay);
     let head = format!(
         "POST /webchat/rpc HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\n\
@@ -593,14 +585,8 @@ fn a_stalled_body_gets_408_and_frees_the_connection() {
 /// the body at all.
 #[test]
 fn a_body_without_a_token_is_refused_before_it_is_read() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    std::fs::write(home.join("config.toml"), "body_read_timeout_secs = 3600\n").expect("config");
-    let relay = Relay::start_with(RelayOptions {
-        home: Some(home),
-        ..Default::default()
-    });
+    let relay =
+        Relay::start_with(RelayOptions::default().config("body_read_timeout_secs = 3600\n"));
     for path in [
         "/webchat/rpc",
         "/webchat/abort",
@@ -627,7 +613,7 @@ fn a_body_without_a_token_is_refused_before_it_is_read() {
 /// be served.
 #[test]
 fn slow_clients_cannot_hold_up_other_users() {
-    let (_dir, relay) = start();
+    let relay = start();
     let slots = 24;
     let mut slow: Vec<TcpStream> = (0..slots + 8).map(|_| connect(&relay)).collect();
     for s in &mut slow {
@@ -678,7 +664,7 @@ fn slow_clients_cannot_hold_up_other_users() {
 
 #[test]
 fn the_relay_survives_a_flood_of_connections() {
-    let (_dir, relay) = start();
+    let relay = start();
     // Far more connections than slots, opened and abandoned at once: the
     // extra ones wait in the backlog, and the relay recovers afterwards.
     let mut flood = Vec::new();
@@ -697,7 +683,7 @@ fn the_relay_survives_a_flood_of_connections() {
 /// response in progress: a live event stream outlasts it.
 #[tokio::test]
 async fn a_live_stream_outlasts_the_header_timeout() {
-    let (_dir, relay) = start();
+    let relay = start();
     let api = relay.client();
     let response = api
         .get("/webchat/events?session=main")

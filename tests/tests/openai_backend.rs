@@ -547,13 +547,11 @@ fn openai_relay(
     extra_env: &[(&str, &str)],
 ) -> (Relay, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join("config.toml"), config).unwrap();
     let mut opts = RelayOptions {
-        home: Some(home),
+        home: Some(tmp.path().join("home")),
         ..Default::default()
     }
+    .config(config)
     .env("LOOPCHAT_AGENT", "openai")
     .env("LOOPCHAT_OPENAI_BASE_URL", base_url)
     .env("LOOPCHAT_OPENAI_MODEL", MODEL);

@@ -381,19 +381,11 @@ async fn websocket_carries_events_and_drops_silent_clients() {
 }
 
 fn command_relay(argv: &[&str], timeout: u64) -> Relay {
-    let tmp = tempfile::tempdir().unwrap().keep();
-    let home = tmp.join("home");
-    std::fs::create_dir_all(&home).unwrap();
     let argv: Vec<String> = argv.iter().map(|s| format!("{s:?}")).collect();
-    std::fs::write(
-        home.join("config.toml"),
-        format!("[agent]\nbackend = \"command\"\n[agent.command]\nargv = [{}]\ntimeout_secs = {timeout}\n", argv.join(", ")),
-    )
-    .unwrap();
-    Relay::start_with(RelayOptions {
-        home: Some(home),
-        ..Default::default()
-    })
+    Relay::start_with(RelayOptions::default().config(&format!(
+        "[agent]\nbackend = \"command\"\n[agent.command]\nargv = [{}]\ntimeout_secs = {timeout}\n",
+        argv.join(", ")
+    )))
 }
 
 #[tokio::test]
@@ -542,14 +534,7 @@ async fn hundred_subscribers_receive_every_delta() {
 /// asks again until the reset comes.
 #[tokio::test]
 async fn an_idle_session_drops_its_replay_but_keeps_its_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join("config.toml"), "idle_session_secs = 1\n").unwrap();
-    let relay = Relay::start_with(RelayOptions {
-        home: Some(home),
-        ..Default::default()
-    });
+    let relay = Relay::start_with(RelayOptions::default().config("idle_session_secs = 1\n"));
     let api = relay.client();
     let (s, v) = api.rpc(json!({"text": "hi", "session": "idle"})).await;
     assert_eq!(s, 200, "{v}");
