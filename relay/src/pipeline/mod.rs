@@ -400,8 +400,9 @@ impl Pipeline {
                 st.known_order = VecDeque::new();
             }
             rt.events.trim();
+            // A transcript nobody opened holds nothing to give back.
             if let Some(entry) = self.inner.store.session(&rt.key)
-                && let Ok(transcript) = self.inner.store.transcript(&entry.session_id)
+                && let Some(transcript) = self.inner.store.open_transcript(&entry.session_id)
             {
                 transcript.release_recent();
             }

@@ -206,6 +206,16 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// The transcript of `session_id` if it is open already.
+    pub fn open_transcript(&self, session_id: &str) -> Option<Arc<Transcript>> {
+        self.inner
+            .transcripts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(session_id)
+            .cloned()
+    }
+
     /// The transcript of `session_id`, opened on first use.
     pub fn transcript(&self, session_id: &str) -> Result<Arc<Transcript>, StoreError> {
         let mut open = self
