@@ -341,25 +341,58 @@ impl SseReader {
     }
 }
 
-/// Every line of every transcript in `home` parses as JSON.
-pub fn assert_store_readable(home: &Path) -> usize {
+/// What [`scan_store`] found.
+pub struct StoreScan {
+    /// Complete lines in all transcripts.
+    pub lines: usize,
+    /// Transcripts that end with part of a line.
+    pub torn: usize,
+}
+
+/// Parses every complete line of every transcript in `home`, and the index,
+/// panicking at the first that does not parse. Bytes after a transcript's
+/// last newline are counted, not parsed: a write cut off by a crash leaves
+/// them unacknowledged, and the relay cuts them when it opens the file.
+pub fn scan_store(home: &Path) -> StoreScan {
     let dir = home.join("sessions");
-    let mut lines = 0;
+    let mut scan = StoreScan { lines: 0, torn: 0 };
     for entry in std::fs::read_dir(&dir).expect("sessions dir") {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).expect("read transcript");
-        for (i, line) in text.lines().enumerate() {
-            serde_json::from_str::<Value>(line)
-                .unwrap_or_else(|e| panic!("{}:{}: {e}: {line}", path.display(), i + 1));
-            lines += 1;
+        let bytes = std::fs::read(&path).expect("read transcript");
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if complete < bytes.len() {
+            scan.torn += 1;
+        }
+        for (i, line) in bytes[..complete]
+            .split_inclusive(|b| *b == b'\n')
+            .enumerate()
+        {
+            let line = &line[..line.len() - 1];
+            serde_json::from_slice::<Value>(line).unwrap_or_else(|e| {
+                panic!(
+                    "{}:{}: {e}: {}",
+                    path.display(),
+                    i + 1,
+                    String::from_utf8_lossy(line)
+                )
+            });
+            scan.lines += 1;
         }
     }
     let index = std::fs::read(dir.join("sessions.json")).expect("index");
     serde_json::from_slice::<Value>(&index).expect("index parses");
-    lines
+    scan
+}
+
+/// Every line of every transcript in `home` parses as JSON, and every
+/// transcript ends with a newline. Returns the number of lines.
+pub fn assert_store_readable(home: &Path) -> usize {
+    let scan = scan_store(home);
+    assert_eq!(scan.torn, 0, "a transcript ends with part of a line");
+    scan.lines
 }
 
 /// Every message of a session, oldest first, paging back through history.

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
-use loopchat_tests::{Api, Relay, RelayOptions, all_messages, assert_store_readable};
+use loopchat_tests::{Api, Relay, RelayOptions, all_messages, assert_store_readable, scan_store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -92,61 +92,6 @@ fn rpc_body(session: &str, text: &str, key: Option<&str>, stream: bool) -> Value
         body["stream"] = true.into();
     }
     body
-}
-
-/// Every complete line of every transcript parses, and the index parses.
-/// Bytes after the last newline of a transcript are allowed: a write that
-/// was cut off and never acknowledged leaves them, and the relay cuts them
-/// when it opens the transcript. Returns how many transcripts had such a
-/// torn tail.
-fn complete_lines_parse(home: &Path) -> usize {
-    let dir = home.join("sessions");
-    let mut torn = 0;
-    for entry in std::fs::read_dir(&dir).expect("sessions dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).expect("read transcript");
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-        if complete < bytes.len() {
-            torn += 1;
-        }
-        for (i, line) in bytes[..complete]
-            .split_inclusive(|b| *b == b'\n')
-            .enumerate()
-        {
-            let line = &line[..line.len() - 1];
-            serde_json::from_slice::<Value>(line).unwrap_or_else(|e| {
-                panic!(
-                    "{}:{}: {e}: {}",
-                    path.display(),
-                    i + 1,
-                    String::from_utf8_lossy(line)
-                )
-            });
-        }
-    }
-    let index = std::fs::read(dir.join("sessions.json")).expect("index");
-    serde_json::from_slice::<Value>(&index).expect("the index parses");
-    torn
-}
-
-/// What `assert_store_readable` checks, and also that every transcript ends
-/// with a newline. A write that failed must not leave part of a line behind.
-fn store_is_whole(home: &Path) {
-    assert_store_readable(home);
-    for entry in std::fs::read_dir(home.join("sessions")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) == Some("jsonl") {
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                bytes.is_empty() || bytes.ends_with(b"\n"),
-                "{} ends with part of a line",
-                path.display()
-            );
-        }
-    }
 }
 
 fn assert_no_panic(relay: &Relay) {
@@ -611,7 +556,7 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
             positions.insert(s, p);
         }
         // As the kill left it, before a relay repaired anything.
-        torn_tails += complete_lines_parse(&relay.home);
+        torn_tails += scan_store(&relay.home).torn;
         assert_no_panic(&relay);
         if round < ROUNDS {
             relay.restart();
@@ -982,7 +927,7 @@ async fn full_disk_answers_507_and_recovers() {
     }
     let first_507 = first_507.expect("20 turns of 10 KiB fit in 16 KiB: the disk never filled");
     assert!(first_507 >= 1, "the room left should hold one turn");
-    store_is_whole(&view);
+    assert_store_readable(&view);
 
     // Completely full from here on.
     fill_up(&filler);
@@ -1061,7 +1006,7 @@ async fn full_disk_answers_507_and_recovers() {
     assert_eq!(s, 200, "{page}");
     assert!(!page["messages"].as_array().unwrap().is_empty());
     all_there(&api, &acked).await;
-    store_is_whole(&view);
+    assert_store_readable(&view);
 
     // The reply cannot be written: free a little room, let the user message
     // in, fill the disk while the agent waits at the gate, then open it.
@@ -1108,7 +1053,7 @@ async fn full_disk_answers_507_and_recovers() {
             .any(|r| r["content"] == format!("echo: {kb}")),
         "a reply that could not be written is stored"
     );
-    store_is_whole(&view);
+    assert_store_readable(&view);
 
     // Room again: the same relay process serves turns. No restart.
     std::fs::remove_file(&filler).unwrap();
@@ -1138,7 +1083,7 @@ async fn full_disk_answers_507_and_recovers() {
     assert_eq!(status, 200, "{v}");
     ack(&mut acked, "full", "room again", &v);
     all_there(&api, &acked).await;
-    store_is_whole(&view);
+    assert_store_readable(&view);
 
     // And all of it survives kill -9.
     relay.kill9();
@@ -1148,7 +1093,7 @@ async fn full_disk_answers_507_and_recovers() {
     all_there(&api, &acked).await;
     let (users, _) = texts(&api, "full").await;
     assert_eq!(users.iter().filter(|u| **u == kb).count(), 1);
-    store_is_whole(&view);
+    assert_store_readable(&view);
     let (status, v) = rpc_timed(&api, rpc_body("fresh", "after restart", None, false)).await;
     assert_eq!(status, 200, "{v}");
     assert_no_panic(&relay);
@@ -1216,7 +1161,7 @@ async fn a_fragment_that_could_not_be_cut_never_joins_the_next_line() {
         let (status, v) = rpc_timed(&api, rpc_body("torn", text, None, false)).await;
         assert_eq!(status, 200, "{v}");
     }
-    store_is_whole(&view);
+    assert_store_readable(&view);
     let expected = [
         "one",
         "echo: one",
@@ -1620,6 +1565,6 @@ async fn backend_faults_without_a_model_server() {
     assert_eq!(v["message"]["content"], "all good");
     let (s, h) = api.get_json("/healthz").await;
     assert_eq!((s, &h["ok"]), (200, &json!(true)));
-    store_is_whole(&relay.home);
+    assert_store_readable(&relay.home);
     assert_no_panic(&relay);
 }

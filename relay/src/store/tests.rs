@@ -10,7 +10,8 @@ fn plain() -> Decorate {
     Arc::new(|_| {})
 }
 
-fn msg(i: usize, role: Role) -> NewMessage {
+/// Message `m<i>` with text `text <i>`; the store's other test modules use it too.
+pub(super) fn msg(i: usize, role: Role) -> NewMessage {
     NewMessage {
         id: format!("m{i}"),
         role,

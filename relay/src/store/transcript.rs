@@ -447,22 +447,10 @@ fn last_newline_end(file: &File, len: u64) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use loopchat_proto::{Content, Role};
+    use loopchat_proto::Role;
 
     use super::*;
-
-    fn msg(i: usize) -> NewMessage {
-        NewMessage {
-            id: format!("m{i}"),
-            role: Role::User,
-            content: Content::Text(format!("text {i}")),
-            timestamp_ms: 1_700_000_000_000 + i as i64,
-            client_id: None,
-            reply_to: None,
-            stop_reason: None,
-            error_message: None,
-        }
-    }
+    use crate::store::tests::msg;
 
     /// Paging back remembers one boundary per page, never every message
     /// passed over, and at most `PAGE_MARKS_CAP` of them.
@@ -472,7 +460,7 @@ mod tests {
         let t = Transcript::open(&dir.path().join("t.jsonl"), Arc::new(|_| {})).unwrap();
         let n = RECENT_CAP + 3 * PAGE_MARKS_CAP;
         for i in 0..n {
-            t.append(&msg(i)).unwrap();
+            t.append(&msg(i, Role::User)).unwrap();
         }
         // Every page is read from disk once it leaves the recent window, and
         // the next one starts from the mark the previous one left.
