@@ -176,7 +176,7 @@ async fn run(
             .filter_map(|m| chat_turn(m, &inner.attachments))
             .collect(),
         Err(e) => {
-            return end_with_error(rt, run_id, e.into(), &transcript);
+            return end_with_error(rt, run_id, e.into());
         }
     };
     let mut stream = inner.agent.run(AgentRequest {
@@ -237,7 +237,7 @@ async fn run(
                 });
                 reply = Some((stored, generation));
             }
-            Err(e) => return end_with_error(rt, run_id, e.into(), &transcript),
+            Err(e) => return end_with_error(rt, run_id, e.into()),
         }
     }
     rt.events.publish(EventBody::RunEnd {
@@ -260,12 +260,7 @@ async fn run(
     (outcome, durable)
 }
 
-fn end_with_error(
-    rt: &SessionRuntime,
-    run_id: &str,
-    error: TurnError,
-    _transcript: &Arc<Transcript>,
-) -> (TurnOutcome, Durable) {
+fn end_with_error(rt: &SessionRuntime, run_id: &str, error: TurnError) -> (TurnOutcome, Durable) {
     rt.events.publish(EventBody::RunEnd {
         run_id: run_id.to_owned(),
         state: RunState::Error,
