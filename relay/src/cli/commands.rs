@@ -112,6 +112,8 @@ fn print_message(m: &Message) {
 /// `loopchat send`'s own arguments (the relay target is flattened beside them).
 #[derive(clap::Args)]
 pub struct SendArgs {
+    // Free text may start with `-` ("-5 is negative"); flags after it still parse.
+    #[arg(allow_hyphen_values = true)]
     pub text: String,
     #[arg(long, default_value = "main")]
     pub session: String,
@@ -201,16 +203,16 @@ pub const EXIT_TRY_LATER: u8 = 75;
 /// `loopchat notify`'s own arguments (the relay target is flattened beside them).
 #[derive(clap::Args)]
 pub struct NotifyArgs {
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub title: String,
     /// The text; `-` reads it from stdin.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub body: String,
     /// 1 (lowest) to 5 (highest); default 3.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub priority: Option<u8>,
     /// A tag (repeatable, at most 10).
-    #[arg(long = "tag")]
+    #[arg(long = "tag", allow_hyphen_values = true)]
     pub tags: Vec<String>,
     /// Opened on click: an http(s) URL or a /webchat/ path.
     #[arg(long)]

@@ -32,7 +32,15 @@ pub struct Target {
     url: Option<String>,
     /// The relay's token (default: from the discovery file). Other users
     /// can see command lines in `ps`: prefer LOOPCHAT_TOKEN.
-    #[arg(long, env = "LOOPCHAT_TOKEN", global = true, hide_env_values = true)]
+    // A base64url token starts with `-` one time in 64; without
+    // allow_hyphen_values, `--token "$T"` then fails as an unknown flag.
+    #[arg(
+        long,
+        env = "LOOPCHAT_TOKEN",
+        global = true,
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Option<String>,
     /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
     #[arg(long, global = true)]
@@ -240,5 +248,65 @@ fn token(action: TokenAction) -> anyhow::Result<ExitCode> {
             tokens::revoke(&Home::at(Home::locate(home.as_deref())), &id)
         }
         TokenAction::Rotate { home } => tokens::rotate(&writable(home)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loopchat").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn a_token_that_starts_with_a_hyphen_is_a_value() {
+        // CI failed once on exactly this: a fresh token began with "-V".
+        let Command::Notify { target, args } =
+            parse(&["notify", "--title", "t", "--token", "-Vx_9", "--url", "u"]).unwrap()
+        else {
+            panic!("not notify")
+        };
+        assert_eq!(target.token.as_deref(), Some("-Vx_9"));
+        assert_eq!(target.url.as_deref(), Some("u"));
+        assert_eq!(args.title, "t");
+    }
+
+    #[test]
+    fn free_text_may_start_with_a_hyphen_and_flags_still_parse() {
+        let Command::Notify { args, .. } = parse(&[
+            "notify",
+            "--title",
+            "-5 °C",
+            "--body",
+            "-",
+            "--tag",
+            "-x",
+            "--priority",
+            "4",
+        ])
+        .unwrap() else {
+            panic!("not notify")
+        };
+        assert_eq!((args.title.as_str(), args.body.as_str()), ("-5 °C", "-"));
+        assert_eq!((args.tags, args.priority), (vec!["-x".to_owned()], Some(4)));
+
+        let Command::Send { args, .. } =
+            parse(&["send", "--session", "s", "-1 is odd", "--json"]).unwrap()
+        else {
+            panic!("not send")
+        };
+        assert_eq!(
+            (args.text.as_str(), args.session.as_str()),
+            ("-1 is odd", "s")
+        );
+        assert!(args.json);
+    }
+
+    #[test]
+    fn unknown_flags_are_still_refused() {
+        assert!(parse(&["notify", "--bogus"]).is_err());
+        assert!(parse(&["info", "-V"]).is_err());
     }
 }
