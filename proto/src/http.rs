@@ -136,10 +136,12 @@ pub struct RpcRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<ThinkingLevel>))]
     pub thinking: Option<String>,
-    /// Passed to the agent as the contract's `deliver` flag.
+    /// Also post the stored reply as a notification to every connected
+    /// window and shell.
     #[serde(default)]
     pub deliver: Option<bool>,
-    /// Accepted for compatibility with the contract; unused.
+    /// Send the reply to this configured delivery target (`[targets.NAME]`)
+    /// instead of the windows; implies `deliver`. An unknown name is a 400.
     #[serde(default)]
     pub to: Option<String>,
     /// Uploads (`POST /webchat/attachments`) to attach to the user message.

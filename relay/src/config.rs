@@ -4,6 +4,7 @@
 //! config file > defaults. Unknown keys in the file are an error, so a typo
 //! does not silently fall back to a default.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -51,6 +52,9 @@ pub struct Config {
     /// for quick answers (event replay, recent messages), seconds.
     pub idle_session_secs: u64,
     pub agent: AgentConfig,
+    /// Named places a reply can be delivered to with rpc `to` (besides the
+    /// default: every connected window and shell).
+    pub targets: BTreeMap<String, TargetConfig>,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             body_read_timeout_secs: 30,
             idle_session_secs: 600,
             agent: AgentConfig::default(),
+            targets: BTreeMap::new(),
         }
     }
 }
@@ -158,6 +163,63 @@ impl Default for CommandConfig {
     }
 }
 
+/// A delivery target: exactly one of `webhook` and `command`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// POST the reply, as JSON, to this http(s) URL.
+    pub webhook: Option<String>,
+    /// Extra request headers for `webhook` (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Run this argv (no shell) with the reply as JSON on stdin.
+    pub command: Option<Vec<String>>,
+    /// How long one delivery may take, seconds.
+    #[serde(default = "default_target_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_target_timeout() -> u64 {
+    30
+}
+
+impl TargetConfig {
+    fn check(&self, name: &str) -> Result<(), String> {
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            return Err(format!(
+                "target name {name:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+            ));
+        }
+        match (&self.webhook, &self.command) {
+            (Some(url), None) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "targets.{name}.webhook must be an http(s) URL, not {url:?}"
+                    ));
+                }
+            }
+            (None, Some(argv)) if argv.is_empty() => {
+                return Err(format!("targets.{name}.command is empty"));
+            }
+            (None, Some(_)) if !self.headers.is_empty() => {
+                return Err(format!("targets.{name}.headers only applies to a webhook"));
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(format!(
+                    "targets.{name} needs exactly one of webhook and command"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads `path` if it exists, then applies the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -175,7 +237,18 @@ impl Config {
             }
         };
         config.apply_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))?;
+        config.check().map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })?;
         Ok(config)
+    }
+
+    /// Rules the types alone do not express.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.targets
+            .iter()
+            .try_for_each(|(name, target)| target.check(name))
     }
 
     pub(crate) fn apply_env(
@@ -263,5 +336,45 @@ mod tests {
                 .apply_env(|n| (n == "LOOPCHAT_AGENT").then(|| "gpt".into()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn targets_need_one_valid_kind() {
+        let c: Config = toml::from_str(
+            r#"
+            [targets.phone]
+            webhook = "https://ntfy.example/topic"
+            headers = { Authorization = "Bearer x" }
+            [targets.desk]
+            command = ["notify-send", "loopchat"]
+            timeout_secs = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.check(), Ok(()));
+        assert_eq!(c.targets["desk"].timeout_secs, 5);
+        assert_eq!(c.targets["phone"].timeout_secs, 30);
+        for (bad, says) in [
+            ("[targets.x]\n", "exactly one of"),
+            (
+                "[targets.x]\nwebhook = \"http://a\"\ncommand = [\"b\"]",
+                "exactly one of",
+            ),
+            (
+                "[targets.x]\nwebhook = \"file:///etc/passwd\"",
+                "http(s) URL",
+            ),
+            ("[targets.x]\ncommand = []", "is empty"),
+            (
+                "[targets.x]\ncommand = [\"a\"]\nheaders = { A = \"b\" }",
+                "only applies to a webhook",
+            ),
+            ("[targets.\"a b\"]\ncommand = [\"a\"]", "target name"),
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            let err = c.check().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        assert!(toml::from_str::<Config>("[targets.x]\nurl = \"http://a\"").is_err());
     }
 }

@@ -17,7 +17,7 @@ use crate::credentials::Credentials;
 use crate::home::Home;
 use crate::http::conn::{self, ConnLimits};
 use crate::http::{AppState, router};
-use crate::notify::{NotificationHooks, NotificationHub, Presence, RateLimiter};
+use crate::notify::{DeliveryTargets, NotificationHooks, NotificationHub, Presence, RateLimiter};
 use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::{agent, discovery};
@@ -68,9 +68,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let notifications = NotificationHub::open(&home.notifications_file())
         .context("cannot open the notification journal")?;
     let presence = Arc::new(Presence::default());
+    let targets = Arc::new(DeliveryTargets::new(config.targets.clone())?);
     pipeline.add_observer(Arc::new(NotificationHooks::new(
         notifications.clone(),
         presence.clone(),
+        targets.clone(),
     )));
 
     // Installed before the relay announces itself: a SIGTERM right after
@@ -101,6 +103,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(30),
         ),
+        targets,
         shutdown: shutdown.clone(),
     };
     let app = router(state, Duration::from_secs(config.body_read_timeout_secs));

@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use loopchat_tests::{Api, Relay, SseReader, loopchat_bin};
+use loopchat_tests::{Api, Relay, RelayOptions, SseReader, loopchat_bin};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
@@ -830,6 +830,208 @@ async fn deliver_posts_the_stored_reply() {
     assert!(body.len() <= 4096 && body.ends_with('…'), "{}", body.len());
     assert!(body.starts_with("echo: line 0 "));
     assert!(body.lines().count() <= 8);
+}
+
+/// A real HTTP endpoint for webhook targets: answers `status` with `says`,
+/// and hands each request's `Authorization` and JSON body to the test.
+async fn webhook(
+    status: u16,
+    says: &'static str,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                assert_eq!(headers["content-type"], "application/json");
+                let _ = tx.send((auth, serde_json::from_str(&body).unwrap()));
+                (StatusCode::from_u16(status).unwrap(), says)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// The next request the webhook got (30 s at most: a relay that ignores
+/// `to` must fail the test, not hang it).
+async fn delivered(
+    hook: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) -> (String, Value) {
+    tokio::time::timeout(Duration::from_secs(30), hook.recv())
+        .await
+        .expect("the webhook got nothing within 30 s")
+        .expect("webhook server gone")
+}
+
+/// Reads what a command target writes into the FIFO at `path` (the read
+/// waits for the writer, so nothing is polled).
+async fn read_fifo(path: &Path) -> String {
+    let path = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(path).unwrap());
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the command target wrote nothing within 30 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn to_sends_the_reply_to_a_configured_target_instead() {
+    let (hook_url, mut hook) = webhook(200, "").await;
+    let (refusing_url, _refused) = webhook(503, "quota exceeded").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let fifo = scratch.path().join("delivered");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let config = format!(
+        r#"
+        [targets.hook]
+        webhook = "{hook_url}"
+        headers = {{ Authorization = "Bearer hook-secret" }}
+        [targets.fifo]
+        command = ["sh", "-c", "{{ printf '%s|%s\n' \"$LOOPCHAT_TITLE\" \"$LOOPCHAT_TARGET\"; cat; }} > \"$0\"", "{fifo}"]
+        [targets.refusing]
+        webhook = "{refusing_url}"
+        [targets.failing]
+        command = ["sh", "-c", "echo 'no mail today' >&2; exit 3"]
+        [targets.gone]
+        webhook = "http://127.0.0.1:1/hook?key=webhook-secret"
+        "#,
+        fifo = fifo.display()
+    );
+    let relay = Relay::start_with(RelayOptions::default().config(&config));
+    let api = relay.client();
+    let mut watcher = Sub::Sse(sse(&api, "").await);
+
+    // A webhook gets the reply, with its configured header.
+    let (s, reply) = api
+        .rpc(json!({"text": "for the phone\nline 2", "session": "tg", "to": "hook"}))
+        .await;
+    assert_eq!(s, 200, "{reply}");
+    let (auth, got) = delivered(&mut hook).await;
+    assert_eq!(auth, "Bearer hook-secret");
+    assert_eq!(got["target"], "hook");
+    assert_eq!(got["title"], "tg");
+    assert_eq!(got["session"], "tg");
+    assert_eq!(got["text"], "echo: for the phone\nline 2");
+    assert_eq!(got["text"], reply["message"]["content"]);
+    assert_eq!(got["tags"], json!(["reply"]));
+    assert_eq!(
+        got["id"],
+        format!("reply:{}", reply["message"]["id"].as_str().unwrap())
+    );
+    // …instead of the windows: nothing was posted before the marker.
+    notify_ok(&api, json!({"title": "marker 1"})).await;
+    let seen = watcher.notifications_until("marker 1").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+
+    // A command gets it as JSON on stdin, and the main fields as variables.
+    let (s, _) = api
+        .rpc(json!({"text": "for the desk", "session": "tg", "to": "fifo"}))
+        .await;
+    assert_eq!(s, 200);
+    let written = read_fifo(&fifo).await;
+    let (first, json_text) = written.split_once('\n').unwrap();
+    assert_eq!(first, "tg|fifo");
+    let got: Value = serde_json::from_str(json_text).unwrap();
+    assert_eq!(
+        (&got["target"], &got["text"]),
+        (&json!("fifo"), &json!("echo: for the desk"))
+    );
+
+    // A retry with the same id is not delivered a second time.
+    for _ in 0..2 {
+        let (s, _) = api
+            .rpc(json!({"text": "once", "session": "tg", "to": "hook", "id": "k-once"}))
+            .await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(delivered(&mut hook).await.1["text"], "echo: once");
+    let (s, _) = api
+        .rpc(json!({"text": "after", "session": "tg", "to": "hook"}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(delivered(&mut hook).await.1["text"], "echo: after");
+
+    // A target that fails: the turn still succeeds, and the windows are told.
+    for (target, says) in [
+        ("refusing", "503: quota exceeded"),
+        ("failing", "no mail today"),
+        // The cause, not just reqwest's "error sending request".
+        ("gone", "Connection refused"),
+    ] {
+        let (s, reply) = api
+            .rpc(json!({"text": "lost?", "session": "tg", "to": target}))
+            .await;
+        assert_eq!(s, 200, "{reply}");
+        let alert = watcher.notification().await;
+        assert_eq!(
+            alert["title"],
+            format!("Could not deliver a reply to {target}"),
+            "{alert}"
+        );
+        assert_eq!(alert["tags"], json!(["delivery-failed"]));
+        assert_eq!(alert["session"], "tg");
+        let body = alert["body"].as_str().unwrap();
+        assert!(body.contains(says) && body.contains("session tg"), "{body}");
+        assert!(!body.contains("webhook-secret"), "{body}");
+    }
+
+    // A webhook URL often holds a secret: neither the alert nor the log shows it.
+    assert!(!relay.logs().contains("webhook-secret"), "{}", relay.logs());
+    assert!(relay.logs().contains("could not deliver the reply"));
+
+    // Refused before any turn runs: an unknown target, or `deliver: false` beside `to`.
+    let (s, v) = api
+        .rpc(json!({"text": "x", "session": "bad", "to": "pager"}))
+        .await;
+    assert_eq!((s, &v["code"]), (400, &json!("bad_request")), "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("configured: failing, fifo, gone, hook, refusing"),
+        "{error}"
+    );
+    let (s, v) = api
+        .rpc(json!({"text": "x", "session": "bad", "to": "hook", "deliver": false}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (_, info) = api.get_json("/webchat/info?session=bad").await;
+    assert_eq!(
+        info["sessionId"],
+        Value::Null,
+        "a refused turn made a session: {info}"
+    );
+
+    // The CLI: `send --to`, and `--deliver` with `--to` is a usage error.
+    let out = cli(
+        &relay.home,
+        &["send", "--session", "tg", "--to", "hook", "via cli"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(delivered(&mut hook).await.1["text"], "echo: via cli");
+    let out = cli(
+        &relay.home,
+        &["send", "--deliver", "--to", "hook", "x"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[tokio::test]

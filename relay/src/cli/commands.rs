@@ -125,6 +125,12 @@ pub struct SendArgs {
     /// Idempotency key: a retry with the same id never makes a second turn.
     #[arg(long)]
     pub id: Option<String>,
+    /// Also post the reply as a notification to every window and shell.
+    #[arg(long, conflicts_with = "to")]
+    pub deliver: bool,
+    /// Send the reply to this configured target (`[targets.NAME]`) instead.
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -137,6 +143,8 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
         thinking: args.thinking,
         id: args.id,
         stream: Some(args.stream),
+        deliver: args.deliver.then_some(true),
+        to: args.to,
         ..Default::default()
     };
     if !args.stream {

@@ -26,7 +26,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::credentials::Credentials;
-use crate::notify::{NotificationHub, Presence, RateLimiter};
+use crate::notify::{DeliveryTargets, NotificationHub, Presence, RateLimiter};
 use crate::pipeline::Pipeline;
 use error::ApiError;
 
@@ -47,6 +47,8 @@ pub struct AppState {
     pub body_limit: usize,
     pub attachment_limit: usize,
     pub ws_ping: Duration,
+    /// Where rpc `to` may send a reply.
+    pub targets: Arc<DeliveryTargets>,
     /// Cancelled when the relay starts shutting down: ends live streams so
     /// that the graceful shutdown does not wait on them forever.
     pub shutdown: CancellationToken,

@@ -433,6 +433,7 @@ mod tests {
             body_limit: 1 << 20,
             attachment_limit: 10 << 20,
             ws_ping: Duration::from_secs(30),
+            targets: Default::default(),
             shutdown: CancellationToken::new(),
         }
     }

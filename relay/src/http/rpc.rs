@@ -18,7 +18,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Authed, session_key};
 use crate::events::Subscription;
-use crate::pipeline::{Ticket, TurnOutcome, TurnRequest, TurnResult};
+use crate::notify::DeliveryTargets;
+use crate::pipeline::{DeliverTo, Ticket, TurnOutcome, TurnRequest, TurnResult};
 use crate::render::markdown_to_html;
 
 #[utoipa::path(
@@ -60,6 +61,7 @@ pub async fn rpc(
     ApiJson(req): ApiJson<RpcRequest>,
 ) -> Result<Response, ApiError> {
     let (key, thinking) = check_request(&req)?;
+    let deliver = deliver_to(&req, &state.targets)?;
     let wants_stream = req.stream.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
@@ -72,7 +74,7 @@ pub async fn rpc(
         attachment_ids: req.attachments.into_iter().map(|a| a.id).collect(),
         client_id: req.id,
         queue: req.queue.unwrap_or(true),
-        deliver: req.deliver.unwrap_or(false),
+        deliver,
     })?;
     if wants_stream {
         return Ok(stream_run(ticket).into_response());
@@ -101,6 +103,32 @@ pub(crate) fn check_request(req: &RpcRequest) -> Result<(String, Option<Thinking
         return Err(ApiError::bad_request("id must be 1 to 200 characters"));
     }
     Ok((key, thinking))
+}
+
+/// `deliver` and `to`: `to` names a configured target and implies
+/// delivery, so only `deliver: false` beside it is a contradiction.
+fn deliver_to(req: &RpcRequest, targets: &DeliveryTargets) -> Result<DeliverTo, ApiError> {
+    match (&req.to, req.deliver) {
+        (None, Some(true)) => Ok(DeliverTo::Windows),
+        (None, _) => Ok(DeliverTo::Nowhere),
+        (Some(_), Some(false)) => Err(ApiError::bad_request(
+            "to names where to deliver the reply, but deliver is false; drop one of them",
+        )),
+        (Some(name), _) if targets.contains(name) => Ok(DeliverTo::Target(name.clone())),
+        (Some(name), _) => {
+            let names = targets.names();
+            Err(ApiError::bad_request(if names.is_empty() {
+                format!(
+                    "no delivery target {name:?}: none is configured ([targets.NAME] in config.toml)"
+                )
+            } else {
+                format!(
+                    "no delivery target {name:?}; configured: {}",
+                    names.join(", ")
+                )
+            }))
+        }
+    }
 }
 
 fn response(r: &TurnResult) -> RpcResponse {

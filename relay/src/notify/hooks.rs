@@ -1,5 +1,7 @@
 //! Notifications the relay posts on its own when a run finishes: the reply
 //! itself for `deliver: true`, and "reply ready" when nobody is looking.
+//! A reply for a configured target (`to`) goes there instead of the windows;
+//! if that fails, the windows get an alert saying so.
 //!
 //! Both are submitted synchronously from [`RunObserver::run_finished`],
 //! which the pipeline calls before it acknowledges the turn: the
@@ -13,21 +15,33 @@ use std::time::Instant;
 use super::draft::{DEFAULT_PRIORITY, Draft, MAX_BODY_BYTES};
 use super::hub::NotificationHub;
 use super::presence::Presence;
-use crate::pipeline::{RunObserver, TurnOutcome, TurnResult};
+use super::targets::{Delivery, DeliveryTargets};
+use crate::clock;
+use crate::pipeline::{DeliverTo, RunObserver, TurnOutcome, TurnResult};
 
 /// Lines of the reply shown in a notification's body.
 const BODY_LINES: usize = 8;
 pub const TAG_REPLY: &str = "reply";
 pub const TAG_REPLY_READY: &str = "reply-ready";
+pub const TAG_DELIVERY_FAILED: &str = "delivery-failed";
 
 pub struct NotificationHooks {
     hub: NotificationHub,
     presence: Arc<Presence>,
+    targets: Arc<DeliveryTargets>,
 }
 
 impl NotificationHooks {
-    pub fn new(hub: NotificationHub, presence: Arc<Presence>) -> Self {
-        Self { hub, presence }
+    pub fn new(
+        hub: NotificationHub,
+        presence: Arc<Presence>,
+        targets: Arc<DeliveryTargets>,
+    ) -> Self {
+        Self {
+            hub,
+            presence,
+            targets,
+        }
     }
 
     /// What to post for a finished turn, if anything.
@@ -36,7 +50,7 @@ impl NotificationHooks {
         if r.replayed {
             return None;
         }
-        if r.deliver {
+        if r.deliver == DeliverTo::Windows {
             // The reply itself, one notification per reply.
             return Some(reply_draft(
                 key,
@@ -66,28 +80,74 @@ impl NotificationHooks {
 impl RunObserver for NotificationHooks {
     fn run_finished(&self, session_key: &str, outcome: &TurnOutcome) {
         let Ok(result) = outcome else { return };
+        if let DeliverTo::Target(target) = &result.deliver
+            && !result.replayed
+        {
+            self.send_to_target(session_key, target, result);
+            return;
+        }
         let Some(draft) = self.draft_for(session_key, result) else {
             return;
         };
-        let pending = match self.hub.submit(draft) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(session = session_key, error = %e, "could not post the reply notification");
+        post(&self.hub, session_key, draft);
+    }
+}
+
+impl NotificationHooks {
+    /// Hands the reply to `target` in the background; a failure becomes an
+    /// alert in the windows.
+    fn send_to_target(&self, key: &str, target: &str, r: &TurnResult) {
+        let draft = reply_draft(key, r, TAG_REPLY, format!("reply:{}", r.message.id));
+        let text = r.message.content.text();
+        let (hub, targets) = (self.hub.clone(), self.targets.clone());
+        let (key, target) = (key.to_owned(), target.to_owned());
+        spawn(async move {
+            let delivery = Delivery::new(&target, &draft, &text, clock::now_rfc3339());
+            let Err(e) = targets.deliver(&delivery).await else {
                 return;
-            }
-        };
-        let hub = self.hub.clone();
-        let key = session_key.to_owned();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    if let Err(e) = hub.commit(pending).await {
-                        tracing::warn!(session = %key, error = %e, "could not make the reply notification durable");
-                    }
-                });
-            }
-            Err(_) => tracing::warn!("no runtime to deliver the reply notification on"),
+            };
+            tracing::warn!(session = %key, target = %target, error = %e, "could not deliver the reply");
+            let alert = Draft {
+                // One per target, updated in place: a dead webhook does not
+                // bury the panel under one alert per reply.
+                id: Some(format!("{TAG_DELIVERY_FAILED}:{target}")),
+                title: format!("Could not deliver a reply to {target}"),
+                body: format!("{e}. The reply is in the session {key}."),
+                priority: 4,
+                tags: vec![TAG_DELIVERY_FAILED.to_owned()],
+                click: Some(format!("/webchat/?session={key}")),
+                session: Some(key.clone()),
+            };
+            post(&hub, &key, alert);
+        });
+    }
+}
+
+/// Takes the notification's seq now (so it is ordered before the rpc answer)
+/// and makes it durable in the background.
+fn post(hub: &NotificationHub, key: &str, draft: Draft) {
+    let pending = match hub.submit(draft) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(session = key, error = %e, "could not post the reply notification");
+            return;
         }
+    };
+    let hub = hub.clone();
+    let key = key.to_owned();
+    spawn(async move {
+        if let Err(e) = hub.commit(pending).await {
+            tracing::warn!(session = %key, error = %e, "could not make the reply notification durable");
+        }
+    });
+}
+
+fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(task);
+        }
+        Err(_) => tracing::warn!("no runtime to deliver the reply notification on"),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`rate`]: the per-token burst limit.
 //! - [`presence`]: which window is focused on which session.
 //! - [`hooks`]: what the relay posts itself when a run finishes.
+//! - [`targets`]: webhooks and commands a reply can be sent to (rpc `to`).
 //!
 //! Nothing here knows HTTP; the handlers in `http/notify.rs` are thin. The
 //! hub knows nothing of sessions or the pipeline: hooks are an ordinary
@@ -20,6 +21,7 @@ pub mod hub;
 mod journal;
 pub mod presence;
 pub mod rate;
+pub mod targets;
 pub mod tokens;
 
 pub use draft::{Draft, DraftError};
@@ -27,3 +29,4 @@ pub use hooks::NotificationHooks;
 pub use hub::{NotificationHub, NotificationSubscription};
 pub use presence::{Presence, PresenceLease};
 pub use rate::RateLimiter;
+pub use targets::DeliveryTargets;

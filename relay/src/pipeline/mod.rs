@@ -56,8 +56,19 @@ pub struct TurnRequest {
     pub client_id: Option<String>,
     /// Wait behind a running turn (default) instead of failing with 409.
     pub queue: bool,
-    /// Also post the stored reply as a notification (`deliver: true`).
-    pub deliver: bool,
+    /// Where the stored reply is also sent (rpc `deliver` and `to`).
+    pub deliver: DeliverTo,
+}
+
+/// Where a turn's stored reply is also sent as a notification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DeliverTo {
+    #[default]
+    Nowhere,
+    /// Every connected window and shell (`deliver: true`).
+    Windows,
+    /// A configured target (`to`), instead of the windows.
+    Target(String),
 }
 
 #[derive(Debug, Clone)]
@@ -66,8 +77,8 @@ pub struct TurnResult {
     pub session_id: String,
     pub run_id: String,
     pub message: Message,
-    /// The request asked for the reply as a notification.
-    pub deliver: bool,
+    /// Where the request asked the reply to be sent.
+    pub deliver: DeliverTo,
     /// Answered from the transcript (a retry of a turn stored before a
     /// restart): no run happened this time.
     pub replayed: bool,

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use loopchat_proto::EventBody;
 
-use super::{Pipeline, TurnRequest};
+use super::{DeliverTo, Pipeline, TurnRequest};
 use crate::agent::EchoAgent;
 use crate::attachments::Attachments;
 use crate::config::EchoConfig;
@@ -27,7 +27,7 @@ fn turn(text: &str, key: Option<&str>) -> TurnRequest {
         attachment_ids: Vec::new(),
         client_id: key.map(str::to_owned),
         queue: true,
-        deliver: false,
+        deliver: DeliverTo::Nowhere,
     }
 }
 

@@ -96,7 +96,7 @@ async fn run(
         session_id: entry.session_id.clone(),
         run_id: run_id.to_owned(),
         message,
-        deliver: request.deliver,
+        deliver: request.deliver.clone(),
         replayed: false,
         more_queued: false,
     };

@@ -1,0 +1,245 @@
+//! Delivery targets: the places besides the chat windows that a reply can
+//! be sent to with rpc `to` — a webhook (ntfy, Gotify, a chat bot…) or a
+//! local command (`notify-send`, `mail`…), configured under `[targets.NAME]`.
+//!
+//! A delivery is one attempt, bounded by the target's timeout, made after
+//! the turn has been acknowledged: a slow or dead target never holds up the
+//! chat. What fails is reported back as an alert in the chat windows, since
+//! the user asked for the reply somewhere they will not otherwise look.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::draft::Draft;
+use crate::config::TargetConfig;
+
+/// Bytes of a failing target's answer (or stderr) kept for the alert.
+const DETAIL_KEEP: usize = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no answer within {0} s")]
+    Timeout(u64),
+    #[error("the webhook could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the webhook answered {status}{detail}")]
+    Refused { status: u16, detail: String },
+    #[error("the command could not be started: {0}")]
+    Spawn(std::io::Error),
+    #[error("the command failed ({status}){detail}")]
+    CommandFailed { status: String, detail: String },
+}
+
+/// What a target receives: the notification the windows would have shown,
+/// plus the whole reply (a notification body is cut to its first lines).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery<'a> {
+    pub target: &'a str,
+    pub id: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub priority: u8,
+    pub tags: &'a [String],
+    pub click: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub text: &'a str,
+    pub timestamp: String,
+}
+
+impl<'a> Delivery<'a> {
+    pub fn new(target: &'a str, draft: &'a Draft, text: &'a str, timestamp: String) -> Self {
+        Self {
+            target,
+            id: draft.id.as_deref().unwrap_or_default(),
+            title: &draft.title,
+            body: &draft.body,
+            priority: draft.priority,
+            tags: &draft.tags,
+            click: draft.click.as_deref(),
+            session: draft.session.as_deref(),
+            text,
+            timestamp,
+        }
+    }
+}
+
+/// The configured targets, checked at start-up.
+#[derive(Default)]
+pub struct DeliveryTargets {
+    targets: BTreeMap<String, TargetConfig>,
+    http: reqwest::Client,
+}
+
+impl DeliveryTargets {
+    pub fn new(targets: BTreeMap<String, TargetConfig>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A webhook that redirects elsewhere is a misconfiguration to
+            // report, not a hop to follow with the reply in hand.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client for webhooks: {e}"))?;
+        Ok(Self { targets, http })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.targets.contains_key(name)
+    }
+
+    /// The configured names, for an error that lists them.
+    pub fn names(&self) -> Vec<&str> {
+        self.targets.keys().map(String::as_str).collect()
+    }
+
+    /// Sends `delivery` to its target; `Ok` once the target took it.
+    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+        let Some(target) = self.targets.get(delivery.target) else {
+            // Checked when the rpc arrived; only a config change could get here.
+            return Err(DeliveryError::Unreachable("no such target".into()));
+        };
+        let json = serde_json::to_vec(delivery).unwrap_or_default();
+        let limit = Duration::from_secs(target.timeout_secs.max(1));
+        let attempt = async {
+            match (&target.webhook, &target.command) {
+                (Some(url), _) => self.post(url, &target.headers, json).await,
+                (None, Some(argv)) => run(argv, delivery, json).await,
+                (None, None) => Ok(()),
+            }
+        };
+        tokio::time::timeout(limit, attempt)
+            .await
+            .map_err(|_| DeliveryError::Timeout(limit.as_secs()))?
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        json: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        // Without the URL: a webhook URL often carries its secret.
+        let response = request
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Unreachable(causes(&e.without_url())))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(DeliveryError::Refused {
+            status: status.as_u16(),
+            detail: detail(&body),
+        })
+    }
+}
+
+/// Runs a command target: no shell, the delivery as JSON on stdin and its
+/// main fields in the environment, so `notify-send "$LOOPCHAT_TITLE"
+/// "$LOOPCHAT_BODY"` works from a `sh -c` wrapper.
+async fn run(argv: &[String], d: &Delivery<'_>, json: Vec<u8>) -> Result<(), DeliveryError> {
+    let Some((program, args)) = argv.split_first() else {
+        // Refused by the config check; kept total rather than panicking.
+        return Ok(());
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("LOOPCHAT_TARGET", d.target)
+        .env("LOOPCHAT_TITLE", d.title)
+        .env("LOOPCHAT_BODY", d.body)
+        .env("LOOPCHAT_SESSION", d.session.unwrap_or_default())
+        .env("LOOPCHAT_CLICK", d.click.unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // The timeout drops this future: the command must not outlive it.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(DeliveryError::Spawn)?;
+    let stdin = child.stdin.take();
+    let stderr_pipe = child.stderr.take();
+    // Both at once: a command that writes a lot to stderr before it reads
+    // its input must not deadlock against us.
+    let feed = async {
+        if let Some(mut stdin) = stdin {
+            // A command that ignores its input closes the pipe early; that
+            // is its choice, not a failure.
+            let _ = stdin.write_all(&json).await;
+        }
+    };
+    let mut stderr = Vec::new();
+    let drain = async {
+        if let Some(mut pipe) = stderr_pipe {
+            let _ = pipe.read_to_end(&mut stderr).await;
+        }
+    };
+    tokio::join!(feed, drain);
+    let status = child.wait().await.map_err(DeliveryError::Spawn)?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(DeliveryError::CommandFailed {
+        status: status.to_string(),
+        detail: detail(&String::from_utf8_lossy(&stderr)),
+    })
+}
+
+/// An error and its causes on one line: reqwest's own message ("error
+/// sending request") says nothing of why without them.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// The tail end of what a failing target said, as `: …` or nothing.
+fn detail(text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut start = text.len().saturating_sub(DETAIL_KEEP);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!(": {}", &text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(detail("  \n"), "");
+        assert_eq!(detail("boom\n"), ": boom");
+        let long = format!("{}END", "é".repeat(400));
+        let d = detail(&long);
+        assert!(
+            d.ends_with("END") && d.len() <= DETAIL_KEEP + 3,
+            "{}",
+            d.len()
+        );
+    }
+}
