@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::draft::Draft;
 use super::journal::Journal;
-use crate::store::{GroupCommit, StoreError};
+use crate::store::{FlushKind, GroupCommit, StoreError};
 
 /// Notifications kept (persisted, replayable, listed).
 pub const KEEP: usize = 500;
@@ -87,7 +87,7 @@ impl NotificationHub {
                     unpublished: VecDeque::new(),
                     journal,
                 }),
-                commit: GroupCommit::default(),
+                commit: GroupCommit::new(FlushKind::Appended),
                 live: broadcast::channel(CHANNEL_CAP).0,
             }),
         })

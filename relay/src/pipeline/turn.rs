@@ -121,7 +121,10 @@ async fn run(
             // Found in the file is not yet durable: the run that wrote it
             // may have died (or failed its flush) before the flush. Answer
             // only after one.
-            let barrier = transcript.barrier();
+            let barrier = match transcript.barrier() {
+                Ok(b) => b,
+                Err(e) => return (Err(e.into()), None),
+            };
             return (Ok(replayed), Some((transcript.clone(), barrier)));
         }
         Some((user, None)) => {

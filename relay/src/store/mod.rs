@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub(crate) use commit::GroupCommit;
+pub(crate) use commit::{FlushKind, GroupCommit};
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{NewMessage, StoredMessage, parse_line};
 pub use transcript::{Decorate, Page, Transcript};
@@ -75,7 +75,7 @@ impl Store {
                 dir: dir.to_owned(),
                 index_path,
                 entries: Mutex::new(entries),
-                index_commit: GroupCommit::default(),
+                index_commit: GroupCommit::new(FlushKind::Rewritten),
                 transcripts: Mutex::new(HashMap::new()),
                 decorate,
                 flush_scheduled: Default::default(),

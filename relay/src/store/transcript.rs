@@ -11,9 +11,10 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::StoreError;
-use super::commit::GroupCommit;
+use super::commit::{FlushKind, GroupCommit, note_slow_io};
 use super::line::{NewMessage, StoredMessage, parse_line, parse_synthetic_id};
 
 /// Messages kept decoded in memory per open transcript.
@@ -139,7 +140,7 @@ impl Transcript {
             }),
             reader,
             sync_handle,
-            commit: GroupCommit::default(),
+            commit: GroupCommit::new(FlushKind::Appended),
             recent: Mutex::new(Recent {
                 loaded: false,
                 messages: VecDeque::new(),
@@ -179,7 +180,10 @@ impl Transcript {
             tracing::info!(path = %self.path.display(), "cut the fragment of a failed write");
         }
         stored.offset = w.len;
-        if let Err(e) = w.file.write_all(&line) {
+        let started = Instant::now();
+        let written = w.file.write_all(&line);
+        note_slow_io("a transcript write", started);
+        if let Err(e) = written {
             w.fragment = true;
             if let Err(cut) = w.cut_fragment() {
                 tracing::error!(
@@ -204,10 +208,15 @@ impl Transcript {
     }
 
     /// A generation covering every append so far, for a caller that must
-    /// not acknowledge what it read from the file until it is on disk.
-    pub fn barrier(&self) -> u64 {
+    /// not acknowledge what it read from the file until it is on disk. After
+    /// a failed flush nothing read back can be vouched for (the failure may
+    /// have lost any of it) until a restart reads the file from disk again.
+    pub fn barrier(&self) -> Result<u64, StoreError> {
+        if let Some(e) = self.commit.first_failure() {
+            return Err(e.into());
+        }
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        self.commit.bump()
+        Ok(self.commit.bump())
     }
 
     /// Waits until every append up to `generation` is on disk.
