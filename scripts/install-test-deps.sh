@@ -14,6 +14,7 @@ APT_PACKAGES=(
   pkg-config
   dbus dbus-x11 dunst libdbus-1-dev          # desktop notifications under Xvfb
   iperf3                                     # tunnel throughput benchmark
+  python3-fusepy                             # faults.rs: a FUSE file system whose fsync fails (tests/support/failfs.py)
 )
 
 missing=()

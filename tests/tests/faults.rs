@@ -9,6 +9,8 @@
 //!   acknowledgements; N differs from round to round.
 //! - `full_disk_answers_507_and_recovers`: the sessions directory is a
 //!   256 KiB tmpfs, which a filler file fills up.
+//! - `a_failed_fsync_is_never_acknowledged_later`: the sessions directory is
+//!   a FUSE file system whose fdatasync fails on demand.
 //! - `backend_faults_without_a_model_server`: the openai backend against a
 //!   peer that resets, stalls, sends garbage or fails.
 //!
@@ -1183,6 +1185,128 @@ async fn a_fragment_that_could_not_be_cut_never_joins_the_next_line() {
         contents(all_messages(&relay.client(), "torn").await),
         expected
     );
+    assert_no_panic(&relay);
+}
+
+// ---------------------------------------------------------------------------
+// 2b. A disk whose fdatasync fails
+
+/// The sessions directory on `tests/support/failfs.py`, a pass-through FUSE
+/// file system whose fsync fails with EIO while a switch file exists.
+/// Unmounted (lazily, so a relay still holding a file cannot keep it) and
+/// stopped when dropped.
+struct FailFs {
+    daemon: Child,
+    mountpoint: PathBuf,
+    switch: PathBuf,
+}
+
+impl FailFs {
+    fn mount(mountpoint: &Path, scratch: &Path) -> FailFs {
+        let backing = scratch.join("failfs-backing");
+        std::fs::create_dir_all(&backing).unwrap();
+        std::fs::create_dir_all(mountpoint).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/failfs.py");
+        let switch = scratch.join("failfs-fail-fsync");
+        // Debian's python3-fusepy is installed for the system interpreter.
+        let mut daemon = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args([&backing, mountpoint, &switch])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start /usr/bin/python3 tests/support/failfs.py");
+        let mut line = String::new();
+        let _ = BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut line);
+        if line.trim() != "mounted" {
+            let _ = daemon.kill();
+            let mut why = String::new();
+            let _ = std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut why);
+            panic!(
+                "cannot mount the failing-fsync FUSE file system: {why}\n\
+                 It needs /dev/fuse, root (or fusermount) and python3-fusepy \
+                 (scripts/install-test-deps.sh installs it)."
+            );
+        }
+        FailFs {
+            daemon,
+            mountpoint: mountpoint.to_owned(),
+            switch,
+        }
+    }
+
+    fn fail_fsync(&self, failing: bool) {
+        if failing {
+            std::fs::write(&self.switch, b"").unwrap();
+        } else {
+            std::fs::remove_file(&self.switch).unwrap();
+        }
+    }
+}
+
+impl Drop for FailFs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path. MNT_DETACH so that a relay
+        // still holding a file cannot keep the mount around.
+        let unmounted = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0;
+        if !unmounted {
+            // Not root: libfuse mounted it through fusermount.
+            let _ = Command::new("fusermount")
+                .arg("-uz")
+                .arg(&self.mountpoint)
+                .status();
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// A real fdatasync failing (EIO from the file system, not an injected
+/// error): the turn it covered answers 500, and is never acknowledged later,
+/// although the next fdatasync succeeds. Linux would have dropped those
+/// pages, so a retry with the same id is refused until a restart has read
+/// the transcript from disk again; new turns work at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_is_never_acknowledged_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let fs = FailFs::mount(&home.join("sessions"), tmp.path());
+    let mut relay = Relay::start_with(RelayOptions {
+        home: Some(home.clone()),
+        ..Default::default()
+    });
+    let api = relay.client();
+    let (status, v) = rpc_timed(&api, rpc_body("main", "one", Some("k1"), false)).await;
+    assert_eq!(status, 200, "{v}");
+
+    fs.fail_fsync(true);
+    let (status, v) = rpc_timed(&api, rpc_body("main", "two", Some("k2"), false)).await;
+    assert_eq!((status, v["code"].as_str()), (500, Some("internal")), "{v}");
+    assert_eq!(v["error"], "the session store could not be written", "{v}");
+    fs.fail_fsync(false);
+
+    // fdatasync works again, and would report success for the lines of k2;
+    // the relay must not take that as k2 being on disk.
+    let (status, v) = rpc_timed(&api, rpc_body("main", "two", Some("k2"), false)).await;
+    assert_eq!((status, v["code"].as_str()), (500, Some("internal")), "{v}");
+    // A turn written after the failure is flushed as usual.
+    let (status, v) = rpc_timed(&api, rpc_body("main", "three", Some("k3"), false)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["message"]["content"], "echo: three");
+
+    // After a restart the file is the truth: k2's user message is there (this
+    // disk lost nothing), so the retry answers it, once.
+    assert_eq!(relay.stop(), Some(0));
+    relay.restart();
+    let api = relay.client();
+    let (status, v) = rpc_timed(&api, rpc_body("main", "two", Some("k2"), false)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["message"]["content"], "echo: two");
+    let (users, replies) = texts(&api, "main").await;
+    assert_eq!(users, ["one", "two", "three"]);
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert_store_readable(&home);
     assert_no_panic(&relay);
 }
 

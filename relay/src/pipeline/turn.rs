@@ -109,6 +109,14 @@ async fn run(
         },
         None => None,
     };
+    // What a retry finds was read back from the file; after a failed flush
+    // the disk may not hold it, so neither a reply nor a user message found
+    // there may be built on until a restart reads the file again.
+    if earlier.is_some()
+        && let Err(e) = transcript.readback_trusted()
+    {
+        return (Err(e.into()), None);
+    }
     // A keyed turn run again after a crash answers its own user message in
     // the context it had then, not after turns that landed since.
     let mut resumed = None;

@@ -207,14 +207,21 @@ impl Transcript {
         Ok((stored, generation))
     }
 
+    /// Whether what this process wrote can be vouched for when read back:
+    /// not after a failed flush, which may have lost any of it.
+    pub fn readback_trusted(&self) -> Result<(), StoreError> {
+        match self.commit.first_failure() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
     /// A generation covering every append so far, for a caller that must
     /// not acknowledge what it read from the file until it is on disk. After
     /// a failed flush nothing read back can be vouched for (the failure may
     /// have lost any of it) until a restart reads the file from disk again.
     pub fn barrier(&self) -> Result<u64, StoreError> {
-        if let Some(e) = self.commit.first_failure() {
-            return Err(e.into());
-        }
+        self.readback_trusted()?;
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         Ok(self.commit.bump())
     }
