@@ -8,7 +8,6 @@
 //!
 //! Nothing here knows about SSH or windows.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,35 +94,13 @@ pub fn discover_local(home: &Path) -> Result<Discovery, RelayError> {
             path: path.clone(),
             source,
         })?;
-    if !pid_alive(discovery.pid) {
-        return Err(RelayError::Stale {
+    discovery
+        .check_alive(Duration::from_secs(2))
+        .map_err(|e| RelayError::Stale {
             path,
-            reason: format!("pid {} is not running", discovery.pid),
-        });
-    }
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, discovery.port));
-    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        return Err(RelayError::Stale {
-            path,
-            reason: format!("port {} refuses connections: {e}", discovery.port),
-        });
-    }
+            reason: e.to_string(),
+        })?;
     Ok(discovery)
-}
-
-/// Whether a process with this pid exists. `kill(pid, 0)` sends nothing; it
-/// fails with ESRCH when there is no such process and EPERM when there is
-/// one we may not signal (still alive).
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for the process's existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// `GET {base_url}info[?session=K]` with the bearer token.

@@ -17,6 +17,8 @@
 //! x11-utils, libxdo (scripts/install-test-deps.sh); a missing one fails
 //! with its name, nothing is skipped.
 
+#[path = "support/desktop.rs"]
+mod desktop;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -27,13 +29,7 @@ use std::time::{Duration, Instant};
 
 use support::{Fixture, Relay, Sshd, shell_bin};
 
-/// Set in the re-executed process that runs under our own Xvfb.
-const UNDER_XVFB: &str = "LOOPCHAT_ALERTS_TEST_XVFB";
-
-/// A scenario: a name and the function that runs it.
-type Scenario = (&'static str, fn(&Desktop));
-
-const TESTS: &[Scenario] = &[
+const TESTS: &[desktop::Test<Desktop>] = &[
     (
         "two_shells_raise_an_alert_once_with_its_urgency",
         two_shells_raise_an_alert_once_with_its_urgency,
@@ -62,67 +58,14 @@ const TESTS: &[Scenario] = &[
 ];
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in TESTS {
-            println!("{name}: test");
-        }
-        return;
-    }
-    if !TESTS.iter().any(|(name, _)| selected(name)) {
-        println!("\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
-        return;
-    }
-
-    if std::env::var_os(UNDER_XVFB).is_none() {
-        let status = Command::new("xvfb-run")
-            .args(["-a", "-s", "-screen 0 1280x1024x24"])
-            .arg(std::env::current_exe().expect("own path"))
-            .args(&args)
-            .env(UNDER_XVFB, "1")
-            .status();
-        match status {
-            Ok(s) => std::process::exit(s.code().unwrap_or(1)),
-            Err(e) => {
-                eprintln!("cannot run xvfb-run ({e}): install xvfb and xauth");
-                std::process::exit(1);
-            }
-        }
-    }
-
-    // Still one thread: safe to set the environment every child inherits.
-    let desktop = Desktop::start();
-
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in TESTS {
-        if !selected(name) {
-            continue;
-        }
-        println!("test {name} ...");
-        desktop.clear();
-        match std::panic::catch_unwind(|| test(&desktop)) {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
-    }
-    drop(desktop);
-    println!();
-    println!(
-        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
-        if failed == 0 { "ok" } else { "FAILED" }
+    // Still one thread when `Desktop::start` runs: safe to set the
+    // environment every child inherits.
+    desktop::main(
+        TESTS,
+        desktop::Display::OwnXvfb,
+        Desktop::start,
+        Desktop::clear,
     );
-    if failed > 0 {
-        std::process::exit(101);
-    }
 }
 
 /// A private session bus with dunst on it.
@@ -889,7 +832,7 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
     )
     .expect("shell.json");
     let _relay = fast_ping_relay(&home);
-    xdo::move_mouse(400, 300);
+    desktop::xdo::move_mouse(400, 300);
     let mut w = Proc::start("window", &home, &["--session", "first"]);
     w.wait_for(&["page title", "first"], Duration::from_secs(60));
     w.wait_for(&["alert stream open"], Duration::from_secs(20));
@@ -916,7 +859,7 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
     );
 
     // The pointer leaves the window: so does the focus.
-    xdo::move_mouse(1100, 900);
+    desktop::xdo::move_mouse(1100, 900);
     w.wait_for(&["window focus", "focused=false"], Duration::from_secs(10));
     post(
         &home,
@@ -931,9 +874,9 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
     screenshot("alerts-window-and-popup");
 
     let (x, y, pw, ph) = dunst_popup().expect("no dunst popup on screen");
-    xdo::move_mouse(x + pw / 2, y + ph / 2);
+    desktop::xdo::move_mouse(x + pw / 2, y + ph / 2);
     std::thread::sleep(Duration::from_millis(300));
-    xdo::click(1);
+    desktop::xdo::click(1);
     w.wait_for(&["alert clicked", "clicked"], Duration::from_secs(10));
     w.wait_for(
         &["opening an alert's page", "session=clicked"],
@@ -961,40 +904,4 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
     );
     screenshot("alerts-window-after-click");
     w.stop();
-}
-
-/// The pointer through XTest (libxdo, already needed by the desktop build).
-mod xdo {
-    use std::ffi::{c_char, c_int, c_ulong, c_void};
-
-    #[link(name = "xdo")]
-    unsafe extern "C" {
-        fn xdo_new(display: *const c_char) -> *mut c_void;
-        fn xdo_free(xdo: *mut c_void);
-        fn xdo_move_mouse(xdo: *const c_void, x: c_int, y: c_int, screen: c_int) -> c_int;
-        fn xdo_click_window(xdo: *const c_void, window: c_ulong, button: c_int) -> c_int;
-    }
-
-    fn with_xdo(f: impl FnOnce(*const c_void) -> c_int) {
-        // SAFETY: libxdo opens $DISPLAY; the handle is freed below and used
-        // only in between.
-        unsafe {
-            let xdo = xdo_new(std::ptr::null());
-            assert!(!xdo.is_null(), "libxdo could not open the display");
-            let rc = f(xdo);
-            xdo_free(xdo);
-            assert_eq!(rc, 0, "libxdo failed");
-        }
-    }
-
-    pub fn move_mouse(x: i32, y: i32) {
-        // SAFETY: valid handle.
-        with_xdo(|xdo| unsafe { xdo_move_mouse(xdo, x, y, 0) });
-    }
-
-    /// A click where the pointer is (CURRENTWINDOW).
-    pub fn click(button: i32) {
-        // SAFETY: valid handle.
-        with_xdo(|xdo| unsafe { xdo_click_window(xdo, 0, button) });
-    }
 }

@@ -8,6 +8,8 @@
 //! `xvfb-run -a`, so `cargo test -p loopchat-shell` works anywhere Xvfb is
 //! installed. Screenshots are kept in `target/tmp/` for a human to look at.
 
+#[path = "support/desktop.rs"]
+mod desktop;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -18,77 +20,23 @@ use std::time::{Duration, Instant};
 
 use support::{Fixture, Relay, Sshd, pid_alive, shell_bin};
 
+const TESTS: &[desktop::Test<()>] = &[
+    ("window_shows_the_local_chat", |_| {
+        window_shows_the_local_chat()
+    }),
+    ("window_shows_an_error_page_without_relay", |_| {
+        window_shows_an_error_page_without_relay()
+    }),
+    ("window_shows_a_remote_chat_through_the_tunnel", |_| {
+        window_shows_a_remote_chat_through_the_tunnel()
+    }),
+    ("window_asks_about_an_unknown_host_and_a_passphrase", |_| {
+        window_asks_about_an_unknown_host_and_a_passphrase()
+    }),
+];
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // `cargo test NAME` passes NAME to every test binary: run only when it
-    // could mean us.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected =
-        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    if args.iter().any(|a| a == "--list") {
-        println!(
-            "window_shows_the_local_chat: test\nwindow_shows_an_error_page_without_relay: test\n\
-             window_shows_a_remote_chat_through_the_tunnel: test\n\
-             window_asks_about_an_unknown_host_and_a_passphrase: test"
-        );
-        return;
-    }
-
-    if std::env::var_os("DISPLAY").is_none() {
-        let status = Command::new("xvfb-run")
-            .args(["-a", "-s", "-screen 0 1280x1024x24"])
-            .arg(std::env::current_exe().expect("own path"))
-            .args(&args)
-            .status();
-        match status {
-            Ok(s) => std::process::exit(s.code().unwrap_or(1)),
-            Err(e) => {
-                eprintln!("no DISPLAY and cannot run xvfb-run ({e}): install xvfb and xauth");
-                std::process::exit(1);
-            }
-        }
-    }
-
-    let tests: [(&str, fn()); 4] = [
-        ("window_shows_the_local_chat", window_shows_the_local_chat),
-        (
-            "window_shows_an_error_page_without_relay",
-            window_shows_an_error_page_without_relay,
-        ),
-        (
-            "window_shows_a_remote_chat_through_the_tunnel",
-            window_shows_a_remote_chat_through_the_tunnel,
-        ),
-        (
-            "window_asks_about_an_unknown_host_and_a_passphrase",
-            window_asks_about_an_unknown_host_and_a_passphrase,
-        ),
-    ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if !selected(name) {
-            continue;
-        }
-        println!("test {name} ...");
-        match std::panic::catch_unwind(test) {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
-    }
-    println!();
-    println!(
-        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    if failed > 0 {
-        std::process::exit(101);
-    }
+    desktop::main(TESTS, desktop::Display::ExistingOrXvfb, || (), |_| {});
 }
 
 /// The shell process with its stderr collected.
@@ -389,11 +337,11 @@ fn window_asks_about_an_unknown_host_and_a_passphrase() {
     // Nothing is recorded before the user says so.
     assert_eq!(std::fs::read_to_string(&known_hosts).expect("kh"), "");
 
-    xdo::keys("Return");
+    desktop::xdo::keys("Return");
     shell.wait_for_line(&["page title", "passphrase"], Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
-    xdo::type_text("correct horse");
-    xdo::keys("Return");
+    desktop::xdo::type_text("correct horse");
+    desktop::xdo::keys("Return");
 
     shell.wait_for_line(&["page title", "asked"], Duration::from_secs(30));
     let recorded = std::fs::read_to_string(&known_hosts).expect("kh");
@@ -406,59 +354,4 @@ fn window_asks_about_an_unknown_host_and_a_passphrase() {
         "passphrase in the logs"
     );
     assert!(shell.stop().success());
-}
-
-/// Keyboard input through XTest (libxdo, already needed by the desktop
-/// build), to answer the shell's questions like a user would.
-mod xdo {
-    use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
-
-    #[link(name = "xdo")]
-    unsafe extern "C" {
-        fn xdo_new(display: *const c_char) -> *mut c_void;
-        fn xdo_free(xdo: *mut c_void);
-        fn xdo_send_keysequence_window(
-            xdo: *const c_void,
-            window: c_ulong,
-            keyseq: *const c_char,
-            delay: u32,
-        ) -> c_int;
-        fn xdo_enter_text_window(
-            xdo: *const c_void,
-            window: c_ulong,
-            text: *const c_char,
-            delay: u32,
-        ) -> c_int;
-    }
-
-    /// CURRENTWINDOW: send to whatever has the focus, through XTest.
-    const CURRENT_WINDOW: c_ulong = 0;
-
-    fn with_xdo(f: impl FnOnce(*const c_void) -> c_int) {
-        // SAFETY: libxdo opens $DISPLAY; the handle is freed below and used
-        // only in between.
-        unsafe {
-            let xdo = xdo_new(std::ptr::null());
-            assert!(!xdo.is_null(), "libxdo could not open the display");
-            let rc = f(xdo);
-            xdo_free(xdo);
-            assert_eq!(rc, 0, "libxdo failed");
-        }
-    }
-
-    pub fn keys(sequence: &str) {
-        let seq = CString::new(sequence).expect("key sequence");
-        // SAFETY: valid handle and NUL-terminated string.
-        with_xdo(|xdo| unsafe {
-            xdo_send_keysequence_window(xdo, CURRENT_WINDOW, seq.as_ptr(), 12_000)
-        });
-    }
-
-    pub fn type_text(text: &str) {
-        let text = CString::new(text).expect("text");
-        // SAFETY: valid handle and NUL-terminated string.
-        with_xdo(|xdo| unsafe {
-            xdo_enter_text_window(xdo, CURRENT_WINDOW, text.as_ptr(), 12_000)
-        });
-    }
 }

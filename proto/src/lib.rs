@@ -13,7 +13,7 @@ mod http;
 mod message;
 mod session_key;
 
-pub use discovery::Discovery;
+pub use discovery::{Discovery, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{Event, EventBody, Notification, RunState};
 pub use http::*;

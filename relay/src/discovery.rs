@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -64,27 +63,9 @@ pub fn read_live(path: &Path) -> Result<Discovery, DiscoveryError> {
     Ok(d)
 }
 
-/// A relay is alive when its pid exists and its port accepts connections;
-/// either alone can be fooled (pid reuse, another program on the port).
+/// Whether the relay `d` names is running (see [`Discovery::check_alive`]).
 pub fn is_alive(d: &Discovery) -> bool {
-    pid_exists(d.pid)
-        && TcpStream::connect_timeout(
-            &SocketAddr::from((Ipv4Addr::LOCALHOST, d.port)),
-            Duration::from_millis(500),
-        )
-        .is_ok()
-}
-
-fn pid_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    d.check_alive(Duration::from_millis(500)).is_ok()
 }
 
 /// Removes the file if it still describes this process (a newer relay may

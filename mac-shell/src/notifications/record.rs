@@ -29,6 +29,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use loopchat_proto::pid_exists;
 use serde::{Deserialize, Serialize};
 
 /// File name inside the loopchat home.
@@ -190,7 +191,7 @@ impl AlertRecord {
             let focused_elsewhere = file
                 .focused
                 .get(relay)
-                .is_some_and(|pids| pids.iter().any(|p| *p != pid && pid_alive(*p)));
+                .is_some_and(|pids| pids.iter().any(|p| *p != pid && pid_exists(*p)));
             Claims {
                 fresh,
                 focused_elsewhere,
@@ -229,7 +230,7 @@ impl AlertRecord {
     pub fn set_focused(&self, relay: &str, pid: u32, focused: bool) -> io::Result<()> {
         self.update(|file| {
             let pids = file.focused.entry(relay.to_owned()).or_default();
-            pids.retain(|p| *p != pid && pid_alive(*p));
+            pids.retain(|p| *p != pid && pid_exists(*p));
             if focused {
                 pids.push(pid);
             }
@@ -325,19 +326,6 @@ impl AlertRecord {
 
 /// An exclusive flock, released on drop (closing the file releases it).
 struct Flock(#[allow(dead_code)] File);
-
-/// Whether a process with this pid exists (signal 0 sends nothing).
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for the process's existence.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
 
 #[cfg(test)]
 mod tests {
