@@ -908,6 +908,8 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
         webhook = "{refusing_url}"
         [targets.failing]
         command = ["sh", "-c", "echo 'no mail today' >&2; exit 3"]
+        [targets.chatty]
+        command = ["sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' x >&2; echo 'the real reason' >&2; exit 1"]
         [targets.gone]
         webhook = "http://127.0.0.1:1/hook?key=webhook-secret"
         "#,
@@ -971,6 +973,8 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
     for (target, says) in [
         ("refusing", "503: quota exceeded"),
         ("failing", "no mail today"),
+        // 10 MB of stderr: the end is kept, and it is where the reason is.
+        ("chatty", "xxxthe real reason. The reply"),
         // The cause, not just reqwest's "error sending request".
         ("gone", "Connection refused"),
     ] {
@@ -1002,7 +1006,7 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
     assert_eq!((s, &v["code"]), (400, &json!("bad_request")), "{v}");
     let error = v["error"].as_str().unwrap();
     assert!(
-        error.contains("configured: failing, fifo, gone, hook, refusing"),
+        error.contains("configured: chatty, failing, fifo, gone, hook, refusing"),
         "{error}"
     );
     let (s, v) = api

@@ -19,6 +19,9 @@ use crate::config::TargetConfig;
 
 /// Bytes of a failing target's answer (or stderr) kept for the alert.
 const DETAIL_KEEP: usize = 300;
+/// Bytes of a refusing webhook's answer, or of a failing command's stderr,
+/// held at most.
+const ANSWER_KEEP: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -139,10 +142,19 @@ impl DeliveryTargets {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
+        // Only the start of the answer: a broken endpoint may send a lot.
+        let mut body = Vec::new();
+        let mut response = response;
+        while body.len() < ANSWER_KEEP {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        body.truncate(ANSWER_KEEP);
         Err(DeliveryError::Refused {
             status: status.as_u16(),
-            detail: detail(&body),
+            detail: detail(&String::from_utf8_lossy(&body)),
         })
     }
 }
@@ -180,10 +192,17 @@ async fn run(argv: &[String], d: &Delivery<'_>, json: Vec<u8>) -> Result<(), Del
             let _ = stdin.write_all(&json).await;
         }
     };
+    // Only the end of stderr is kept (that is where the reason usually is),
+    // however much the command writes.
     let mut stderr = Vec::new();
     let drain = async {
-        if let Some(mut pipe) = stderr_pipe {
-            let _ = pipe.read_to_end(&mut stderr).await;
+        let Some(mut pipe) = stderr_pipe else { return };
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
+            stderr.extend_from_slice(&chunk[..n]);
+            if stderr.len() > 2 * ANSWER_KEEP {
+                stderr.drain(..stderr.len() - ANSWER_KEEP);
+            }
         }
     };
     tokio::join!(feed, drain);
