@@ -174,9 +174,16 @@ pub struct TargetConfig {
     pub headers: BTreeMap<String, String>,
     /// Run this argv (no shell) with the reply as JSON on stdin.
     pub command: Option<Vec<String>>,
-    /// How long one delivery may take, seconds.
+    /// How long one attempt may take, seconds.
     #[serde(default = "default_target_timeout")]
     pub timeout_secs: u64,
+    /// Further attempts after a transient failure (at most 5).
+    #[serde(default = "default_target_retries")]
+    pub retries: u32,
+}
+
+fn default_target_retries() -> u32 {
+    2
 }
 
 fn default_target_timeout() -> u64 {
@@ -215,6 +222,10 @@ impl TargetConfig {
                     "targets.{name} needs exactly one of webhook and command"
                 ));
             }
+        }
+        let most = crate::notify::targets::RETRY_WAITS.len();
+        if self.retries as usize > most {
+            return Err(format!("targets.{name}.retries is at most {most}"));
         }
         Ok(())
     }
@@ -354,6 +365,7 @@ mod tests {
         assert_eq!(c.check(), Ok(()));
         assert_eq!(c.targets["desk"].timeout_secs, 5);
         assert_eq!(c.targets["phone"].timeout_secs, 30);
+        assert_eq!(c.targets["phone"].retries, 2);
         for (bad, says) in [
             ("[targets.x]\n", "exactly one of"),
             (
@@ -370,6 +382,7 @@ mod tests {
                 "only applies to a webhook",
             ),
             ("[targets.\"a b\"]\ncommand = [\"a\"]", "target name"),
+            ("[targets.x]\ncommand = [\"a\"]\nretries = 6", "at most 5"),
         ] {
             let c: Config = toml::from_str(bad).unwrap();
             let err = c.check().unwrap_err();

@@ -832,10 +832,11 @@ async fn deliver_posts_the_stored_reply() {
     assert!(body.lines().count() <= 8);
 }
 
-/// A real HTTP endpoint for webhook targets: answers `status` with `says`,
-/// and hands each request's `Authorization` and JSON body to the test.
+/// A real HTTP endpoint for webhook targets: answers the n-th request with
+/// `statuses[n]` (the last one from then on) and `says`, and hands each
+/// request's `Authorization` and JSON body to the test.
 async fn webhook(
-    status: u16,
+    statuses: &'static [u16],
     says: &'static str,
 ) -> (
     String,
@@ -843,10 +844,13 @@ async fn webhook(
 ) {
     use axum::http::{HeaderMap, StatusCode};
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: String| {
             let tx = tx.clone();
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = statuses[n.min(statuses.len() - 1)];
             async move {
                 let auth = headers
                     .get("authorization")
@@ -888,8 +892,10 @@ async fn read_fifo(path: &Path) -> String {
 
 #[tokio::test]
 async fn to_sends_the_reply_to_a_configured_target_instead() {
-    let (hook_url, mut hook) = webhook(200, "").await;
-    let (refusing_url, _refused) = webhook(503, "quota exceeded").await;
+    let (hook_url, mut hook) = webhook(&[200], "").await;
+    let (refusing_url, mut refusing) = webhook(&[503], "quota exceeded").await;
+    let (forbidding_url, mut forbidding) = webhook(&[403], "bad topic").await;
+    let (flaky_url, mut flaky) = webhook(&[503, 200], "").await;
     let scratch = tempfile::tempdir().unwrap();
     let fifo = scratch.path().join("delivered");
     let made = std::process::Command::new("mkfifo")
@@ -906,12 +912,20 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
         command = ["sh", "-c", "{{ printf '%s|%s\n' \"$LOOPCHAT_TITLE\" \"$LOOPCHAT_TARGET\"; cat; }} > \"$0\"", "{fifo}"]
         [targets.refusing]
         webhook = "{refusing_url}"
+        retries = 1
+        [targets.forbidding]
+        webhook = "{forbidding_url}"
+        [targets.flaky]
+        webhook = "{flaky_url}"
         [targets.failing]
         command = ["sh", "-c", "echo 'no mail today' >&2; exit 3"]
+        retries = 0
         [targets.chatty]
         command = ["sh", "-c", "head -c 10000000 /dev/zero | tr '\\0' x >&2; echo 'the real reason' >&2; exit 1"]
+        retries = 0
         [targets.gone]
         webhook = "http://127.0.0.1:1/hook?key=webhook-secret"
+        retries = 0
         "#,
         fifo = fifo.display()
     );
@@ -969,9 +983,30 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
     assert_eq!(s, 200);
     assert_eq!(delivered(&mut hook).await.1["text"], "echo: after");
 
+    // A transient failure is tried again, with the same id: one delivery,
+    // and no alert.
+    let (s, reply) = api
+        .rpc(json!({"text": "twice?", "session": "tg", "to": "flaky"}))
+        .await;
+    assert_eq!(s, 200, "{reply}");
+    let (first, second) = (delivered(&mut flaky).await.1, delivered(&mut flaky).await.1);
+    assert_eq!(
+        (&first["id"], &first["text"]),
+        (&second["id"], &json!("echo: twice?"))
+    );
+    notify_ok(&api, json!({"title": "marker 2"})).await;
+    let seen = watcher.notifications_until("marker 2").await;
+    assert_eq!(
+        seen.len(),
+        1,
+        "a retried delivery raised an alert: {seen:?}"
+    );
+
     // A target that fails: the turn still succeeds, and the windows are told.
+    // A 5xx is tried `retries` more times; a 403 will not change, so once.
     for (target, says) in [
-        ("refusing", "503: quota exceeded"),
+        ("refusing", "503: quota exceeded (after 2 attempts)"),
+        ("forbidding", "403: bad topic. The reply"),
         ("failing", "no mail today"),
         // 10 MB of stderr: the end is kept, and it is where the reason is.
         ("chatty", "xxxthe real reason. The reply"),
@@ -995,6 +1030,11 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
         assert!(!body.contains("webhook-secret"), "{body}");
     }
 
+    assert_eq!(delivered(&mut refusing).await.1["text"], "echo: lost?");
+    assert_eq!(delivered(&mut refusing).await.1["text"], "echo: lost?");
+    assert_eq!(delivered(&mut forbidding).await.1["text"], "echo: lost?");
+    assert!(refusing.try_recv().is_err() && forbidding.try_recv().is_err());
+
     // A webhook URL often holds a secret: neither the alert nor the log shows it.
     assert!(!relay.logs().contains("webhook-secret"), "{}", relay.logs());
     assert!(relay.logs().contains("could not deliver the reply"));
@@ -1006,7 +1046,8 @@ async fn to_sends_the_reply_to_a_configured_target_instead() {
     assert_eq!((s, &v["code"]), (400, &json!("bad_request")), "{v}");
     let error = v["error"].as_str().unwrap();
     assert!(
-        error.contains("configured: chatty, failing, fifo, gone, hook, refusing"),
+        error
+            .contains("configured: chatty, failing, fifo, flaky, forbidding, gone, hook, refusing"),
         "{error}"
     );
     let (s, v) = api

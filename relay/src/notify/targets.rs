@@ -2,10 +2,14 @@
 //! be sent to with rpc `to` — a webhook (ntfy, Gotify, a chat bot…) or a
 //! local command (`notify-send`, `mail`…), configured under `[targets.NAME]`.
 //!
-//! A delivery is one attempt, bounded by the target's timeout, made after
-//! the turn has been acknowledged: a slow or dead target never holds up the
-//! chat. What fails is reported back as an alert in the chat windows, since
-//! the user asked for the reply somewhere they will not otherwise look.
+//! A delivery is made after the turn has been acknowledged, so a slow or
+//! dead target never holds up the chat. Each attempt is bounded by the
+//! target's timeout; a transient failure (no connection, a timeout, a 5xx,
+//! 408 or 429, a command that failed) is tried again after 1, 5, 25… s, up
+//! to `retries` times. What still fails is reported back as an alert in the
+//! chat windows, since the user asked for the reply somewhere they will not
+//! otherwise look. Every attempt carries the same `id`, so a receiver that
+//! saw an attempt it could not answer in time can drop the repeat.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -19,6 +23,16 @@ use crate::config::TargetConfig;
 
 /// Bytes of a failing target's answer (or stderr) kept for the alert.
 const DETAIL_KEEP: usize = 300;
+/// The waits before the second, third… attempt; `retries` is capped at its
+/// length (config check).
+pub const RETRY_WAITS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(25),
+    Duration::from_secs(60),
+    Duration::from_secs(60),
+];
+
 /// Bytes of a refusing webhook's answer, or of a failing command's stderr,
 /// held at most.
 const ANSWER_KEEP: usize = 4096;
@@ -35,6 +49,34 @@ pub enum DeliveryError {
     Spawn(std::io::Error),
     #[error("the command failed ({status}){detail}")]
     CommandFailed { status: String, detail: String },
+}
+
+impl DeliveryError {
+    /// Whether trying again later could succeed. A webhook's 4xx (other than
+    /// 408 and 429) and a command that cannot start will fail the same way.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Unreachable(_) | Self::CommandFailed { .. } => true,
+            Self::Refused { status, .. } => matches!(status, 408 | 429 | 500..),
+            Self::Spawn(_) => false,
+        }
+    }
+}
+
+/// A delivery that did not get through: the last error, after `attempts`.
+#[derive(Debug)]
+pub struct Undelivered {
+    pub attempts: usize,
+    pub error: DeliveryError,
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.attempts {
+            1 => write!(f, "{}", self.error),
+            n => write!(f, "{} (after {n} attempts)", self.error),
+        }
+    }
 }
 
 /// What a target receives: the notification the windows would have shown,
@@ -99,12 +141,35 @@ impl DeliveryTargets {
         self.targets.keys().map(String::as_str).collect()
     }
 
-    /// Sends `delivery` to its target; `Ok` once the target took it.
-    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), DeliveryError> {
+    /// Sends `delivery` to its target, trying again after a transient
+    /// failure; `Ok` once the target took it.
+    pub async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), Undelivered> {
         let Some(target) = self.targets.get(delivery.target) else {
             // Checked when the rpc arrived; only a config change could get here.
-            return Err(DeliveryError::Unreachable("no such target".into()));
+            let error = DeliveryError::Unreachable("no such target".into());
+            return Err(Undelivered { attempts: 1, error });
         };
+        let retries = (target.retries as usize).min(RETRY_WAITS.len());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let error = match self.attempt(target, delivery).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if attempts > retries || !error.is_transient() {
+                return Err(Undelivered { attempts, error });
+            }
+            tracing::info!(target = delivery.target, attempt = attempts, error = %error, "delivery failed; trying again");
+            tokio::time::sleep(RETRY_WAITS[attempts - 1]).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        target: &TargetConfig,
+        delivery: &Delivery<'_>,
+    ) -> Result<(), DeliveryError> {
         let json = serde_json::to_vec(delivery).unwrap_or_default();
         let limit = Duration::from_secs(target.timeout_secs.max(1));
         let attempt = async {
