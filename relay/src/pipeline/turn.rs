@@ -109,14 +109,6 @@ async fn run(
         },
         None => None,
     };
-    // What a retry finds was read back from the file; after a failed flush
-    // the disk may not hold it, so neither a reply nor a user message found
-    // there may be built on until a restart reads the file again.
-    if earlier.is_some()
-        && let Err(e) = transcript.readback_trusted()
-    {
-        return (Err(e.into()), None);
-    }
     // A keyed turn run again after a crash answers its own user message in
     // the context it had then, not after turns that landed since.
     let mut resumed = None;
@@ -129,10 +121,7 @@ async fn run(
             // Found in the file is not yet durable: the run that wrote it
             // may have died (or failed its flush) before the flush. Answer
             // only after one.
-            let barrier = match transcript.barrier() {
-                Ok(b) => b,
-                Err(e) => return (Err(e.into()), None),
-            };
+            let barrier = transcript.barrier();
             return (Ok(replayed), Some((transcript.clone(), barrier)));
         }
         Some((user, None)) => {

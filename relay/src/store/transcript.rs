@@ -207,23 +207,11 @@ impl Transcript {
         Ok((stored, generation))
     }
 
-    /// Whether what this process wrote can be vouched for when read back:
-    /// not after a failed flush, which may have lost any of it.
-    pub fn readback_trusted(&self) -> Result<(), StoreError> {
-        match self.commit.first_failure() {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
-    }
-
     /// A generation covering every append so far, for a caller that must
-    /// not acknowledge what it read from the file until it is on disk. After
-    /// a failed flush nothing read back can be vouched for (the failure may
-    /// have lost any of it) until a restart reads the file from disk again.
-    pub fn barrier(&self) -> Result<u64, StoreError> {
-        self.readback_trusted()?;
+    /// not acknowledge what it read from the file until it is on disk.
+    pub fn barrier(&self) -> u64 {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(self.commit.bump())
+        self.commit.bump()
     }
 
     /// Waits until every append up to `generation` is on disk.
@@ -289,6 +277,10 @@ impl Transcript {
     /// The message written for idempotency key `client_id`, and the reply
     /// to it if one was stored — looked up among the recent messages, which
     /// is where a retry finds its first attempt.
+    ///
+    /// A turn found after a flush of this file failed is an error instead:
+    /// the failure may have lost any of it on disk, so nothing may be built
+    /// on it until a restart reads the file again.
     pub fn find_turn(&self, client_id: &str) -> Result<Option<StoredTurn>, StoreError> {
         let recent = loop {
             self.ensure_recent()?;
@@ -313,6 +305,9 @@ impl Transcript {
             .skip(pos + 1)
             .find(|m| m.reply_to.as_deref() == Some(user.message.id.as_str()))
             .cloned();
+        if let Some(e) = self.commit.first_failure() {
+            return Err(e.into());
+        }
         Ok(Some((user, reply)))
     }
 
