@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod diagnostics;
 pub mod discovery;
 pub mod events;
 #[doc(hidden)]

@@ -9,13 +9,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use loopchat_proto::{AgentInfo, Role};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream};
 use crate::config::CommandConfig;
+use crate::diagnostics::read_tail;
 
 /// Bytes of stderr kept for the error message.
 const STDERR_KEEP: usize = 2048;
@@ -102,12 +103,11 @@ async fn run_child(
         }
     };
     let collect_err = async move {
-        let mut buf = Vec::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_end(&mut buf).await;
-        }
-        let start = buf.len().saturating_sub(STDERR_KEEP);
-        String::from_utf8_lossy(&buf[start..]).trim().to_owned()
+        let Some(e) = stderr else {
+            return String::new();
+        };
+        let tail = read_tail(e, STDERR_KEEP).await;
+        String::from_utf8_lossy(&tail).trim().to_owned()
     };
     let stream_out = async {
         let Some(stdout) = stdout else { return };

@@ -33,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::sse::{MAX_EVENT_BYTES, SseError, SseStream};
 use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile};
 use crate::config::OpenAiConfig;
+use crate::diagnostics::{error_chain, read_start};
 
 /// Bytes of an error response kept for the message.
 const ERROR_BODY_KEEP: usize = 16 * 1024;
@@ -194,7 +195,7 @@ impl Call {
             .is_some_and(|v| v.starts_with("application/json"));
         let mut body = self.body_stream(response);
         if !status.is_success() {
-            let bytes = read_some(&mut body, ERROR_BODY_KEEP).await;
+            let bytes = read_start(&mut body, ERROR_BODY_KEEP).await;
             return Err(AgentError::Failed(http_error_message(
                 &self.url, status, &bytes,
             )));
@@ -318,19 +319,6 @@ impl Call {
     }
 }
 
-/// Reads up to `limit` bytes of a body (for error messages).
-async fn read_some(body: &mut BodyStream, limit: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    while out.len() < limit {
-        match body.next().await {
-            Some(Ok(b)) => out.extend_from_slice(&b),
-            _ => break,
-        }
-    }
-    out.truncate(limit);
-    out
-}
-
 fn has_io_kind(e: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -342,20 +330,6 @@ fn has_io_kind(e: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) 
         cur = err.source();
     }
     false
-}
-
-/// An error and its causes, `a: b: c`, without repeats.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// `text` trimmed and cut to [`SNIPPET`] characters.

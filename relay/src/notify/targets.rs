@@ -16,10 +16,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::draft::Draft;
 use crate::config::TargetConfig;
+use crate::diagnostics::{error_chain, read_start, read_tail};
 
 /// Bytes of a failing target's answer (or stderr) kept for the alert.
 const DETAIL_KEEP: usize = 300;
@@ -202,21 +203,13 @@ impl DeliveryTargets {
         let response = request
             .send()
             .await
-            .map_err(|e| DeliveryError::Unreachable(causes(&e.without_url())))?;
+            .map_err(|e| DeliveryError::Unreachable(error_chain(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         // Only the start of the answer: a broken endpoint may send a lot.
-        let mut body = Vec::new();
-        let mut response = response;
-        while body.len() < ANSWER_KEEP {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-        body.truncate(ANSWER_KEEP);
+        let body = read_start(&mut response.bytes_stream(), ANSWER_KEEP).await;
         Err(DeliveryError::Refused {
             status: status.as_u16(),
             detail: detail(&String::from_utf8_lossy(&body)),
@@ -259,18 +252,13 @@ async fn run(argv: &[String], d: &Delivery<'_>, json: Vec<u8>) -> Result<(), Del
     };
     // Only the end of stderr is kept (that is where the reason usually is),
     // however much the command writes.
-    let mut stderr = Vec::new();
     let drain = async {
-        let Some(mut pipe) = stderr_pipe else { return };
-        let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
-            stderr.extend_from_slice(&chunk[..n]);
-            if stderr.len() > 2 * ANSWER_KEEP {
-                stderr.drain(..stderr.len() - ANSWER_KEEP);
-            }
+        match stderr_pipe {
+            Some(pipe) => read_tail(pipe, ANSWER_KEEP).await,
+            None => Vec::new(),
         }
     };
-    tokio::join!(feed, drain);
+    let ((), stderr) = tokio::join!(feed, drain);
     let status = child.wait().await.map_err(DeliveryError::Spawn)?;
     if status.success() {
         return Ok(());
@@ -279,22 +267,6 @@ async fn run(argv: &[String], d: &Delivery<'_>, json: Vec<u8>) -> Result<(), Del
         status: status.to_string(),
         detail: detail(&String::from_utf8_lossy(&stderr)),
     })
-}
-
-/// An error and its causes on one line: reqwest's own message ("error
-/// sending request") says nothing of why without them.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// The tail end of what a failing target said, as `: …` or nothing.
