@@ -700,15 +700,18 @@ impl Drop for SmallFs {
                 let _ = h.wait();
             }
             None => {
-                let c = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).unwrap();
-                // SAFETY: a valid NUL-terminated path. MNT_DETACH so that a
-                // relay still holding a file cannot keep the mount around.
-                unsafe {
-                    libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-                }
+                detach_mount(&self.dir);
             }
         }
     }
+}
+
+/// Unmounts `dir` lazily (MNT_DETACH), so that a relay still holding a
+/// file cannot keep the mount around; false if that was not allowed.
+fn detach_mount(dir: &Path) -> bool {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) == 0 }
 }
 
 fn mount_tmpfs(dir: &Path) -> std::io::Result<()> {
@@ -1246,11 +1249,7 @@ impl FailFs {
 
 impl Drop for FailFs {
     fn drop(&mut self) {
-        let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path. MNT_DETACH so that a relay
-        // still holding a file cannot keep the mount around.
-        let unmounted = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0;
-        if !unmounted {
+        if !detach_mount(&self.mountpoint) {
             // Not root: libfuse mounted it through fusermount.
             let _ = Command::new("fusermount")
                 .arg("-uz")
