@@ -46,10 +46,6 @@ impl NotificationHooks {
 
     /// What to post for a finished turn, if anything.
     fn draft_for(&self, key: &str, r: &TurnResult) -> Option<Draft> {
-        // Answered from the transcript (a retry): nothing new happened.
-        if r.replayed {
-            return None;
-        }
         if r.deliver == DeliverTo::Windows {
             // The reply itself, one notification per reply.
             return Some(reply_draft(
@@ -79,10 +75,13 @@ impl NotificationHooks {
 
 impl RunObserver for NotificationHooks {
     fn run_finished(&self, session_key: &str, outcome: &TurnOutcome) {
+        // Answered from the transcript (a retry): nothing new happened, and
+        // whatever the first attempt posted or delivered stands.
         let Ok(result) = outcome else { return };
-        if let DeliverTo::Target(target) = &result.deliver
-            && !result.replayed
-        {
+        if result.replayed {
+            return;
+        }
+        if let DeliverTo::Target(target) = &result.deliver {
             self.send_to_target(session_key, target, result);
             return;
         }
