@@ -190,14 +190,18 @@ fn ensure_slash(base_url: &str) -> String {
     }
 }
 
-/// reqwest's top-level message is often just "error sending request"; the
-/// cause (connection refused, reset…) is what helps.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes ("error sending request: connection refused"):
+/// reqwest's top-level message alone does not say what went wrong. A cause
+/// that its parent already ends with is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::relay::error_chain;
+
 /// Where the relay is right now.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -47,7 +49,13 @@ pub async fn list(
         .bearer_auth(&ep.token)
         .send()
         .await
-        .map_err(|e| format!("GET {}notifications: {}", slash(&ep.base_url), chain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "GET {}notifications: {}",
+                slash(&ep.base_url),
+                error_chain(&e)
+            )
+        })?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -58,10 +66,13 @@ pub async fn list(
             body.chars().take(200).collect::<String>()
         ));
     }
-    let body: NotificationsResponse = response
-        .json()
-        .await
-        .map_err(|e| format!("GET {}notifications: {}", slash(&ep.base_url), chain(&e)))?;
+    let body: NotificationsResponse = response.json().await.map_err(|e| {
+        format!(
+            "GET {}notifications: {}",
+            slash(&ep.base_url),
+            error_chain(&e)
+        )
+    })?;
     Ok(body.notifications)
 }
 
@@ -114,7 +125,7 @@ impl AlertSocket {
         let (ws, _) = tokio::time::timeout(Duration::from_secs(15), connect)
             .await
             .map_err(|_| format!("{ws_base}socket: no answer within 15 s"))?
-            .map_err(|e| format!("{ws_base}socket: {}", chain(&e)))?;
+            .map_err(|e| format!("{ws_base}socket: {}", error_chain(&e)))?;
         Ok(Self { ws })
     }
 
@@ -138,7 +149,7 @@ impl AlertSocket {
                     ));
                 }
                 Ok(None) => return Ok(Incoming::Closed),
-                Ok(Some(Err(e))) => return Err(chain(&e)),
+                Ok(Some(Err(e))) => return Err(error_chain(&e)),
                 Ok(Some(Ok(m))) => m,
             };
             match message {
@@ -147,7 +158,7 @@ impl AlertSocket {
                         self.ws
                             .send(Message::Text(r#"{"type":"pong"}"#.into()))
                             .await
-                            .map_err(|e| format!("answering a ping: {}", chain(&e)))?;
+                            .map_err(|e| format!("answering a ping: {}", error_chain(&e)))?;
                         tracing::trace!("answered the relay's ping");
                     }
                     Parsed::Notification(n) => return Ok(Incoming::Notification(n)),
@@ -201,21 +212,6 @@ fn slash(base_url: &str) -> String {
     } else {
         format!("{base_url}/")
     }
-}
-
-/// An error with its causes ("error sending request: connection refused").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s = s.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        source = source.and_then(|x| x.source());
-    }
-    out
 }
 
 #[cfg(test)]
