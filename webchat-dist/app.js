@@ -6,7 +6,7 @@
 // message was accepted or refused — its events are never rendered, so
 // nothing appears twice.
 
-import { api, rpcStream, ApiError } from './js/api.js';
+import { api, rpcStream, ApiError, onUnauthorized, token, TOKEN_STORAGE_KEY } from './js/api.js';
 import { EventStream } from './js/events.js';
 import { Transcript } from './js/transcript.js';
 import { messageElement, liveElement, pendingElement, markFailed, thinkingBlock } from './js/render.js';
@@ -34,6 +34,8 @@ const ui = {
   bannerText: $('banner-text'),
   bannerAction: $('banner-action'),
   authScreen: $('auth-screen'),
+  authTitle: $('auth-title'),
+  authText: $('auth-text'),
   authRetry: $('auth-retry'),
   scroller: $('scroller'),
   messages: $('messages'),
@@ -148,15 +150,41 @@ function showOfflineBanner(retryAt, what = 'Connection to the relay lost') {
   state.bannerTimer = setInterval(tick, 1000);
 }
 
+/**
+ * The relay refused this page's token. Without a token the page was never
+ * signed in; with one, the token was rotated or revoked (the relay closes the
+ * streams of a revoked credential, and the reconnect lands here). Either way
+ * nothing is retried with it: what is queued stays queued for the new URL.
+ */
 function showUnauthorized() {
+  if (state.authFailed) return;
   state.authFailed = true;
   if (state.stream) state.stream.close();
+  clearTimeout(state.retryLoad);
   hideBanner();
-  ui.app.dataset.state = 'unauthorized';
+  const signedOut = Boolean(token());
+  ui.app.dataset.state = signedOut ? 'signed-out' : 'unauthorized';
+  if (signedOut) {
+    ui.authTitle.textContent = 'Signed out: open the new URL';
+    ui.authText.replaceChildren(
+      'The relay no longer accepts the token this window signed in with: it was rotated (',
+      el('code', { text: 'loopchat token rotate' }),
+      ') or the relay was set up anew. Open the new URL printed by ',
+      el('code', { text: 'loopchat serve' }),
+      ' (or run ',
+      el('code', { text: 'loopchat info --json' }),
+      ' for the token) in this browser; windows still open here then sign in again by themselves. Messages not yet sent stay queued.');
+  }
   ui.authScreen.hidden = false;
+  renderPending();
 }
 
+onUnauthorized(() => showUnauthorized());
 ui.authRetry.addEventListener('click', () => location.reload());
+// The new URL opened in another tab stores its token for this origin: take it.
+window.addEventListener('storage', (e) => {
+  if (e.key === TOKEN_STORAGE_KEY && e.newValue && state.authFailed) location.reload();
+});
 
 // ---------------------------------------------------------------- runs (streaming replies)
 
@@ -468,7 +496,7 @@ function sendItem(item) {
       try {
         attachments = await uploadFiles(item);
       } catch (err) {
-        if (err instanceof ApiError && err.offline) return settle('offline');
+        if ((err instanceof ApiError && err.offline) || state.authFailed) return settle('offline');
         outbox.update(item.id, { state: 'failed', error: `attachment upload failed: ${err.message}` });
         outbox.settle(item.id);
         return settle('failed');
@@ -498,9 +526,9 @@ function sendItem(item) {
           outbox.settle(item.id);
           return settle('offline');
         }
-        if (err.status === 401) {
+        if (state.authFailed) {
+          // Refused for the token, not for the message: it waits for the new URL.
           outbox.settle(item.id);
-          showUnauthorized();
           return settle('offline');
         }
         if (err.code === 'agent_error' || err.code === 'agent_timeout') {
@@ -586,8 +614,7 @@ async function loadSession(attempt = 0) {
   try {
     info = await api.info(key, PAGE);
   } catch (err) {
-    if (gen !== state.loadGen) return;
-    if (err.status === 401) return showUnauthorized();
+    if (gen !== state.loadGen || state.authFailed) return;
     if (err.offline) {
       ui.app.dataset.state = 'offline';
       const delay = Math.min(30000, 1000 * 2 ** attempt);
@@ -679,8 +706,9 @@ function onStreamState(stream, s) {
     if (!state.offlineSince) state.offlineSince = Date.now();
     state.offlineBefore = true;
     showOfflineBanner(s.retryAt || Date.now() + (s.retryIn || 1000));
-    // Distinguish "relay down" from "token no longer accepted".
-    api.sessions().catch((err) => { if (err.status === 401) showUnauthorized(); });
+    // Distinguish "relay down" from "token no longer accepted" at once (a
+    // refused token is reported by api.js), not only at the next reconnect.
+    api.sessions().catch(() => {});
   }
   renderPending();
 }
@@ -833,7 +861,8 @@ const composer = new Composer({
 
 function start() {
   performance.mark('loopchat:start');
-  // The relay strips ?token= with a redirect; never leave one in the address bar regardless.
+  // boot.js took #token= out of the address bar, and the relay redirects a
+  // legacy ?token= into the fragment; never leave one in the address bar regardless.
   const u = new URL(location.href);
   if (u.searchParams.has('token')) {
     u.searchParams.delete('token');

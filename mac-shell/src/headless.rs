@@ -44,7 +44,7 @@ pub fn run_tunnel(spec: TunnelSpec, json: bool) -> anyhow::Result<()> {
                 // to the terminal, never logged.
                 writeln!(
                     out,
-                    "Tunnel to {} is up. Open in your browser:\n  {}?token={}\n(Ctrl-C to close; the remote relay keeps running.)",
+                    "Tunnel to {} is up. Open in your browser:\n  {}#token={}\n(Ctrl-C to close; the remote relay keeps running.)",
                     tunnel.target(),
                     local_url,
                     relay.token

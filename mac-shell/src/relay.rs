@@ -166,14 +166,17 @@ pub async fn fetch_info(
     Ok(info)
 }
 
-/// The URL the window opens first: the relay trades `token` for an HttpOnly
-/// cookie and redirects to the same URL without it.
+/// The URL the window opens first. The token rides in the fragment, which
+/// is never sent to a server; the page moves it into its own origin's
+/// storage and takes it out of the address bar.
 pub fn login_url(base_url: &str, token: &str, session: Option<&str>) -> String {
-    let mut url = format!("{}?token={}", ensure_slash(base_url), token);
+    let mut url = ensure_slash(base_url);
     if let Some(session) = session {
-        url.push_str("&session=");
+        url.push_str("?session=");
         url.push_str(session);
     }
+    url.push_str("#token=");
+    url.push_str(token);
     url
 }
 
@@ -269,11 +272,11 @@ mod tests {
     fn urls() {
         assert_eq!(
             login_url("http://127.0.0.1:1/webchat/", "t", Some("k")),
-            "http://127.0.0.1:1/webchat/?token=t&session=k"
+            "http://127.0.0.1:1/webchat/?session=k#token=t"
         );
         assert_eq!(
             login_url("http://127.0.0.1:1/webchat", "t", None),
-            "http://127.0.0.1:1/webchat/?token=t"
+            "http://127.0.0.1:1/webchat/#token=t"
         );
         assert_eq!(
             session_url("http://127.0.0.1:1/webchat/", "k"),

@@ -182,8 +182,8 @@ fn window_shows_the_local_chat() {
     let found = shell.wait_for_line(&["local relay found"], Duration::from_secs(30));
     assert!(found.contains(&relay.port.to_string()), "{found}");
     let loaded = shell.wait_for_line(&["page loaded", "/webchat/"], Duration::from_secs(60));
-    // The relay swapped the token for a cookie and redirected: the page
-    // that loaded is the relay's own, at its base URL.
+    // The token came in the fragment and the page took it from there: the
+    // page that loaded is the relay's own, at its base URL.
     assert!(
         loaded.contains(&format!("127.0.0.1:{}/webchat/", relay.port)),
         "{loaded}"

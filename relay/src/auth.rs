@@ -1,5 +1,9 @@
-//! Who may talk to the relay: the token, the cookie, and the Host/Origin
-//! guards against other web pages in the user's browser and DNS rebinding.
+//! Who may talk to the relay: the token (as a bearer header, or as a
+//! WebSocket subprotocol), and the Host/Origin guards against other web pages
+//! in the user's browser and DNS rebinding.
+//!
+//! There is deliberately no cookie: browsers scope cookies by host and not by
+//! port, so a cookie for 127.0.0.1 would go to every other local web server.
 
 use std::fs;
 use std::io::{self, Write};
@@ -12,8 +16,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-/// Name of the cookie that carries the token for the web page.
-pub const COOKIE_NAME: &str = "loopchat_token";
+/// The WebSocket subprotocol the relay speaks, and the only one it ever
+/// echoes back in `Sec-WebSocket-Protocol`.
+pub const WS_PROTOCOL: &str = "loopchat";
+
+/// Prefix of the subprotocol value that carries the token on a WebSocket
+/// upgrade (`Sec-WebSocket-Protocol: loopchat, bearer.<token>`): a browser
+/// cannot set `Authorization` on one. Tokens are base64url, which is valid
+/// in a subprotocol name.
+pub const WS_BEARER_PREFIX: &str = "bearer.";
 
 /// 32 random bytes, base64url without padding.
 pub fn new_token() -> String {
@@ -59,27 +70,27 @@ pub fn token_matches(expected: &str, given: &str) -> bool {
     expected.as_bytes().ct_eq(given.as_bytes()).into()
 }
 
-/// The token of a request: `Authorization: Bearer …`, else the cookie.
+/// The token of a request: `Authorization: Bearer …`, and nothing else (no
+/// cookie, no query parameter).
 pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION)
-        && let Ok(v) = v.to_str()
-        && let Some(t) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    {
-        return Some(t.trim());
-    }
-    for v in headers.get_all(axum::http::header::COOKIE) {
-        let Ok(v) = v.to_str() else { continue };
-        for pair in v.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=')
-                && name == COOKIE_NAME
-            {
-                return Some(value);
-            }
-        }
-    }
-    None
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// The token a WebSocket upgrade offers as the subprotocol `bearer.<token>`.
+pub fn subprotocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_BEARER_PREFIX))
+        .filter(|t| !t.is_empty())
 }
 
 /// Is `host` (a Host header value or an Origin's authority: name plus an
@@ -105,9 +116,9 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 }
 
 /// Is the page that sent `origin` the relay's own page, as reached through
-/// `host`? Every loopback port is the same *site* to a browser, so the
-/// `SameSite=Strict` cookie rides along on a request from any other local web
-/// server's page; only comparing host and port tells those pages apart.
+/// `host`? Every loopback port is the same *site* to a browser, so
+/// `SameSite` rules cannot tell another local web server's page from the
+/// relay's; only comparing host and port does.
 pub fn origin_matches_host(origin: &str, host: &str) -> bool {
     let Some((scheme, authority)) = origin_authority(origin) else {
         return false;
@@ -232,9 +243,23 @@ mod tests {
         assert!(token_matches(&t, &t.clone()));
         assert!(!token_matches(&t, &t[..42]));
         let mut h = axum::http::HeaderMap::new();
+        // The cookie of earlier versions is no credential.
         h.insert("cookie", "a=b; loopchat_token=xyz; c=d".parse().unwrap());
-        assert_eq!(presented_token(&h), Some("xyz"));
+        assert_eq!(presented_token(&h), None);
         h.insert("authorization", "Bearer abc".parse().unwrap());
         assert_eq!(presented_token(&h), Some("abc"));
+        assert_eq!(subprotocol_token(&h), None);
+        h.insert("sec-websocket-protocol", "loopchat".parse().unwrap());
+        assert_eq!(subprotocol_token(&h), None);
+        h.append(
+            "sec-websocket-protocol",
+            "other, bearer.tok_en-1".parse().unwrap(),
+        );
+        assert_eq!(subprotocol_token(&h), Some("tok_en-1"));
+        h.insert(
+            "sec-websocket-protocol",
+            "loopchat, bearer.".parse().unwrap(),
+        );
+        assert_eq!(subprotocol_token(&h), None);
     }
 }

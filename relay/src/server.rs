@@ -144,7 +144,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     // The one place the token is shown: the user's own terminal.
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "loopchat relay: {base_url}?token={token}");
+        let _ = writeln!(out, "loopchat relay: {base_url}#token={token}");
         let _ = out.flush();
     }
 

@@ -10,7 +10,7 @@ fn code(v: &Value) -> &str {
 }
 
 #[tokio::test]
-async fn token_rules_and_cookie_exchange() {
+async fn token_rules_and_fragment_entry() {
     let relay = Relay::start();
     let anon = Api {
         token: None,
@@ -39,7 +39,8 @@ async fn token_rules_and_cookie_exchange() {
     let (s, v) = wrong.rpc(json!({"text":"hi"})).await;
     assert_eq!((s, code(&v)), (401, "unauthorized"));
 
-    // ?token= becomes an HttpOnly cookie and the URL loses the token.
+    // The legacy ?token= link: a 302 that moves the token into the fragment
+    // (which no browser sends to any server), and no cookie.
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -50,22 +51,39 @@ async fn token_rules_and_cookie_exchange() {
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], "/webchat/?session=work");
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.starts_with(&format!("loopchat_token={};", relay.token)));
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/webchat"] {
-        assert!(cookie.contains(attr), "{cookie}");
+    assert_eq!(
+        r.headers()["location"],
+        format!("/webchat/?session=work#token={}", relay.token).as_str()
+    );
+    assert!(r.headers().get("set-cookie").is_none(), "no cookie is set");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+
+    // The cookie of earlier versions is no credential, anywhere: a browser
+    // would send it to every other server on 127.0.0.1.
+    let cookie = format!("loopchat_token={}", relay.token);
+    for path in [
+        "/webchat/info",
+        "/webchat/sessions",
+        "/webchat/events?session=main",
+    ] {
+        let r = no_redirect
+            .get(relay.url(path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with only the cookie");
     }
-    let pair = cookie.split(';').next().unwrap();
     let r = no_redirect
-        .get(relay.url("/webchat/info"))
-        .header("cookie", pair)
+        .post(relay.url("/webchat/rpc"))
+        .header("cookie", &cookie)
+        .json(&json!({"text": "by cookie", "session": "cookie"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 401, "rpc with only the cookie");
 
-    // A wrong token: redirected to the clean URL, no cookie.
+    // A wrong token: redirected to the clean URL, nothing in the fragment.
     let r = no_redirect
         .get(relay.url("/webchat/?token=nope"))
         .send()
@@ -80,6 +98,92 @@ async fn token_rules_and_cookie_exchange() {
         !relay.logs().contains(&relay.token),
         "token leaked into logs"
     );
+}
+
+/// A browser cannot set `Authorization` on a WebSocket: the token goes in
+/// the subprotocol list, and only `loopchat` comes back.
+#[tokio::test]
+async fn websocket_takes_the_token_as_a_subprotocol() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let relay = Relay::start();
+    let request = |protocols: Option<String>| {
+        let mut req = format!("ws://127.0.0.1:{}/webchat/socket?session=ws", relay.port)
+            .into_client_request()
+            .unwrap();
+        if let Some(p) = protocols {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", p.parse().unwrap());
+        }
+        req
+    };
+    let (mut ws, answer) = tokio_tungstenite::connect_async(request(Some(format!(
+        "loopchat, bearer.{}",
+        relay.token
+    ))))
+    .await
+    .expect("the subprotocol token opens the socket");
+    assert_eq!(answer.status(), 101);
+    assert_eq!(answer.headers()["sec-websocket-protocol"], "loopchat");
+    for (name, value) in answer.headers() {
+        assert!(
+            !value
+                .as_bytes()
+                .windows(relay.token.len())
+                .any(|w| w == relay.token.as_bytes()),
+            "the handshake answer carries the token in {name}"
+        );
+    }
+    relay
+        .client()
+        .rpc(json!({"text": "over ws", "session": "ws"}))
+        .await;
+    loop {
+        let m = ws.next().await.expect("open").expect("frame");
+        let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+        if v["type"] == "run.end" {
+            break;
+        }
+    }
+
+    // Without it, or with a wrong one, or with the cookie of earlier
+    // versions: 401.
+    let mut cookie = request(Some("loopchat".into()));
+    cookie.headers_mut().insert(
+        "cookie",
+        format!("loopchat_token={}", relay.token).parse().unwrap(),
+    );
+    for (what, req) in [
+        ("no token", request(None)),
+        ("only loopchat", request(Some("loopchat".into()))),
+        (
+            "a wrong token",
+            request(Some(format!("loopchat, bearer.{}", "x".repeat(43)))),
+        ),
+        ("the cookie", cookie),
+    ] {
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 401, "{what}")
+            }
+            other => panic!(
+                "{what}: expected a 401, got {:?}",
+                other.map(|(_, r)| r.status())
+            ),
+        }
+    }
+    // The subprotocol is read on the upgrade only: elsewhere it is no token.
+    let r = reqwest::Client::new()
+        .get(relay.url("/webchat/info"))
+        .header(
+            "sec-websocket-protocol",
+            format!("loopchat, bearer.{}", relay.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test]
@@ -126,8 +230,8 @@ async fn host_and_origin_checks() {
         200,
         "the relay's own page"
     );
-    // Another local web server's page is same-site (the cookie goes along)
-    // but not same-origin: refused.
+    // Another local web server's page is same-site but not same-origin:
+    // refused.
     for bad in [
         "http://evil.com",
         "null",
@@ -375,7 +479,7 @@ async fn files_permissions_discovery_and_port_reuse() {
     assert_eq!(
         relay.url_line,
         format!(
-            "loopchat relay: http://127.0.0.1:{}/webchat/?token={}",
+            "loopchat relay: http://127.0.0.1:{}/webchat/#token={}",
             relay.port, relay.token
         )
     );

@@ -642,7 +642,7 @@ async fn notify_tokens_post_and_nothing_else() {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
         other => panic!("a notify token opened a socket: {:?}", other.is_ok()),
     }
-    // Nor does it buy a browser cookie.
+    // Nor is it handed to the page: the legacy link drops it.
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -653,6 +653,7 @@ async fn notify_tokens_post_and_nothing_else() {
         .await
         .unwrap();
     assert!(r.headers().get("set-cookie").is_none());
+    assert_eq!(r.headers()["location"], "/webchat/");
     // Nothing leaked through: the session was not created.
     let (_, sessions) = relay.client().get_json("/webchat/sessions").await;
     assert_eq!(sessions["sessions"], json!([]));

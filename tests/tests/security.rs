@@ -40,7 +40,8 @@ async fn tokens_never_reach_the_logs() {
     let port = relay.port;
     let mut cli_logs = String::new();
 
-    // Bearer header, a wrong token, the ?token= link, and the cookie.
+    // Bearer header, a wrong token, the ?token= link, the WebSocket
+    // subprotocol, and the cookie of earlier versions.
     assert_eq!(api.get_json("/webchat/info").await.0, 200);
     let plain = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -53,20 +54,37 @@ async fn tokens_never_reach_the_logs() {
         .await
         .expect("token link");
     assert_eq!(r.status(), 302);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    assert!(r.headers().get("set-cookie").is_none());
     let r = plain
         .get(url("/webchat/info"))
-        .header("cookie", &cookie)
+        .header("cookie", format!("loopchat_token={main_token}"))
         .send()
         .await
         .expect("cookie request");
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 401, "the cookie is no credential");
+    {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://127.0.0.1:{port}/webchat/socket?session=main")
+            .into_client_request()
+            .expect("ws request");
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("loopchat, bearer.{main_token}")
+                .parse()
+                .expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("socket by subprotocol");
+        let (s, _) = api.rpc(json!({"text": "a turn the socket sees"})).await;
+        assert_eq!(s, 200);
+        while let Some(Ok(m)) = ws.next().await {
+            if m.to_text().is_ok_and(|t| t.contains("run.end")) {
+                break;
+            }
+        }
+    }
     let r = plain
         .get(url("/webchat/info"))
         .bearer_auth(format!("{main_token}x"))

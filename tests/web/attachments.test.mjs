@@ -55,9 +55,11 @@ describe('attachments', () => {
     const body = rpcBodies.at(-1);
     assert.equal(body.attachments.length, 1);
     assert.ok(body.attachments[0].id, 'rpc references the upload by id');
-    const src = await page.getAttribute('#messages .msg.user img', 'src');
-    assert.match(src, /attachments\//);
-    assert.ok(!/^https?:/.test(src), 'relative URL');
+    // The relay's attachment needs the bearer token, which an <img src>
+    // cannot send: fetched with it, and shown from a blob: URL.
+    const attachment = await page.getAttribute('#messages .msg.user img', 'data-attachment');
+    assert.match(attachment, /^attachments\//, 'a relative URL of the relay');
+    await page.waitForFunction(() => /^blob:/.test(document.querySelector('#messages .msg.user img')?.src || ''));
     await page.waitForFunction(() => {
       const img = document.querySelector('#messages .msg.user img');
       return img && img.complete && img.naturalWidth === 12 && img.naturalHeight === 9;

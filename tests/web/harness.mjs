@@ -175,12 +175,35 @@ export class Relay {
     return this;
   }
 
-  /** The browser entry URL (with the token: the relay answers with a cookie and a 302). */
+  /**
+   * The browser entry URL: the token in the fragment (`#token=…`), which no
+   * server sees; the page keeps it in its origin's localStorage. `token` may
+   * be false (no token) or a string (that token).
+   */
   pageUrl({ session, token = true, port } = {}) {
     const u = new URL(`http://127.0.0.1:${port || this.port}/webchat/`);
-    if (token) u.searchParams.set('token', this.token);
     if (session) u.searchParams.set('session', session);
+    if (token) u.hash = `token=${typeof token === 'string' ? token : this.token}`;
     return u.href;
+  }
+
+  /** `loopchat token rotate` on this relay's home; afterwards `token` is the new one. */
+  async rotateToken() {
+    if (USE_MOCK) throw new Error('the mock relay cannot rotate its token');
+    await new Promise((resolve, reject) => {
+      const child = spawn(RELAY_BIN, ['token', 'rotate'], {
+        env: { ...process.env, LOOPCHAT_HOME: this.home },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d) => { stderr += d; });
+      child.once('error', reject);
+      child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`token rotate exited ${code}: ${stderr}`))));
+    });
+    const d = JSON.parse(fs.readFileSync(path.join(this.home, 'relay.json'), 'utf8'));
+    if (d.token === this.info.token) throw new Error('token rotate left relay.json unchanged');
+    this.info = d;
+    return d.token;
   }
 
   /** A request as a script would make it (Bearer token). */
@@ -296,7 +319,7 @@ export async function newPage(browser, { viewport = { width: 1280, height: 800 }
   return page;
 }
 
-/** Open the UI through the token link and wait until the session is loaded. */
+/** Open the UI through the token link (`#token=`) and wait until the session is loaded. */
 export async function openChat(page, relay, { session, port } = {}) {
   await page.goto(relay.pageUrl({ session, port }));
   await page.waitForSelector('#app[data-state="ready"]', { timeout: 15000 });

@@ -1,6 +1,47 @@
 // HTTP calls to the relay. All URLs are relative to the page (it lives at
-// /webchat/ locally and at other ports behind SSH tunnels); auth is the
-// HttpOnly cookie the relay set when the page was opened with ?token=.
+// /webchat/ locally and at other ports behind SSH tunnels).
+//
+// Auth is `Authorization: Bearer` on every request, with the token boot.js
+// took from the URL fragment (`#token=…`) and keeps in localStorage. Both
+// are bound to this origin (scheme, host *and port*); a cookie would not be,
+// and would go to every other server on 127.0.0.1. So nothing here relies on
+// cookies, and requests send none.
+
+const TOKEN_KEY = 'loopchat.token';
+
+/** The token this page authenticates with, or null (read each time: another tab may have stored a newer one). */
+export function token() {
+  try {
+    const t = localStorage.getItem(TOKEN_KEY);
+    if (t) return t;
+  } catch { /* storage disabled: boot.js kept it in memory */ }
+  return globalThis.__loopchatMemoryToken || null;
+}
+
+/** The header that proves this page may talk to the relay. */
+export function authHeaders() {
+  const t = token();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+/** The localStorage key of the token, for pages that watch it change. */
+export const TOKEN_STORAGE_KEY = TOKEN_KEY;
+
+let unauthorizedHandler = null;
+
+/** Called once per refused request (401, or 403 for a notify-only token): the app shows "signed out". */
+export function onUnauthorized(fn) {
+  unauthorizedHandler = fn;
+}
+
+/** Tell the app that the relay refused this page's token. */
+export function reportUnauthorized(err) {
+  if (unauthorizedHandler) unauthorizedHandler(err);
+}
+
+function refusesToken(err) {
+  return err.status === 401 || (err.status === 403 && err.code === 'forbidden');
+}
 
 /** A failed call: `status` is 0 when the relay could not be reached at all. */
 export class ApiError extends Error {
@@ -28,17 +69,20 @@ function url(path, params) {
   return u.pathname + u.search;
 }
 
-async function errorFrom(res) {
+/** The ApiError for a refused answer; a refused token is also reported to the app. */
+export async function errorFrom(res) {
   let body = null;
   try { body = await res.json(); } catch { /* not JSON */ }
   const msg = (body && typeof body.error === 'string' && body.error)
     || (res.status === 401 ? 'Not authorized.' : `The relay answered ${res.status} ${res.statusText || ''}`.trim());
   const code = (body && body.code) || (res.status === 401 ? 'unauthorized' : `http_${res.status}`);
-  return new ApiError(msg, { status: res.status, code, body });
+  const err = new ApiError(msg, { status: res.status, code, body });
+  if (refusesToken(err)) reportUnauthorized(err);
+  return err;
 }
 
 async function call(method, path, { params, json, body, headers = {}, signal, pending } = {}) {
-  const init = { method, headers: { Accept: 'application/json', ...headers }, signal, credentials: 'same-origin', cache: 'no-store' };
+  const init = { method, headers: { Accept: 'application/json', ...authHeaders(), ...headers }, signal, credentials: 'omit', cache: 'no-store' };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers['Content-Type'] = 'application/json';
@@ -97,9 +141,9 @@ export async function rpcStream(body, { onEvent, signal } = {}) {
   try {
     res = await fetch(url('rpc'), {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream, application/json' },
+      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream, application/json', ...authHeaders() },
       body: JSON.stringify({ ...body, stream: true }),
-      credentials: 'same-origin',
+      credentials: 'omit',
       cache: 'no-store',
       signal,
     });
@@ -115,16 +159,8 @@ export async function rpcStream(body, { onEvent, signal } = {}) {
     if (data.ok === false) throw new ApiError(data.error || 'The agent failed.', { status: res.status, code: data.code || 'error', body: data });
     return data;
   }
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = '';
   let final = null;
-  const handleBlock = (block) => {
-    const data = block
-      .split('\n')
-      .filter((l) => l.startsWith('data:'))
-      .map((l) => l.slice(5).replace(/^ /, ''))
-      .join('\n');
-    if (!data) return;
+  const handleData = (data) => {
     let ev;
     try { ev = JSON.parse(data); } catch { return; }
     if (ev.type === 'done') final = ev;
@@ -134,17 +170,7 @@ export async function rpcStream(body, { onEvent, signal } = {}) {
     if (onEvent) onEvent(ev);
   };
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value.replace(/\r\n?/g, '\n');
-      let i;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        handleBlock(buf.slice(0, i));
-        buf = buf.slice(i + 2);
-      }
-    }
-    if (buf.trim()) handleBlock(buf);
+    await readEventStream(res.body, handleData);
   } catch (err) {
     if (err && err.name === 'AbortError') throw err;
     if (!final) throw new ApiError('The connection to the relay was lost during the reply.', { status: 0, code: 'network' });
@@ -152,4 +178,65 @@ export async function rpcStream(body, { onEvent, signal } = {}) {
   if (final instanceof ApiError) throw final;
   if (!final) throw new ApiError('The reply stream ended early.', { status: 0, code: 'network' });
   return final;
+}
+
+/**
+ * Read a `text/event-stream` body to its end, calling `onData` with the
+ * `data:` payload of each event (comments and other fields are skipped).
+ * Rejects when the connection breaks.
+ */
+export async function readEventStream(body, onData) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  const block = (text) => {
+    const data = text
+      .split('\n')
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(5).replace(/^ /, ''))
+      .join('\n');
+    if (data) onData(data);
+  };
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value.replace(/\r\n?/g, '\n');
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        block(buf.slice(0, i));
+        buf = buf.slice(i + 2);
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  if (buf.trim()) block(buf);
+}
+
+/**
+ * Show an attachment (`attachments/<id>`) in `img`. An <img src> cannot
+ * carry the bearer header, so the bytes are fetched with it and shown from a
+ * blob: URL (revoked once decoded). Content-addressed and `immutable`, so a
+ * second fetch of the same image comes from the browser's cache.
+ */
+export async function loadAttachment(img, path) {
+  try {
+    // The token goes to this origin only: a stored part's `url` is data, and
+    // `//other-host/x` is relative too.
+    const target = new URL(path, document.baseURI);
+    if (target.origin !== location.origin) return;
+    const res = await fetch(target.pathname + target.search, { headers: authHeaders(), credentials: 'omit' });
+    if (!res.ok) {
+      await errorFrom(res);
+      return;
+    }
+    const blob = await res.blob();
+    const objectUrl = URL.createObjectURL(blob);
+    const done = () => URL.revokeObjectURL(objectUrl);
+    img.addEventListener('load', done, { once: true });
+    img.addEventListener('error', done, { once: true });
+    img.src = objectUrl;
+  } catch {
+    /* offline: the image stays empty, its alt text says what it was */
+  }
 }

@@ -1,11 +1,15 @@
 // The live event stream of one session (SSE on /webchat/events).
 //
-// The browser's own EventSource reconnect is not used: it retries at a fixed
-// interval and gives up for good on an HTTP error. Instead every error closes
-// the source and a new one is opened after a backoff (1 s doubling to 30 s),
+// Read with fetch, not EventSource: an EventSource cannot send the bearer
+// token (the page has no cookie, on purpose: see api.js), and it hides the
+// status of a refused request, so a rotated token would look like a relay
+// that is down. Every error ends the stream and a new one is opened after a
+// backoff (1 s doubling to 30 s),
 // resuming from the last session seq seen (`since`) and the last notification
 // seq seen (`notifySince`), so nothing is lost; events at or below the last
 // seq are dropped, so nothing is shown twice.
+
+import { authHeaders, errorFrom, readEventStream } from './api.js';
 
 const MIN_BACKOFF = 1000;
 const MAX_BACKOFF = 30000;
@@ -18,7 +22,8 @@ export class EventStream {
    * @param {number|null} o.notifySince  last notification seq already known (null: none wanted replayed)
    * @param {(ev: object) => void} o.onEvent     session events, in order, deduplicated
    * @param {(n: object, ev: object) => void} o.onNotification
-   * @param {(state: {connected: boolean, retryIn?: number, attempt?: number}) => void} o.onState
+   * @param {(state: {connected: boolean, refused?: boolean, retryIn?: number, attempt?: number}) => void} o.onState
+   *        `refused`: the relay refused the token (401/403); the stream does not retry
    * @param {(seq: number) => void} o.onReset   the relay cannot replay from `since`
    */
   constructor({ session, since, notifySince, client, onEvent, onNotification, onState, onReset }) {
@@ -30,7 +35,7 @@ export class EventStream {
     this.onNotification = onNotification;
     this.onState = onState;
     this.onReset = onReset;
-    this.es = null;
+    this.conn = null;
     this.backoff = MIN_BACKOFF;
     this.timer = null;
     this.closed = false;
@@ -56,29 +61,66 @@ export class EventStream {
     clearTimeout(this.timer);
     this.timer = null;
     if (this.closed) return;
-    if (this.es) this.es.close();
-    const es = new EventSource(this.url(), { withCredentials: false });
-    this.es = es;
-    es.onopen = () => {
-      if (this.es !== es) return;
-      this.connected = true;
-      this.backoff = MIN_BACKOFF;
-      this.attempt = 0;
-      this.onState({ connected: true });
-    };
-    es.onmessage = (msg) => {
-      if (this.es !== es) return;
-      let ev;
-      try { ev = JSON.parse(msg.data); } catch { return; }
-      this.dispatch(ev);
-    };
-    es.onerror = () => {
-      if (this.es !== es) return;
-      es.close();
-      this.es = null;
-      this.connected = false;
-      this.scheduleReconnect();
-    };
+    if (this.conn) this.conn.abort();
+    const conn = new AbortController();
+    this.conn = conn;
+    this.read(conn);
+  }
+
+  /** One connection: open, follow until it ends, then reconnect (unless refused or closed). */
+  async read(conn) {
+    const mine = () => this.conn === conn;
+    let res;
+    try {
+      res = await fetch(this.url(), {
+        headers: { Accept: 'text/event-stream', ...authHeaders() },
+        credentials: 'omit',
+        cache: 'no-store',
+        signal: conn.signal,
+      });
+    } catch {
+      if (mine()) this.lost();
+      return;
+    }
+    if (!mine()) return;
+    if (!res.ok) {
+      const err = await errorFrom(res); // a refused token is reported to the app from there
+      if (!mine()) return;
+      if (err.status === 401 || err.status === 403) {
+        this.conn = null;
+        this.connected = false;
+        this.onState({ connected: false, refused: true });
+        return;
+      }
+      this.lost();
+      return;
+    }
+    this.connected = true;
+    this.backoff = MIN_BACKOFF;
+    this.attempt = 0;
+    this.onState({ connected: true });
+    try {
+      await readEventStream(res.body, (data) => {
+        if (!mine()) return;
+        let ev;
+        try { ev = JSON.parse(data); } catch { return; }
+        try {
+          this.dispatch(ev);
+        } catch (err) {
+          // A bug in a handler must not cut the stream; it is still reported.
+          setTimeout(() => { throw err; });
+        }
+      });
+    } catch {
+      /* the connection broke: reconnect below */
+    }
+    if (mine()) this.lost();
+  }
+
+  lost() {
+    this.conn = null;
+    this.connected = false;
+    this.scheduleReconnect();
   }
 
   dispatch(ev) {
@@ -136,8 +178,8 @@ export class EventStream {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = null;
-    if (this.es) this.es.close();
-    this.es = null;
+    if (this.conn) this.conn.abort();
+    this.conn = null;
     this.connected = false;
   }
 }

@@ -3,6 +3,7 @@
 // text, streamed deltas, errors, thinking, tool output — goes in as text.
 
 import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
+import { loadAttachment } from './api.js';
 
 const LONG_TOOL_TEXT = 2000;
 
@@ -63,9 +64,14 @@ async function copyText(text, btn) {
 function imageElement(part) {
   const src = part.url || (part.data && part.mimeType ? `data:${part.mimeType};base64,${part.data}` : null);
   if (!src) return null;
-  // Only relative (same-origin) URLs, data: and blob: are displayed; the CSP blocks the rest anyway.
-  if (/^[a-z][a-z0-9+.-]*:/i.test(src) && !/^(data|blob):/i.test(src)) return null;
-  return el('img', { src, alt: part.name || 'attached image', loading: 'lazy', decoding: 'async' });
+  const alt = part.name || 'attached image';
+  if (/^(data|blob):/i.test(src)) return el('img', { src, alt, decoding: 'async' });
+  // Only relative (same-origin) URLs besides those; the CSP blocks the rest anyway.
+  if (/^[a-z][a-z0-9+.-]*:/i.test(src)) return null;
+  // The relay's attachments need the bearer token, which an <img src> cannot send.
+  const img = el('img', { alt, decoding: 'async', 'data-attachment': src });
+  loadAttachment(img, src);
+  return img;
 }
 
 function toolBlock(part) {

@@ -36,8 +36,8 @@ const SAVE_DELAY: Duration = Duration::from_millis(700);
 pub enum UiEvent {
     /// A progress line ("Connecting to …").
     Status(String),
-    /// The chat. `url` carries the token once (the relay trades it for a
-    /// cookie and redirects); `base_url` is where "New chat" goes.
+    /// The chat. `url` carries the token once, in its fragment (the page
+    /// keeps it in its origin's storage); `base_url` is where "New chat" goes.
     Open {
         url: String,
         base_url: String,
@@ -88,9 +88,9 @@ pub struct WindowConfig {
     /// Where the chat lives, for the title ("host name" or SSH target).
     pub host: String,
     pub settings: Settings,
-    /// WebKit data directory (cookies, local storage). One per relay, so
-    /// that the local and a remote relay's cookies — both on 127.0.0.1 —
-    /// never overwrite each other.
+    /// WebKit data directory (local storage, caches). One per relay, so
+    /// that the local and a remote relay's pages keep apart whatever ports
+    /// their tunnels get.
     pub data_dir: PathBuf,
     /// Set from the window's focus events; desktop alerts stay quiet while
     /// it is true.
@@ -329,7 +329,7 @@ where
                 tracing::info!(title = %title, "page title");
             }
             Event::UserEvent(Internal::PageLoaded(url)) => {
-                // Strip the query: the first load carries the token.
+                // Strip query and fragment: the first load carries the token.
                 let clean = url.split(['?', '#']).next().unwrap_or_default();
                 tracing::info!(url = %clean, "page loaded");
             }

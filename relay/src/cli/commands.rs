@@ -43,7 +43,7 @@ pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
             println!("store     {}", d.store);
         }
         println!(
-            "open      {}?token=…  (token: `loopchat info --json`)",
+            "open      {}#token=…  (token: `loopchat info --json`)",
             info.base_url
         );
     }

@@ -1,5 +1,5 @@
-//! The bundled web UI, embedded in the binary, and the token → cookie
-//! exchange on `/webchat/?token=…`.
+//! The bundled web UI, embedded in the binary, and the legacy
+//! `/webchat/?token=…` entry, redirected to the fragment form.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -13,7 +13,7 @@ use base64::Engine;
 use rust_embed::RustEmbed;
 
 use super::AppState;
-use crate::auth::{COOKIE_NAME, token_matches};
+use crate::auth::token_matches;
 
 #[derive(RustEmbed)]
 #[folder = "$CARGO_MANIFEST_DIR/../webchat-dist"]
@@ -53,23 +53,25 @@ fn found(location: &str) -> Response {
     path = "/webchat/",
     tag = "ui",
     summary = "The web UI",
-    description = "Open without a token. With `?token=`, the token is exchanged for the \
-                   `loopchat_token` cookie (`HttpOnly; SameSite=Strict; Path=/webchat`): the \
-                   answer is a 302 to the same URL without `token` (other parameters kept). A \
-                   wrong token gets the same redirect without a cookie.",
+    description = "Open without a token. The page is opened as `/webchat/#token=…`: the fragment \
+                   never reaches a server, and the page moves the token into its origin's \
+                   `localStorage` and sends it as `Authorization: Bearer`. The legacy \
+                   `?token=` form is answered with a 302 to the same URL with the token moved \
+                   into the fragment (other parameters kept); a token that is not the main \
+                   token is dropped instead. No cookie is ever set.",
     params(
-        ("token" = Option<String>, Query, description = "The relay's token, to be exchanged for the cookie"),
+        ("token" = Option<String>, Query, description = "Legacy: the relay's token, moved into the URL fragment by a redirect"),
     ),
     responses(
         (status = 200, description = "index.html (never cached)", content_type = "text/html", body = String),
-        (status = 302, description = "`?token=` was given: to the same URL without it", headers(
+        (status = 302, description = "`?token=` was given: to the same URL without it, and with \
+                                      `#token=…` when it was the main token", headers(
             ("Location" = String),
-            ("Set-Cookie" = String, description = "`loopchat_token=…` when the token was right"),
         )),
     ),
 )]
 pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Some(response) = exchange_token(&state, &uri) {
+    if let Some(response) = token_to_fragment(&state, &uri) {
         return response;
     }
     serve("index.html", &headers)
@@ -103,11 +105,13 @@ pub async fn asset(path: Result<Path<String>, PathRejection>, headers: HeaderMap
     }
 }
 
-/// `?token=` in the URL: set the HttpOnly cookie and redirect to the same
-/// URL without it, so the token leaves the address bar and history at once.
-/// A wrong token is dropped without a cookie; the page then shows that it
-/// is not authorized.
-fn exchange_token(state: &AppState, uri: &Uri) -> Option<Response> {
+/// `?token=` in the URL (links of earlier versions): redirect to the same URL
+/// with the token in the fragment, where the page picks it up. The token
+/// thus leaves the query, which servers and proxies see, at once. Nothing is
+/// stored in the browser by the relay: a cookie would be sent to every other
+/// server on the same host, whatever its port. A token that is not the main
+/// one is dropped, so a stale link does not replace a working stored token.
+fn token_to_fragment(state: &AppState, uri: &Uri) -> Option<Response> {
     let query = uri.query()?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
     let token = pairs.iter().find(|(k, _)| k == "token")?.1.clone();
@@ -117,16 +121,13 @@ fn exchange_token(state: &AppState, uri: &Uri) -> Option<Response> {
         location.push('?');
         location.push_str(&serde_urlencoded::to_string(&rest).unwrap_or_default());
     }
-    let mut response = found(&location);
     if token_matches(&state.credentials.main_token(), &token) {
-        let cookie = format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/webchat");
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
+        location.push('#');
+        location.push_str(&serde_urlencoded::to_string([("token", &token)]).unwrap_or_default());
     } else {
-        tracing::info!("a browser presented a wrong token; no cookie set");
+        tracing::info!("a browser presented a wrong token; dropped from the URL");
     }
-    Some(response)
+    Some(found(&location))
 }
 
 /// One embedded file in every encoding we serve, computed once on first

@@ -75,7 +75,7 @@ fn messages(page: &Page) -> Vec<Message> {
                                       unknown parameter) or `invalid_session_key`", body = ErrorBody),
         (status = 500, description = "`internal`: the transcript could not be read", body = ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn info(
     _: Authed,
@@ -147,7 +147,7 @@ pub struct HistoryQuery {
         (status = 404, description = "`not_found`: no message `before` in this session", body = ErrorBody),
         (status = 500, description = "`internal`: the transcript could not be read", body = ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn history(
     _: Authed,
@@ -184,7 +184,7 @@ pub async fn history(
     tag = "chat",
     summary = "Every session, most recently updated first",
     responses((status = 200, description = "The sessions", body = SessionsResponse)),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn sessions(
     _: Authed,

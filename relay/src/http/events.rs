@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiQuery, Authed, session_key};
+use super::extract::{ApiQuery, Authed, SocketAuthed, session_key};
 use super::notify::client_id;
 use super::rpc::sse_event;
 use crate::events::Subscription;
@@ -132,7 +132,7 @@ async fn next_session_event(sub: &mut Option<Subscription>) -> Option<Arc<Event>
         (status = 400, description = "`bad_request` (malformed query, unknown parameter, bad `client` \
                                       or `Last-Event-ID`) or `invalid_session_key`", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn sse(
     _: Authed,
@@ -157,7 +157,10 @@ pub async fn sse(
     path = "/webchat/socket",
     tag = "events",
     summary = "Live events (WebSocket)",
-    description = "A WebSocket upgrade. The socket carries the same events as `/webchat/events`, \
+    description = "A WebSocket upgrade. A browser, which cannot set `Authorization` on one, \
+                   sends the token as a subprotocol: `Sec-WebSocket-Protocol: loopchat, \
+                   bearer.<token>`; the relay answers `Sec-WebSocket-Protocol: loopchat` and \
+                   never echoes the token. The socket carries the same events as `/webchat/events`, \
                    one JSON text frame each. Every 30 s the relay sends `{\"type\":\"ping\"}`; \
                    the client answers `{\"type\":\"pong\"}` (a Pong frame also counts) and is \
                    disconnected after three unanswered pings. Unknown query parameters are a 400.",
@@ -171,10 +174,10 @@ pub async fn sse(
                                       query, unknown parameter, bad `client` or `Last-Event-ID`) or \
                                       `invalid_session_key`", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = []), ("websocket_protocol" = [])),
 )]
 pub async fn socket(
-    _: Authed,
+    _: SocketAuthed,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -187,6 +190,9 @@ pub async fn socket(
     let ping_every = state.ws_ping;
     let shutdown = state.shutdown.clone();
     Ok(ws
+        // Only `loopchat` is ever selected: the `bearer.<token>` value a
+        // browser offers must not come back in the answer.
+        .protocols([crate::auth::WS_PROTOCOL])
         // Clients only ever send pongs. tungstenite zero-fills its whole
         // read buffer (128 KiB by default) on every read, so its size is
         // resident memory per socket: 1,000 windows would cost 128 MiB.

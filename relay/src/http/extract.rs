@@ -132,17 +132,40 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match caller(parts, state)? {
-            Caller::Main => Ok(Authed),
-            Caller::Scoped { scope, .. } => Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "this token has the {} scope: it may only post notifications \
-                     (POST /webchat/notify)",
-                    scope.as_str()
-                ),
-            )),
-        }
+        main_only(caller(auth::presented_token(&parts.headers), state)?)
+    }
+}
+
+/// [`Authed`] for a WebSocket upgrade, where a browser cannot send
+/// `Authorization`: the token may also come as the subprotocol
+/// `bearer.<token>` (next to `loopchat`, the one the relay echoes). Only
+/// this route reads it, so the token in that header buys nothing elsewhere.
+pub struct SocketAuthed;
+
+impl FromRequestParts<AppState> for SocketAuthed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = auth::presented_token(&parts.headers)
+            .or_else(|| auth::subprotocol_token(&parts.headers));
+        main_only(caller(token, state)?).map(|Authed| SocketAuthed)
+    }
+}
+
+fn main_only(caller: Caller) -> Result<Authed, ApiError> {
+    match caller {
+        Caller::Main => Ok(Authed),
+        Caller::Scoped { scope, .. } => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this token has the {} scope: it may only post notifications \
+                 (POST /webchat/notify)",
+                scope.as_str()
+            ),
+        )),
     }
 }
 
@@ -157,7 +180,7 @@ impl FromRequestParts<AppState> for NotifyCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match caller(parts, state)? {
+        match caller(auth::presented_token(&parts.headers), state)? {
             c @ (Caller::Main
             | Caller::Scoped {
                 scope: Scope::Notify,
@@ -167,8 +190,8 @@ impl FromRequestParts<AppState> for NotifyCaller {
     }
 }
 
-fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let Some(token) = auth::presented_token(&parts.headers) else {
+fn caller(token: Option<&str>, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(token) = token else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "a token is required: send Authorization: Bearer <token> (see `loopchat info`)",

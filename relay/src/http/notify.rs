@@ -43,7 +43,7 @@ const DEFAULT_LIMIT: usize = 100;
         (status = 500, description = "`internal`: the notification log could not be written", body = loopchat_proto::ErrorBody),
         (status = 507, description = "`store_full`: the disk is full", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn notify(
     NotifyCaller(caller): NotifyCaller,
@@ -133,7 +133,7 @@ pub struct NotificationsQuery {
         (status = 400, description = "`bad_request`: malformed query, `limit` out of range or an \
                                       unknown parameter", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn notifications(
     _: Authed,
@@ -171,7 +171,7 @@ pub async fn notifications(
         (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn presence(
     _: Authed,

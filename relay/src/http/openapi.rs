@@ -136,10 +136,12 @@ impl Modify for Common {
             ),
         );
         components.add_security_scheme(
-            "cookie",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::auth::COOKIE_NAME,
-                "The same token as a cookie, set by `GET /webchat/?token=…`.",
+            "websocket_protocol",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Sec-WebSocket-Protocol",
+                "WebSocket upgrades only: the token as the subprotocol `bearer.<token>`, offered \
+                 next to `loopchat` (`Sec-WebSocket-Protocol: loopchat, bearer.<token>`). The \
+                 relay selects `loopchat` and never echoes the token.",
             ))),
         );
         let error = |description: &str| {

@@ -52,7 +52,7 @@ use crate::render::markdown_to_html;
         (status = 504, description = "`agent_timeout`: the agent did not answer in time", body = loopchat_proto::ErrorBody),
         (status = 507, description = "`store_full`: the disk holding the store is full", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn rpc(
     _: Authed,
@@ -265,7 +265,7 @@ pub(crate) fn sse_event(event: &Arc<loopchat_proto::Event>) -> SseEvent {
         (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn abort(
     _: Authed,

@@ -35,7 +35,7 @@ use crate::attachments::{AttachmentError, Attachments};
         (status = 500, description = "`internal`: the file could not be written", body = loopchat_proto::ErrorBody),
         (status = 507, description = "`store_full`: the disk is full", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn upload(
     _: Authed,
@@ -79,8 +79,9 @@ pub async fn upload(
     path = "/webchat/attachments/{id}",
     tag = "attachments",
     summary = "Download an uploaded image",
-    description = "Content-addressed, so cached for a year (`immutable`). The cookie works here, \
-                   so that an `<img>` can show it.",
+    description = "Content-addressed, so cached for a year (`immutable`, in private caches only). \
+                   Like every API call it needs `Authorization: Bearer`: the web UI fetches \
+                   the bytes and shows them from a `blob:` URL.",
     params(
         ("id" = String, Path, description = "An upload's id: sha256 hex of the bytes plus the \
                                              image's extension; anything else is a 404",
@@ -101,7 +102,7 @@ pub async fn upload(
         (status = 304, description = "Not Modified: `If-None-Match` named this id"),
         (status = 404, description = "`not_found`: no such attachment", body = loopchat_proto::ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = [])),
+    security(("bearer" = [])),
 )]
 pub async fn download(
     _: Authed,

@@ -167,8 +167,8 @@ const server = http.createServer(async (req, res) => {
   if (p === '/webchat/' && u.searchParams.has('token')) {
     const t = u.searchParams.get('token');
     u.searchParams.delete('token');
-    if (t === TOKEN) res.setHeader('Set-Cookie', `loopchat_token=${t}; HttpOnly; SameSite=Strict; Path=/webchat`);
-    res.writeHead(302, { Location: u.pathname + u.search }); return res.end();
+    // Legacy link: the token moves into the fragment; no cookie (docs/protocol.md).
+    res.writeHead(302, { Location: u.pathname + u.search + (t === TOKEN ? `#token=${t}` : '') }); return res.end();
   }
   const staticName = p === '/webchat/' ? 'index.html' : p.startsWith('/webchat/') ? p.slice(9) : null;
   if (req.method === 'GET' && staticName && /^[\w./-]+\.(html|js|css|svg)$/.test(staticName) && !staticName.includes('..')) {
@@ -179,8 +179,7 @@ const server = http.createServer(async (req, res) => {
     }
   }
   if (p === '/healthz') return json(res, 200, { ok: true, version: '0.0.0-mock' });
-  const cookie = (req.headers.cookie || '').split(/;\s*/).find((c) => c.startsWith('loopchat_token='));
-  const authed = (cookie && cookie.slice(15) === TOKEN) || req.headers.authorization === `Bearer ${TOKEN}`;
+  const authed = req.headers.authorization === `Bearer ${TOKEN}`;
   if (!authed) return err(res, 401, 'unauthorized', 'A valid token is required.');
   const key = u.searchParams.get('session') || 'main';
   try {
@@ -285,7 +284,7 @@ server.listen(PORT, '127.0.0.1', () => {
   const d = { version: 1, pid: process.pid, port: PORT, baseUrl: `http://127.0.0.1:${PORT}/webchat/`, token: TOKEN, startedAt: new Date().toISOString(), store: indexFile };
   fs.writeFileSync(path.join(HOME, 'relay.json.tmp'), JSON.stringify(d));
   fs.renameSync(path.join(HOME, 'relay.json.tmp'), path.join(HOME, 'relay.json'));
-  console.log(`http://127.0.0.1:${PORT}/webchat/?token=${TOKEN}`);
+  console.log(`http://127.0.0.1:${PORT}/webchat/#token=${TOKEN}`);
 });
 const stop = () => { try { fs.unlinkSync(path.join(HOME, 'relay.json')); } catch {} for (const s of sockets) s.destroy(); server.close(() => process.exit(0)); setTimeout(() => process.exit(0), 500); };
 process.on('SIGTERM', stop);
