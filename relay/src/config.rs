@@ -51,6 +51,10 @@ pub struct Config {
     /// A session with no turn for this long gives back the memory it keeps
     /// for quick answers (event replay, recent messages), seconds.
     pub idle_session_secs: u64,
+    /// Bytes one session keeps in memory for quick answers, whatever the
+    /// size of its messages: half for the event replay ring, half for the
+    /// decoded recent messages. Older ones are read from the transcript.
+    pub session_memory_bytes: usize,
     pub agent: AgentConfig,
     /// Named places a reply can be delivered to with rpc `to` (besides the
     /// default: every connected window and shell).
@@ -71,6 +75,7 @@ impl Default for Config {
             header_read_timeout_secs: 30,
             body_read_timeout_secs: 30,
             idle_session_secs: 600,
+            session_memory_bytes: 8 * 1024 * 1024,
             agent: AgentConfig::default(),
             targets: BTreeMap::new(),
         }
@@ -231,7 +236,17 @@ impl TargetConfig {
     }
 }
 
+/// Below this, ordinary messages would keep falling out of the window.
+const MIN_SESSION_MEMORY: usize = 64 * 1024;
+
 impl Config {
+    /// The event ring's and the recent window's shares of
+    /// `session_memory_bytes`.
+    pub fn session_memory_split(&self) -> (usize, usize) {
+        let ring = self.session_memory_bytes / 2;
+        (ring, self.session_memory_bytes - ring)
+    }
+
     /// Reads `path` if it exists, then applies the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config = match std::fs::read_to_string(path) {
@@ -257,6 +272,12 @@ impl Config {
 
     /// Rules the types alone do not express.
     pub(crate) fn check(&self) -> Result<(), String> {
+        if self.session_memory_bytes < MIN_SESSION_MEMORY {
+            return Err(format!(
+                "session_memory_bytes is at least {MIN_SESSION_MEMORY} (64 KiB), not {}",
+                self.session_memory_bytes
+            ));
+        }
         self.targets
             .iter()
             .try_for_each(|(name, target)| target.check(name))

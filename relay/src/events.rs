@@ -1,31 +1,43 @@
-//! One ordered event log per session: seq numbers, bounded replay, broadcast.
+//! One ordered event log per session: seq numbers, bounded replay, live
+//! delivery.
 //!
-//! Subscribing takes the replay and the live receiver under one lock, which
-//! is what guarantees "no gap and no duplicate" between what a reconnecting
-//! client missed and what it sees live.
+//! The ring is the only place events are kept: live subscribers are woken
+//! when the seq moves and read what is new from the ring, so a slow or stalled
+//! subscriber holds nothing beyond it. The ring is bounded by bytes (its share
+//! of `session_memory_bytes`) as well as by count; a subscriber that falls
+//! behind what it keeps gets a `reset`, exactly like a reconnect from a
+//! position that was evicted.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use loopchat_proto::{Event, EventBody};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-/// Events kept for replay per session.
+use crate::memory::event_bytes;
+
+/// Events kept for replay per session, whatever their size.
 const RING_CAP: usize = 4096;
-/// Live events buffered per subscriber before it counts as lagging.
-const CHANNEL_CAP: usize = 1024;
+/// Bytes of events kept per session unless configured otherwise.
+pub const DEFAULT_RING_BYTES: usize = 4 * 1024 * 1024;
 
 struct LogState {
     /// Seq of the last event published (`base` before any).
     last_seq: u64,
-    ring: VecDeque<Arc<Event>>,
+    /// Consecutive seqs, oldest first.
+    ring: VecDeque<(Arc<Event>, usize)>,
+    /// Sum of the sizes in `ring`.
+    bytes: usize,
 }
 
 pub struct EventLog {
     /// Seqs of this relay run start above `base`; see [`seq_base`].
     base: u64,
+    /// Most bytes the ring holds.
+    budget: usize,
     state: Mutex<LogState>,
-    live: broadcast::Sender<Arc<Event>>,
+    /// The last seq published: what wakes live subscribers.
+    live: watch::Sender<u64>,
 }
 
 /// Seqs must keep growing across relay restarts so a client's
@@ -38,13 +50,20 @@ pub fn seq_base() -> u64 {
 
 impl EventLog {
     pub fn new(base: u64) -> Self {
+        Self::with_budget(base, DEFAULT_RING_BYTES)
+    }
+
+    /// A log whose ring holds at most `budget` bytes of events.
+    pub fn with_budget(base: u64, budget: usize) -> Self {
         Self {
             base,
+            budget,
             state: Mutex::new(LogState {
                 last_seq: base,
                 ring: VecDeque::new(),
+                bytes: 0,
             }),
-            live: broadcast::channel(CHANNEL_CAP).0,
+            live: watch::channel(base).0,
         }
     }
 
@@ -55,6 +74,16 @@ impl EventLog {
             .last_seq
     }
 
+    /// Subscriptions open on this log.
+    pub fn subscribers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// Bytes the ring holds now.
+    pub fn retained_bytes(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+
     pub fn publish(&self, body: EventBody) -> Arc<Event> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.last_seq += 1;
@@ -62,12 +91,20 @@ impl EventLog {
             seq: st.last_seq,
             body,
         });
-        st.ring.push_back(event.clone());
-        if st.ring.len() > RING_CAP {
-            st.ring.pop_front();
+        let size = event_bytes(&event);
+        st.ring.push_back((event.clone(), size));
+        st.bytes += size;
+        // Strictly within budget, even if that leaves this event out: it is
+        // still handed to whoever is reading now, and a subscriber too far
+        // behind to get it from the ring gets a reset.
+        while st.ring.len() > RING_CAP || st.bytes > self.budget {
+            let Some((_, size)) = st.ring.pop_front() else {
+                break;
+            };
+            st.bytes -= size;
         }
-        // Sent under the lock so live order equals seq order.
-        let _ = self.live.send(event.clone());
+        // Under the lock so the announced seq is always in order.
+        self.live.send_replace(st.last_seq);
         event
     }
 
@@ -76,6 +113,7 @@ impl EventLog {
     pub fn trim(&self) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.ring = VecDeque::new();
+        st.bytes = 0;
     }
 
     /// Live events after now, preceded by the retained events after `since`.
@@ -86,39 +124,52 @@ impl EventLog {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let rx = self.live.subscribe();
         let mut replay = VecDeque::new();
+        let mut last = st.last_seq;
         if let Some(since) = since
             && since != st.last_seq
         {
-            let oldest_kept = st.ring.front().map_or(st.last_seq + 1, |e| e.seq);
-            let servable = since >= self.base && since < st.last_seq && since + 1 >= oldest_kept;
-            if servable {
-                replay.extend(st.ring.iter().filter(|e| e.seq > since).cloned());
+            if since >= self.base && since < st.last_seq && self.replay_after(&st, since, &mut replay)
+            {
+                last = since;
             } else {
-                replay.push_back(Arc::new(Event {
-                    seq: st.last_seq,
-                    body: EventBody::Reset,
-                }));
+                replay.push_back(reset(st.last_seq));
             }
         }
-        let last = since.filter(|_| replay.is_empty() || !is_reset(&replay));
         Subscription {
             log: self.clone(),
             replay,
             rx,
-            last: last.unwrap_or(st.last_seq).min(st.last_seq),
+            last,
         }
+    }
+
+    /// Appends the retained events after `since` (which is below the last
+    /// seq); false when some of them are no longer kept.
+    fn replay_after(&self, st: &LogState, since: u64, out: &mut VecDeque<Arc<Event>>) -> bool {
+        let oldest_kept = st.ring.front().map_or(st.last_seq + 1, |(e, _)| e.seq);
+        if since + 1 < oldest_kept {
+            return false;
+        }
+        // Seqs in the ring are consecutive, so the first one wanted is found
+        // by position.
+        let skip = (since + 1 - oldest_kept) as usize;
+        out.extend(st.ring.iter().skip(skip).map(|(e, _)| e.clone()));
+        true
     }
 }
 
-fn is_reset(replay: &VecDeque<Arc<Event>>) -> bool {
-    matches!(replay.front().map(|e| &e.body), Some(EventBody::Reset))
+fn reset(seq: u64) -> Arc<Event> {
+    Arc::new(Event {
+        seq,
+        body: EventBody::Reset,
+    })
 }
 
 /// A client's view of one log: replay first, then live, each seq once.
 pub struct Subscription {
     log: Arc<EventLog>,
     replay: VecDeque<Arc<Event>>,
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: watch::Receiver<u64>,
     /// Highest seq handed out (or known to the client).
     last: u64,
 }
@@ -128,20 +179,12 @@ impl Subscription {
     /// once, this is not subject to tokio's cooperative budget, which can
     /// report "pending" while events are queued.
     pub fn try_next(&mut self) -> Option<Arc<Event>> {
-        loop {
-            if let Some(e) = self.pop_replay() {
-                return Some(e);
-            }
-            match self.rx.try_recv() {
-                Ok(e) => {
-                    if let Some(e) = self.accept_live(e) {
-                        return Some(e);
-                    }
-                }
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up(),
-                Err(_) => return None,
-            }
+        if let Some(e) = self.pop_replay() {
+            return Some(e);
         }
+        self.rx.borrow_and_update();
+        self.fetch();
+        self.pop_replay()
     }
 
     /// The next event; `None` only if the log is gone.
@@ -150,14 +193,14 @@ impl Subscription {
             if let Some(e) = self.pop_replay() {
                 return Some(e);
             }
-            match self.rx.recv().await {
-                Ok(e) => {
-                    if let Some(e) = self.accept_live(e) {
-                        return Some(e);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(),
-                Err(broadcast::error::RecvError::Closed) => return None,
+            // Marked seen before the ring is read: a publish after the read
+            // wakes the wait below instead of being missed.
+            self.rx.borrow_and_update();
+            if self.fetch() {
+                continue;
+            }
+            if self.rx.changed().await.is_err() {
+                return None;
             }
         }
     }
@@ -172,21 +215,18 @@ impl Subscription {
         None
     }
 
-    /// Live events at or below what was already handed out are duplicates
-    /// of the replay.
-    fn accept_live(&mut self, e: Arc<Event>) -> Option<Arc<Event>> {
-        (e.seq > self.last).then(|| {
-            self.last = e.seq;
-            e
-        })
-    }
-
-    /// Too slow for the live channel: catch up from the ring (or get a
-    /// reset if even that has moved on).
-    fn catch_up(&mut self) {
-        let fresh = self.log.subscribe(Some(self.last));
-        self.replay = fresh.replay;
-        self.rx = fresh.rx;
+    /// Queues what was published after `last`, or a reset when the ring no
+    /// longer holds all of it (this subscriber fell too far behind). False
+    /// when there is nothing new.
+    fn fetch(&mut self) -> bool {
+        let st = self.log.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.last_seq <= self.last {
+            return false;
+        }
+        if !self.log.replay_after(&st, self.last, &mut self.replay) {
+            self.replay.push_back(reset(st.last_seq));
+        }
+        true
     }
 }
 
@@ -261,14 +301,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lagging_subscriber_catches_up_from_the_ring() {
+    async fn a_slow_subscriber_reads_everything_the_ring_still_holds() {
         let log = Arc::new(EventLog::new(0));
         let mut sub = log.subscribe(None);
-        for i in 0..(CHANNEL_CAP + 100) {
+        for i in 0..(RING_CAP - 1) {
             log.publish(delta(&i.to_string()));
         }
-        for expected in 1..=(CHANNEL_CAP as u64 + 100) {
+        for expected in 1..=(RING_CAP as u64 - 1) {
             assert_eq!(sub.next().await.unwrap().seq, expected);
         }
+    }
+
+    /// The ring holds bytes, not a count: a few large events push out the
+    /// older ones, and a subscriber left behind them gets a reset instead
+    /// of keeping them alive.
+    #[tokio::test]
+    async fn the_ring_evicts_by_bytes() {
+        let budget = 1024 * 1024;
+        let log = Arc::new(EventLog::with_budget(0, budget));
+        let mut behind = log.subscribe(None);
+        let mut keeping_up = log.subscribe(None);
+        let big = "x".repeat(300 * 1024);
+        for _ in 0..10 {
+            log.publish(delta(&big));
+            assert!(log.retained_bytes() <= budget);
+            let e = keeping_up.next().await.unwrap();
+            assert!(matches!(&e.body, EventBody::Delta { text, .. } if text.len() == big.len()));
+        }
+        assert!(log.retained_bytes() > 2 * big.len(), "three of them fit");
+        // Ten events were published; the ring keeps the last three.
+        let e = behind.next().await.unwrap();
+        assert_eq!(e.body, EventBody::Reset);
+        assert_eq!(e.seq, 10);
+        let replay: Vec<_> = {
+            let mut s = log.subscribe(Some(7));
+            std::iter::from_fn(|| s.try_next()).map(|e| e.seq).collect()
+        };
+        assert_eq!(replay, [8, 9, 10]);
+        let mut too_old = log.subscribe(Some(6));
+        assert_eq!(too_old.try_next().unwrap().body, EventBody::Reset);
+        // An event larger than the whole budget is delivered live and not kept.
+        log.publish(delta(&"y".repeat(budget + 1)));
+        assert!(log.retained_bytes() <= budget);
+        assert_eq!(keeping_up.next().await.unwrap().seq, 11);
+        let mut after = log.subscribe(Some(10));
+        assert_eq!(after.try_next().unwrap().body, EventBody::Reset);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_waiting_is_woken_by_a_publish() {
+        let log = Arc::new(EventLog::new(0));
+        let mut sub = log.subscribe(None);
+        let waiting = tokio::spawn(async move { sub.next().await.map(|e| e.seq) });
+        tokio::task::yield_now().await;
+        log.publish(delta("a"));
+        assert_eq!(waiting.await.unwrap(), Some(1));
+        assert_eq!(log.subscribers(), 0);
     }
 }

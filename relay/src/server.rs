@@ -56,14 +56,20 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             .context("cannot read or create the token files")?,
     );
     let token = credentials.main_token();
-    let store = Store::open(&home.sessions_dir(), Arc::new(crate::render::decorate))
-        .context("cannot open the session store")?;
+    let (ring_bytes, window_bytes) = config.session_memory_split();
+    let store = Store::open_with(
+        &home.sessions_dir(),
+        Arc::new(crate::render::decorate),
+        window_bytes,
+    )
+    .context("cannot open the session store")?;
     let agent = agent::from_config(&config.agent)?;
-    let pipeline = Pipeline::new(
+    let pipeline = Pipeline::with_ring_bytes(
         store.clone(),
         agent,
         Attachments::new(home.attachments_dir()),
         config.history_messages,
+        ring_bytes,
     );
     let notifications = NotificationHub::open(&home.notifications_file())
         .context("cannot open the notification journal")?;
@@ -153,6 +159,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Duration::from_secs(config.idle_session_secs),
         shutdown.clone(),
     ));
+    tokio::spawn(
+        pipeline
+            .clone()
+            .watch_foreign_writers(FOREIGN_POLL, shutdown.clone()),
+    );
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let drain = {
         let shutdown = shutdown.clone();
@@ -168,6 +179,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("relay stopped");
     Ok(())
 }
+
+/// How often the files of watched sessions and the index are looked at for
+/// what other programs wrote: short enough that their lines appear live,
+/// and a stat or two per watched session each time costs next to nothing.
+const FOREIGN_POLL: Duration = Duration::from_millis(250);
 
 /// Request line plus headers. Browsers send a few KiB; 64 KiB leaves room
 /// for large cookies while refusing header floods with `431`.

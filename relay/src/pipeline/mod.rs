@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use loopchat_proto::{ActiveRun, AgentInfo, Message, ThinkingLevel};
+use loopchat_proto::{ActiveRun, AgentInfo, EventBody, Message, ThinkingLevel};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::attachments::Attachments;
 use crate::events::EventLog;
-use crate::store::{Store, StoreError};
+use crate::store::{Foreign, Store, StoreError};
 
 /// Idempotency keys remembered per session in memory (older ones are still
 /// found in the transcript's recent messages).
@@ -191,6 +191,8 @@ pub(crate) struct Inner {
     pub(crate) agent: Arc<dyn Agent>,
     pub(crate) attachments: Attachments,
     pub(crate) history_messages: usize,
+    /// Bytes of events each session's log keeps for replay.
+    ring_bytes: usize,
     seq_base: u64,
     sessions: Mutex<HashMap<String, Arc<SessionRuntime>>>,
     /// Turns between submit and durable outcome.
@@ -214,12 +216,31 @@ impl Pipeline {
         attachments: Attachments,
         history_messages: usize,
     ) -> Self {
-        Self {
+        Self::with_ring_bytes(
+            store,
+            agent,
+            attachments,
+            history_messages,
+            crate::events::DEFAULT_RING_BYTES,
+        )
+    }
+
+    /// [`Pipeline::new`], each session's event log keeping at most
+    /// `ring_bytes` of events for replay.
+    pub fn with_ring_bytes(
+        store: Store,
+        agent: Arc<dyn Agent>,
+        attachments: Attachments,
+        history_messages: usize,
+        ring_bytes: usize,
+    ) -> Self {
+        let pipeline = Self {
             inner: Arc::new(Inner {
                 store,
                 agent,
                 attachments,
                 history_messages,
+                ring_bytes,
                 seq_base: crate::events::seq_base(),
                 sessions: Mutex::new(HashMap::new()),
                 busy: AtomicUsize::new(0),
@@ -228,7 +249,19 @@ impl Pipeline {
                 closing: Default::default(),
                 observers: Mutex::new(Vec::new()),
             }),
-        }
+        };
+        // Weak: the store outlives nothing here, and a strong reference
+        // from it back to the pipeline would keep both alive forever.
+        let weak = Arc::downgrade(&pipeline.inner);
+        pipeline
+            .inner
+            .store
+            .on_foreign(Arc::new(move |session_id, change| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.foreign_change(session_id, change);
+                }
+            }));
+        pipeline
     }
 
     pub fn store(&self) -> &Store {
@@ -280,7 +313,10 @@ impl Pipeline {
         let (tx, rx) = mpsc::unbounded_channel();
         let rt = Arc::new(SessionRuntime {
             key: key.to_owned(),
-            events: Arc::new(EventLog::new(self.inner.seq_base)),
+            events: Arc::new(EventLog::with_budget(
+                self.inner.seq_base,
+                self.inner.ring_bytes,
+            )),
             queue: tx,
             state: Mutex::new(SessionState {
                 idle_since: Some(Instant::now()),
@@ -441,6 +477,49 @@ impl Pipeline {
         }
     }
 
+    /// Looks once for what other programs wrote: the session index, and the
+    /// transcripts of the sessions someone is subscribed to (their lines
+    /// become `message` events). One `stat` of the index and two system
+    /// calls per watched session, so the cost follows the number of open
+    /// streams, not the number of sessions; a session nobody watches is
+    /// brought up to date when it is read or written. Blocking.
+    pub fn check_foreign_writers(&self) {
+        if let Err(e) = self.inner.store.refresh_index() {
+            tracing::debug!(error = %e, "cannot look at the session index");
+        }
+        let watched: Vec<_> = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|rt| rt.events.subscribers() > 0)
+            .map(|rt| rt.key.clone())
+            .collect();
+        for key in watched {
+            if let Some(entry) = self.inner.store.session(&key)
+                && let Some(transcript) = self.inner.store.open_transcript(&entry.session_id)
+                && let Err(e) = transcript.check_foreign()
+            {
+                tracing::debug!(session = %key, error = %e, "cannot look at a transcript");
+            }
+        }
+    }
+
+    /// Runs [`Pipeline::check_foreign_writers`] every `every` until `stop`.
+    pub async fn watch_foreign_writers(self, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pipeline = self.clone();
+            let _ = tokio::task::spawn_blocking(move || pipeline.check_foreign_writers()).await;
+        }
+    }
+
     /// Graceful stop: refuse new turns, let running ones finish for `grace`,
     /// then abort the rest (stored as aborted) and flush the index.
     pub async fn shutdown(&self, grace: Duration) {
@@ -473,6 +552,24 @@ async fn give_back_free_memory() {
 }
 
 impl Inner {
+    /// Another program's change to a transcript, as events of every
+    /// session (with a log) whose key names that transcript.
+    fn foreign_change(&self, session_id: &str, change: Foreign<'_>) {
+        let keys = self.store.keys_of(session_id);
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for rt in keys.iter().filter_map(|k| sessions.get(k)) {
+            match &change {
+                Foreign::Message(m) => rt.events.publish(EventBody::Message {
+                    message: m.message.clone(),
+                    run_id: None,
+                }),
+                // What clients have may no longer be in the file: they
+                // reload, as after a reset they could not be replayed past.
+                Foreign::Replaced => rt.events.publish(EventBody::Reset),
+            };
+        }
+    }
+
     fn turn_settled(&self) {
         if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();

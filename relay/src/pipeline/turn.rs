@@ -140,14 +140,14 @@ async fn run(
                 stop_reason: None,
                 error_message: None,
             };
-            match transcript.append(&new) {
-                Ok((stored, _)) => {
-                    rt.events.publish(EventBody::Message {
-                        message: stored.message.clone(),
-                        run_id: Some(run_id.to_owned()),
-                    });
-                    new.id
-                }
+            let published = transcript.append_then(&new, |stored| {
+                rt.events.publish(EventBody::Message {
+                    message: stored.message.clone(),
+                    run_id: Some(run_id.to_owned()),
+                });
+            });
+            match published {
+                Ok(_) => new.id,
                 Err(e) => return (Err(e.into()), None),
             }
         }
@@ -167,7 +167,7 @@ async fn run(
         .unwrap_or_default();
     let context = match &resumed {
         Some(user) => transcript.through(user, inner.history_messages),
-        None => transcript.latest(inner.history_messages),
+        None => transcript.latest_plain(inner.history_messages),
     };
     let history = match context {
         Ok(page) => page
@@ -229,12 +229,14 @@ async fn run(
             stop_reason: (state != RunState::Final).then(|| state.as_str().to_owned()),
             error_message: error.clone(),
         };
-        match transcript.append(&new) {
+        let published = transcript.append_then(&new, |stored| {
+            rt.events.publish(EventBody::Message {
+                message: stored.message.clone(),
+                run_id: Some(run_id.to_owned()),
+            });
+        });
+        match published {
             Ok((stored, generation)) => {
-                rt.events.publish(EventBody::Message {
-                    message: stored.message.clone(),
-                    run_id: Some(run_id.to_owned()),
-                });
                 reply = Some((stored, generation));
             }
             Err(e) => return end_with_error(rt, run_id, e.into()),

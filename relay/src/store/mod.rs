@@ -6,6 +6,12 @@
 //! "on disk"; a session created here is durable in the index before any
 //! message of it can be acknowledged; a missing key always gets a fresh
 //! sessionId (never another session's).
+//!
+//! Other programs may write the same files while the relay runs. The index
+//! is read again whenever its stamp on disk changed (before each rewrite, on
+//! [`Store::refresh_index`] and before a new session is created), and their
+//! changes are merged into the relay's ([`index::merge`]). Transcripts follow
+//! the rules in [`transcript`].
 
 mod commit;
 mod index;
@@ -20,11 +26,11 @@ use std::sync::{Arc, Mutex};
 pub(crate) use commit::{FlushKind, GroupCommit};
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{NewMessage, StoredMessage, parse_line};
-pub use transcript::{Decorate, Page, Transcript};
+pub use transcript::{DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript};
 
 pub use index::write_atomically as write_file_atomically;
-use index::write_atomically;
-use index::{Entries, read_index};
+use index::{Entries, Stamp, read_index, write_atomically_stamped};
+use transcript::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,13 +53,24 @@ impl From<io::Error> for StoreError {
     }
 }
 
+/// The index file as the relay last saw it.
+struct OnDisk {
+    /// `None`: there was no file.
+    stamp: Option<Stamp>,
+    /// What it held then: the common ancestor for [`index::merge`].
+    base: Entries,
+}
+
 struct Inner {
     dir: PathBuf,
     index_path: PathBuf,
+    /// Held across a whole re-read or rewrite of the index; taken before
+    /// `entries`.
+    on_disk: Mutex<OnDisk>,
     entries: Mutex<Entries>,
     index_commit: GroupCommit,
     transcripts: Mutex<HashMap<String, Arc<Transcript>>>,
-    decorate: Decorate,
+    shared: Shared,
     /// A delayed index write is pending (see [`Store::touch`]).
     flush_scheduled: std::sync::atomic::AtomicBool,
 }
@@ -67,20 +84,62 @@ pub struct Store {
 impl Store {
     /// Opens the store in `dir` (created 0700 if missing).
     pub fn open(dir: &Path, decorate: Decorate) -> Result<Self, StoreError> {
+        Self::open_with(dir, decorate, DEFAULT_WINDOW_BYTES)
+    }
+
+    /// [`Store::open`], each open transcript keeping at most `window_bytes`
+    /// of decoded messages in memory.
+    pub fn open_with(
+        dir: &Path,
+        decorate: Decorate,
+        window_bytes: usize,
+    ) -> Result<Self, StoreError> {
         crate::home::create_private_dir(dir)?;
         let index_path = dir.join("sessions.json");
-        let entries = read_index(&index_path)?;
+        let (entries, stamp) = read_index(&index_path)?;
+        let mut shared = Shared::new(decorate);
+        shared.window_bytes = window_bytes;
         Ok(Self {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 index_path,
+                on_disk: Mutex::new(OnDisk {
+                    stamp,
+                    base: entries.clone(),
+                }),
                 entries: Mutex::new(entries),
                 index_commit: GroupCommit::new(FlushKind::Rewritten),
                 transcripts: Mutex::new(HashMap::new()),
-                decorate,
+                shared,
                 flush_scheduled: Default::default(),
             }),
         })
+    }
+
+    /// Sets who is told of what other programs do to transcripts (once;
+    /// later calls are ignored).
+    pub fn on_foreign(&self, hook: ForeignHook) {
+        let _ = self.inner.shared.foreign.set(hook);
+    }
+
+    /// The keys whose entry names `session_id`.
+    pub fn keys_of(&self, session_id: &str) -> Vec<String> {
+        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .filter(|(_, raw)| {
+                raw.get("sessionId").and_then(serde_json::Value::as_str) == Some(session_id)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Reads the index again if another program changed it on disk, merging
+    /// its changes into the relay's. Blocking (file I/O). True when it had
+    /// changed.
+    pub fn refresh_index(&self) -> Result<bool, StoreError> {
+        let mut on_disk = self.inner.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(self.inner.refresh_index_locked(&mut on_disk)?)
     }
 
     pub fn index_path(&self) -> &Path {
@@ -111,6 +170,17 @@ impl Store {
     /// taken back out of memory. Otherwise the next turn would find it there,
     /// skip the write and be acknowledged for a session that a crash forgets.
     pub async fn get_or_create(&self, key: &str) -> Result<SessionEntry, StoreError> {
+        if let Some(entry) = self.session(key) {
+            return Ok(entry);
+        }
+        // Another program may have just created this key: use its session
+        // rather than mint a second one.
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || store.refresh_index()).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the session index again"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the session index again"),
+            Ok(Ok(_)) => {}
+        }
         let session_id = uuid::Uuid::new_v4().to_string();
         let (generation, previous) = {
             let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,11 +266,23 @@ impl Store {
         self.inner
             .index_commit
             .wait(generation, move || {
-                let bytes = {
+                let mut on_disk = inner.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+                // Whatever another program wrote since is merged first, so the
+                // rewrite keeps it. Not being able to read it must not stop
+                // the relay from making its own sessions durable.
+                if let Err(e) = inner.refresh_index_locked(&mut on_disk) {
+                    tracing::warn!(error = %e, "cannot read the session index before rewriting it");
+                }
+                let (bytes, snapshot) = {
                     let entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
-                    index_bytes(&entries)?
+                    (index_bytes(&entries)?, entries.clone())
                 };
-                write_atomically(&inner.index_path, &bytes)
+                let stamp = write_atomically_stamped(&inner.index_path, &bytes)?;
+                *on_disk = OnDisk {
+                    stamp: Some(stamp),
+                    base: snapshot,
+                };
+                Ok(())
             })
             .await
             .map_err(StoreError::from)
@@ -233,9 +315,42 @@ impl Store {
             )));
         }
         let path = self.inner.dir.join(format!("{session_id}.jsonl"));
-        let t = Arc::new(Transcript::open(&path, self.inner.decorate.clone())?);
+        let t = Arc::new(Transcript::open_shared(
+            &path,
+            session_id,
+            self.inner.shared.clone(),
+        )?);
         open.insert(session_id.to_owned(), t.clone());
         Ok(t)
+    }
+}
+
+impl Inner {
+    fn refresh_index_locked(&self, on_disk: &mut OnDisk) -> std::io::Result<bool> {
+        let now = index::stamp(&self.index_path)?;
+        // A missing file is not "every session removed": the next write
+        // puts the relay's entries back.
+        if now.is_none() || now == on_disk.stamp {
+            return Ok(false);
+        }
+        let (theirs, stamp) = match read_index(&self.index_path) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // Perhaps half-written by a program that does not write
+                // atomically: look again next time.
+                tracing::warn!(error = %e, "the session index changed on disk but does not parse; keeping the relay's entries");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        index::merge(&on_disk.base, &mut entries, &theirs);
+        tracing::info!(sessions = entries.len(), "merged the session index another program rewrote");
+        *on_disk = OnDisk {
+            stamp,
+            base: theirs,
+        };
+        Ok(true)
     }
 }
 

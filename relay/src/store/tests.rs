@@ -213,3 +213,121 @@ async fn through_ends_at_the_given_message() {
     assert_eq!(ids(page).len(), 7);
     assert!(t.through(&marked, 0).unwrap().messages.is_empty());
 }
+
+fn big(i: usize, role: Role, bytes: usize) -> NewMessage {
+    NewMessage {
+        content: Content::Text(format!("{i} {}", "x".repeat(bytes))),
+        ..msg(i, role)
+    }
+}
+
+/// The recent window holds bytes, not a count: large messages push older
+/// ones out, which are then read from the file; a retry still finds its
+/// turn among the last 512 messages whatever their size.
+#[tokio::test]
+async fn the_recent_window_evicts_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 1024 * 1024;
+    let store = Store::open_with(dir.path(), plain(), budget).unwrap();
+    let s = store.get_or_create("big").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    let mut keyed = big(0, Role::User, 300 * 1024);
+    keyed.client_id = Some("k0".into());
+    t.append(&keyed).unwrap();
+    let mut reply = big(1, Role::Assistant, 300 * 1024);
+    reply.reply_to = Some("m0".into());
+    t.append(&reply).unwrap();
+    for i in 2..20 {
+        t.append(&big(i, Role::User, 300 * 1024)).unwrap();
+        assert!(t.window_bytes() <= budget, "{}", t.window_bytes());
+    }
+    assert!(t.window_bytes() > 2 * 300 * 1024, "three fit");
+    // Reads past the window come from the file.
+    let page = t.latest(10).unwrap();
+    let ids: Vec<_> = page.messages.iter().map(|m| m.message.id.clone()).collect();
+    assert_eq!(ids, (10..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert!(page.has_more);
+    let (u, r) = t.find_turn("k0").unwrap().expect("found by its head");
+    assert_eq!(u.message.id, "m0");
+    assert_eq!(r.unwrap().message.id, "m1");
+    assert_eq!(t.before("m1", 5).unwrap().unwrap().messages.len(), 1);
+
+    // Loading the window from the file keeps to the budget too.
+    t.release_recent();
+    assert_eq!(t.latest(1).unwrap().messages[0].message.id, "m19");
+    assert!(t.window_bytes() <= budget && t.window_bytes() > 0);
+    assert!(t.find_turn("k0").unwrap().is_some());
+    // A message larger than the whole budget is served, not kept.
+    t.append(&big(20, Role::User, 2 * budget)).unwrap();
+    assert_eq!(t.window_bytes(), 0);
+    assert_eq!(t.latest(1).unwrap().messages[0].message.id, "m20");
+}
+
+/// Lines another program appends are read before the next append (and
+/// reported), an unfinished one is terminated first, and a replaced file is
+/// read again.
+#[tokio::test]
+async fn foreign_appends_are_read_and_never_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let seen = seen.clone();
+        store.on_foreign(Arc::new(move |_, change| {
+            seen.lock().unwrap().push(match change {
+                Foreign::Message(m) => m.message.id.clone(),
+                Foreign::Replaced => "replaced".into(),
+            })
+        }));
+    }
+    let s = store.get_or_create("k").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    t.append(&msg(1, Role::User)).unwrap();
+    assert_eq!(t.latest(10).unwrap().messages.len(), 1);
+    let foreign = |i: usize| {
+        let line = msg(i, Role::Assistant).to_line();
+        line[..line.len() - 1].to_vec()
+    };
+    let mut other = fs::OpenOptions::new().append(true).open(t.path()).unwrap();
+    other.write_all(&foreign(2)).unwrap();
+    other.write_all(b"\n").unwrap();
+    other.write_all(&foreign(3)).unwrap();
+    // A poll reads the finished line and leaves the unfinished one.
+    t.check_foreign().unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["m2"]);
+    t.append(&msg(4, Role::User)).unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["m2", "m3"]);
+    let ids = |page: Page| -> Vec<String> {
+        page.messages.iter().map(|m| m.message.id.clone()).collect()
+    };
+    assert_eq!(ids(t.latest(10).unwrap()), ["m1", "m2", "m3", "m4"]);
+    let text = fs::read_to_string(t.path()).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(text.lines().all(|l| parse_line(l.as_bytes(), 0).is_some()));
+
+    // Replaced (pi rewrites a session file with a temp file and a rename).
+    let tmp = dir.path().join("replacement");
+    fs::write(&tmp, msg(9, Role::User).to_line()).unwrap();
+    fs::rename(&tmp, t.path()).unwrap();
+    t.check_foreign().unwrap();
+    assert_eq!(seen.lock().unwrap().last().unwrap(), "replaced");
+    assert_eq!(ids(t.latest(10).unwrap()), ["m9"]);
+    let (stored, _) = t.append(&msg(10, Role::User)).unwrap();
+    assert_eq!(stored.offset, msg(9, Role::User).to_line().len() as u64);
+    assert_eq!(fs::read_to_string(t.path()).unwrap().lines().count(), 2);
+}
+
+/// A last line that is whole JSON but lacks its newline is kept (terminated)
+/// when the file is opened, not cut like a torn write.
+#[tokio::test]
+async fn a_whole_last_line_without_its_newline_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    let line = msg(1, Role::User).to_line();
+    fs::write(&path, &line[..line.len() - 1]).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    t.append(&msg(2, Role::User)).unwrap();
+    let page = t.latest(10).unwrap();
+    assert_eq!(page.messages.len(), 2);
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
+}

@@ -1,0 +1,101 @@
+//! Approximate heap sizes, for the per-session byte budget
+//! (`session_memory_bytes`): what the event ring and the recent-message
+//! window keep is counted in bytes, because a count of items says nothing
+//! when one message can be a megabyte.
+//!
+//! The figures are estimates: string and vector lengths plus a fixed
+//! allowance per allocation. They only need to grow with what is really
+//! held, so that the budget bounds it.
+
+use loopchat_proto::{Content, Event, EventBody, Message};
+use serde_json::Value;
+
+/// Per allocation (header, pointer, length, capacity) and per struct.
+const OVERHEAD: usize = 32;
+
+/// Bytes held by `message`, its content and rendered HTML included.
+pub fn message_bytes(m: &Message) -> usize {
+    let content = match &m.content {
+        Content::Text(s) => s.len(),
+        Content::Parts(parts) => parts.iter().map(value_bytes).sum(),
+    };
+    4 * OVERHEAD
+        + m.id.len()
+        + m.timestamp.len()
+        + content
+        + m.html.as_ref().map_or(0, String::len)
+        + m.stop_reason.as_ref().map_or(0, String::len)
+}
+
+/// Bytes held by one event of a session's log.
+pub fn event_bytes(e: &Event) -> usize {
+    let body = match &e.body {
+        EventBody::Message { message, run_id } => {
+            message_bytes(message) + run_id.as_ref().map_or(0, String::len)
+        }
+        EventBody::Delta { run_id, text } | EventBody::Thinking { run_id, text } => {
+            run_id.len() + text.len()
+        }
+        EventBody::RunStart { run_id } => run_id.len(),
+        EventBody::RunEnd { run_id, error, .. } => {
+            run_id.len() + error.as_ref().map_or(0, String::len)
+        }
+        EventBody::Notification { notification } => {
+            notification.id.len()
+                + notification.title.len()
+                + notification.body.len()
+                + notification.tags.iter().map(String::len).sum::<usize>()
+        }
+        EventBody::Reset => 0,
+    };
+    // The Arc, the event itself and its strings.
+    3 * OVERHEAD + body
+}
+
+/// Bytes held by a JSON value (content parts of stored messages).
+pub fn value_bytes(v: &Value) -> usize {
+    OVERHEAD
+        + match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_bytes).sum(),
+            Value::Object(fields) => fields
+                .iter()
+                .map(|(k, v)| OVERHEAD + k.len() + value_bytes(v))
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loopchat_proto::Role;
+
+    #[test]
+    fn sizes_grow_with_what_is_held() {
+        let mut m = Message {
+            id: "m1".into(),
+            role: Role::Assistant,
+            content: Content::Text("x".repeat(10_000)),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            html: None,
+            stop_reason: None,
+        };
+        let plain = message_bytes(&m);
+        assert!(plain > 10_000 && plain < 11_000, "{plain}");
+        m.html = Some("y".repeat(5_000));
+        assert!(message_bytes(&m) > plain + 5_000 - 1);
+        m.content = Content::Parts(vec![
+            serde_json::json!({"type": "text", "text": "z".repeat(20_000)}),
+        ]);
+        assert!(message_bytes(&m) > 25_000);
+        let e = Event {
+            seq: 1,
+            body: EventBody::Message {
+                message: m.clone(),
+                run_id: None,
+            },
+        };
+        assert!(event_bytes(&e) > message_bytes(&m));
+    }
+}
