@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth;
-use crate::credentials::Caller;
+use crate::credentials::{Caller, Grant};
 use crate::notify::tokens::Scope;
 
 /// A JSON body. Any content type is accepted (`curl -d` sends a form type);
@@ -123,7 +123,11 @@ where
 
 /// Proof that the request carries the relay's main token: full access.
 /// A scoped (notify-only) token gets 403 here, an unknown one 401.
-pub struct Authed;
+/// `grant` names the token it was, so that a stream can end when that
+/// token is rotated away (`Credentials::revocation`).
+pub struct Authed {
+    pub grant: Grant,
+}
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
@@ -132,8 +136,9 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match caller(parts, state)? {
-            Caller::Main => Ok(Authed),
+        let grant = caller(parts, state)?;
+        match grant.caller {
+            Caller::Main => Ok(Authed { grant }),
             Caller::Scoped { scope, .. } => Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!(
@@ -157,7 +162,7 @@ impl FromRequestParts<AppState> for NotifyCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match caller(parts, state)? {
+        match caller(parts, state)?.caller {
             c @ (Caller::Main
             | Caller::Scoped {
                 scope: Scope::Notify,
@@ -167,7 +172,7 @@ impl FromRequestParts<AppState> for NotifyCaller {
     }
 }
 
-fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+fn caller(parts: &Parts, state: &AppState) -> Result<Grant, ApiError> {
     let Some(token) = auth::presented_token(&parts.headers) else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
@@ -176,7 +181,7 @@ fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     };
     state
         .credentials
-        .identify(token)
+        .grant(token)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token is not valid"))
 }
 
