@@ -1,6 +1,6 @@
 // Alerts: the bell with its unread count, the panel (newest first, priority
 // colours, relative times), live notifications, "mark all read" surviving a
-// reload, and clicks that open a session or the notification's URL.
+// reload, and clicks that open a session or the notification's relay page.
 //
 // Skipped (with the reason) while the relay has no POST /webchat/notify.
 
@@ -31,7 +31,7 @@ describe('alerts', { skip }, () => {
   before(async () => {
     if (missing) throw new Error(missing);
     await relay.notify({ title: 'Build finished', body: 'all green', priority: 2 });
-    await relay.notify({ title: 'Disk almost full', body: '95% used on /', priority: 5, click: 'http://127.0.0.1:9/disk' });
+    await relay.notify({ title: 'Disk almost full', body: '95% used on /', priority: 5, click: '/webchat/?session=disk' });
     await relay.notify({ title: 'Reply ready', body: 'in session beta', priority: 3, session: 'beta' });
     browser = await launchBrowser();
     page = await newPage(browser);
@@ -128,19 +128,18 @@ describe('alerts', { skip }, () => {
     }
   });
 
-  it('clicking a notification opens its session, or its URL in a new tab', async () => {
+  it('clicking a notification opens its session, or its relay page in a new tab', async () => {
     await page.click('#bell');
     await page.click('#alerts-list .alert-item >> text=Reply ready');
     await page.waitForFunction(() => new URL(location.href).searchParams.get('session') === 'beta');
     assert.equal(await page.isVisible('#alerts-panel'), false, 'panel closes');
-    await page.context().route('http://127.0.0.1:9/**', (route) => route.fulfill({ contentType: 'text/html', body: '<title>disk</title>disk page' }));
     await page.click('#bell');
     const [popup] = await Promise.all([
       page.context().waitForEvent('page'),
       page.click('#alerts-list .alert-item >> text=Disk almost full'),
     ]);
     await popup.waitForLoadState('domcontentloaded');
-    assert.equal(popup.url(), 'http://127.0.0.1:9/disk');
+    assert.equal(popup.url(), `${relay.origin}/webchat/?session=disk`);
     assert.equal(await popup.evaluate(() => window.opener), null, 'opened without an opener');
     await popup.close();
   });
