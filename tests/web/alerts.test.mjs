@@ -6,7 +6,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Relay, Proxy, launchBrowser, newPage, openChat, missingPrerequisite, waitForConnected } from './harness.mjs';
+import { Relay, Proxy, launchBrowser, newPage, openChat, missingPrerequisite, waitFor, waitForConnected } from './harness.mjs';
 
 const missing = missingPrerequisite();
 let relay = null;
@@ -125,6 +125,43 @@ describe('alerts', { skip }, () => {
     } finally {
       await other.context().close();
       await proxy.close();
+    }
+  });
+
+  it('a click to anywhere but the relay is not followed, even if a relay sends one', async () => {
+    // The relay refuses such a click (400); an older or hostile relay might
+    // still send one, so the page re-checks. The list is answered here with
+    // one bad and one good alert: the bad one is clicked first, so a popup it
+    // opened would be the first page to appear.
+    const other = await newPage(browser);
+    const visits = [];
+    try {
+      const ctx = other.context();
+      await ctx.route('http://127.0.0.1:9/**', (route) => { visits.push(route.request().url()); return route.fulfill({ body: 'x' }); });
+      const ts = new Date().toISOString();
+      const alert = (seq, title, click) => ({ id: `old-${seq}`, seq, title, body: 'b', priority: 3, tags: [], click, session: null, timestamp: ts });
+      await other.route('**/webchat/notifications?**', (route) => route.fulfill({
+        contentType: 'application/json',
+        body: JSON.stringify({ ok: true, notifications: [
+          alert(900001, 'Elsewhere', 'http://127.0.0.1:9/steal'),
+          alert(900002, 'Climbs out', '/webchat/../steal'),
+          alert(900003, 'Stays home', '/webchat/?session=home'),
+        ] }),
+      }));
+      const popups = [];
+      ctx.on('page', (p) => popups.push(p));
+      await openChat(other, relay);
+      for (const title of ['Elsewhere', 'Climbs out', 'Stays home']) {
+        if (await other.isHidden('#alerts-panel')) await other.click('#bell');
+        await other.click(`#alerts-list .alert-item >> text=${title}`);
+      }
+      await waitFor(() => popups.length > 0, { what: 'the good alert\'s popup' });
+      await popups[0].waitForLoadState('domcontentloaded');
+      assert.equal(popups[0].url(), `${relay.origin}/webchat/?session=home`);
+      assert.equal(popups.length, 1);
+      assert.deepEqual(visits, []);
+    } finally {
+      await other.context().close();
     }
   });
 
