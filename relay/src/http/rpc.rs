@@ -173,8 +173,8 @@ fn final_event(outcome: &TurnOutcome) -> SseEvent {
 fn revoked_event() -> SseEvent {
     let e = ApiError::new(
         ErrorCode::Unauthorized,
-        "the token this stream was opened with was rotated or revoked; the run goes on, \
-         and its reply is stored (read it with the new token)",
+        "the token this stream was opened with was rotated or revoked; the run goes on \
+         without this stream (read its outcome with the new token)",
     );
     let mut v = serde_json::to_value(e.body()).unwrap_or_default();
     v["type"] = "error".into();
