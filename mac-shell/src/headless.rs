@@ -102,7 +102,7 @@ pub fn run_alerts(home: std::path::PathBuf, remote: Option<TunnelSpec>) -> anyho
         };
         tracing::info!(relay = %relay_key, home = %home.display(), "desktop alerts on");
         let on_click = Arc::new(|click: Click| match click.target.resolve(&click.base_url) {
-            Opening::InWindow(url) | Opening::Browser(url) => open_in_browser(&url),
+            Opening::InWindow(url) => open_in_browser(&url),
             Opening::FocusOnly => {}
         });
         let notifier = Notifier::spawn(

@@ -231,9 +231,10 @@ pub struct NotifyRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_items = 10))]
     pub tags: Vec<String>,
-    /// Opened on click: an absolute http(s) URL with a host, or a path under
-    /// `/webchat/` (without `..` segments). At most 2048 bytes, no spaces or
-    /// control characters.
+    /// Opened on click: a path of this relay under `/webchat/` (e.g.
+    /// `/webchat/?session=main`), without `.` or `..` segments (nor their
+    /// `%2e` spellings), backslashes, whitespace or control characters. At
+    /// most 2048 bytes. Links to anywhere else are refused.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
     pub click: Option<String>,

@@ -4,8 +4,10 @@
 //! notifications, the discovery file — lives here so that the relay, the
 //! shell and the tests cannot drift apart. This crate knows nothing of HTTP
 //! servers, storage or SSH; it is plain data plus the few validation rules
-//! that both sides of the wire must agree on (session keys, thinking levels).
+//! that both sides of the wire must agree on (session keys, thinking levels,
+//! where a notification's click may lead).
 
+mod click;
 mod discovery;
 mod error;
 mod events;
@@ -13,6 +15,7 @@ mod http;
 mod message;
 mod session_key;
 
+pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
 pub use discovery::{Discovery, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{Event, EventBody, Notification, RunState};

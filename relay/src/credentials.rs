@@ -3,27 +3,48 @@
 //! files so that `loopchat token rotate|create|revoke` take effect without a
 //! restart.
 //!
-//! The files are looked at (one `stat` each) at most once a second, and at
-//! once when a request presents an unknown token — which is exactly the
-//! moment a just-created token, or the just-rotated main token, is first
-//! used. A scoped token is confirmed against `tokens.json` on every use
-//! (they are rate-limited to about one post a second, so the `stat` is
-//! free), which makes a revocation take effect at once; the previous main
-//! token stops working within a second of a rotation.
+//! The files are looked at (one `stat` each) every [`POLL`] by
+//! [`Credentials::watch_files`], and at once when a request presents an
+//! unknown token — which is exactly the moment a just-created token, or the
+//! just-rotated main token, is first used. A scoped token is confirmed
+//! against `tokens.json` on every use (they are rate-limited to about one
+//! post a second, so the `stat` is free), which makes a revocation take
+//! effect at once.
+//!
+//! Requests are checked when they arrive, but a stream outlives its
+//! request: each change bumps a generation ([`Credentials::revocation`]),
+//! and every open stream then re-checks the credential it was opened with
+//! ([`Grant`]) and ends if it is no longer accepted.
+//!
+//! Why a `stat` poll rather than inotify (the `notify` crate): the commands
+//! replace the files by atomic rename, so an inotify watch on the file
+//! itself is lost at the first rotation and one on the directory must
+//! filter every write of the home (transcripts included); the home may also
+//! sit on a file system without inotify (NFS, FUSE, a tunnel's remote home).
+//! Two `stat`s four times a second cost nothing and see every kind of
+//! change: a new inode, size or mtime.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth;
 use crate::notify::tokens::{self, Scope, ScopedToken};
 
-/// Changes to the token files are looked for at most this often (except on
-/// an unknown token).
-const RECHECK: Duration = Duration::from_secs(1);
+/// How often the token files are looked at: a rotation or revocation
+/// reaches open streams within this (plus a scheduling moment), well inside
+/// the one second the protocol promises.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// A request re-reads changed files itself if the last look is older than
+/// this (the poll normally gets there first; unit tests have no poll).
+const RECHECK: Duration = POLL;
 
 /// Who is calling, once their token is recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +67,19 @@ impl Caller {
     }
 }
 
+/// What a request authenticated with, exactly enough to tell later whether
+/// it is still accepted: the main token *as of a rotation epoch* (a rotated
+/// token is a different credential even though the caller is still
+/// [`Caller::Main`]), or a scoped token by id. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub caller: Caller,
+    /// Which main token it was: counts the changes of the main token.
+    main_epoch: u64,
+    /// The credential generation the grant was checked against.
+    generation: u64,
+}
+
 /// Identity of a file's current contents, as far as `stat` can tell:
 /// an atomic rewrite changes the inode, an in-place edit the mtime or size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +100,8 @@ fn sig(path: &Path) -> Option<FileSig> {
 
 struct Known {
     main: String,
+    /// Bumped whenever `main` changes value.
+    main_epoch: u64,
     main_sig: Option<FileSig>,
     scoped: Vec<ScopedToken>,
     scoped_sig: Option<FileSig>,
@@ -76,6 +112,9 @@ pub struct Credentials {
     token_path: PathBuf,
     tokens_path: PathBuf,
     known: Mutex<Known>,
+    /// Bumped (under the `known` lock) on every change of either file, so
+    /// that open streams re-check their [`Grant`].
+    generation: watch::Sender<u64>,
 }
 
 impl Credentials {
@@ -86,6 +125,7 @@ impl Credentials {
         Ok(Self {
             known: Mutex::new(Known {
                 main,
+                main_epoch: 0,
                 main_sig: sig(&token_path),
                 scoped,
                 scoped_sig: sig(&tokens_path),
@@ -93,6 +133,7 @@ impl Credentials {
             }),
             token_path,
             tokens_path,
+            generation: watch::Sender::new(0),
         })
     }
 
@@ -109,9 +150,15 @@ impl Credentials {
 
     /// Who presents `token`, if anyone.
     pub fn identify(&self, token: &str) -> Option<Caller> {
+        self.grant(token).map(|g| g.caller)
+    }
+
+    /// Who presents `token`, with what a stream needs to re-check it later
+    /// ([`Credentials::revocation`]).
+    pub fn grant(&self, token: &str) -> Option<Grant> {
         let mut known = self.known();
         self.refresh(&mut known, false);
-        match Self::lookup(&known, token) {
+        let caller = match Self::lookup(&known, token) {
             Some(Caller::Main) => Some(Caller::Main),
             // Perhaps revoked a moment ago.
             hit @ Some(Caller::Scoped { .. }) => match self.refresh_scoped(&mut known) {
@@ -123,6 +170,58 @@ impl Credentials {
                 true => Self::lookup(&known, token),
                 false => None,
             },
+        }?;
+        // Read under the lock that every bump takes: a change after this
+        // point is a later generation, which the stream will see.
+        Some(Grant {
+            caller,
+            main_epoch: known.main_epoch,
+            generation: *self.generation.borrow(),
+        })
+    }
+
+    /// Is the credential of `grant` still accepted, as of the last look at
+    /// the files?
+    fn accepts(&self, grant: &Grant) -> bool {
+        let known = self.known();
+        match &grant.caller {
+            Caller::Main => known.main_epoch == grant.main_epoch,
+            Caller::Scoped { id, scope } => known
+                .scoped
+                .iter()
+                .any(|t| t.id == *id && t.scope == *scope),
+        }
+    }
+
+    /// A watch that resolves once `grant`'s credential is rotated or
+    /// revoked (see [`Revocation::revoked`]).
+    pub fn revocation(self: &Arc<Self>, grant: Grant) -> Revocation {
+        Revocation {
+            credentials: Arc::clone(self),
+            changes: self.generation.subscribe(),
+            grant,
+        }
+    }
+
+    #[cfg(test)]
+    fn watch_once(&self) {
+        let mut known = self.known();
+        self.refresh(&mut known, true);
+    }
+
+    /// Looks at the token files every [`POLL`] until `stop`, so that a
+    /// change reaches open streams without waiting for a request.
+    pub async fn watch_files(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let mut known = self.known();
+                    self.refresh(&mut known, true);
+                }
+                () = stop.cancelled() => return,
+            }
         }
     }
 
@@ -159,6 +258,8 @@ impl Credentials {
                     if t.trim() != known.main {
                         tracing::info!("the main token changed on disk; using the new one");
                         known.main = t.trim().to_owned();
+                        known.main_epoch += 1;
+                        self.bump();
                         changed = true;
                     }
                 }
@@ -184,7 +285,44 @@ impl Credentials {
             tracing::error!(error = %e, "cannot read the scoped tokens; accepting none");
             Vec::new()
         });
+        self.bump();
         true
+    }
+
+    /// Tells open streams to re-check. Called with the `known` lock held.
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// The end of a stream's right to exist: see [`Revocation::revoked`].
+pub struct Revocation {
+    credentials: Arc<Credentials>,
+    changes: watch::Receiver<u64>,
+    grant: Grant,
+}
+
+impl Revocation {
+    /// Resolves once the credential this stream was opened with is no
+    /// longer accepted (the main token rotated, the scoped token revoked);
+    /// pending for as long as it is. Cancel-safe, so a stream loop can
+    /// `select!` on it every turn.
+    pub async fn revoked(&mut self) {
+        loop {
+            // The generation, not just "changed since subscribing": a
+            // change between the request's check and this watch counts.
+            let current = *self.changes.borrow_and_update();
+            if current != self.grant.generation {
+                if !self.credentials.accepts(&self.grant) {
+                    return;
+                }
+                self.grant.generation = current;
+            }
+            if self.changes.changed().await.is_err() {
+                // The credentials are gone, so nothing can change anymore.
+                return std::future::pending().await;
+            }
+        }
     }
 }
 
@@ -220,5 +358,41 @@ mod tests {
         // Revoked: refused at once.
         tokens::revoke(&scoped_path, &t.id).unwrap();
         assert_eq!(creds.identify(&secret), None);
+    }
+
+    /// A grant taken before a change is re-checked even if its watch is
+    /// made after the change; a change that keeps it accepted does not end
+    /// it; a rotation or a revocation does.
+    #[tokio::test]
+    async fn revocation_follows_rotation_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (main_path, scoped_path) = (dir.path().join("token"), dir.path().join("tokens.json"));
+        let creds = Arc::new(Credentials::open(main_path.clone(), scoped_path.clone()).unwrap());
+        let main = creds.grant(&creds.main_token()).unwrap();
+        let (t, secret) = tokens::create(&scoped_path, Scope::Notify, None).unwrap();
+        let scoped = creds.grant(&secret).unwrap();
+        let (mut main_watch, mut scoped_watch) =
+            (creds.revocation(main.clone()), creds.revocation(scoped));
+        let still_open = |w: &mut Revocation| {
+            use futures_util::FutureExt;
+            w.revoked().now_or_never().is_none()
+        };
+        assert!(still_open(&mut main_watch) && still_open(&mut scoped_watch));
+
+        // Another token created: both are still accepted.
+        tokens::create(&scoped_path, Scope::Notify, None).unwrap();
+        creds.watch_once();
+        assert!(still_open(&mut main_watch) && still_open(&mut scoped_watch));
+
+        // Rotated: the main grant ends, even one whose watch came later.
+        auth::write_token(&main_path, &auth::new_token()).unwrap();
+        creds.watch_once();
+        let mut late = creds.revocation(main);
+        assert!(!still_open(&mut main_watch) && !still_open(&mut late));
+        assert!(still_open(&mut scoped_watch));
+
+        tokens::revoke(&scoped_path, &t.id).unwrap();
+        creds.watch_once();
+        assert!(!still_open(&mut scoped_watch));
     }
 }

@@ -182,12 +182,7 @@ pub fn notify_body(data: &[u8]) {
         assert!(is_valid_id(id));
     }
     if let Some(click) = &d.click {
-        assert!(
-            click.starts_with("/webchat/")
-                || click.to_ascii_lowercase().starts_with("http://")
-                || click.to_ascii_lowercase().starts_with("https://"),
-            "{click:?}"
-        );
+        assert!(loopchat_proto::is_relay_path(click), "{click:?}");
     }
     let req = NotifyRequest {
         title: d.title.clone(),

@@ -94,7 +94,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let state = AppState {
         pipeline: pipeline.clone(),
-        credentials,
+        credentials: credentials.clone(),
         notifications,
         presence,
         notify_limit: Arc::new(RateLimiter::default()),
@@ -155,6 +155,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     tokio::spawn(watch_signals(signals, shutdown.clone()));
+    // Rotations and revocations end the streams they opened (credentials.rs).
+    tokio::spawn(credentials.watch_files(shutdown.clone()));
     tokio::spawn(pipeline.clone().trim_idle_sessions(
         Duration::from_secs(config.idle_session_secs),
         shutdown.clone(),

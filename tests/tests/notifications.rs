@@ -212,7 +212,7 @@ async fn cli_notify_reaches_every_sse_and_websocket_stream() {
             "--tag",
             "nightly",
             "--click",
-            "https://example.com/backups",
+            "/webchat/?session=backups",
             "--session",
             "main",
         ],
@@ -241,7 +241,7 @@ async fn cli_notify_reaches_every_sse_and_websocket_stream() {
     assert_eq!(n["body"], "42 GB in 3 min");
     assert_eq!(n["priority"], 4);
     assert_eq!(n["tags"], json!(["backup", "nightly"]));
-    assert_eq!(n["click"], "https://example.com/backups");
+    assert_eq!(n["click"], "/webchat/?session=backups");
     assert_eq!(n["session"], "main");
     assert!(n["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(&received_plain_sse, n);
@@ -544,6 +544,39 @@ async fn invalid_notifications_get_clear_400s() {
             "bad_request",
             "click must be",
         ),
+        // Issue 12: a click leads to the relay's own pages and nowhere else
+        // (another server on 127.0.0.1 would receive whatever the browser
+        // sends along).
+        (
+            json!({"title": "t", "click": "http://127.0.0.1:18999/webchat/"}),
+            "bad_request",
+            "click must be a path of this relay",
+        ),
+        (
+            json!({"title": "t", "click": "https://example.com/backups"}),
+            "bad_request",
+            "links to other sites or ports are not allowed",
+        ),
+        (
+            json!({"title": "t", "click": "/webchat/../x"}),
+            "bad_request",
+            "click must be",
+        ),
+        (
+            json!({"title": "t", "click": "/webchat/%2e%2E/x"}),
+            "bad_request",
+            "click must be",
+        ),
+        (
+            json!({"title": "t", "click": "/webchat/\\evil.example"}),
+            "bad_request",
+            "click must be",
+        ),
+        (
+            json!({"title": "t", "click": "/webchat/a\u{7}b"}),
+            "bad_request",
+            "click must be",
+        ),
         (
             json!({"title": "t", "session": "no/slashes"}),
             "invalid_session_key",
@@ -619,6 +652,9 @@ async fn notify_tokens_post_and_nothing_else() {
     }
     for (path, body) in [
         ("/webchat/rpc", json!({"text": "hi"})),
+        // Nor can it hold a stream of any kind (so there is none for a
+        // revocation to close).
+        ("/webchat/rpc", json!({"text": "hi", "stream": true})),
         ("/webchat/abort", json!({"session": "main"})),
         (
             "/webchat/presence",
@@ -731,6 +767,255 @@ async fn rotating_the_main_token_applies_without_a_restart() {
     // Client commands find the new token through the discovery file.
     let out = cli(&relay.home, &["notify", "--title", "rotated"], &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Reads a stream opened before a rotation to its end: what it still
+/// carried, and the WebSocket's close frame (code, reason). Fails if the
+/// stream is still open after `within` — the failure bound, not the figure
+/// (the figure is `bench_rotation_closes_streams`).
+async fn end_of(sub: Sub, within: Duration) -> (Vec<Value>, Option<(u16, String)>) {
+    let read = async move {
+        let mut seen = Vec::new();
+        match sub {
+            Sub::Sse(mut s) => {
+                while let Some((_, v)) = s.next().await {
+                    seen.push(v);
+                }
+                (seen, None)
+            }
+            Sub::Ws(mut ws) => loop {
+                match ws.next().await {
+                    Some(Ok(tungstenite::Message::Text(t))) => {
+                        seen.push(serde_json::from_str(&t).unwrap());
+                    }
+                    Some(Ok(tungstenite::Message::Close(frame))) => {
+                        let frame = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        return (seen, frame);
+                    }
+                    None | Some(Err(_)) => return (seen, None),
+                    Some(Ok(_)) => {}
+                }
+            },
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("a stream opened with the old token outlived the rotation")
+}
+
+fn new_main_token(relay: &Relay) -> String {
+    let token = std::fs::read_to_string(relay.home.join("token")).unwrap();
+    assert_ne!(token.trim(), relay.token);
+    token.trim().to_owned()
+}
+
+/// Issue 12 item 2: an SSE stream, a WebSocket and a streaming rpc opened
+/// with the main token all end once it is rotated, with nothing sent by
+/// the test in between (the relay must notice the change by itself). The
+/// socket closes with 4401, the rpc stream ends with an `unauthorized`
+/// error, and the run it was watching is not cancelled.
+#[tokio::test]
+async fn rotating_the_main_token_closes_the_streams_it_opened() {
+    let relay = Relay::start_with(RelayOptions::default().env("LOOPCHAT_ECHO_DELAY_MS", "200"));
+    let old = relay.client();
+    let mut streams = vec![
+        Sub::Sse(sse(&old, "session=main").await),
+        Sub::Sse(sse(&old, "").await),
+        Sub::Ws(Box::new(
+            ws_connect(&relay, "session=main", &relay.token)
+                .await
+                .unwrap(),
+        )),
+    ];
+    // A run that outlasts the rotation by seconds: 40 words, 200 ms apart.
+    let words: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    let text = words.join(" ");
+    let turn = json!({"session": "slow", "text": text, "id": "slow-1"});
+    let mut streaming = turn.clone();
+    streaming["stream"] = true.into();
+    let r = old
+        .post("/webchat/rpc")
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut rpc = SseReader::new(r);
+    rpc.until("delta").await;
+    // Every stream is live.
+    notify_ok(&old, json!({"title": "before"})).await;
+    for s in &mut streams {
+        s.notifications_until("before").await;
+    }
+
+    let out = cli(&relay.home, &["token", "rotate"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_token = new_main_token(&relay);
+    let within = Duration::from_secs(5);
+    let mut closes = Vec::new();
+    for s in streams {
+        closes.push(end_of(s, within).await.1);
+    }
+    assert_eq!(
+        closes,
+        [None, None, Some((4401, "credential revoked".to_owned()))]
+    );
+    let rest = tokio::time::timeout(within, async {
+        let mut rest = Vec::new();
+        while let Some((_, v)) = rpc.next().await {
+            rest.push(v);
+        }
+        rest
+    })
+    .await
+    .expect("the streaming rpc outlived the rotation");
+    let last = rest.last().expect("the rpc stream ends with an event");
+    assert_eq!(
+        (&last["type"], &last["code"], &last["ok"]),
+        (&json!("error"), &json!("unauthorized"), &json!(false)),
+        "{rest:?}"
+    );
+    assert!(!rest.iter().any(|v| v["type"] == "done"), "{rest:?}");
+
+    // The old token opens nothing any more; the new one does.
+    let (s, v) = old.get_json("/webchat/events").await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")));
+    match ws_connect(&relay, "", &relay.token).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("the old token opened a socket: {:?}", other.is_ok()),
+    }
+    let new = with_token(&relay, &new_token);
+    let _ = sse(&new, "session=main").await;
+    // The run was the relay's, not the stream's: it finished in full, and
+    // the same id answers it (an aborted run would say `stopReason`).
+    let (s, v) = new.rpc(turn).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["payloads"][0]["text"], format!("echo: {text}"), "{v}");
+    assert!(v["message"]["stopReason"].is_null(), "{v}");
+}
+
+/// Issue 12 item 2: once the relay has accepted a request with the new
+/// token, nothing more reaches a stream opened with the old one: neither a
+/// notification nor a turn posted right after the rotation.
+#[tokio::test]
+async fn nothing_posted_after_a_rotation_reaches_the_old_streams() {
+    let relay = Relay::start();
+    let old = relay.client();
+    let mut streams = vec![
+        Sub::Sse(sse(&old, "session=main").await),
+        Sub::Ws(Box::new(
+            ws_connect(&relay, "session=main", &relay.token)
+                .await
+                .unwrap(),
+        )),
+    ];
+    notify_ok(&old, json!({"title": "before"})).await;
+    for s in &mut streams {
+        s.notifications_until("before").await;
+    }
+    let out = cli(&relay.home, &["token", "rotate"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = with_token(&relay, &new_main_token(&relay));
+    // At once, before the relay's own look at the files comes round.
+    notify_ok(
+        &new,
+        json!({"title": "after", "body": "posted with the new token"}),
+    )
+    .await;
+    let (s, v) = new
+        .rpc(json!({"session": "main", "text": "after the rotation"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Both happened: a stream opened with the new token replays them.
+    let mut fresh = Sub::Sse(sse(&new, "notifySince=1").await);
+    fresh.notifications_until("after").await;
+    let (_, history) = new.get_json("/webchat/history?session=main").await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+
+    // Nothing was posted between "before" and the rotation, so anything
+    // an old stream still carries came after it.
+    for s in streams {
+        let (seen, _) = end_of(s, Duration::from_secs(5)).await;
+        let leaked: Vec<&Value> = seen.iter().filter(|v| v["type"] != "ping").collect();
+        assert!(leaked.is_empty(), "reached the old stream: {leaked:?}");
+    }
+}
+
+/// Issue 12 item 1: the ids and tags of the relay's own alerts are the
+/// relay's. A notify-only token cannot overwrite a real "reply ready"
+/// alert (same id), nor pass an alert off as one (same tag); the main
+/// token keeps both rights.
+#[tokio::test]
+async fn notify_tokens_cannot_touch_the_relays_own_alerts() {
+    let relay = Relay::start();
+    let api = relay.client();
+    let scoped = with_token(&relay, &create_notify_token(&relay.home, "cron").await);
+    let mut watcher = Sub::Sse(sse(&api, "").await);
+    let (s, v) = api.rpc(json!({"session": "rr", "text": "hello"})).await;
+    assert_eq!(s, 200, "{v}");
+    notify_ok(&api, json!({"title": "marker-1"})).await;
+    let got = watcher.notifications_until("marker-1").await;
+    let alert = tagged(&got, "reply-ready")[0].clone();
+    assert_eq!(alert["id"], "reply-ready:rr");
+    assert_eq!(alert["body"], "echo: hello");
+
+    for body in [
+        json!({"id": "reply-ready:rr", "title": "rr", "body": "click me, I am your agent"}),
+        json!({"id": "Reply-Ready:rr", "title": "rr", "body": "x"}),
+        json!({"id": "reply:anything", "title": "x"}),
+        json!({"id": "delivery-failed:hook", "title": "x"}),
+        json!({"title": "x", "tags": ["ci", "reply-ready"]}),
+        json!({"title": "x", "tags": ["delivery-failed"]}),
+        json!({"title": "x", "tags": ["reply"]}),
+    ] {
+        let (s, v) = post_notify(&scoped, body.clone()).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (403, Some("forbidden")),
+            "{body}: {v}"
+        );
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains("reserved for the relay's own alerts") && msg.contains("reply-ready:…"),
+            "{msg}"
+        );
+    }
+    // Nothing of them was published or kept: the alert is as it was.
+    notify_ok(&api, json!({"title": "marker-2"})).await;
+    let got = watcher.notifications_until("marker-2").await;
+    assert_eq!(got.len(), 1, "only the marker: {got:?}");
+    let kept = list(&api, "").await;
+    let now: Vec<&Value> = kept
+        .iter()
+        .filter(|n| n["id"] == "reply-ready:rr")
+        .collect();
+    assert_eq!(now, [&alert]);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+
+    // Other ids and tags are the token's to use; the main token may still
+    // update the relay's alert.
+    notify_ok(
+        &scoped,
+        json!({"id": "backup:nightly", "tags": ["backup"], "title": "ok"}),
+    )
+    .await;
+    notify_ok(
+        &scoped,
+        json!({"id": "replying:x", "tags": ["reply-later"], "title": "ok"}),
+    )
+    .await;
+    notify_ok(
+        &api,
+        json!({"id": "reply-ready:rr", "title": "rr", "body": "seen"}),
+    )
+    .await;
+    let kept = list(&api, "").await;
+    let updated = kept.iter().find(|n| n["id"] == "reply-ready:rr").unwrap();
+    assert_eq!(updated["body"], "seen");
 }
 
 #[tokio::test]
@@ -1447,5 +1732,79 @@ async fn bench_fanout_1000() {
     assert!(
         p99 <= Duration::from_millis(50),
         "p99 delivery latency {p99:?} is over the 50 ms goal"
+    );
+}
+
+/// Issue 12 item 2: how long an SSE stream and a WebSocket opened with the
+/// main token stay open after `loopchat token rotate`, with no request to
+/// the relay in between (so it is the relay's own look at the token file
+/// that ends them). Measured from the CLI's exit (the file is written by
+/// then) to the end of each stream, on this process's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p loopchat-tests --release --test notifications -- --ignored --nocapture"]
+async fn bench_rotation_closes_streams() {
+    const ROUNDS: usize = 20;
+    let relay = Relay::start();
+    let mut token = relay.token.clone();
+    let (mut sse_lat, mut ws_lat, mut cli_time) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let api = with_token(&relay, &token);
+        let mut sse_sub = Sub::Sse(sse(&api, "session=main").await);
+        let mut ws_sub = Sub::Ws(Box::new(
+            ws_connect(&relay, "session=main", &token).await.unwrap(),
+        ));
+        let marker = format!("live-{}", sse_lat.len());
+        notify_ok(&api, json!({"title": marker})).await;
+        sse_sub.notifications_until(&marker).await;
+        ws_sub.notifications_until(&marker).await;
+        let started = Instant::now();
+        let out = cli(&relay.home, &["token", "rotate"], &[]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let rotated = Instant::now();
+        cli_time.push(rotated - started);
+        let within = Duration::from_secs(5);
+        let (sse_end, ws_end) = tokio::join!(
+            async {
+                end_of(sse_sub, within).await;
+                rotated.elapsed()
+            },
+            async {
+                let (_, close) = end_of(ws_sub, within).await;
+                assert_eq!(close.map(|c| c.0), Some(4401));
+                rotated.elapsed()
+            }
+        );
+        sse_lat.push(sse_end);
+        ws_lat.push(ws_end);
+        token = std::fs::read_to_string(relay.home.join("token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "rotation → stream closed, {ROUNDS} rotations (relay polls the token files every 250 ms):"
+    );
+    for (name, mut v) in [
+        ("SSE", sse_lat),
+        ("WebSocket", ws_lat),
+        ("CLI run", cli_time),
+    ] {
+        v.sort();
+        println!(
+            "  {name:<10} p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+            ms(percentile(&v, 0.5)),
+            ms(percentile(&v, 0.9)),
+            ms(*v.last().unwrap())
+        );
+    }
+    println!(
+        "  load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }

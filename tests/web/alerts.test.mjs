@@ -1,12 +1,12 @@
 // Alerts: the bell with its unread count, the panel (newest first, priority
 // colours, relative times), live notifications, "mark all read" surviving a
-// reload, and clicks that open a session or the notification's URL.
+// reload, and clicks that open a session or the notification's relay page.
 //
 // Skipped (with the reason) while the relay has no POST /webchat/notify.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Relay, Proxy, launchBrowser, newPage, openChat, missingPrerequisite, waitForConnected } from './harness.mjs';
+import { Relay, Proxy, launchBrowser, newPage, openChat, missingPrerequisite, waitFor, waitForConnected } from './harness.mjs';
 
 const missing = missingPrerequisite();
 let relay = null;
@@ -31,7 +31,7 @@ describe('alerts', { skip }, () => {
   before(async () => {
     if (missing) throw new Error(missing);
     await relay.notify({ title: 'Build finished', body: 'all green', priority: 2 });
-    await relay.notify({ title: 'Disk almost full', body: '95% used on /', priority: 5, click: 'http://127.0.0.1:9/disk' });
+    await relay.notify({ title: 'Disk almost full', body: '95% used on /', priority: 5, click: '/webchat/?session=disk' });
     await relay.notify({ title: 'Reply ready', body: 'in session beta', priority: 3, session: 'beta' });
     browser = await launchBrowser();
     page = await newPage(browser);
@@ -128,19 +128,55 @@ describe('alerts', { skip }, () => {
     }
   });
 
-  it('clicking a notification opens its session, or its URL in a new tab', async () => {
+  it('a click to anywhere but the relay is not followed, even if a relay sends one', async () => {
+    // The relay refuses such a click (400); an older or hostile relay might
+    // still send one, so the page re-checks. The list is answered here with
+    // one bad and one good alert: the bad one is clicked first, so a popup it
+    // opened would be the first page to appear.
+    const other = await newPage(browser);
+    const visits = [];
+    try {
+      const ctx = other.context();
+      await ctx.route('http://127.0.0.1:9/**', (route) => { visits.push(route.request().url()); return route.fulfill({ body: 'x' }); });
+      const ts = new Date().toISOString();
+      const alert = (seq, title, click) => ({ id: `old-${seq}`, seq, title, body: 'b', priority: 3, tags: [], click, session: null, timestamp: ts });
+      await other.route('**/webchat/notifications?**', (route) => route.fulfill({
+        contentType: 'application/json',
+        body: JSON.stringify({ ok: true, notifications: [
+          alert(900001, 'Elsewhere', 'http://127.0.0.1:9/steal'),
+          alert(900002, 'Climbs out', '/webchat/../steal'),
+          alert(900003, 'Stays home', '/webchat/?session=home'),
+        ] }),
+      }));
+      const popups = [];
+      ctx.on('page', (p) => popups.push(p));
+      await openChat(other, relay);
+      for (const title of ['Elsewhere', 'Climbs out', 'Stays home']) {
+        if (await other.isHidden('#alerts-panel')) await other.click('#bell');
+        await other.click(`#alerts-list .alert-item >> text=${title}`);
+      }
+      await waitFor(() => popups.length > 0, { what: 'the good alert\'s popup' });
+      await popups[0].waitForLoadState('domcontentloaded');
+      assert.equal(popups[0].url(), `${relay.origin}/webchat/?session=home`);
+      assert.equal(popups.length, 1);
+      assert.deepEqual(visits, []);
+    } finally {
+      await other.context().close();
+    }
+  });
+
+  it('clicking a notification opens its session, or its relay page in a new tab', async () => {
     await page.click('#bell');
     await page.click('#alerts-list .alert-item >> text=Reply ready');
     await page.waitForFunction(() => new URL(location.href).searchParams.get('session') === 'beta');
     assert.equal(await page.isVisible('#alerts-panel'), false, 'panel closes');
-    await page.context().route('http://127.0.0.1:9/**', (route) => route.fulfill({ contentType: 'text/html', body: '<title>disk</title>disk page' }));
     await page.click('#bell');
     const [popup] = await Promise.all([
       page.context().waitForEvent('page'),
       page.click('#alerts-list .alert-item >> text=Disk almost full'),
     ]);
     await popup.waitForLoadState('domcontentloaded');
-    assert.equal(popup.url(), 'http://127.0.0.1:9/disk');
+    assert.equal(popup.url(), `${relay.origin}/webchat/?session=disk`);
     assert.equal(await popup.evaluate(() => window.opener), null, 'opened without an opener');
     await popup.close();
   });

@@ -7,7 +7,7 @@
 // unread state survives reloads and is shared by every tab.
 
 import { api } from './api.js';
-import { el, relativeTime, store, safeHttpUrl } from './util.js';
+import { el, relativeTime, store, relayPageUrl } from './util.js';
 
 const READ_KEY = 'loopchat.notify.readSeq';
 const KEEP = 200;
@@ -114,7 +114,7 @@ export class Alerts {
       this.onOpenSession(n.session);
       return;
     }
-    const href = n.click && safeHttpUrl(n.click);
+    const href = n.click && relayPageUrl(n.click);
     if (href) window.open(href, '_blank', 'noopener,noreferrer');
   }
 

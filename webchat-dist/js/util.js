@@ -125,11 +125,16 @@ export function formatBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-/** Only http(s) URLs may be opened from notifications. */
-export function safeHttpUrl(raw) {
+/**
+ * A notification's click as a URL, only if it is a page of this relay under
+ * /webchat/. The relay accepts nothing else; this re-check is for a relay
+ * that is older or not to be trusted. Resolved the way the browser would
+ * follow it, so `..` and `//host` tricks are judged by where they land.
+ */
+export function relayPageUrl(raw) {
   try {
     const u = new URL(raw, location.href);
-    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+    return u.origin === location.origin && u.pathname.startsWith('/webchat/') ? u.href : null;
   } catch {
     return null;
   }

@@ -157,8 +157,7 @@ impl Focus {
 pub enum ClickTarget {
     /// Open this session in the window.
     Session(String),
-    /// The alert's `click`: a path under the relay (`/webchat/?session=…`)
-    /// or an `http(s)` URL.
+    /// The alert's `click`: a path under the relay (`/webchat/?session=…`).
     Link(String),
     /// Just bring the window forward (a summary, an alert about nothing in
     /// particular).
@@ -188,13 +187,15 @@ impl ClickTarget {
                     Opening::FocusOnly
                 }
             }
+            // The relay accepts nothing but its own paths; this re-check is
+            // for a relay that is hostile (remote mode) or older. An
+            // absolute URL of the relay itself is followed too; a link to
+            // anywhere else only brings the window forward.
             ClickTarget::Link(link) => {
-                if link.starts_with('/') && !link.starts_with("//") {
-                    Opening::InWindow(format!("{}{link}", origin(base_url)))
-                } else if link.starts_with(base_url) {
-                    Opening::InWindow(link.clone())
-                } else if link.starts_with("https://") || link.starts_with("http://") {
-                    Opening::Browser(link.clone())
+                let origin = origin(base_url);
+                let path = link.strip_prefix(origin).unwrap_or(link);
+                if loopchat_proto::is_relay_path(path) {
+                    Opening::InWindow(format!("{origin}{path}"))
                 } else {
                     Opening::FocusOnly
                 }
@@ -209,8 +210,6 @@ impl ClickTarget {
 pub enum Opening {
     /// Navigate the window's page here (same relay).
     InWindow(String),
-    /// Somewhere else: the user's browser.
-    Browser(String),
     FocusOnly,
 }
 
@@ -739,15 +738,24 @@ mod tests {
         );
         let link = |l: &str| ClickTarget::Link(l.into()).resolve(base);
         assert_eq!(
-            link("https://ci.example.com/run/1"),
-            Opening::Browser("https://ci.example.com/run/1".into())
-        );
-        assert_eq!(
             link("http://127.0.0.1:4100/webchat/?session=x"),
             Opening::InWindow("http://127.0.0.1:4100/webchat/?session=x".into())
         );
-        assert_eq!(link("//evil.example/"), Opening::FocusOnly);
-        assert_eq!(link("javascript:alert(1)"), Opening::FocusOnly);
+        // Only the relay's own pages: another site, another port of
+        // 127.0.0.1, a path that climbs out of /webchat/ only focus.
+        for elsewhere in [
+            "https://ci.example.com/run/1",
+            "http://127.0.0.1:18999/webchat/",
+            "http://127.0.0.1:41000/webchat/",
+            "http://127.0.0.1:4100/webchat/../x",
+            "/webchat/%2e%2e/x",
+            "/etc/passwd",
+            "/\\evil.example/",
+            "//evil.example/",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(link(elsewhere), Opening::FocusOnly, "{elsewhere}");
+        }
         assert_eq!(
             ClickTarget::Session("a/b".into()).resolve(base),
             Opening::FocusOnly

@@ -20,7 +20,7 @@ use tao::window::WindowBuilder;
 use tokio::sync::mpsc;
 use wry::{PageLoadEvent, WebContext, WebViewBuilder};
 
-use loopchat_shell::notifications::{ClickTarget, Focus, Opening, open_in_browser};
+use loopchat_shell::notifications::{ClickTarget, Focus, Opening};
 use loopchat_shell::settings::{Settings, WindowSize};
 use menu::MenuCommand;
 
@@ -273,7 +273,6 @@ where
                                 tracing::error!(error = %e, "cannot load the alert's page");
                             }
                         }
-                        Opening::Browser(url) => open_in_browser(&url),
                         Opening::FocusOnly => {}
                     }
                 }

@@ -222,7 +222,8 @@ pub struct NotifyArgs {
     /// A tag (repeatable, at most 10).
     #[arg(long = "tag", allow_hyphen_values = true)]
     pub tags: Vec<String>,
-    /// Opened on click: an http(s) URL or a /webchat/ path.
+    /// Opened on click: a page of the relay, as a path under /webchat/
+    /// (e.g. /webchat/?session=main). Links to other sites are refused.
     #[arg(long)]
     pub click: Option<String>,
     /// The session it is about.

@@ -141,7 +141,8 @@ enum TokenAction {
         #[arg(long)]
         home: Option<PathBuf>,
     },
-    /// Replace the main token (logs out open windows).
+    /// Replace the main token: a running relay refuses the old one and closes
+    /// the streams opened with it within a second (open windows sign out).
     Rotate {
         /// The loopchat home (default: $LOOPCHAT_HOME or ~/.loopchat).
         #[arg(long)]

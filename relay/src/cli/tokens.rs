@@ -76,8 +76,9 @@ pub fn revoke(home: &Home, id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Replaces the main token. Open windows must log in again; the discovery
-/// file is updated so that client commands keep working at once.
+/// Replaces the main token. Open windows must log in again (the relay
+/// closes their streams, see `credentials`); the discovery file is updated
+/// so that client commands keep working at once.
 pub fn rotate(home: &Home) -> anyhow::Result<ExitCode> {
     let token = auth::new_token();
     auth::write_token(&home.token_file(), &token)
@@ -90,8 +91,9 @@ pub fn rotate(home: &Home) -> anyhow::Result<ExitCode> {
         discovery::write(&path, &d).with_context(|| format!("cannot update {}", path.display()))?;
     }
     eprintln!(
-        "the main token was replaced; a running relay uses the new one within a second. \
-         Open windows must be opened again (`loopchat info --json` shows the token)."
+        "the main token was replaced; within a second a running relay refuses the old one and \
+         closes the streams opened with it. Open windows must be opened again \
+         (`loopchat info --json` shows the token)."
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,12 +23,22 @@ use super::error::ApiError;
 use super::extract::{ApiQuery, Authed, SocketAuthed, session_key};
 use super::notify::client_id;
 use super::rpc::sse_event;
+use crate::credentials::Revocation;
 use crate::events::Subscription;
 use crate::notify::{NotificationSubscription, PresenceLease};
 
 /// Largest WebSocket frame or message a client may send (and the socket's
 /// read buffer): a pong is a dozen bytes.
 const CLIENT_FRAME_LIMIT: usize = 4096;
+
+/// The close code of a socket whose token was rotated or revoked: 4401
+/// mirrors HTTP 401 in the private-use range (as graphql-ws does), so a
+/// client can tell "sign in again" from a policy close (1008) or a restart.
+pub const CLOSE_REVOKED: u16 = 4401;
+pub const CLOSE_REVOKED_REASON: &str = "credential revoked";
+
+/// How long a revoked socket's close frame may take to leave.
+const CLOSE_SEND_LIMIT: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -105,6 +115,15 @@ impl Feed {
     }
 }
 
+/// Resolves when the stream's token is rotated or revoked. The loops poll
+/// it before [`Feed::next`] (`biased`), so once the relay has seen the
+/// change — which it has before it accepts a request with the new token —
+/// nothing more reaches the old stream. Cancel-safe.
+async fn revoked(revocation: &mut Revocation) {
+    revocation.revoked().await;
+    tracing::info!("closing a live stream: the token it was opened with was rotated or revoked");
+}
+
 async fn next_session_event(sub: &mut Option<Subscription>) -> Option<Arc<Event>> {
     match sub {
         Some(s) => s.next().await,
@@ -135,20 +154,27 @@ async fn next_session_event(sub: &mut Option<Subscription>) -> Option<Arc<Event>
     security(("bearer" = [])),
 )]
 pub async fn sse(
-    _: Authed,
+    Authed { grant }: Authed,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let feed = Feed::open(&state, &q, &headers)?;
+    let revocation = state.credentials.revocation(grant);
     let shutdown = state.shutdown.clone();
-    let stream =
-        futures_util::stream::unfold((feed, shutdown), |(mut feed, shutdown)| async move {
+    // A revoked stream just ends: the client's reconnect then gets the 401
+    // that says why, exactly as for a stream that was down during the change.
+    let stream = futures_util::stream::unfold(
+        (feed, revocation, shutdown),
+        |(mut feed, mut revocation, shutdown)| async move {
             tokio::select! {
-                e = feed.next() => e.map(|e| (Ok(sse_event(&e)), (feed, shutdown))),
+                biased;
+                () = revoked(&mut revocation) => None,
                 () = shutdown.cancelled() => None,
+                e = feed.next() => e.map(|e| (Ok(sse_event(&e)), (feed, revocation, shutdown))),
             }
-        });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -177,7 +203,7 @@ pub async fn sse(
     security(("bearer" = []), ("websocket_protocol" = [])),
 )]
 pub async fn socket(
-    _: SocketAuthed,
+    SocketAuthed { grant }: SocketAuthed,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -187,6 +213,7 @@ pub async fn socket(
     let ws = ws
         .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade request: {e}")))?;
     let feed = Feed::open(&state, &q, &headers)?;
+    let revocation = state.credentials.revocation(grant);
     let ping_every = state.ws_ping;
     let shutdown = state.shutdown.clone();
     Ok(ws
@@ -199,7 +226,7 @@ pub async fn socket(
         .read_buffer_size(CLIENT_FRAME_LIMIT)
         .max_frame_size(CLIENT_FRAME_LIMIT)
         .max_message_size(CLIENT_FRAME_LIMIT)
-        .on_upgrade(move |socket| run_socket(socket, feed, ping_every, shutdown))
+        .on_upgrade(move |socket| run_socket(socket, feed, revocation, ping_every, shutdown))
         .into_response())
 }
 
@@ -208,6 +235,7 @@ pub async fn socket(
 async fn run_socket(
     socket: WebSocket,
     mut feed: Feed,
+    mut revocation: Revocation,
     ping_every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -216,13 +244,23 @@ async fn run_socket(
     ticker.tick().await;
     let mut missed = 0u32;
     loop {
+        // Revocation and shutdown first; the feed last, so that a busy
+        // session cannot starve the pings and the client's pongs.
         tokio::select! {
-            e = feed.next() => {
-                let Some(e) = e else { break };
-                let text = serde_json::to_string(&*e).unwrap_or_default();
-                if tx.send(WsMessage::Text(text.into())).await.is_err() {
-                    break;
-                }
+            biased;
+            () = revoked(&mut revocation) => {
+                let close = WsMessage::Close(Some(CloseFrame {
+                    code: CLOSE_REVOKED,
+                    reason: CLOSE_REVOKED_REASON.into(),
+                }));
+                // A client that stopped reading cannot keep the socket open
+                // by leaving the close frame unsent.
+                let _ = tokio::time::timeout(CLOSE_SEND_LIMIT, tx.send(close)).await;
+                break;
+            }
+            () = shutdown.cancelled() => {
+                let _ = tx.send(WsMessage::Close(None)).await;
+                break;
             }
             _ = ticker.tick() => {
                 if missed >= 3 {
@@ -248,9 +286,12 @@ async fn run_socket(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            () = shutdown.cancelled() => {
-                let _ = tx.send(WsMessage::Close(None)).await;
-                break;
+            e = feed.next() => {
+                let Some(e) = e else { break };
+                let text = serde_json::to_string(&*e).unwrap_or_default();
+                if tx.send(WsMessage::Text(text.into())).await.is_err() {
+                    break;
+                }
             }
         }
     }

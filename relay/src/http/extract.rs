@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::ApiError;
 use crate::auth;
-use crate::credentials::Caller;
+use crate::credentials::{Caller, Grant};
 use crate::notify::tokens::Scope;
 
 /// A JSON body. Any content type is accepted (`curl -d` sends a form type);
@@ -123,7 +123,11 @@ where
 
 /// Proof that the request carries the relay's main token: full access.
 /// A scoped (notify-only) token gets 403 here, an unknown one 401.
-pub struct Authed;
+/// `grant` names the token it was, so that a stream can end when that
+/// token is rotated away (`Credentials::revocation`).
+pub struct Authed {
+    pub grant: Grant,
+}
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
@@ -140,7 +144,9 @@ impl FromRequestParts<AppState> for Authed {
 /// `Authorization`: the token may also come as the subprotocol
 /// `bearer.<token>` (next to `loopchat`, the one the relay echoes). Only
 /// this route reads it, so the token in that header buys nothing elsewhere.
-pub struct SocketAuthed;
+pub struct SocketAuthed {
+    pub grant: Grant,
+}
 
 impl FromRequestParts<AppState> for SocketAuthed {
     type Rejection = ApiError;
@@ -151,13 +157,13 @@ impl FromRequestParts<AppState> for SocketAuthed {
     ) -> Result<Self, Self::Rejection> {
         let token = auth::presented_token(&parts.headers)
             .or_else(|| auth::subprotocol_token(&parts.headers));
-        main_only(caller(token, state)?).map(|Authed| SocketAuthed)
+        main_only(caller(token, state)?).map(|Authed { grant }| SocketAuthed { grant })
     }
 }
 
-fn main_only(caller: Caller) -> Result<Authed, ApiError> {
-    match caller {
-        Caller::Main => Ok(Authed),
+fn main_only(grant: Grant) -> Result<Authed, ApiError> {
+    match grant.caller {
+        Caller::Main => Ok(Authed { grant }),
         Caller::Scoped { scope, .. } => Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
@@ -180,7 +186,7 @@ impl FromRequestParts<AppState> for NotifyCaller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        match caller(auth::presented_token(&parts.headers), state)? {
+        match caller(auth::presented_token(&parts.headers), state)?.caller {
             c @ (Caller::Main
             | Caller::Scoped {
                 scope: Scope::Notify,
@@ -190,7 +196,7 @@ impl FromRequestParts<AppState> for NotifyCaller {
     }
 }
 
-fn caller(token: Option<&str>, state: &AppState) -> Result<Caller, ApiError> {
+fn caller(token: Option<&str>, state: &AppState) -> Result<Grant, ApiError> {
     let Some(token) = token else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
@@ -199,7 +205,7 @@ fn caller(token: Option<&str>, state: &AppState) -> Result<Caller, ApiError> {
     };
     state
         .credentials
-        .identify(token)
+        .grant(token)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token is not valid"))
 }
 

@@ -16,6 +16,8 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authed, NotifyCaller, session_key};
+use crate::credentials::Caller;
+use crate::notify::hooks;
 use crate::notify::hub::KEEP;
 use crate::notify::{Draft, DraftError};
 
@@ -34,7 +36,8 @@ const DEFAULT_LIMIT: usize = 100;
     responses(
         (status = 200, description = "Posted and durable", body = NotifyResponse),
         (status = 400, description = "`bad_request` (malformed JSON, unknown field, both `title` and \
-                                      `body` blank, a limit exceeded, bad `tags`, `click` or `id`) or \
+                                      `body` blank, a limit exceeded, bad `tags`, `click` or `id`; \
+                                      `click` must be a path under `/webchat/`) or \
                                       `invalid_session_key`", body = loopchat_proto::ErrorBody),
         (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
@@ -67,6 +70,21 @@ pub async fn notify(
         return Ok(response);
     }
     let draft = draft(body)?;
+    if let Caller::Scoped { scope, .. } = &caller
+        && let Some(name) = hooks::reserved_in(&draft)
+    {
+        let ids: Vec<String> = hooks::RESERVED.iter().map(|r| format!("{r}:…")).collect();
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{name:?} is reserved for the relay's own alerts (the ids {} and the tags {}); \
+                 a token with the {} scope may not use them: pick another id or tag",
+                ids.join(", "),
+                hooks::RESERVED.join(", "),
+                scope.as_str(),
+            ),
+        ));
+    }
     let n = state.notifications.post(draft).await?;
     Ok(Json(NotifyResponse {
         ok: true,

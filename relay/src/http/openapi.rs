@@ -176,7 +176,11 @@ impl Modify for Common {
                         .entry("401".into())
                         .or_insert_with(|| error("`unauthorized`: no token, or not a valid one"));
                 }
-                let forbidden = if secured && path != "/webchat/notify" {
+                let forbidden = if path == "/webchat/notify" {
+                    "`forbidden_host` or `forbidden_origin` (the Host/Origin guard), or \
+                     `forbidden`: a token with the `notify` scope used an id or tag reserved for \
+                     the relay's own alerts (`reply:…`, `reply-ready:…`, `delivery-failed:…`)"
+                } else if secured {
                     "`forbidden_host` or `forbidden_origin` (the Host/Origin guard), or \
                      `forbidden`: a token with the `notify` scope may only post notifications"
                 } else {
@@ -342,14 +346,13 @@ fn refine_schemas(schemas: &mut BTreeMap<String, RefOr<Schema>>) {
                     .into(),
             ));
         }
-        // `is_valid_click`, conservatively: a path under /webchat/ with no
-        // `..` segment, or an http(s) URL whose host ends in a name (a
-        // numeric last label would be read as an IPv4 address).
+        // `proto::is_relay_path`, conservatively: a path under /webchat/
+        // where a dot is always followed by another character of a name,
+        // so that no `.` or `..` segment can occur, and without `%`, so
+        // that no `%2e` spelling of one can either.
         if let Some(RefOr::T(Schema::Object(click))) = notify.properties.get_mut("click") {
-            let seg = r"[A-Za-z0-9_~!$&'()*+,;=:@%-]";
-            click.pattern = Some(format!(
-                r"^(/webchat/({seg}|\.{seg}|[/?#])*|[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{{1,4}})?([/?#]({seg}|[./?#])*)?)$"
-            ));
+            let seg = r"[A-Za-z0-9_~!$&'()*+,;=:@-]";
+            click.pattern = Some(format!(r"^/webchat/({seg}|\.{seg}|[/?#])*$"));
         }
     }
     wrap_any_of(

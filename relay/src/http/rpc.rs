@@ -8,15 +8,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use futures_util::Stream;
 use loopchat_proto::{
-    AbortRequest, AbortResponse, EventBody, Payload, RpcRequest, RpcResponse, ThinkingLevel,
+    AbortRequest, AbortResponse, ErrorCode, EventBody, Payload, RpcRequest, RpcResponse,
+    ThinkingLevel,
 };
 use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Authed, session_key};
+use crate::credentials::Revocation;
 use crate::events::Subscription;
 use crate::notify::DeliveryTargets;
 use crate::pipeline::{DeliverTo, Ticket, TurnOutcome, TurnRequest, TurnResult};
@@ -55,7 +58,7 @@ use crate::render::markdown_to_html;
     security(("bearer" = [])),
 )]
 pub async fn rpc(
-    _: Authed,
+    Authed { grant }: Authed,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<RpcRequest>,
@@ -77,7 +80,8 @@ pub async fn rpc(
         deliver,
     })?;
     if wants_stream {
-        return Ok(stream_run(ticket).into_response());
+        let revocation = state.credentials.revocation(grant);
+        return Ok(stream_run(ticket, revocation).into_response());
     }
     let outcome = ticket.outcome().await;
     let result = outcome.as_ref().as_ref().map_err(ApiError::from)?;
@@ -164,6 +168,19 @@ fn final_event(outcome: &TurnOutcome) -> SseEvent {
     SseEvent::default().data(data.to_string())
 }
 
+/// The last event of a streaming rpc whose token was rotated or revoked:
+/// the view ends, the run does not.
+fn revoked_event() -> SseEvent {
+    let e = ApiError::new(
+        ErrorCode::Unauthorized,
+        "the token this stream was opened with was rotated or revoked; the run goes on \
+         without this stream (read its outcome with the new token)",
+    );
+    let mut v = serde_json::to_value(e.body()).unwrap_or_default();
+    v["type"] = "error".into();
+    SseEvent::default().data(v.to_string())
+}
+
 fn belongs_to(body: &EventBody, run_id: &str) -> bool {
     match body {
         EventBody::Message { run_id: r, .. } => r.as_deref() == Some(run_id),
@@ -176,28 +193,45 @@ fn belongs_to(body: &EventBody, run_id: &str) -> bool {
 }
 
 /// The run's own events as they happen, then `done` or `error`. The stream
-/// is a view: dropping it (client gone) does not touch the run.
-fn stream_run(ticket: Ticket) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+/// is a view: dropping it (client gone, token revoked) does not touch the
+/// run.
+fn stream_run(
+    ticket: Ticket,
+    revocation: Revocation,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let run_id = ticket.run_id.clone();
     let sub = ticket.session.events.subscribe(Some(ticket.since));
     struct St {
         sub: Subscription,
+        /// `None` once the last event is sent.
         ticket: Option<Ticket>,
         run_id: String,
         ended: bool,
+        revocation: Revocation,
     }
     let st = St {
         sub,
         ticket: Some(ticket),
         run_id,
         ended: false,
+        revocation,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
+            // Checked before every event, so that nothing more leaves once
+            // the relay has seen the change.
+            if st.revocation.revoked().now_or_never().is_some() {
+                // Dropping the ticket leaves the run to the relay.
+                drop(st.ticket.take()?);
+                return Some((Ok(revoked_event()), st));
+            }
             if st.ended {
                 let ticket = st.ticket.take()?;
-                let outcome = ticket.outcome().await;
-                return Some((Ok(final_event(&outcome)), st));
+                tokio::select! {
+                    biased;
+                    () = st.revocation.revoked() => return Some((Ok(revoked_event()), st)),
+                    outcome = ticket.outcome() => return Some((Ok(final_event(&outcome)), st)),
+                }
             }
             // A turn answered from the transcript (a retry after a restart)
             // publishes no events: the outcome alone ends the stream.
@@ -212,6 +246,8 @@ fn stream_run(ticket: Ticket) -> Sse<impl Stream<Item = Result<SseEvent, Infalli
                 },
                 _ => {
                     tokio::select! {
+                        biased;
+                        () = st.revocation.revoked() => continue,
                         e = st.sub.next() => match e { Some(e) => e, None => { st.ended = true; continue } },
                         () = settled(&mut st.ticket) => continue,
                     }

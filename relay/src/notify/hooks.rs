@@ -25,6 +25,24 @@ pub const TAG_REPLY: &str = "reply";
 pub const TAG_REPLY_READY: &str = "reply-ready";
 pub const TAG_DELIVERY_FAILED: &str = "delivery-failed";
 
+/// The relay's own alerts: each is tagged with one of these names, and its
+/// id is `<name>:…` (`reply:<message id>`, `reply-ready:<session>`,
+/// `delivery-failed:<target>`). Only the main token may post with them, so
+/// a notify-only token can neither overwrite such an alert (same id) nor
+/// pass one off as the relay's (same tag).
+pub const RESERVED: [&str; 3] = [TAG_REPLY, TAG_REPLY_READY, TAG_DELIVERY_FAILED];
+
+/// The reserved id or tag `draft` uses, if any. Compared without ASCII case,
+/// so that `Reply-Ready` cannot pass for the real thing either.
+pub fn reserved_in(draft: &Draft) -> Option<&str> {
+    let is_name = |s: &str| RESERVED.iter().any(|r| s.eq_ignore_ascii_case(r));
+    let id = draft.id.as_deref().filter(|id| {
+        let name = id.split_once(':').map_or(*id, |(name, _)| name);
+        is_name(name)
+    });
+    id.or_else(|| draft.tags.iter().map(String::as_str).find(|t| is_name(t)))
+}
+
 pub struct NotificationHooks {
     hub: NotificationHub,
     presence: Arc<Presence>,
@@ -52,7 +70,7 @@ impl NotificationHooks {
                 key,
                 r,
                 TAG_REPLY,
-                format!("reply:{}", r.message.id),
+                format!("{TAG_REPLY}:{}", r.message.id),
             ));
         }
         // "Reply ready" only for a complete reply, once the session's queue
@@ -68,7 +86,7 @@ impl NotificationHooks {
             key,
             r,
             TAG_REPLY_READY,
-            format!("reply-ready:{key}"),
+            format!("{TAG_REPLY_READY}:{key}"),
         ))
     }
 }
@@ -96,7 +114,7 @@ impl NotificationHooks {
     /// Hands the reply to `target` in the background; a failure becomes an
     /// alert in the windows.
     fn send_to_target(&self, key: &str, target: &str, r: &TurnResult) {
-        let draft = reply_draft(key, r, TAG_REPLY, format!("reply:{}", r.message.id));
+        let draft = reply_draft(key, r, TAG_REPLY, format!("{TAG_REPLY}:{}", r.message.id));
         let text = r.message.content.text();
         let (hub, targets) = (self.hub.clone(), self.targets.clone());
         let (key, target) = (key.to_owned(), target.to_owned());
@@ -181,6 +199,38 @@ fn first_lines(text: &str, lines: usize, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_ids_and_tags() {
+        let draft = |id: Option<&str>, tags: &[&str]| Draft {
+            id: id.map(str::to_owned),
+            title: "t".into(),
+            body: String::new(),
+            priority: DEFAULT_PRIORITY,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            click: None,
+            session: None,
+        };
+        for (id, tags) in [
+            (Some("reply-ready:main"), &[][..]),
+            (Some("reply:m1"), &[]),
+            (Some("delivery-failed:hook"), &[]),
+            (Some("delivery-failed"), &[]),
+            (Some("Reply-Ready:main"), &[]),
+            (None, &["ci", "reply-ready"]),
+            (Some("backup"), &["REPLY"]),
+        ] {
+            assert!(reserved_in(&draft(id, tags)).is_some(), "{id:?} {tags:?}");
+        }
+        for (id, tags) in [
+            (None, &[][..]),
+            (Some("backup:nightly"), &["ci"]),
+            (Some("replying:x"), &["reply-later", "delivery"]),
+            (Some("x:reply-ready"), &[]),
+        ] {
+            assert_eq!(reserved_in(&draft(id, tags)), None, "{id:?} {tags:?}");
+        }
+    }
 
     #[test]
     fn body_is_the_first_lines_within_4k() {
