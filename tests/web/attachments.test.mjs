@@ -131,4 +131,20 @@ describe('attachments', () => {
     assert.equal(uploads.length - before, 2);
     assert.equal(rpcBodies.at(-1).attachments.length, 2);
   });
+
+  it('an image of the relay in a markdown reply is shown too (fetched with the token)', async () => {
+    const up = await fetch(`${relay.origin}/webchat/attachments`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${relay.token}`, 'Content-Type': 'image/png' },
+      body: pngBuffer(7, 5),
+    });
+    const { id } = await up.json();
+    // the echo agent answers with our markdown
+    await sendMessage(page, `![drawn](attachments/${id})`);
+    await page.waitForFunction(() => {
+      const img = document.querySelector('#messages .msg.assistant .markdown img[data-attachment]');
+      return img && /^blob:/.test(img.src) && img.complete && img.naturalWidth === 7;
+    });
+    assert.deepEqual(page.problems, []);
+  });
 });

@@ -41,11 +41,15 @@ try {
   for (let i = 0; i < runs; i++) {
     const page = context ? await context.newPage() : await newPage(browser);
     context = page.context();
-    // get the auth cookie first so the timed navigation is the plain page load
+    // sign in first (the token goes to localStorage) so the timed navigation is the plain page load
     if (i === 0) {
       await page.goto(relay.pageUrl({ session: 'empty-bench' }));
       await page.waitForSelector('#app[data-state="ready"]');
-      await page.evaluate(() => localStorage.clear());
+      await page.evaluate(() => {
+        const token = localStorage.getItem('loopchat.token');
+        localStorage.clear();
+        localStorage.setItem('loopchat.token', token);
+      });
       await page.goto('about:blank');
     }
     const client = await page.context().newCDPSession(page);

@@ -32,6 +32,15 @@ export function enhanceMarkdown(root) {
     a.setAttribute('target', '_blank');
     a.setAttribute('rel', 'noopener noreferrer');
   }
+  // An image of the relay itself (say an attachment) needs the bearer token
+  // like any of its URLs; an <img src> cannot send it.
+  for (const img of root.querySelectorAll('img[src]')) {
+    const src = img.getAttribute('src');
+    if (/^[a-z][a-z0-9+.-]*:/i.test(src) || src.startsWith('//')) continue;
+    img.removeAttribute('src');
+    img.dataset.attachment = src;
+    loadAttachment(img, src);
+  }
   for (const pre of root.querySelectorAll('pre')) {
     if (pre.parentElement && pre.parentElement.classList.contains('code-wrap')) continue;
     const wrap = el('div', { class: 'code-wrap' });
