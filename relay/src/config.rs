@@ -40,11 +40,15 @@ pub struct Config {
     /// How long in-flight turns may run on after SIGTERM before they are
     /// stored as aborted, seconds.
     pub shutdown_grace_secs: u64,
-    /// Open connections served at once; more wait in the kernel's accept
-    /// queue until one closes.
+    /// Open connections served at once. When all are taken, a new one
+    /// closes the connection that has waited longest for its headers (never
+    /// one serving a request); if none is waiting, it waits in the kernel's
+    /// accept queue until one closes.
     pub max_connections: usize,
     /// How long a client may take to send a request's headers, and how long
-    /// an idle keep-alive connection stays open, seconds.
+    /// an idle keep-alive connection stays open, seconds (at most
+    /// [`crate::http::conn::PRESSURE_HEADER_TIMEOUT`] for connections
+    /// accepted while more than 3/4 of `max_connections` are taken).
     pub header_read_timeout_secs: u64,
     /// Longest pause while a request body arrives, seconds.
     pub body_read_timeout_secs: u64,

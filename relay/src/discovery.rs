@@ -68,8 +68,11 @@ pub fn is_alive(d: &Discovery) -> bool {
     d.check_alive(Duration::from_millis(500)).is_ok()
 }
 
-/// Removes the file if it still describes this process (a newer relay may
-/// have replaced it).
+/// Removes the file if it still describes this process. The caller holds
+/// the home's lock ([`crate::home::Home::lock`]), so no other relay can
+/// write the file between the check and the removal; the pid check leaves
+/// alone a file this relay did not write (a dead relay's, when this one
+/// stopped before announcing itself).
 pub fn remove_if_ours(path: &Path) {
     if let Ok(bytes) = fs::read(path)
         && let Ok(d) = parse(&bytes)

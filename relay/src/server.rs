@@ -33,9 +33,13 @@ pub struct ServeOptions {
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    let home = Home::open(Home::locate(opts.home.as_deref()))
-        .context("cannot create the loopchat home directory")?;
+    // The home's checks and its lock come before anything is written in it
+    // or the port is bound: a second relay must leave the first one's
+    // files, and its port, alone.
+    let home = Home::open(Home::locate(opts.home.as_deref()))?;
+    let _lock = home.lock()?;
     let config_path = opts.config.clone().unwrap_or_else(|| home.config_file());
+    crate::home::check_config_file(&config_path)?;
     let mut config = Config::load(&config_path)?;
     if let Some(p) = opts.port {
         config.port = Some(p);
@@ -177,6 +181,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let server = conn::serve(listener, app, conn_limits, shutdown.clone());
     tokio::join!(server, drain);
+    // Still under the lock, so no other relay can have replaced the file.
     discovery::remove_if_ours(&discovery_path);
     tracing::info!("relay stopped");
     Ok(())

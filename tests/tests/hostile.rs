@@ -704,3 +704,177 @@ async fn a_live_stream_outlasts_the_header_timeout() {
         "the stream missed the turn: {got:?}"
     );
 }
+
+/// Raises this process's open-file limit towards `wanted` (never lowers
+/// it): the flood below needs more sockets than the common soft limit.
+fn raise_fd_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < wanted {
+            let raised = libc::rlimit {
+                rlim_cur: wanted.min(limit.rlim_max),
+                rlim_max: limit.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+}
+
+/// Open descriptors of process `pid` (its sockets among them).
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A connection that has sent part of a request head and trickles more of
+/// it; `None` if the relay's backlog did not take it within a second.
+fn half_open(port: u16) -> Option<TcpStream> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .ok()?;
+    s.set_nonblocking(true).ok()?;
+    Some(s)
+}
+
+/// Whether the relay has closed `s` (EOF or reset); never blocks.
+fn closed_by_relay(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Issue 12, item 6: more half-open connections than there are slots
+/// (1,100 for 1,024), each trickling a header byte and reconnecting at once
+/// when cut, with no token. The header timeout is 60 s here, so a relay that
+/// only waits for it to free a slot leaves the owner waiting about a minute;
+/// the owner must instead be answered well within `BOUND` (a failure
+/// detector, not a performance target: the figure is in benchmarks.md). The
+/// owner's event stream, opened before the flood, is serving a request and
+/// must survive it and carry the turn.
+#[test]
+fn half_open_connections_cannot_starve_the_owner() {
+    const HOSTILE: usize = 1_100;
+    const BOUND: Duration = Duration::from_secs(10);
+    raise_fd_limit(8_192);
+    let relay =
+        Relay::start_with(RelayOptions::default().config("header_read_timeout_secs = 60\n"));
+
+    let mut events = connect(&relay);
+    events
+        .write_all(&get(&relay, "/webchat/events?session=flood"))
+        .expect("events request");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    while find(&seen, b"\r\n\r\n").is_none() {
+        let n = events.read(&mut buf).expect("events head");
+        assert!(n > 0, "the event stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    let baseline = open_fds(relay.pid());
+    let mut flood: Vec<TcpStream> = (0..HOSTILE).filter_map(|_| half_open(relay.port)).collect();
+    assert!(
+        flood.len() > 1_024,
+        "opened only {} connections",
+        flood.len()
+    );
+    // The relay holds every slot it has (the stream has one) before the
+    // owner asks; polled, as nothing announces it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_fds(relay.pid()) < baseline + 1_023 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay took only {} of the half-open connections",
+            open_fds(relay.pid()).saturating_sub(baseline)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        let port = relay.port;
+        std::thread::spawn(move || {
+            let mut reconnects = 0usize;
+            // Bounded: ends by itself even if the test fails.
+            for _ in 0..120 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                for s in &mut flood {
+                    if closed_by_relay(s) {
+                        if let Some(fresh) = half_open(port) {
+                            *s = fresh;
+                            reconnects += 1;
+                        }
+                    } else {
+                        let _ = s.write_all(b"a");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            reconnects
+        })
+    };
+
+    let started = Instant::now();
+    let mut owner = TcpStream::connect(("127.0.0.1", relay.port)).expect("owner connects");
+    owner.set_read_timeout(Some(BOUND)).expect("timeout");
+    owner
+        .write_all(&post(
+            &relay,
+            "/webchat/rpc",
+            br#"{"text":"owner under siege","session":"flood"}"#,
+        ))
+        .expect("owner's request");
+    let mut got = Vec::new();
+    while !response_complete(&got) {
+        match owner.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "the owner had no answer after {:?} ({e}) while {HOSTILE} half-open \
+                 connections held the slots",
+                started.elapsed()
+            ),
+        }
+    }
+    let waited = started.elapsed();
+    let outcome = parse_outcome(&got);
+    let Outcome::Status(200, body) = &outcome else {
+        panic!("the owner's request failed during the flood: {outcome:?}");
+    };
+    assert!(body.contains("owner under siege"), "{body}");
+    assert!(waited < BOUND, "the owner waited {waited:?}");
+
+    // The stream was serving, so it was never closed to make room.
+    events.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    while find(&seen, b"run.end").is_none() {
+        let n = events
+            .read(&mut buf)
+            .expect("the owner's event stream broke during the flood");
+        assert!(
+            n > 0,
+            "the owner's event stream was closed during the flood"
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(find(&seen, b"owner under siege").is_some());
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reconnects = trickler.join().expect("trickler");
+    eprintln!("owner answered after {waited:?}; {reconnects} hostile reconnects");
+    assert_still_serving(&relay);
+}

@@ -8,13 +8,20 @@ use std::process::{Command, Output};
 use loopchat_tests::{Relay, RelayOptions, loopchat_bin};
 use serde_json::json;
 
+/// The most verbose logging there is. A bare `trace` reaches loopchat's own
+/// crates only (see `relay/src/logging.rs`), so the dependencies on the
+/// paths a token takes are named.
+const EVERYTHING_AT_TRACE: &str = "trace,tower_http=trace,tower=trace,axum=trace,hyper=trace,\
+     hyper_util=trace,reqwest=trace,h2=trace,rustls=trace,tungstenite=trace,\
+     tokio_tungstenite=trace,html5ever=trace,ammonia=trace";
+
 /// The CLI with the most verbose logging there is, so that a token that
 /// reaches any log line at all shows up.
 fn cli(home: &Path, args: &[&str]) -> Output {
     Command::new(loopchat_bin())
         .args(args)
         .env("LOOPCHAT_HOME", home)
-        .env("RUST_LOG", "trace")
+        .env("RUST_LOG", EVERYTHING_AT_TRACE)
         .env_remove("LOOPCHAT_URL")
         .env_remove("LOOPCHAT_TOKEN")
         .output()
@@ -31,10 +38,10 @@ fn ok(out: &Output) -> String {
 }
 
 /// Every path that handles a token, with trace logging on in the relay and
-/// the CLI; afterwards no log holds any token, old or new, main or scoped.
+/// the CLI, dependencies included; afterwards no log holds any token, old or new, main or scoped.
 #[tokio::test]
 async fn tokens_never_reach_the_logs() {
-    let mut relay = Relay::start_with(RelayOptions::default().env("RUST_LOG", "trace"));
+    let mut relay = Relay::start_with(RelayOptions::default().env("RUST_LOG", EVERYTHING_AT_TRACE));
     let main_token = relay.token.clone();
     let api = relay.client();
     let port = relay.port;
@@ -244,5 +251,125 @@ async fn the_home_is_private_whatever_the_umask() {
     assert!(
         seen >= 6,
         "expected the relay to have written files, saw {seen}"
+    );
+}
+
+/// A turn whose text is `secret` in markdown with inline HTML (so that the
+/// reply goes through ammonia and html5ever), watched over a WebSocket (so
+/// that its frames go through tungstenite) and over SSE. Returns once the
+/// WebSocket has carried the reply, which proves the text passed through
+/// every layer a log line could copy it from.
+async fn chat_about(relay: &Relay, secret: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+    let mut req = format!("ws://127.0.0.1:{}/webchat/socket?session=logs", relay.port)
+        .into_client_request()
+        .expect("ws request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", relay.token).parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    let text = format!(
+        "# {secret}\n\n**{secret}** <b title=\"{secret}\">{secret}</b> \
+         <script>alert('{secret}')</script> [{secret}](https://example.com/{secret})\n\n\
+         | a |\n|---|\n| {secret} |"
+    );
+    let (s, v) = relay
+        .client()
+        .rpc(json!({"text": text, "session": "logs"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut carried = false;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+            .await
+            .expect("no WebSocket frame within 30 s")
+            .expect("socket closed")
+            .expect("socket error");
+        let tungstenite::Message::Text(t) = frame else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("json frame");
+        if v["type"] == "ping" {
+            ws.send(tungstenite::Message::Text(r#"{"type":"pong"}"#.into()))
+                .await
+                .expect("pong");
+            continue;
+        }
+        carried |= t.contains(secret);
+        if v["type"] == "run.end" {
+            break;
+        }
+    }
+    assert!(carried, "the WebSocket never carried the text");
+    let (s, history) = relay
+        .client()
+        .get_json("/webchat/history?session=logs&limit=10")
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        history.to_string().contains("<strong>"),
+        "the reply was not rendered as markdown, so html5ever did not run: {history}"
+    );
+    let _ = ws.close(None).await;
+}
+
+/// `secret` as the log could hold it: as text, or as the hex dump of a frame.
+fn traces_of(secret: &str) -> [String; 2] {
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    [secret.to_owned(), hex]
+}
+
+/// At the levels people turn on to look at a problem, the log holds no chat
+/// text: dependencies' debug and trace output (html5ever's tree builder,
+/// tungstenite's frames) stays out unless a directive names them.
+#[tokio::test]
+async fn chat_text_never_reaches_the_logs_at_debug_or_trace() {
+    for level in ["debug", "trace"] {
+        let secret = format!("Zebra{level}Quokka7Mist");
+        let mut relay = Relay::start_with(RelayOptions::default().env("RUST_LOG", level));
+        chat_about(&relay, &secret).await;
+        assert_eq!(relay.stop(), Some(0));
+        let logs = relay.logs();
+        assert!(
+            logs.contains(&level.to_uppercase()),
+            "the relay did not log at {level}, so this test would prove nothing"
+        );
+        for trace in traces_of(&secret) {
+            let line = logs.lines().find(|l| l.contains(&trace));
+            assert!(
+                line.is_none(),
+                "RUST_LOG={level}: chat text is in the relay's log: {}",
+                line.unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// The rule above is a default, not a wall: naming a dependency's target
+/// turns its output on, text and all.
+#[tokio::test]
+async fn naming_a_dependency_in_rust_log_enables_its_output() {
+    let secret = "Walrus3NamedTargetFig";
+    let mut relay = Relay::start_with(
+        RelayOptions::default().env("RUST_LOG", "debug,html5ever=trace,tungstenite=trace"),
+    );
+    chat_about(&relay, secret).await;
+    assert_eq!(relay.stop(), Some(0));
+    let logs = relay.logs();
+    let [text, hex] = traces_of(secret);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("html5ever") && l.contains(&text)),
+        "html5ever=trace did not enable html5ever's log"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("tungstenite") && (l.contains(&text) || l.contains(&hex))),
+        "tungstenite=trace did not enable tungstenite's log"
     );
 }

@@ -100,9 +100,23 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .layer(
             // Logs the path only: query strings may carry the token.
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                // Logged under loopchat's own target, so that `RUST_LOG=debug`
+                // shows the requests without turning on tower_http and every
+                // other dependency (see `crate::logging`).
+                .on_request(|_: &Request<_>, _: &tracing::Span| tracing::trace!("request"))
+                .on_response(
+                    |res: &axum::response::Response, latency: Duration, _: &tracing::Span| {
+                        tracing::debug!(
+                            status = res.status().as_u16(),
+                            ms = latency.as_secs_f64() * 1000.0,
+                            "response"
+                        )
+                    },
+                ),
         )
         .with_state(state)
 }
