@@ -128,7 +128,9 @@ impl EventLog {
         if let Some(since) = since
             && since != st.last_seq
         {
-            if since >= self.base && since < st.last_seq && self.replay_after(&st, since, &mut replay)
+            if since >= self.base
+                && since < st.last_seq
+                && self.replay_after(&st, since, &mut replay)
             {
                 last = since;
             } else {

@@ -70,7 +70,10 @@ async fn an_unfinished_foreign_line_never_swallows_an_acknowledged_turn() {
     let path = transcript(&relay.home, v["sessionId"].as_str().unwrap());
 
     // Another program has written a line but not yet its newline.
-    append(&path, pi_line("foreign-1", "user", "from another tool").as_bytes());
+    append(
+        &path,
+        pi_line("foreign-1", "user", "from another tool").as_bytes(),
+    );
 
     let turn = json!({"text": "acknowledged", "session": "shared", "id": "turn-1"});
     let (s, first) = api.rpc(turn.clone()).await;
@@ -125,7 +128,11 @@ async fn lines_another_program_appends_reach_subscribers_live() {
 
     append(
         &path,
-        format!("{}\n", pi_line("foreign-live", "assistant", "written **elsewhere**")).as_bytes(),
+        format!(
+            "{}\n",
+            pi_line("foreign-live", "assistant", "written **elsewhere**")
+        )
+        .as_bytes(),
     );
     let (id, event) = next_session_event(&mut events).await;
     assert_eq!(event["type"], "message", "{event}");
@@ -138,7 +145,10 @@ async fn lines_another_program_appends_reach_subscribers_live() {
             .contains("<strong>elsewhere</strong>"),
         "rendered like the relay's own messages: {event}"
     );
-    assert!(event.get("runId").is_none(), "no turn of the relay's: {event}");
+    assert!(
+        event.get("runId").is_none(),
+        "no turn of the relay's: {event}"
+    );
     let seq = event["seq"].as_u64().unwrap();
     assert!(seq > last_seq);
     assert_eq!(id, seq.to_string());
@@ -244,7 +254,10 @@ async fn another_programs_index_entries_survive_the_relays_writes() {
     };
     assert_eq!(index["mine"]["sessionId"], mine.as_str());
     assert_eq!(index["mine"]["thinkingLevel"], "high", "the relay's change");
-    assert_eq!(index["mine"]["systemSent"], true, "their field on our entry");
+    assert_eq!(
+        index["mine"]["systemSent"], true,
+        "their field on our entry"
+    );
     assert!(index["new-one"]["sessionId"].is_string());
     let other = &index["agent:other"];
     assert_eq!(other["sessionId"], "0b7d8a4e-0000-4000-8000-00000000f00d");

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
 use std::io::Read;
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -136,8 +136,11 @@ pub(crate) fn read_index(path: &Path) -> io::Result<(Entries, Option<Stamp>)> {
 /// relay changed it meanwhile, and the relay's own sessions never lose what it
 /// wrote.
 pub(crate) fn merge(base: &Entries, ours: &mut Entries, theirs: &Entries) {
-    let keys: std::collections::BTreeSet<&String> =
-        base.keys().chain(ours.keys()).chain(theirs.keys()).collect();
+    let keys: std::collections::BTreeSet<&String> = base
+        .keys()
+        .chain(ours.keys())
+        .chain(theirs.keys())
+        .collect();
     let mut merged = Entries::new();
     for key in keys {
         let (b, o, t) = (base.get(key), ours.get(key), theirs.get(key));
@@ -166,8 +169,11 @@ fn merge_fields(
 ) -> Map<String, Value> {
     let empty = Map::new();
     let base = base.unwrap_or(&empty);
-    let fields: std::collections::BTreeSet<&String> =
-        base.keys().chain(ours.keys()).chain(theirs.keys()).collect();
+    let fields: std::collections::BTreeSet<&String> = base
+        .keys()
+        .chain(ours.keys())
+        .chain(theirs.keys())
+        .collect();
     let mut merged = Map::new();
     for field in fields {
         let (b, o, t) = (base.get(field), ours.get(field), theirs.get(field));
@@ -242,7 +248,11 @@ mod tests {
         }));
         merge(&base, &mut ours, &theirs);
         assert_eq!(
-            Value::Object(ours.into_iter().map(|(k, v)| (k, Value::Object(v))).collect()),
+            Value::Object(
+                ours.into_iter()
+                    .map(|(k, v)| (k, Value::Object(v)))
+                    .collect()
+            ),
             json!({
                 // Both changed updatedAt: ours wins; their other fields stay.
                 "a": {"sessionId": "a1", "updatedAt": 5, "model": "m2", "extra": true},

@@ -345,7 +345,10 @@ impl Inner {
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         index::merge(&on_disk.base, &mut entries, &theirs);
-        tracing::info!(sessions = entries.len(), "merged the session index another program rewrote");
+        tracing::info!(
+            sessions = entries.len(),
+            "merged the session index another program rewrote"
+        );
         *on_disk = OnDisk {
             stamp,
             base: theirs,

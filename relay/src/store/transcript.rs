@@ -183,10 +183,7 @@ impl Recent {
     /// The decoded message at `offset`, if the window holds it.
     fn decoded(&self, offset: u64) -> Option<Arc<StoredMessage>> {
         let i = self.messages.partition_point(|m| m.offset < offset);
-        self.messages
-            .get(i)
-            .filter(|m| m.offset == offset)
-            .cloned()
+        self.messages.get(i).filter(|m| m.offset == offset).cloned()
     }
 }
 
@@ -394,10 +391,11 @@ impl Transcript {
         let generation = self.commit.bump();
         let stored = Arc::new(stored);
         // Still under the writer lock so `recent` stays in file order.
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(&stored, line.len() as u64 - 1, self.shared.window_bytes);
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).push(
+            &stored,
+            line.len() as u64 - 1,
+            self.shared.window_bytes,
+        );
         written(&stored);
         Ok((stored, generation))
     }
@@ -665,11 +663,9 @@ impl Transcript {
             let fetch = |h: &Head| (h.offset, h.len, recent.decoded(h.offset));
             break (fetch(user), reply.map(fetch));
         };
-        let load = |(offset, len, decoded): (u64, u64, Option<Arc<StoredMessage>>)| {
-            match decoded {
-                Some(m) => Ok(Some(m)),
-                None => self.read_at(offset, len),
-            }
+        let load = |(offset, len, decoded): (u64, u64, Option<Arc<StoredMessage>>)| match decoded {
+            Some(m) => Ok(Some(m)),
+            None => self.read_at(offset, len),
         };
         let Some(user) = load(user)? else {
             return Ok(None);
