@@ -252,6 +252,9 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The sticky bit (`S_ISVTX`; libc types it u16 on macOS, u32 on Linux).
+const STICKY: u32 = 0o1000;
+
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
@@ -306,7 +309,7 @@ fn check_ancestors(home: &Path) -> Result<(), HomeError> {
             });
         }
         let mode = meta.mode();
-        if !meta.is_symlink() && mode & 0o022 != 0 && mode & libc::S_ISVTX == 0 {
+        if !meta.is_symlink() && mode & 0o022 != 0 && mode & STICKY == 0 {
             return Err(HomeError::Unsafe {
                 path: home.to_owned(),
                 problem: format!(
