@@ -61,6 +61,7 @@ status=0
 timeout -k 10 $(( secs + 90 )) "$HALFOPEN" --home "$HOME_DIR" --hostile "$HOSTILE" \
   --trickle "$TRICKLE" --duration "$DURATION" --json "$JSON" ${HALFOPEN_ARGS:-} || status=$?
 echo "$(date +%T) finished (exit status $status); relay log: $(grep -c . "$WORK/relay.log" || true) lines at warn or above"
+if [ -s "$WORK/relay.log" ]; then tail -n 20 "$WORK/relay.log"; fi
 kill -TERM "$RELAY_PID"
 wait "$RELAY_PID" || true
 RELAY_PID=

@@ -114,13 +114,7 @@ impl Home {
     /// `tokens.json` that another user could have prepared (see the module
     /// documentation); tightens a home that is only too readable.
     pub fn open(root: PathBuf) -> Result<Self, HomeError> {
-        let absolute = if root.is_absolute() {
-            root.clone()
-        } else {
-            std::env::current_dir()
-                .map_err(io_error(&root))?
-                .join(&root)
-        };
+        let absolute = absolute(&root)?;
         // Before creating anything: a directory that another user controls
         // must not get our files in it.
         check_ancestors(&absolute)?;
@@ -134,7 +128,7 @@ impl Home {
         if real != absolute {
             check_ancestors(&real)?;
         }
-        check_home_dir(&absolute)?;
+        check_home_dir(&absolute, true)?;
         let home = Self { root };
         check_file(&home.token_file(), FileKind::Secret)?;
         check_file(&home.tokens_file(), FileKind::Secret)?;
@@ -236,6 +230,35 @@ impl Home {
     }
 }
 
+/// For clients, which take the relay's port and token from the discovery
+/// file: the rules of [`Home::open`], without creating or tightening
+/// anything, and the same for `relay.json`. A `relay.json` planted by
+/// another user would otherwise send the user's messages, and the token it
+/// names, to that user's server. A home that does not exist passes: there
+/// is nothing in it to trust.
+pub fn check_existing(root: &Path) -> Result<(), HomeError> {
+    let absolute = absolute(root)?;
+    match fs::symlink_metadata(&absolute) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(&absolute)(e)),
+        Ok(_) => {}
+    }
+    check_ancestors(&absolute)?;
+    let real = fs::canonicalize(&absolute).map_err(io_error(&absolute))?;
+    if real != absolute {
+        check_ancestors(&real)?;
+    }
+    check_home_dir(&absolute, false)?;
+    check_file(&Home::at(absolute).discovery_file(), FileKind::Secret)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, HomeError> {
+    if path.is_absolute() {
+        return Ok(path.to_owned());
+    }
+    Ok(std::env::current_dir().map_err(io_error(path))?.join(path))
+}
+
 /// The config file, wherever it is (`--config` may point out of the home):
 /// owned by the user (or root, for a system-wide file) and writable by
 /// nobody else, since it chooses the agent command the relay runs.
@@ -251,6 +274,9 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The sticky bit (`S_ISVTX`; libc types it u16 on macOS, u32 on Linux).
+const STICKY: u32 = 0o1000;
 
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -306,7 +332,7 @@ fn check_ancestors(home: &Path) -> Result<(), HomeError> {
             });
         }
         let mode = meta.mode();
-        if !meta.is_symlink() && mode & 0o022 != 0 && mode & libc::S_ISVTX == 0 {
+        if !meta.is_symlink() && mode & 0o022 != 0 && mode & STICKY == 0 {
             return Err(HomeError::Unsafe {
                 path: home.to_owned(),
                 problem: format!(
@@ -322,7 +348,9 @@ fn check_ancestors(home: &Path) -> Result<(), HomeError> {
     Ok(())
 }
 
-fn check_home_dir(home: &Path) -> Result<(), HomeError> {
+/// `tighten`: chmod a home that is only too readable to 0700 (the relay
+/// does; a client only reads).
+fn check_home_dir(home: &Path, tighten: bool) -> Result<(), HomeError> {
     let link = fs::symlink_metadata(home).map_err(io_error(home))?;
     if link.is_symlink() && !trusted_owner(link.uid()) {
         return Err(HomeError::Unsafe {
@@ -358,7 +386,7 @@ fn check_home_dir(home: &Path) -> Result<(), HomeError> {
             ),
         });
     }
-    if mode & 0o077 != 0 {
+    if tighten && mode & 0o077 != 0 {
         fs::set_permissions(home, fs::Permissions::from_mode(0o700)).map_err(io_error(home))?;
     }
     Ok(())

@@ -393,3 +393,70 @@ fn token_config_and_tokens_files_others_control_are_refused() {
         Served::Refused { stderr, .. } => panic!("the repaired home was refused: {stderr}"),
     }
 }
+
+/// The client side of the same attack: another user's home holds a
+/// `relay.json` that points at their own server. `loopchat send` must refuse
+/// the home instead of sending the message (and the token the file names)
+/// there; the planted server sees no connection at all.
+#[test]
+fn clients_refuse_a_discovery_file_another_user_planted() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create files owned by another uid");
+        return;
+    }
+    let theirs = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    theirs.set_nonblocking(true).expect("nonblocking");
+    let port = theirs.local_addr().expect("addr").port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("x");
+    std::fs::create_dir(&home).expect("mkdir");
+    let discovery = serde_json::json!({
+        "version": 1, "pid": std::process::id(), "port": port,
+        "baseUrl": format!("http://127.0.0.1:{port}/webchat/"),
+        "token": "planted", "startedAt": "2026-01-01T00:00:00Z", "store": "/nowhere",
+    });
+    std::fs::write(home.join("relay.json"), discovery.to_string()).expect("relay.json");
+    chmod(&home.join("relay.json"), 0o644);
+    assert!(chown(&home.join("relay.json"), OTHER_UID));
+    chmod(&home, 0o755);
+    assert!(chown(&home, OTHER_UID));
+
+    let mut child = Command::new(loopchat_bin())
+        .args(["send", "a secret for my own relay"])
+        .env("LOOPCHAT_HOME", &home)
+        .env_remove("LOOPCHAT_URL")
+        .env_remove("LOOPCHAT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loopchat send");
+    // A client that trusts the file connects and then waits for an answer
+    // that never comes; bounded, so the test fails instead of hanging.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let connected = theirs.accept().is_ok();
+    assert!(!connected, "the client connected to the planted relay");
+    let status = status.expect("the client hung on the planted relay");
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(
+        stderr.contains("refusing") && stderr.contains(&format!("uid {OTHER_UID}")),
+        "{stderr}"
+    );
+}

@@ -648,7 +648,8 @@ fn slow_clients_cannot_hold_up_other_users() {
     };
     assert!(body.contains("an honest turn"));
     // Every slow client was cut off by the relay (EOF or reset), not left
-    // hanging: the header timeout is what freed the slots.
+    // hanging: the header timeout, or giving way to a newer connection when
+    // the slots ran out, is what freed the slots.
     for (i, s) in slow.iter_mut().enumerate() {
         let outcome = read_outcome(s);
         match outcome {

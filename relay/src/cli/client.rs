@@ -41,6 +41,7 @@ impl Client {
             });
         }
         let home = Home::at(Home::locate(target.home.as_deref()));
+        crate::home::check_existing(home.root())?;
         let d = discovery::read_live(&home.discovery_file())?;
         Ok(Self {
             http,
