@@ -33,6 +33,7 @@ pub struct ServeOptions {
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    crate::memory::give_large_blocks_back();
     let home = Home::open(Home::locate(opts.home.as_deref()))
         .context("cannot create the loopchat home directory")?;
     let config_path = opts.config.clone().unwrap_or_else(|| home.config_file());
