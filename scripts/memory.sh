@@ -29,6 +29,7 @@ mkdir -p "$WORK/home"
 mkfifo "$WORK/stdout"
 LOOPCHAT_HOME=$WORK/home RUST_LOG=warn "$LOOPCHAT_BIN" serve --port 0 >"$WORK/stdout" 2>"$WORK/relay.log" &
 RELAY_PID=$!
+disown  # no "Killed" line when the trap stops it
 # The URL line comes once the relay listens.
 head -n1 "$WORK/stdout" >/dev/null
 cat "$WORK/stdout" >/dev/null &
@@ -37,7 +38,7 @@ timeout 600 python3 - "$WORK/home/relay.json" "$RELAY_PID" "$TURNS" "$KIB" <<'PY
 import json, sys, time, urllib.request
 discovery, pid, turns, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 d = json.load(open(discovery))
-base, token = d["baseUrl"].rstrip("/"), d["token"]
+base, token = f"http://127.0.0.1:{d['port']}", d["token"]
 
 def rss_mib():
     for line in open(f"/proc/{pid}/status"):

@@ -33,6 +33,7 @@ pub struct ServeOptions {
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let started = Instant::now();
+    crate::memory::give_large_blocks_back();
     // The home's checks and its lock come before anything is written in it
     // or the port is bound: a second relay must leave the first one's
     // files, and its port, alone.

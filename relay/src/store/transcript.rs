@@ -39,6 +39,8 @@ const RECENT_CAP: usize = 512;
 pub const DEFAULT_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes read per step of a scan.
 const CHUNK: u64 = 64 * 1024;
+/// Largest step of a backward scan through one long line.
+const MAX_STEP: u64 = 16 * 1024 * 1024;
 /// Page boundaries remembered per transcript for `before=` paging.
 const PAGE_MARKS_CAP: usize = 1024;
 /// A read looks at the file's size (one `fstat`) at most this often, so
@@ -793,8 +795,12 @@ impl Transcript {
         let mut pos = end;
         // Bytes of a line that started before the chunk just read.
         let mut tail: Vec<u8> = Vec::new();
+        // Doubled while no newline turns up, so a line of n bytes costs
+        // O(n) to assemble rather than n²/CHUNK (a 900 KB message was
+        // copied fourteen times over).
+        let mut step = CHUNK;
         while pos > 0 {
-            let start = pos.saturating_sub(CHUNK);
+            let start = pos.saturating_sub(step);
             let mut buf = vec![0u8; (pos - start) as usize];
             reader.read_exact_at(&mut buf, start)?;
             buf.extend_from_slice(&tail);
@@ -810,6 +816,7 @@ impl Transcript {
                     None => {
                         tail = buf;
                         pos = start;
+                        step = (step * 2).min(MAX_STEP);
                         continue;
                     }
                 }
@@ -834,6 +841,7 @@ impl Transcript {
             }
             tail = buf[..first_complete].to_vec();
             pos = start;
+            step = CHUNK;
         }
         Ok(())
     }
