@@ -242,11 +242,7 @@ async fn run(
             Err(e) => return end_with_error(rt, run_id, e.into()),
         }
     }
-    rt.events.publish(EventBody::RunEnd {
-        run_id: run_id.to_owned(),
-        state,
-        error: error.clone(),
-    });
+    publish_run_end(rt, run_id, state, error.clone());
     inner.store.touch(
         key,
         now_millis(),
@@ -263,12 +259,20 @@ async fn run(
 }
 
 fn end_with_error(rt: &SessionRuntime, run_id: &str, error: TurnError) -> (TurnOutcome, Durable) {
+    publish_run_end(rt, run_id, RunState::Error, Some(error.to_string()));
+    (Err(error), None)
+}
+
+/// The run is no longer active *before* anyone can see `run.end`: a client
+/// that reads `/webchat/info` after the event must not find the run still
+/// going (the worker's own bookkeeping comes later).
+fn publish_run_end(rt: &SessionRuntime, run_id: &str, state: RunState, error: Option<String>) {
+    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = None;
     rt.events.publish(EventBody::RunEnd {
         run_id: run_id.to_owned(),
-        state: RunState::Error,
-        error: Some(error.to_string()),
+        state,
+        error,
     });
-    (Err(error), None)
 }
 
 fn user_content(text: &str, attachment_ids: &[String]) -> Content {
