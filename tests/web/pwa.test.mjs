@@ -143,6 +143,10 @@ describe('installable app', () => {
       for (const p of ['info?session=nocache&limit=5', 'sessions', 'notifications', 'history?session=nocache&limit=5']) {
         await fetch(p, { headers: h }).then((r) => r.text());
       }
+      // an attachment, uploaded and read back (a GET the worker must leave alone)
+      const png = Uint8Array.from(atob('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='), (c) => c.charCodeAt(0));
+      const up = await fetch('attachments', { method: 'POST', headers: { ...h, 'Content-Type': 'image/png' }, body: png }).then((r) => r.json());
+      await fetch(new URL(up.url, location.href), { headers: h }).then((r) => r.blob());
     });
     await page.reload();
     await page.waitForSelector('#app[data-state="ready"]');
