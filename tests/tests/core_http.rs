@@ -683,7 +683,14 @@ async fn manifest_and_service_worker_are_served() {
         assert!(files.iter().any(|x| x == f), "{f} not in {files:?}");
     }
     // the worker is not itself in its cache, and no API path is
-    for f in ["sw.js", "info", "events", "sessions", "notifications", "rpc"] {
+    for f in [
+        "sw.js",
+        "info",
+        "events",
+        "sessions",
+        "notifications",
+        "rpc",
+    ] {
         assert!(!files.iter().any(|x| x == f), "{f} in {files:?}");
     }
     // same bundle, same version; another bundle (salted): another version
