@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, tempHome, Relay, launchBrowser, newPage, openChat, sendMessage, transcriptTexts, missingPrerequisite, waitFor, waitForConnected,
+  CHROMIUM, CHROMIUM_ARGS, tempHome, Relay, launchBrowser, newPage, openChat, sendMessage, transcriptTexts, missingPrerequisite, waitFor, waitForConnected, screenshot,
 } from './harness.mjs';
 
 /** The version and the shell file list the relay put into its sw.js. */
@@ -92,7 +92,8 @@ describe('installable app', () => {
     await openChat(page, relay, { session: 'offline' });
     await sendMessage(page, 'before the outage');
     await page.waitForSelector('#messages .msg.assistant >> text=echo: before the outage');
-    await page.waitForSelector('#session-list [data-key="offline"]');
+    // the list as the relay gave it (not just the row of the open session)
+    await page.waitForSelector('#session-list [data-key="offline"] >> text=echo: before the outage');
     const worker = await workerOf(relay);
     await shellCached(page, worker);
 
@@ -103,8 +104,10 @@ describe('installable app', () => {
     await page.waitForSelector('#banner:not([hidden])');
     assert.equal(await page.getAttribute('#banner', 'data-state'), 'offline');
     assert.match(await page.innerText('#banner-text'), /relay cannot be reached/i);
-    await page.waitForSelector('#session-list [data-key="offline"]');
-    assert.match(await page.innerText('#session-list-status'), /offline/i);
+    // the session list as last seen, from localStorage
+    await page.waitForSelector('#session-list [data-key="offline"] >> text=echo: before the outage');
+    assert.match(await page.innerText('#session-list-status'), /offline: the list as last seen/i);
+    await screenshot(page, 'pwa-offline-shell');
 
     await sendMessage(page, 'typed while offline');
     await page.waitForSelector('#pending .msg[data-state="queued"] >> text=typed while offline');
@@ -204,6 +207,7 @@ describe('installable app', () => {
     const mode = await second.getAttribute('#install-prompt', 'data-mode');
     if (mode === 'manual') assert.match(await second.innerText('#install-text'), /Install loopchat/);
     else assert.equal(await second.isVisible('#install-accept'), true);
+    await screenshot(second, 'pwa-install-prompt');
     await second.click('#install-dismiss');
     await second.waitForSelector('#install-prompt', { state: 'hidden' });
     await second.close();
