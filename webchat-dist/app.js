@@ -91,7 +91,10 @@ const transcript = new Transcript({
   }),
   fetchOlder: (beforeId) => api.history(state.session, beforeId, PAGE),
   onChange: (s) => {
-    ui.empty.hidden = !(s.empty && state.runs.size === 0 && ui.pending.childElementCount === 0);
+    // "Start a conversation" only once the session is known to be empty, not
+    // while a page opened offline (from the worker's shell) has loaded nothing
+    const loaded = ui.app.dataset.state !== 'offline' && ui.app.dataset.state !== 'loading';
+    ui.empty.hidden = !(loaded && s.empty && state.runs.size === 0 && ui.pending.childElementCount === 0);
     if (s.loadingOlder) {
       ui.olderStatus.hidden = false;
       ui.olderStatus.textContent = 'Loading older messages…';

@@ -107,6 +107,7 @@ describe('installable app', () => {
     // the session list as last seen, from localStorage
     await page.waitForSelector('#session-list [data-key="offline"] >> text=echo: before the outage');
     assert.match(await page.innerText('#session-list-status'), /offline: the list as last seen/i);
+    assert.equal(await page.isHidden('#empty'), true, 'an unloaded session is not called empty');
     await screenshot(page, 'pwa-offline-shell');
 
     await sendMessage(page, 'typed while offline');
