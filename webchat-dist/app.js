@@ -14,6 +14,7 @@ import { Outbox } from './js/outbox.js';
 import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
 import { Composer } from './js/composer.js';
+import { registerServiceWorker, setUpInstallPrompt, setBadge } from './js/pwa.js';
 import { uuid, newSessionKey, SESSION_KEY_RE, store, contentText, el } from './js/util.js';
 
 const PAGE = 50;
@@ -90,7 +91,10 @@ const transcript = new Transcript({
   }),
   fetchOlder: (beforeId) => api.history(state.session, beforeId, PAGE),
   onChange: (s) => {
-    ui.empty.hidden = !(s.empty && state.runs.size === 0 && ui.pending.childElementCount === 0);
+    // "Start a conversation" only once the session is known to be empty, not
+    // while a page opened offline (from the worker's shell) has loaded nothing
+    const loaded = ui.app.dataset.state !== 'offline' && ui.app.dataset.state !== 'loading';
+    ui.empty.hidden = !(loaded && s.empty && state.runs.size === 0 && ui.pending.childElementCount === 0);
     if (s.loadingOlder) {
       ui.olderStatus.hidden = false;
       ui.olderStatus.textContent = 'Loading older messages…';
@@ -585,7 +589,7 @@ async function openSession(key, { push = false } = {}) {
   state.stream = null;
   state.session = key;
   setUrl(key, push);
-  document.title = `${key} — loopchat`;
+  updateTitle();
   ui.title.textContent = key;
   sessions.setCurrent(key);
   ui.thinking.value = thinkingFor(key, 'off');
@@ -752,7 +756,23 @@ window.addEventListener('popstate', () => {
 
 // ---------------------------------------------------------------- alerts
 
+/**
+ * The title carries the unread count ("(3) main — loopchat"): a browser tab
+ * and the shell's window show it; the installed app shows it on its icon.
+ */
+let unreadCount = 0;
+function updateTitle() {
+  const base = `${state.session || DEFAULT_SESSION} — loopchat`;
+  document.title = unreadCount > 0 ? `(${unreadCount > 99 ? '99+' : unreadCount}) ${base}` : base;
+}
+
 const alerts = new Alerts({
+  onUnread: (n) => {
+    if (n === unreadCount) return;
+    unreadCount = n;
+    updateTitle();
+    setBadge(n);
+  },
   bell: $('bell'),
   count: $('bell-count'),
   panel: $('alerts-panel'),
@@ -861,6 +881,8 @@ const composer = new Composer({
 
 function start() {
   performance.mark('loopchat:start');
+  registerServiceWorker();
+  setUpInstallPrompt({ root: $('install-prompt'), text: $('install-text'), accept: $('install-accept'), dismiss: $('install-dismiss') });
   // boot.js took #token= out of the address bar, and the relay redirects a
   // legacy ?token= into the fragment; never leave one in the address bar regardless.
   const u = new URL(location.href);

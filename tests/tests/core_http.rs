@@ -593,3 +593,111 @@ async fn assets_headers_etag_and_compression() {
         .unwrap();
     assert_eq!(r.headers()["location"], "/webchat/");
 }
+
+/// Issue 14: the installable app's files. The manifest has its own type; the
+/// service worker is served with its version and file list filled in, is
+/// revalidated like every other asset (so a new relay's worker is seen on the
+/// next load), and its version changes with the bundle (here: the salt).
+#[tokio::test]
+async fn manifest_and_service_worker_are_served() {
+    let relay = Relay::start();
+    let http = reqwest::Client::builder().build().unwrap();
+
+    let r = http
+        .get(relay.url("/webchat/manifest.webmanifest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/manifest+json"),
+        "{:?}",
+        h["content-type"]
+    );
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(h.get("etag").is_some());
+    let manifest: Value = r.json().await.unwrap();
+    assert_eq!(manifest["start_url"], "/webchat/");
+    assert_eq!(manifest["scope"], "/webchat/");
+    assert_eq!(manifest["display"], "standalone");
+    let icons = manifest["icons"].as_array().unwrap();
+    for size in ["192x192", "512x512"] {
+        let icon = icons
+            .iter()
+            .find(|i| i["sizes"] == size && i["type"] == "image/png")
+            .unwrap_or_else(|| panic!("no {size} PNG icon"));
+        let src = icon["src"].as_str().unwrap();
+        let r = http
+            .get(relay.url(&format!("/webchat/{src}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{src}");
+        assert_eq!(r.headers()["content-type"], "image/png");
+    }
+
+    let sw = |relay: &Relay| {
+        let http = http.clone();
+        let url = relay.url("/webchat/sw.js");
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let h = r.headers().clone();
+            (h, r.text().await.unwrap())
+        }
+    };
+    let (h, body) = sw(&relay).await;
+    assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert!(h.get("etag").is_some());
+    assert!(
+        !body.contains("__LOOPCHAT_SHELL_"),
+        "placeholders left in sw.js"
+    );
+    let version = |body: &str| {
+        let start = body.find("const VERSION = \"").expect("VERSION") + 17;
+        body[start..start + body[start..].find('"').unwrap()].to_owned()
+    };
+    let v1 = version(&body);
+    assert!(
+        v1.starts_with(&format!("{}+", env!("CARGO_PKG_VERSION"))),
+        "{v1}"
+    );
+    let start = body.find("const SHELL = ").unwrap() + 14;
+    let end = start + body[start..].find(";\n").unwrap();
+    let files: Vec<String> = serde_json::from_str(&body[start..end]).unwrap();
+    for f in [
+        "./",
+        "app.js",
+        "boot.js",
+        "style.css",
+        "js/api.js",
+        "js/pwa.js",
+        "manifest.webmanifest",
+        "icons/icon-192.png",
+    ] {
+        assert!(files.iter().any(|x| x == f), "{f} not in {files:?}");
+    }
+    // the worker is not itself in its cache, and no API path is
+    for f in [
+        "sw.js",
+        "info",
+        "events",
+        "sessions",
+        "notifications",
+        "rpc",
+    ] {
+        assert!(!files.iter().any(|x| x == f), "{f} in {files:?}");
+    }
+    // same bundle, same version; another bundle (salted): another version
+    let again = Relay::start();
+    assert_eq!(version(&sw(&again).await.1), v1);
+    let salted = Relay::start_with(RelayOptions::default().env("LOOPCHAT_ASSET_SALT", "other"));
+    let (h2, body2) = sw(&salted).await;
+    assert_ne!(version(&body2), v1);
+    assert_ne!(h2["etag"], h["etag"]);
+}

@@ -13,8 +13,9 @@ const READ_KEY = 'loopchat.notify.readSeq';
 const KEEP = 200;
 
 export class Alerts {
-  constructor({ bell, count, panel, list, empty, markRead, onOpenSession }) {
+  constructor({ bell, count, panel, list, empty, markRead, onOpenSession, onUnread = () => {} }) {
     this.bell = bell;
+    this.onUnread = onUnread;
     this.count = count;
     this.panel = panel;
     this.list = list;
@@ -123,6 +124,7 @@ export class Alerts {
     this.count.hidden = unread === 0;
     this.count.textContent = unread > 99 ? '99+' : String(unread);
     this.bell.setAttribute('aria-label', unread ? `Notifications, ${unread} unread` : 'Notifications');
+    this.onUnread(unread);
     if (this.panel.hidden) return;
     const read = this.readSeq;
     const sorted = [...this.items.values()].sort((a, b) => b.seq - a.seq);

@@ -1,14 +1,20 @@
 // The sidebar's session list (GET /webchat/sessions, newest first).
+//
+// The last list is kept in localStorage (this origin only, like the outbox),
+// so a page opened while the relay is down still shows it.
 
 import { api } from './api.js';
-import { el, relativeTime } from './util.js';
+import { el, relativeTime, store } from './util.js';
+
+const CACHE_KEY = 'loopchat.sessions.v1';
 
 export class SessionList {
   constructor({ list, status, onSelect }) {
     this.list = list;
     this.status = status;
     this.onSelect = onSelect;
-    this.sessions = [];
+    const cached = store.get(CACHE_KEY, []);
+    this.sessions = Array.isArray(cached) ? cached : [];
     this.current = null;
     this.timer = 0;
     this.seq = 0;
@@ -32,11 +38,14 @@ export class SessionList {
       const res = await api.sessions();
       if (mine !== this.seq) return;
       this.sessions = (res.sessions || []).slice().sort((a, b) => (b.updatedAt || 0) - (a.updatedAt || 0));
+      store.set(CACHE_KEY, this.sessions.map((x) => ({ key: x.key, updatedAt: x.updatedAt, preview: x.preview })));
       this.status.hidden = true;
     } catch (err) {
       if (mine !== this.seq) return;
       this.status.hidden = false;
-      this.status.textContent = err.offline ? 'Sessions unavailable while offline.' : `Could not load sessions: ${err.message}`;
+      this.status.textContent = err.offline
+        ? (this.sessions.length ? 'Offline: the list as last seen.' : 'Sessions unavailable while offline.')
+        : `Could not load sessions: ${err.message}`;
     }
     this.render();
   }

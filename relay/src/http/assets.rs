@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use rust_embed::RustEmbed;
+use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::auth::token_matches;
@@ -83,7 +84,9 @@ pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) 
     tag = "ui",
     summary = "A file of the web UI",
     description = "Open without a token. Strong ETag, revalidated (`no-cache`); gzip and brotli \
-                   when accepted.",
+                   when accepted. `sw.js` (the service worker) is served with the shell's version \
+                   (the relay's version plus a hash of the bundle) and the list of shell files \
+                   filled in; `manifest.webmanifest` is `application/manifest+json`.",
     params(
         ("path" = String, Path, example = "js/api.js",
          description = "The file's path under `webchat-dist/` (may contain `/`)"),
@@ -130,6 +133,73 @@ fn token_to_fragment(state: &AppState, uri: &Uri) -> Option<Response> {
     Some(found(&location))
 }
 
+/// The service worker, served with the shell's version and file list filled
+/// in (see [`service_worker`]).
+const SERVICE_WORKER: &str = "sw.js";
+
+/// Set only by tests: mixed into the shell version so that two relays built
+/// from the same bundle count as different versions (the version-swap test).
+/// It changes the service worker's cache name and nothing else.
+const SALT_ENV: &str = "LOOPCHAT_ASSET_SALT";
+
+/// The files the service worker keeps for offline use: every embedded file
+/// but the worker itself, with the page as `./` (its URL in the scope).
+fn shell_files() -> Vec<String> {
+    let mut files: Vec<String> = WebchatDist::iter()
+        .filter(|p| p != SERVICE_WORKER)
+        .map(|p| {
+            if p == "index.html" {
+                "./".to_owned()
+            } else {
+                p.into_owned()
+            }
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The relay's version plus a hash of the whole bundle: any change to any
+/// file gives the worker a new cache, so a new relay never serves a mix of
+/// old and new files from the cache.
+fn shell_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let mut paths: Vec<_> = WebchatDist::iter()
+            .filter(|p| p != SERVICE_WORKER)
+            .collect();
+        paths.sort();
+        let mut h = Sha256::new();
+        for p in paths {
+            if let Some(file) = WebchatDist::get(&p) {
+                h.update(p.as_bytes());
+                h.update([0]);
+                h.update(file.metadata.sha256_hash());
+            }
+        }
+        if let Some(salt) = std::env::var_os(SALT_ENV).filter(|s| !s.is_empty()) {
+            h.update(salt.as_encoded_bytes());
+        }
+        let digest = h.finalize();
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}+{hex}", env!("CARGO_PKG_VERSION"))
+    })
+}
+
+/// `sw.js` with its placeholders replaced by the version and the file list
+/// (as JSON literals, so nothing in a file name can break out of the string).
+fn service_worker() -> Option<Vec<u8>> {
+    let file = WebchatDist::get(SERVICE_WORKER)?;
+    let text = std::str::from_utf8(&file.data).ok()?;
+    let version = serde_json::to_string(shell_version()).ok()?;
+    let files = serde_json::to_string(&shell_files()).ok()?;
+    Some(
+        text.replace("\"__LOOPCHAT_SHELL_VERSION__\"", &version)
+            .replace("[\"__LOOPCHAT_SHELL_FILES__\"]", &files)
+            .into_bytes(),
+    )
+}
+
 /// One embedded file in every encoding we serve, computed once on first
 /// request: compressing per request (brotli at its default quality) cost
 /// milliseconds of CPU for a few kilobytes.
@@ -147,19 +217,26 @@ fn encoded(path: &str) -> Option<Arc<Encoded>> {
     if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
         return Some(e.clone());
     }
-    let file = WebchatDist::get(path)?;
-    let identity = Bytes::from(file.data.into_owned());
+    let (data, hash) = if path == SERVICE_WORKER {
+        let data = service_worker()?;
+        let hash: [u8; 32] = Sha256::digest(&data).into();
+        (data, hash)
+    } else {
+        let file = WebchatDist::get(path)?;
+        (file.data.into_owned(), file.metadata.sha256_hash())
+    };
+    let identity = Bytes::from(data);
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let textual = mime.type_() == "text"
         || matches!(
             mime.subtype().as_str(),
-            "javascript" | "json" | "svg" | "xml"
+            "javascript" | "json" | "manifest+json" | "svg" | "xml"
         );
     let worth_compressing = textual && identity.len() >= 256;
     let e = Arc::new(Encoded {
         gzip: worth_compressing.then(|| gzip(&identity)).flatten(),
         brotli: worth_compressing.then(|| brotli(&identity)).flatten(),
-        etag: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(file.metadata.sha256_hash()),
+        etag: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash),
         content_type: if textual {
             format!("{mime}; charset=utf-8")
         } else {

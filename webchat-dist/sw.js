@@ -1,0 +1,73 @@
+// The service worker: keeps the app shell (the page, its scripts, styles
+// and icons) so the page opens while the relay is down, and nothing else.
+//
+// - Only same-origin GETs of the files listed in SHELL are answered here;
+//   every other request (the API, the event stream, attachments) is not
+//   touched and goes to the network as if there were no worker. So no API
+//   answer, nothing sent with the bearer token, is ever stored by it.
+// - The relay fills in VERSION (its version plus a hash of the bundle) and
+//   SHELL when it serves this file. A new relay thus serves a different
+//   worker, which the browser installs on the next load: it fills a new
+//   cache named by the version, and deletes the older ones on activation.
+// - Network first: while the relay answers, the files come from it (so the
+//   page and its modules are always of one version, the relay's); the cache
+//   answers only when the relay cannot be reached, and then every file comes
+//   from the one cache of this worker's version.
+'use strict';
+
+const VERSION = "__LOOPCHAT_SHELL_VERSION__";
+const SHELL = ["__LOOPCHAT_SHELL_FILES__"];
+const PREFIX = 'loopchat-shell-';
+const CACHE = PREFIX + VERSION;
+
+const scope = new URL(self.registration.scope);
+/** Absolute URLs (no query) of the shell files. */
+const shellUrls = new Set(SHELL.map((p) => new URL(p, scope).href));
+const pageUrl = new URL('./', scope).href;
+
+self.addEventListener('install', (event) => {
+  event.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    // credentials 'omit': nothing about the user is sent or kept; the shell
+    // files are public (the relay serves them without a token).
+    await cache.addAll(SHELL.map((p) => new Request(new URL(p, scope), { cache: 'no-cache', credentials: 'omit' })));
+    await self.skipWaiting();
+  })());
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) {
+      if (name.startsWith(PREFIX) && name !== CACHE) await caches.delete(name);
+    }
+    await self.clients.claim();
+  })());
+});
+
+/** The cache key of a shell request, or null for anything else. */
+function shellKey(request) {
+  if (request.method !== 'GET') return null;
+  const url = new URL(request.url);
+  if (url.origin !== scope.origin) return null;
+  // the page is opened as /webchat/?session=…; /webchat/index.html is the same page
+  if (request.mode === 'navigate' && (url.href.split('?')[0] === pageUrl || url.pathname === new URL('index.html', scope).pathname)) {
+    return pageUrl;
+  }
+  if (url.search) return null;
+  return shellUrls.has(url.href) ? url.href : null;
+}
+
+self.addEventListener('fetch', (event) => {
+  const key = shellKey(event.request);
+  if (!key) return; // not ours: the browser fetches it as usual
+  event.respondWith((async () => {
+    try {
+      return await fetch(event.request);
+    } catch (err) {
+      const cache = await caches.open(CACHE);
+      const hit = await cache.match(key);
+      if (hit) return hit;
+      throw err;
+    }
+  })());
+});
