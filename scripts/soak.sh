@@ -38,32 +38,9 @@ cargo build --release -p loopchat-relay --bin loopchat -p loopchat-tests --bin s
 BIN=$CARGO_TARGET_DIR/release/loopchat
 SOAK=$CARGO_TARGET_DIR/release/soak
 
-# 200 clients, the subscribers and the relay's own files, on both ends.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-WORK=$(mktemp -d)
-HOME_DIR=$WORK/home
-RELAY_PID=
-cleanup() {
-  if [ -n "$RELAY_PID" ] && kill -0 "$RELAY_PID" 2>/dev/null; then
-    kill -KILL "$RELAY_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-mkdir -p "$HOME_DIR"
-fifo=$WORK/stdout
-mkfifo "$fifo"
-LOOPCHAT_HOME=$HOME_DIR LOOPCHAT_ECHO_DELAY_MS=$ECHO_DELAY_MS RUST_LOG=warn \
-  "$BIN" serve --port 0 >"$fifo" 2>"$WORK/relay.log" &
-RELAY_PID=$!
-exec 3<"$fifo"
-if ! read -r -t 30 line <&3; then
-  echo "the relay did not start:" >&2; cat "$WORK/relay.log" >&2; exit 1
-fi
-cat <&3 >/dev/null &   # keep draining the relay's stdout
-echo "relay $RELAY_PID: ${line%%\?*}  (home $HOME_DIR, echo delay ${ECHO_DELAY_MS} ms)" >&2
+source scripts/lib/bench-relay.sh
+bench_relay_start "$BIN" LOOPCHAT_ECHO_DELAY_MS="$ECHO_DELAY_MS"
+echo "relay $RELAY_PID: $RELAY_URL  (home $HOME_DIR, echo delay ${ECHO_DELAY_MS} ms)" >&2
 echo "$(date +%T) load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 status=0

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -232,13 +233,23 @@ impl TargetConfig {
                 ));
             }
         }
-        let most = crate::notify::targets::RETRY_WAITS.len();
+        let most = RETRY_WAITS.len();
         if self.retries as usize > most {
             return Err(format!("targets.{name}.retries is at most {most}"));
         }
         Ok(())
     }
 }
+
+/// The waits before a delivery target's second, third… attempt; `retries`
+/// is capped at its length.
+pub const RETRY_WAITS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(25),
+    Duration::from_secs(60),
+    Duration::from_secs(60),
+];
 
 /// Below this, ordinary messages would keep falling out of the window.
 const MIN_SESSION_MEMORY: usize = 64 * 1024;

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-use loopchat_proto::{Content, Role};
+use loopchat_proto::Role;
 use pulldown_cmark::{Options, Parser, html};
 
 use crate::store::StoredMessage;
@@ -36,15 +36,10 @@ pub fn markdown_to_html(text: &str) -> String {
     sanitizer().clean(&raw).to_string()
 }
 
-/// The visible reply text of a content value (thinking parts excluded).
-pub fn reply_text(content: &Content) -> String {
-    content.text()
-}
-
 /// Adds `html` to assistant messages as they are read or written.
 pub fn decorate(m: &mut StoredMessage) {
     if m.message.role == Role::Assistant {
-        m.message.html = Some(markdown_to_html(&reply_text(&m.message.content)));
+        m.message.html = Some(markdown_to_html(&m.message.content.text()));
     }
 }
 

@@ -77,6 +77,31 @@ impl RelayOptions {
     }
 }
 
+/// `loopchat serve` on `home` as every test starts it: the test's own
+/// `LOOPCHAT_*` settings removed, stdout and stderr piped, under an optional
+/// command prefix that must exec the binary. For tests that need the bare
+/// process (exit status, races between two relays); the rest use [`Relay`].
+pub fn serve_command(wrapper: &[String], home: &Path) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        None => Command::new(loopchat_bin()),
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(loopchat_bin());
+            c
+        }
+    };
+    cmd.arg("serve")
+        .env("LOOPCHAT_HOME", home)
+        .env("RUST_LOG", "info")
+        .env_remove("LOOPCHAT_AGENT")
+        .env_remove("LOOPCHAT_URL")
+        .env_remove("LOOPCHAT_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 impl Relay {
     pub fn start() -> Relay {
         Self::start_with(RelayOptions::default())
@@ -116,24 +141,8 @@ impl Relay {
         env: &[(String, String)],
         args: &[String],
     ) -> Result<Relay, String> {
-        let mut cmd = match wrapper.split_first() {
-            None => Command::new(loopchat_bin()),
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(loopchat_bin());
-                c
-            }
-        };
-        cmd.arg("serve")
-            .args(args)
-            .env("LOOPCHAT_HOME", home)
-            .env("RUST_LOG", "info")
-            .env_remove("LOOPCHAT_AGENT")
-            .env_remove("LOOPCHAT_URL")
-            .env_remove("LOOPCHAT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = serve_command(wrapper, home);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use loopchat_tests::{Relay, RelayOptions, loopchat_bin, read_discovery};
+use loopchat_tests::{Relay, RelayOptions, loopchat_bin, read_discovery, serve_command};
 
 /// What became of a `loopchat serve`.
 enum Served {
@@ -21,17 +21,7 @@ enum Served {
 }
 
 fn serve_cmd(home: &Path) -> Command {
-    let mut cmd = Command::new(loopchat_bin());
-    cmd.arg("serve")
-        .env("LOOPCHAT_HOME", home)
-        .env("RUST_LOG", "info")
-        .env_remove("LOOPCHAT_AGENT")
-        .env_remove("LOOPCHAT_URL")
-        .env_remove("LOOPCHAT_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+    serve_command(&[], home)
 }
 
 /// Waits for `child` to print its URL line or to exit; a relay prints the

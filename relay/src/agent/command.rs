@@ -14,7 +14,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream};
+use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream, SetupError};
 use crate::config::CommandConfig;
 use crate::diagnostics::read_tail;
 
@@ -26,11 +26,9 @@ pub struct CommandAgent {
 }
 
 impl CommandAgent {
-    pub fn new(config: CommandConfig) -> anyhow::Result<Self> {
+    pub fn new(config: CommandConfig) -> Result<Self, SetupError> {
         if config.argv.is_empty() {
-            anyhow::bail!(
-                "the command backend needs [agent.command] argv (or LOOPCHAT_AGENT_COMMAND as a JSON array)"
-            );
+            return Err(SetupError::NoCommand);
         }
         Ok(Self { config })
     }

@@ -61,6 +61,19 @@ pub enum AgentError {
     Timeout(String),
 }
 
+/// A backend that cannot be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "the command backend needs [agent.command] argv (or LOOPCHAT_AGENT_COMMAND as a JSON array)"
+    )]
+    NoCommand,
+    #[error("[agent.openai] base_url {0:?} is not an http(s) URL such as http://127.0.0.1:8080/v1")]
+    BadBaseUrl(String),
+    #[error("cannot set up the HTTP client for the openai backend: {0}")]
+    HttpClient(reqwest::Error),
+}
+
 pub type AgentStream = Pin<Box<dyn Stream<Item = Result<AgentEvent, AgentError>> + Send>>;
 
 pub trait Agent: Send + Sync + 'static {
@@ -69,7 +82,7 @@ pub trait Agent: Send + Sync + 'static {
 }
 
 /// The backend the configuration asks for.
-pub fn from_config(config: &AgentConfig) -> anyhow::Result<Arc<dyn Agent>> {
+pub fn from_config(config: &AgentConfig) -> Result<Arc<dyn Agent>, SetupError> {
     Ok(match config.backend {
         Backend::Echo => Arc::new(EchoAgent::new(config.echo.clone())),
         Backend::Command => Arc::new(CommandAgent::new(config.command.clone())?),

@@ -31,7 +31,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::sse::{MAX_EVENT_BYTES, SseError, SseStream};
-use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile};
+use super::{
+    Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile, SetupError,
+};
 use crate::config::OpenAiConfig;
 use crate::diagnostics::{error_chain, read_start};
 
@@ -51,15 +53,13 @@ pub struct OpenAiAgent {
 }
 
 impl OpenAiAgent {
-    pub fn new(config: OpenAiConfig) -> anyhow::Result<Self> {
+    pub fn new(config: OpenAiConfig) -> Result<Self, SetupError> {
         let endpoint = endpoint(&config.base_url)?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| {
-                anyhow::anyhow!("cannot set up the HTTP client for the openai backend: {e}")
-            })?;
+            .map_err(SetupError::HttpClient)?;
         Ok(Self {
             config: Arc::new(config),
             client,
@@ -70,7 +70,7 @@ impl OpenAiAgent {
 
 /// The chat completions URL for a configured base URL (`…/v1`); a base URL
 /// that already names the endpoint is taken as it is.
-fn endpoint(base_url: &str) -> anyhow::Result<String> {
+fn endpoint(base_url: &str) -> Result<String, SetupError> {
     let base = base_url.trim().trim_end_matches('/');
     let url = if base.ends_with("/chat/completions") {
         base.to_owned()
@@ -79,9 +79,7 @@ fn endpoint(base_url: &str) -> anyhow::Result<String> {
     };
     match reqwest::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(url),
-        _ => anyhow::bail!(
-            "[agent.openai] base_url {base_url:?} is not an http(s) URL such as http://127.0.0.1:8080/v1"
-        ),
+        _ => Err(SetupError::BadBaseUrl(base_url.to_owned())),
     }
 }
 

@@ -19,20 +19,16 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use super::draft::Draft;
-use crate::config::TargetConfig;
+use crate::config::{RETRY_WAITS, TargetConfig};
 use crate::diagnostics::{error_chain, read_start, read_tail};
+
+/// The webhook client cannot be built (no TLS roots, say).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client for webhooks: {0}")]
+pub struct SetupError(reqwest::Error);
 
 /// Bytes of a failing target's answer (or stderr) kept for the alert.
 const DETAIL_KEEP: usize = 300;
-/// The waits before the second, third… attempt; `retries` is capped at its
-/// length (config check).
-pub const RETRY_WAITS: [Duration; 5] = [
-    Duration::from_secs(1),
-    Duration::from_secs(5),
-    Duration::from_secs(25),
-    Duration::from_secs(60),
-    Duration::from_secs(60),
-];
 
 /// Bytes of a refusing webhook's answer, or of a failing command's stderr,
 /// held at most.
@@ -122,14 +118,14 @@ pub struct DeliveryTargets {
 }
 
 impl DeliveryTargets {
-    pub fn new(targets: BTreeMap<String, TargetConfig>) -> anyhow::Result<Self> {
+    pub fn new(targets: BTreeMap<String, TargetConfig>) -> Result<Self, SetupError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // A webhook that redirects elsewhere is a misconfiguration to
             // report, not a hop to follow with the reply in hand.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client for webhooks: {e}"))?;
+            .map_err(SetupError)?;
         Ok(Self { targets, http })
     }
 
