@@ -30,6 +30,7 @@ const ui = {
   sidebarToggle: $('sidebar-toggle'),
   title: $('session-title'),
   agentInfo: $('agent-info'),
+  liveStatus: $('live-status'),
   thinking: $('thinking'),
   banner: $('banner'),
   bannerText: $('banner-text'),
@@ -698,6 +699,8 @@ function onStreamState(stream, s) {
   if (s.connected) {
     state.offlineSince = 0;
     hideBanner();
+    // This window's own stream is counted now.
+    if (!was) refreshLiveStatus();
     ui.banner.dataset.state = 'online';
     if (!was && state.offlineBefore) {
       // back after a disconnect: catch up on what the stream does not replay
@@ -901,8 +904,33 @@ function start() {
   setInterval(() => {
     if (document.visibilityState === 'visible' && state.connected) sessions.refresh();
   }, 10000);
+  setInterval(() => {
+    if (document.visibilityState === 'visible' && state.connected) refreshLiveStatus();
+  }, LIVE_STATUS_EVERY);
   window.addEventListener('focus', () => { if (state.connected) sessions.refreshSoon(0); });
   composer.focus();
+}
+
+/** How often the sidebar's "N windows · M runs" line is refreshed while visible. */
+const LIVE_STATUS_EVERY = 5000;
+
+/**
+ * The relay's live counts in the sidebar: windows are the open event
+ * streams (this one included), runs the turns in flight in every session.
+ * A failure just hides the line; the banner reports a relay that is down.
+ */
+async function refreshLiveStatus() {
+  try {
+    const s = await api.status();
+    const c = s.connections.byKind;
+    const windows = c.sse + c.websocket + c.shell;
+    const runs = s.runsInFlight;
+    ui.liveStatus.textContent = `${windows} ${windows === 1 ? 'window' : 'windows'} · ${runs} ${runs === 1 ? 'run' : 'runs'}`;
+    ui.liveStatus.title = `relay up ${s.uptimeSecs} s · ${s.sessions} sessions · alert journal ${s.journal.entries} entries`;
+    ui.liveStatus.hidden = false;
+  } catch {
+    ui.liveStatus.hidden = true;
+  }
 }
 
 start();

@@ -14,6 +14,69 @@ pub struct Health {
     pub version: String,
 }
 
+/// `GET /webchat/status`: what the relay is doing right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    pub ok: bool,
+    pub version: String,
+    /// Seconds since the relay started serving.
+    pub uptime_secs: u64,
+    pub agent: AgentInfo,
+    pub connections: LiveConnections,
+    /// Sessions in the store.
+    pub sessions: u64,
+    /// Sessions with a turn running now.
+    pub runs_in_flight: u64,
+    pub checks: CheckCounts,
+    pub journal: JournalSize,
+}
+
+/// The live streams (SSE, WebSocket, streaming rpc) open right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LiveConnections {
+    pub total: u64,
+    pub by_kind: ConnectionKinds,
+    /// Streams per token: `main`, or a scoped token's id. Only tokens with
+    /// an open stream appear.
+    pub by_token: std::collections::BTreeMap<String, u64>,
+}
+
+/// Live streams by what opened them. A stream whose `User-Agent` starts
+/// with `loopchat-shell/` is `shell`, with `loopchat/` is `cli`; any other
+/// is counted by its transport (`sse` for `/webchat/events` and a
+/// streaming rpc, `websocket` for `/webchat/socket`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectionKinds {
+    pub sse: u64,
+    pub websocket: u64,
+    pub shell: u64,
+    pub cli: u64,
+}
+
+/// Checks by state. Checks are not implemented yet: always zeros.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckCounts {
+    pub ok: u64,
+    pub failing: u64,
+    pub running: u64,
+}
+
+/// The notification journal (`notifications.jsonl`) on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JournalSize {
+    pub bytes: u64,
+    /// Complete lines, one per notification version written since the
+    /// last compaction.
+    pub entries: u64,
+}
+
 /// Which agent backend answers, for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

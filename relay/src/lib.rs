@@ -17,6 +17,7 @@ pub mod events;
 pub mod fuzzing;
 pub mod home;
 pub mod http;
+pub mod live;
 pub mod logging;
 pub mod memory;
 pub mod notify;

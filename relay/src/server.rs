@@ -114,6 +114,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(30),
         ),
+        live: Default::default(),
+        started: Instant::now(),
         targets,
         shutdown: shutdown.clone(),
     };

@@ -121,6 +121,11 @@ impl AlertSocket {
         let auth = HeaderValue::from_str(&format!("Bearer {}", ep.token))
             .map_err(|_| "the relay token is not a valid header value".to_owned())?;
         request.headers_mut().insert(header::AUTHORIZATION, auth);
+        // Counted as the shell's in the relay's `/webchat/status`.
+        request.headers_mut().insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("loopchat-shell/", env!("CARGO_PKG_VERSION"))),
+        );
         let connect = tokio_tungstenite::connect_async(request);
         let (ws, _) = tokio::time::timeout(Duration::from_secs(15), connect)
             .await

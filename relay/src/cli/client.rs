@@ -23,6 +23,8 @@ impl Client {
     /// checking that its relay is alive.
     pub fn connect(target: &Target) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            // Tells `/webchat/status` that a stream is the CLI's.
+            .user_agent(concat!("loopchat/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()?;
         if let Some(url) = &target.url {

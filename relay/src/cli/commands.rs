@@ -15,6 +15,46 @@ use super::Target;
 use super::client::{Client, Refused, json, send as send_request};
 use crate::agent::sse::SseStream;
 
+pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let s: loopchat_proto::StatusResponse = json(client.get("/webchat/status")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = &s.connections;
+    let k = &c.by_kind;
+    println!("version      {}", s.version);
+    println!("uptime       {} s", s.uptime_secs);
+    println!(
+        "agent        {}{}",
+        s.agent.backend,
+        s.agent
+            .model
+            .as_ref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "connections  {} (sse {}, websocket {}, shell {}, cli {})",
+        c.total, k.sse, k.websocket, k.shell, k.cli
+    );
+    for (token, n) in &c.by_token {
+        println!("  token {token}: {n}");
+    }
+    println!("sessions     {}", s.sessions);
+    println!("runs         {} in flight", s.runs_in_flight);
+    println!(
+        "checks       {} ok, {} failing, {} running",
+        s.checks.ok, s.checks.failing, s.checks.running
+    );
+    println!(
+        "journal      {} bytes, {} entries",
+        s.journal.bytes, s.journal.entries
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
     let info: InfoResponse = json(client.get("/webchat/info?limit=1")).await?;

@@ -70,6 +70,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Live counts: connections by kind and token, runs, journal size.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List sessions, newest first.
     Sessions {
         #[arg(long)]
@@ -218,6 +225,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { json, target } => commands::info(&target, json).await,
+        Command::Status { json, target } => commands::status(&target, json).await,
         Command::Sessions { json, target } => commands::sessions(&target, json).await,
         Command::History {
             session,

@@ -23,8 +23,9 @@ use super::error::ApiError;
 use super::extract::{ApiQuery, Authed, SocketAuthed, session_key};
 use super::notify::client_id;
 use super::rpc::sse_event;
-use crate::credentials::Revocation;
+use crate::credentials::{Grant, Revocation};
 use crate::events::Subscription;
+use crate::live::{LiveGuard, Transport};
 use crate::notify::{NotificationSubscription, PresenceLease};
 
 /// Largest WebSocket frame or message a client may send (and the socket's
@@ -77,10 +78,18 @@ struct Feed {
     session: Option<Subscription>,
     notifications: NotificationSubscription,
     _presence: Option<PresenceLease>,
+    /// Counts the stream in `/webchat/status` while it is open.
+    _live: LiveGuard,
 }
 
 impl Feed {
-    fn open(state: &AppState, q: &EventsQuery, headers: &HeaderMap) -> Result<Self, ApiError> {
+    fn open(
+        state: &AppState,
+        q: &EventsQuery,
+        headers: &HeaderMap,
+        transport: Transport,
+        grant: &Grant,
+    ) -> Result<Self, ApiError> {
         let since = start_seq(headers, q.since)?;
         let session = match &q.session {
             None => None,
@@ -97,6 +106,7 @@ impl Feed {
             session,
             notifications: state.notifications.subscribe(q.notify_since),
             _presence: presence,
+            _live: state.live.open(headers, transport, &grant.caller),
         })
     }
 
@@ -159,7 +169,7 @@ pub async fn sse(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let feed = Feed::open(&state, &q, &headers)?;
+    let feed = Feed::open(&state, &q, &headers, Transport::Sse, &grant)?;
     let revocation = state.credentials.revocation(grant);
     let shutdown = state.shutdown.clone();
     // A revoked stream just ends: the client's reconnect then gets the 401
@@ -212,7 +222,7 @@ pub async fn socket(
     // axum's own rejection is plain text; the protocol speaks JSON.
     let ws = ws
         .map_err(|e| ApiError::bad_request(format!("expected a WebSocket upgrade request: {e}")))?;
-    let feed = Feed::open(&state, &q, &headers)?;
+    let feed = Feed::open(&state, &q, &headers, Transport::WebSocket, &grant)?;
     let revocation = state.credentials.revocation(grant);
     let ping_every = state.ws_ping;
     let shutdown = state.shutdown.clone();
@@ -240,6 +250,15 @@ async fn run_socket(
     shutdown: CancellationToken,
 ) {
     let (mut tx, mut rx) = socket.split();
+    // A client that stops reading fills its TCP window, and then a send
+    // never completes: without this bound it would hold the socket (and its
+    // count in `/webchat/status`) open forever, pings unsent.
+    let stall = ping_every.saturating_mul(3);
+    let send = async |tx: &mut futures_util::stream::SplitSink<WebSocket, WsMessage>,
+                      m: WsMessage|
+           -> bool {
+        matches!(tokio::time::timeout(stall, tx.send(m)).await, Ok(Ok(())))
+    };
     let mut ticker = tokio::time::interval(ping_every);
     ticker.tick().await;
     let mut missed = 0u32;
@@ -259,16 +278,17 @@ async fn run_socket(
                 break;
             }
             () = shutdown.cancelled() => {
-                let _ = tx.send(WsMessage::Close(None)).await;
+                let _ = tokio::time::timeout(CLOSE_SEND_LIMIT, tx.send(WsMessage::Close(None))).await;
                 break;
             }
             _ = ticker.tick() => {
                 if missed >= 3 {
-                    let _ = tx.send(WsMessage::Close(None)).await;
+                    tracing::debug!("closing a WebSocket: three pings unanswered");
+                    let _ = tokio::time::timeout(CLOSE_SEND_LIMIT, tx.send(WsMessage::Close(None))).await;
                     break;
                 }
                 missed += 1;
-                if tx.send(WsMessage::Text(r#"{"type":"ping"}"#.into())).await.is_err() {
+                if !send(&mut tx, WsMessage::Text(r#"{"type":"ping"}"#.into())).await {
                     break;
                 }
             }
@@ -289,7 +309,7 @@ async fn run_socket(
             e = feed.next() => {
                 let Some(e) = e else { break };
                 let text = serde_json::to_string(&*e).unwrap_or_default();
-                if tx.send(WsMessage::Text(text.into())).await.is_err() {
+                if !send(&mut tx, WsMessage::Text(text.into())).await {
                     break;
                 }
             }

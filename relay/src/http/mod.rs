@@ -11,6 +11,7 @@ mod guard;
 pub(crate) mod notify;
 pub mod openapi;
 pub(crate) mod rpc;
+mod status;
 mod uploads;
 
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub struct AppState {
     pub body_limit: usize,
     pub attachment_limit: usize,
     pub ws_ping: Duration,
+    /// The open live streams, for `/webchat/status`.
+    pub live: Arc<crate::live::LiveStreams>,
+    /// When the relay started serving, for the uptime.
+    pub started: std::time::Instant,
     /// Where rpc `to` may send a reply.
     pub targets: Arc<DeliveryTargets>,
     /// Cancelled when the relay starts shutting down: ends live streams so
@@ -69,6 +74,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .layer(DefaultBodyLimit::max(state.attachment_limit));
     let api = Router::new()
         .route("/webchat/info", get(chat::info))
+        .route("/webchat/status", get(status::status))
         .route("/webchat/history", get(chat::history))
         .route("/webchat/sessions", get(chat::sessions))
         .route("/webchat/rpc", post(rpc::rpc))

@@ -25,7 +25,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
-use super::{assets, chat, events, notify, rpc, uploads};
+use super::{assets, chat, events, notify, rpc, status, uploads};
 
 /// The document, as utoipa builds it from `ApiDoc`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -89,6 +89,7 @@ pub struct Binary(pub Vec<u8>);
         chat::info,
         chat::history,
         chat::sessions,
+        status::status,
         rpc::rpc,
         rpc::abort,
         events::sse,
@@ -438,6 +439,8 @@ mod tests {
             body_limit: 1 << 20,
             attachment_limit: 10 << 20,
             ws_ping: Duration::from_secs(30),
+            live: Default::default(),
+            started: std::time::Instant::now(),
             targets: Default::default(),
             shutdown: CancellationToken::new(),
         }

@@ -21,6 +21,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, Authed, session_key};
 use crate::credentials::Revocation;
 use crate::events::Subscription;
+use crate::live::{LiveGuard, Transport};
 use crate::notify::DeliveryTargets;
 use crate::pipeline::{DeliverTo, Ticket, TurnOutcome, TurnRequest, TurnResult};
 use crate::render::markdown_to_html;
@@ -80,8 +81,9 @@ pub async fn rpc(
         deliver,
     })?;
     if wants_stream {
+        let live = state.live.open(&headers, Transport::Sse, &grant.caller);
         let revocation = state.credentials.revocation(grant);
-        return Ok(stream_run(ticket, revocation).into_response());
+        return Ok(stream_run(ticket, revocation, live).into_response());
     }
     let outcome = ticket.outcome().await;
     let result = outcome.as_ref().as_ref().map_err(ApiError::from)?;
@@ -198,6 +200,7 @@ fn belongs_to(body: &EventBody, run_id: &str) -> bool {
 fn stream_run(
     ticket: Ticket,
     revocation: Revocation,
+    live: LiveGuard,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let run_id = ticket.run_id.clone();
     let sub = ticket.session.events.subscribe(Some(ticket.since));
@@ -208,6 +211,7 @@ fn stream_run(
         run_id: String,
         ended: bool,
         revocation: Revocation,
+        _live: LiveGuard,
     }
     let st = St {
         sub,
@@ -215,6 +219,7 @@ fn stream_run(
         run_id,
         ended: false,
         revocation,
+        _live: live,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {

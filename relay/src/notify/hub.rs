@@ -204,6 +204,12 @@ impl NotificationHub {
         }
     }
 
+    /// The journal's size: bytes and complete lines.
+    pub fn journal_size(&self) -> (u64, usize) {
+        let st = self.lock();
+        (st.journal.len(), st.journal.lines())
+    }
+
     /// Kept notifications after `since` (oldest first, at most `limit`,
     /// for paging forward); without `since`, the newest `limit`.
     pub fn list(&self, since: Option<u64>, limit: usize) -> Vec<Notification> {

@@ -91,6 +91,11 @@ impl Journal {
         })
     }
 
+    /// Bytes of complete lines.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
     pub fn lines(&self) -> usize {
         self.lines
     }

@@ -294,6 +294,20 @@ impl Pipeline {
             .cloned()
     }
 
+    /// How many sessions have a turn running now.
+    pub fn runs_in_flight(&self) -> usize {
+        let sessions: Vec<_> = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        // Each run state has its own lock: not taken under the map's.
+        sessions.iter().filter(|s| s.active_run().is_some()).count()
+    }
+
     /// The seq every session's log starts from in this relay run.
     pub fn seq_base(&self) -> u64 {
         self.inner.seq_base
