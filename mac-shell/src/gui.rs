@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use loopchat_proto::Discovery;
 use loopchat_shell::notifications::{
     Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, local_relay_key,
     remote_relay_key,
 };
 use loopchat_shell::relay::{self, RelayError};
-use loopchat_proto::Discovery;
 use loopchat_shell::settings::Settings;
 use loopchat_shell::start;
 use loopchat_shell::tunnel::{
@@ -222,12 +222,13 @@ async fn connect(
             let home = options.home.clone();
             let start = options.start_relay;
             let status = ui.clone();
-            let discovery = tokio::task::spawn_blocking(move || find_or_start(&home, start, &status))
-                .await
-                .map_err(|e| Failure {
-                    step: "discovery".into(),
-                    message: e.to_string(),
-                })??;
+            let discovery =
+                tokio::task::spawn_blocking(move || find_or_start(&home, start, &status))
+                    .await
+                    .map_err(|e| Failure {
+                        step: "discovery".into(),
+                        message: e.to_string(),
+                    })??;
             tracing::info!(port = discovery.port, base_url = %discovery.base_url, "local relay found");
             let info = relay::fetch_info(&discovery.base_url, &discovery.token, session).await?;
             Ok(Connected {

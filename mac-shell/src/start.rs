@@ -286,6 +286,9 @@ mod tests {
         assert_eq!(log_tail(&log), "");
         let text: String = (1..=8).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, text).unwrap();
-        assert_eq!(log_tail(&log), ":\nline 4\nline 5\nline 6\nline 7\nline 8\n");
+        assert_eq!(
+            log_tail(&log),
+            ":\nline 4\nline 5\nline 6\nline 7\nline 8\n"
+        );
     }
 }

@@ -283,7 +283,7 @@ impl StartedRelay {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == home) && pid_alive(pid) {
+            if args.iter().any(|a| a == "serve") && args.contains(&home) && pid_alive(pid) {
                 pids.push(pid);
             }
         }
@@ -369,7 +369,10 @@ fn window_starts_the_local_relay_when_none_runs() {
     assert_eq!(relay.serving_pids(), vec![discovery.pid]);
     // Detached: its own session, not the shell's.
     assert_eq!(session_of_pid(discovery.pid), discovery.pid);
-    assert_ne!(session_of_pid(discovery.pid), session_of_pid(shell.child.id()));
+    assert_ne!(
+        session_of_pid(discovery.pid),
+        session_of_pid(shell.child.id())
+    );
     let log = home.join("relay.log");
     let mode = std::fs::metadata(&log).expect("relay.log").permissions();
     use std::os::unix::fs::PermissionsExt;
