@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long, env = "LOOPCHAT_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// Local mode: when no relay runs, show how to start one instead of
+    /// starting `loopchat serve` in the background.
+    #[arg(long)]
+    pub no_start: bool,
+
     #[command(flatten)]
     pub remote: RemoteArgs,
 }

@@ -3,17 +3,19 @@
 //! on its own thread with a tokio runtime; the window owns the main thread.
 //! The only module of the window binary that knows about SSH.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use loopchat_proto::Discovery;
 use loopchat_shell::notifications::{
     Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, local_relay_key,
     remote_relay_key,
 };
 use loopchat_shell::relay::{self, RelayError};
 use loopchat_shell::settings::Settings;
+use loopchat_shell::start;
 use loopchat_shell::tunnel::{
     BoxFuture, HostKeyQuestion, Prompter, Tunnel, TunnelError, TunnelSpec, TunnelStatus,
 };
@@ -25,6 +27,9 @@ pub struct WindowOptions {
     /// The loopchat home: local discovery file, shell.json, web data.
     pub home: PathBuf,
     pub session: Option<String>,
+    /// Local mode: start `loopchat serve` when no relay runs (off with
+    /// `--no-start`).
+    pub start_relay: bool,
     /// Remote mode when set.
     pub remote: Option<TunnelSpec>,
 }
@@ -215,12 +220,15 @@ async fn connect(
         None => {
             ui.send(UiEvent::Status("Looking for the local relay…".into()));
             let home = options.home.clone();
-            let discovery = tokio::task::spawn_blocking(move || relay::discover_local(&home))
-                .await
-                .map_err(|e| Failure {
-                    step: "discovery".into(),
-                    message: e.to_string(),
-                })??;
+            let start = options.start_relay;
+            let status = ui.clone();
+            let discovery =
+                tokio::task::spawn_blocking(move || find_or_start(&home, start, &status))
+                    .await
+                    .map_err(|e| Failure {
+                        step: "discovery".into(),
+                        message: e.to_string(),
+                    })??;
             tracing::info!(port = discovery.port, base_url = %discovery.base_url, "local relay found");
             let info = relay::fetch_info(&discovery.base_url, &discovery.token, session).await?;
             Ok(Connected {
@@ -256,6 +264,30 @@ async fn connect(
                 tunnel: Some(tunnel),
             })
         }
+    }
+}
+
+/// The local relay's discovery: the running one, else (unless
+/// `--no-start`) one started now. Blocking.
+fn find_or_start(home: &Path, start: bool, ui: &UiHandle) -> Result<Discovery, Failure> {
+    match relay::discover_local(home) {
+        Err(RelayError::NotRunning { .. } | RelayError::Stale { .. }) if start => {
+            ui.send(UiEvent::Status("Starting the local relay…".into()));
+            let started = start::start_local(home, start::START_TIMEOUT).map_err(|e| Failure {
+                step: "start relay".into(),
+                message: e.to_string(),
+            })?;
+            tracing::info!(
+                pid = started.discovery.pid,
+                port = started.discovery.port,
+                ours = started.ours,
+                bin = %started.bin.display(),
+                log = %started.log.display(),
+                "local relay started"
+            );
+            Ok(started.discovery)
+        }
+        other => Ok(other?),
     }
 }
 

@@ -16,6 +16,10 @@
 //!   remote discovery over an exec channel, local port forwarding and the
 //!   reconnect supervisor. No GUI code: `loopchat-shell tunnel` runs it
 //!   headless ([`headless`]).
+//! - [`start`] — starts `loopchat serve` detached (own session, output in
+//!   `relay.log`) when local mode finds no relay, and waits for its
+//!   discovery file; a relay that lost the home's lock to a concurrent
+//!   shell's just means waiting for the winner's.
 //! - [`settings`] — `shell.json` in the loopchat home: window size, alerts
 //!   pause.
 //! - [`notifications`] — desktop notifications: a subscriber task on the
@@ -35,6 +39,7 @@ pub mod headless;
 pub mod notifications;
 pub mod relay;
 pub mod settings;
+pub mod start;
 pub mod tunnel;
 
 use std::fmt;

@@ -27,6 +27,12 @@ const TESTS: &[desktop::Test<()>] = &[
     ("window_shows_an_error_page_without_relay", |_| {
         window_shows_an_error_page_without_relay()
     }),
+    ("window_starts_the_local_relay_when_none_runs", |_| {
+        window_starts_the_local_relay_when_none_runs()
+    }),
+    ("two_shells_started_together_start_one_relay", |_| {
+        two_shells_started_together_start_one_relay()
+    }),
     ("window_shows_a_remote_chat_through_the_tunnel", |_| {
         window_shows_a_remote_chat_through_the_tunnel()
     }),
@@ -216,11 +222,12 @@ fn window_shows_the_local_chat() {
     assert!(pid_alive(relay.pid), "closing the window stopped the relay");
 }
 
+/// `--no-start`: the shell does not start a relay, and says how to.
 fn window_shows_an_error_page_without_relay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("loopchat");
     std::fs::create_dir_all(home.join("user-home")).expect("home");
-    let mut shell = Shell::start(&home, &[]);
+    let mut shell = Shell::start(&home, &["--no-start"]);
     let error = shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(30));
     assert!(error.contains("step=discovery"), "{error}");
     assert!(shell.log().contains("loopchat serve"), "{}", shell.log());
@@ -243,6 +250,228 @@ fn window_shows_an_error_page_without_relay() {
     .expect("shell.json");
     assert_eq!(saved["window"]["width"], 1000.0, "{saved}");
     assert_eq!(saved["window"]["height"], 760.0, "{saved}");
+    assert!(
+        !home.join("relay.json").exists() && !home.join("relay.log").exists(),
+        "--no-start started a relay"
+    );
+}
+
+/// The relay a shell started: the test stops it (SIGTERM to the pid in
+/// `relay.json`) at the end, or when it fails, so none is left behind.
+struct StartedRelay {
+    home: PathBuf,
+}
+
+impl StartedRelay {
+    fn discovery(&self) -> Option<loopchat_proto::Discovery> {
+        let bytes = std::fs::read(self.home.join("relay.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every `loopchat serve` process serving this home.
+    fn serving_pids(&self) -> Vec<u32> {
+        let home = self.home.display().to_string();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.iter().any(|a| a == "serve") && args.contains(&home) && pid_alive(pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn stop(&self) {
+        for pid in self.serving_pids() {
+            // SAFETY: plain kill(2).
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if pid_alive(pid) {
+                // SAFETY: plain kill(2).
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StartedRelay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The session id of a process (field 6 of /proc/PID/stat).
+fn session_of_pid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = stat.rsplit_once(')').expect("stat").1;
+    after
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .expect("session id")
+}
+
+/// Polls the X window tree until a window name contains every one of
+/// `parts`.
+fn wait_for_window(parts: &[&str], limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let tree = window_tree();
+        if let Some(line) = tree.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no window with {parts:?} within {limit:?}:\n{tree}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// No relay runs: the shell starts `loopchat serve` (the one next to it in
+/// target/debug), detached, and shows the chat. The relay outlives the
+/// shell, comes back on the same port when started again, and the window
+/// title carries the page's unread count.
+fn window_starts_the_local_relay_when_none_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    let relay = StartedRelay { home: home.clone() };
+
+    let mut shell = Shell::start(&home, &["--session", "started"]);
+    let started = shell.wait_for_line(&["local relay started"], Duration::from_secs(30));
+    assert!(started.contains("ours=true"), "{started}");
+    let sibling = Path::new(shell_bin()).with_file_name("loopchat");
+    assert!(
+        started.contains(&sibling.display().to_string()),
+        "not the loopchat next to the shell: {started}"
+    );
+    shell.wait_for_line(&["page title", "started"], Duration::from_secs(60));
+    wait_for_window(&["loopchat — started @"], Duration::from_secs(30));
+
+    let discovery = relay.discovery().expect("a live relay.json");
+    assert_eq!(relay.serving_pids(), vec![discovery.pid]);
+    // Detached: its own session, not the shell's.
+    assert_eq!(session_of_pid(discovery.pid), discovery.pid);
+    assert_ne!(
+        session_of_pid(discovery.pid),
+        session_of_pid(shell.child.id())
+    );
+    let log = home.join("relay.log");
+    let mode = std::fs::metadata(&log).expect("relay.log").permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600, "relay.log mode");
+
+    // The unread count: an alert posted now is unread in the page, whose
+    // title the window shows in front of its own.
+    let out = support::relay_command()
+        .args(["notify", "--title", "build done", "--body", "ok"])
+        .env("LOOPCHAT_HOME", &home)
+        .env_remove("LOOPCHAT_URL")
+        .env_remove("LOOPCHAT_TOKEN")
+        .output()
+        .expect("loopchat notify");
+    assert!(
+        out.status.success(),
+        "notify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shell.wait_for_line(&["page title", "(1) started"], Duration::from_secs(30));
+    let titled = wait_for_window(&["(1) loopchat — started @"], Duration::from_secs(30));
+    eprintln!("  window: {titled}");
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = screenshot("window-started-relay-unread");
+    assert!(distinct_colours(&shot) >= 16, "blank window");
+    assert!(!shell.log().contains(&discovery.token), "token in the logs");
+
+    assert!(shell.stop().success());
+    assert!(
+        pid_alive(discovery.pid),
+        "quitting the shell stopped the relay it started"
+    );
+
+    // Stopped and started again by a new shell: the same port, so the
+    // page's origin (and the token in its storage) is the same.
+    relay.stop();
+    assert!(!pid_alive(discovery.pid));
+    let mut again = Shell::start(&home, &["--session", "started"]);
+    let restarted = again.wait_for_line(&["local relay started"], Duration::from_secs(30));
+    assert!(
+        restarted.contains(&format!("port={}", discovery.port)),
+        "the restarted relay took another port than {}: {restarted}",
+        discovery.port
+    );
+    again.wait_for_line(&["page title", "started"], Duration::from_secs(60));
+    let second = relay.discovery().expect("relay.json");
+    assert_ne!(second.pid, discovery.pid);
+    assert!(again.stop().success());
+    assert!(pid_alive(second.pid));
+}
+
+/// Two shells started at the same moment on a home without a relay: the
+/// relay's lock lets one `loopchat serve` win, and both windows show the
+/// chat of that one relay.
+fn two_shells_started_together_start_one_relay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    let relay = StartedRelay { home: home.clone() };
+
+    let mut a = Shell::start(&home, &["--session", "twin-a"]);
+    let mut b = Shell::start(&home, &["--session", "twin-b"]);
+    let found_a = a.wait_for_line(&["local relay found"], Duration::from_secs(40));
+    let found_b = b.wait_for_line(&["local relay found"], Duration::from_secs(40));
+    a.wait_for_line(&["page title", "twin-a"], Duration::from_secs(60));
+    b.wait_for_line(&["page title", "twin-b"], Duration::from_secs(60));
+    wait_for_window(&["twin-a @"], Duration::from_secs(30));
+    wait_for_window(&["twin-b @"], Duration::from_secs(30));
+
+    let discovery = relay.discovery().expect("a live relay.json");
+    let port = format!("port={}", discovery.port);
+    assert!(found_a.contains(&port), "{found_a}");
+    assert!(found_b.contains(&port), "{found_b}");
+    assert_eq!(
+        relay.serving_pids(),
+        vec![discovery.pid],
+        "exactly one relay serves the home"
+    );
+    let started: Vec<String> = [&a, &b]
+        .iter()
+        .filter_map(|s| {
+            s.log()
+                .lines()
+                .find(|l| l.contains("local relay started"))
+                .map(str::to_owned)
+        })
+        .collect();
+    eprintln!("  started lines: {started:?}");
+    assert!(!started.is_empty(), "neither shell started the relay");
+    let relay_log = std::fs::read_to_string(home.join("relay.log")).unwrap_or_default();
+    if started.len() == 2 {
+        // Both spawned one: the loser said why it stepped aside.
+        assert!(relay_log.contains("another relay"), "{relay_log}");
+    }
+    let shot = screenshot("window-two-shells");
+    assert!(distinct_colours(&shot) >= 16, "blank windows");
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    assert!(pid_alive(discovery.pid));
 }
 
 fn window_shows_a_remote_chat_through_the_tunnel() {

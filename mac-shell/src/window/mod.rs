@@ -206,6 +206,10 @@ where
 
     let mut showing = Showing::Status;
     let mut base_url: Option<String> = None;
+    // The shell's own title, and the chat page's unread count ("3", "99+")
+    // shown in front of it.
+    let mut title = format!("loopchat — {host}");
+    let mut unread: Option<String> = None;
     let mut save_due: Option<Instant> = None;
 
     event_loop.run(move |event, _target, control_flow| {
@@ -226,7 +230,10 @@ where
                 } => {
                     showing = Showing::Chat;
                     tracing::info!(base_url = %base, session = %session, "opening the chat");
-                    window.set_title(&format!("loopchat — {session} @ {host}"));
+                    title = format!("loopchat — {session} @ {host}");
+                    // A fresh page: it reports its own count once loaded.
+                    unread = None;
+                    set_title(&window, &title, None);
                     base_url = Some(base);
                     if let Err(e) = webview.load_url(&url) {
                         tracing::error!(error = %e, "cannot load the chat page");
@@ -234,7 +241,10 @@ where
                 }
                 UiEvent::Error { step, message } => {
                     showing = Showing::Error;
-                    window.set_title(&format!("loopchat — {host} (unreachable)"));
+                    // The count belongs to a page that is gone.
+                    unread = None;
+                    title = format!("loopchat — {host} (unreachable)");
+                    set_title(&window, &title, None);
                     let _ = webview.load_html(&page::error(&step, &message));
                 }
                 UiEvent::AskHostKey {
@@ -266,7 +276,8 @@ where
                     match opening {
                         Opening::InWindow(url) => {
                             if let Some(session) = session_of(&url) {
-                                window.set_title(&format!("loopchat — {session} @ {host}"));
+                                title = format!("loopchat — {session} @ {host}");
+                                set_title(&window, &title, unread.as_deref());
                             }
                             tracing::info!(url = %url, "opening an alert's page");
                             if let Err(e) = webview.load_url(&url) {
@@ -303,7 +314,8 @@ where
                     if let (Showing::Chat, Some(base)) = (showing, base_url.as_deref()) {
                         let key = new_session_key();
                         tracing::info!(session = %key, "new chat");
-                        window.set_title(&format!("loopchat — {key} @ {host}"));
+                        title = format!("loopchat — {key} @ {host}");
+                        set_title(&window, &title, unread.as_deref());
                         let _ = webview.load_url(&loopchat_shell::relay::session_url(base, &key));
                     }
                 }
@@ -324,8 +336,18 @@ where
                 }
                 None => {}
             },
-            Event::UserEvent(Internal::DocumentTitle(title)) => {
-                tracing::info!(title = %title, "page title");
+            Event::UserEvent(Internal::DocumentTitle(page_title)) => {
+                tracing::info!(title = %page_title, "page title");
+                // Only the chat page's count: the shell's own pages have
+                // none, and the window keeps its own title otherwise.
+                if showing == Showing::Chat {
+                    let count = unread_count(&page_title).map(str::to_owned);
+                    if count != unread {
+                        unread = count;
+                        set_title(&window, &title, unread.as_deref());
+                        tracing::info!(unread = unread.as_deref().unwrap_or("0"), "unread alerts");
+                    }
+                }
             }
             Event::UserEvent(Internal::PageLoaded(url)) => {
                 // Strip query and fragment: the first load carries the token.
@@ -368,6 +390,27 @@ where
             None => *control_flow = ControlFlow::Wait,
         }
     })
+}
+
+/// The window's title: the shell's own, after the chat page's unread
+/// count when there is one ("(3) loopchat — main @ host").
+fn set_title(window: &tao::window::Window, title: &str, unread: Option<&str>) {
+    match unread {
+        Some(n) => window.set_title(&format!("({n}) {title}")),
+        None => window.set_title(title),
+    }
+}
+
+/// The count the chat page puts in front of its title ("(3) main —
+/// loopchat", "(99+) …"); `None` when it shows none.
+fn unread_count(page_title: &str) -> Option<&str> {
+    let (count, _) = page_title.strip_prefix('(')?.split_once(") ")?;
+    let digits = count.strip_suffix('+').unwrap_or(count);
+    let valid = !digits.is_empty()
+        && digits.len() <= 6
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    valid.then_some(count)
 }
 
 /// Records the window's current inner size (logical pixels, so that it
@@ -443,6 +486,18 @@ mod tests {
             ipc_action(Showing::Passphrase, "passphrase:pw"),
             Some(UiAction::Passphrase(Some(p))) if p == "pw"
         ));
+    }
+
+    #[test]
+    fn unread_count_of_a_page_title() {
+        assert_eq!(unread_count("(3) main — loopchat"), Some("3"));
+        assert_eq!(unread_count("(99+) main — loopchat"), Some("99+"));
+        assert_eq!(unread_count("main — loopchat"), None);
+        assert_eq!(unread_count("(0) main"), None);
+        assert_eq!(unread_count("(x) main"), None);
+        assert_eq!(unread_count("() main"), None);
+        assert_eq!(unread_count("(12345678) main"), None);
+        assert_eq!(unread_count("(3)main"), None);
     }
 
     #[test]
