@@ -15,6 +15,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -297,6 +298,28 @@ export class Proxy {
   async close() {
     await this.cut();
   }
+}
+
+/**
+ * A suite's usual fixture: one relay and one browser for all its tests,
+ * started in `before` (failing when a prerequisite is missing) and stopped
+ * in `after`. Call it inside `describe`; read `relay` and `browser` from the
+ * returned object in the tests.
+ * @returns {{ relay: Relay, browser: import('playwright-core').Browser }}
+ */
+export function suiteFixture(relayOptions) {
+  const fixture = /** @type {any} */ ({});
+  before(async () => {
+    const missing = missingPrerequisite();
+    if (missing) throw new Error(missing);
+    fixture.relay = await Relay.start(relayOptions);
+    fixture.browser = await launchBrowser();
+  });
+  after(async () => {
+    await fixture.browser?.close();
+    await fixture.relay?.cleanup();
+  });
+  return fixture;
 }
 
 export async function launchBrowser() {

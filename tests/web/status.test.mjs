@@ -1,29 +1,16 @@
 // The sidebar's live-status line: "N windows · M runs" from
 // GET /webchat/status, updated when another tab opens and closes.
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Relay, launchBrowser, newPage, openChat, missingPrerequisite, waitFor } from './harness.mjs';
+import { suiteFixture, newPage, openChat, waitFor } from './harness.mjs';
 
 describe('live status', () => {
-  let relay;
-  let browser;
-
-  before(async () => {
-    const missing = missingPrerequisite();
-    if (missing) throw new Error(missing);
-    relay = await Relay.start();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await relay?.cleanup();
-  });
+  const fx = suiteFixture();
 
   it('shows the window count and follows a second tab opening and closing', async () => {
-    const page = await newPage(browser);
-    await openChat(page, relay, { session: 'live' });
+    const page = await newPage(fx.browser);
+    await openChat(page, fx.relay, { session: 'live' });
     const line = () => page.locator('#live-status').textContent();
     // Refreshed when the stream connects, then every few seconds.
     await waitFor(async () => (await line()) === '1 window · 0 runs', { what: 'one window', timeout: 15000 });

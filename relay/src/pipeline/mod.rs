@@ -296,16 +296,22 @@ impl Pipeline {
 
     /// How many sessions have a turn running now.
     pub fn runs_in_flight(&self) -> usize {
-        let sessions: Vec<_> = self
-            .inner
+        self.runtimes()
+            .iter()
+            .filter(|s| s.active_run().is_some())
+            .count()
+    }
+
+    /// The sessions with a runtime now, taken out of the map so that each
+    /// one's own locks are never taken under the map's.
+    fn runtimes(&self) -> Vec<Arc<SessionRuntime>> {
+        self.inner
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        // Each run state has its own lock: not taken under the map's.
-        sessions.iter().filter(|s| s.active_run().is_some()).count()
+            .collect()
     }
 
     /// The seq every session's log starts from in this relay run.
@@ -440,14 +446,7 @@ impl Pipeline {
     /// `reset`, a retried key is found in the transcript. Returns how many
     /// sessions were trimmed.
     pub fn trim_idle(&self, idle: Duration) -> usize {
-        let runtimes: Vec<_> = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let runtimes = self.runtimes();
         let mut trimmed = 0;
         for rt in runtimes {
             {
@@ -501,17 +500,13 @@ impl Pipeline {
         if let Err(e) = self.inner.store.refresh_index() {
             tracing::debug!(error = %e, "cannot look at the session index");
         }
-        let watched: Vec<_> = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|rt| rt.events.subscribers() > 0)
-            .map(|rt| rt.key.clone())
-            .collect();
-        for key in watched {
-            if let Some(entry) = self.inner.store.session(&key)
+        let watched = self
+            .runtimes()
+            .into_iter()
+            .filter(|rt| rt.events.subscribers() > 0);
+        for rt in watched {
+            let key = &rt.key;
+            if let Some(entry) = self.inner.store.session(key)
                 && let Some(transcript) = self.inner.store.open_transcript(&entry.session_id)
                 && let Err(e) = transcript.check_foreign()
             {
