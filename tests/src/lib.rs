@@ -302,6 +302,16 @@ impl Api {
     }
 }
 
+/// The session keys of a `/webchat/sessions` answer, in its order.
+pub fn session_keys(list: &Value) -> Vec<String> {
+    list["sessions"]
+        .as_array()
+        .expect("a sessions array")
+        .iter()
+        .map(|s| s["key"].as_str().expect("a key").to_owned())
+        .collect()
+}
+
 /// Reads SSE events (the JSON of each `data:`) from a response.
 pub struct SseReader {
     inner: std::pin::Pin<

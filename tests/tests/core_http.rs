@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use loopchat_tests::{Api, Relay, RelayOptions};
+use loopchat_tests::{Api, Relay, RelayOptions, session_keys};
 use serde_json::{Value, json};
 
 fn code(v: &Value) -> &str {
@@ -382,12 +382,7 @@ async fn echo_turn_info_history_sessions() {
     assert_ne!(v2["sessionId"], sid.as_str());
 
     let (_, list) = api.get_json("/webchat/sessions").await;
-    let keys: Vec<_> = list["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap().to_owned())
-        .collect();
+    let keys = session_keys(&list);
     assert_eq!(keys, vec!["fresh", "s1"], "newest first");
     assert_eq!(list["sessions"][0]["preview"], "echo: x");
 }

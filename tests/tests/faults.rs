@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
-use loopchat_tests::{Api, Relay, RelayOptions, all_messages, assert_store_readable, scan_store};
+use loopchat_tests::{
+    Api, Relay, RelayOptions, all_messages, assert_store_readable, scan_store, session_keys,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -975,12 +977,8 @@ async fn full_disk_answers_507_and_recovers() {
         assert_store_full(status, &v);
     }
     let (_, sessions) = api.get_json("/webchat/sessions").await;
-    let keys: Vec<&str> = sessions["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap())
-        .collect();
+    let keys = session_keys(&sessions);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     assert!(
         !keys.contains(&"fresh"),
         "a session whose creation failed is listed: {sessions}"

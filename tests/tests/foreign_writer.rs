@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use loopchat_tests::{Relay, SseReader, all_messages, assert_store_readable};
+use loopchat_tests::{Relay, SseReader, all_messages, assert_store_readable, session_keys};
 use serde_json::{Value, json};
 
 fn transcript(home: &Path, session_id: &str) -> PathBuf {
@@ -265,12 +265,7 @@ async fn another_programs_index_entries_survive_the_relays_writes() {
 
     // The relay knows the other program's session too.
     let (_, list) = api.get_json("/webchat/sessions").await;
-    let keys: Vec<_> = list["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap().to_owned())
-        .collect();
+    let keys = session_keys(&list);
     assert!(keys.contains(&"agent:other".to_owned()), "{keys:?}");
     let (_, info) = api.get_json("/webchat/info?session=agent:other").await;
     assert_eq!(info["sessionId"], "0b7d8a4e-0000-4000-8000-00000000f00d");
