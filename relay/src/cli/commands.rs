@@ -26,15 +26,7 @@ pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> 
     let k = &c.by_kind;
     println!("version      {}", s.version);
     println!("uptime       {} s", s.uptime_secs);
-    println!(
-        "agent        {}{}",
-        s.agent.backend,
-        s.agent
-            .model
-            .as_ref()
-            .map(|m| format!(" ({m})"))
-            .unwrap_or_default()
-    );
+    println!("agent        {}", agent_line(&s.agent));
     println!(
         "connections  {} (sse {}, websocket {}, shell {}, cli {})",
         c.total, k.sse, k.websocket, k.shell, k.cli
@@ -55,6 +47,14 @@ pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The backend, and its model when it has one: `openai (qwen)`.
+fn agent_line(agent: &loopchat_proto::AgentInfo) -> String {
+    match &agent.model {
+        Some(m) => format!("{} ({m})", agent.backend),
+        None => agent.backend.clone(),
+    }
+}
+
 pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
     let info: InfoResponse = json(client.get("/webchat/info?limit=1")).await?;
@@ -69,14 +69,7 @@ pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     } else {
         println!("relay     {}", info.base_url);
         println!("version   {}", info.version);
-        println!(
-            "agent     {}{}",
-            info.agent.backend,
-            info.agent
-                .model
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
-        );
+        println!("agent     {}", agent_line(&info.agent));
         if let Some(d) = &client.discovery {
             println!("pid       {}", d.pid);
             println!("started   {}", d.started_at);
