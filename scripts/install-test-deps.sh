@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need, idempotently: Debian packages (browser,
 # sshd, Xvfb, WebKitGTK for the shell, a notification daemon), the npm
-# packages of the browser tests, and the cached llama.cpp server and
+# packages of the browser tests and the pinned pi agent, and the cached llama.cpp server and
 # schemathesis venvs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,12 @@ if [ -f tests/web/package-lock.json ]; then
     echo "==> npm ci (tests/web)" >&2
     (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
   fi
+fi
+
+# The real pi agent (pinned in tests/pi/package-lock.json) for the interop suites.
+if [ ! -d tests/pi/node_modules ] || [ tests/pi/package-lock.json -nt tests/pi/node_modules/.package-lock.json ]; then
+  echo "==> npm ci (tests/pi)" >&2
+  (cd tests/pi && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 bash scripts/schemathesis.sh --install-only
