@@ -3,8 +3,8 @@
 // SSH tunnel), pi-format stores, and one Chromium per test file.
 //
 // The relay is target/debug/loopchat (LOOPCHAT_BIN overrides; build it with
-// `cargo build -p loopchat-relay`). LOOPCHAT_WEB_RELAY=mock runs the
-// development stand-in in dev/mock-relay.mjs instead — for UI debugging only.
+// `cargo build -p loopchat-relay`). There is no stand-in: every suite runs
+// the real relay.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +22,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '../..');
 export const ARTIFACTS = path.join(REPO, 'tests', 'artifacts');
 export const RELAY_BIN = process.env.LOOPCHAT_BIN || path.join(REPO, 'target', 'debug', 'loopchat');
-export const USE_MOCK = process.env.LOOPCHAT_WEB_RELAY === 'mock';
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 export const CHROMIUM_ARGS = [
@@ -33,7 +32,7 @@ export const CHROMIUM_ARGS = [
 /** Why the suite cannot run here, or null. */
 export function missingPrerequisite() {
   if (!fs.existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM} (apt-get install chromium)`;
-  if (!USE_MOCK && !fs.existsSync(RELAY_BIN)) return `no relay binary at ${RELAY_BIN} (cargo build -p loopchat-relay)`;
+  if (!fs.existsSync(RELAY_BIN)) return `no relay binary at ${RELAY_BIN} (cargo build -p loopchat-relay)`;
   return null;
 }
 
@@ -119,15 +118,12 @@ export class Relay {
   async start() {
     const discovery = path.join(this.home, 'relay.json');
     await fsp.rm(discovery, { force: true });
-    const cmd = USE_MOCK ? process.execPath : RELAY_BIN;
     // First start: a random port. A restart names no port, so the relay takes
     // the one this home used last (what brings open pages and tunnels back).
     const portArgs = this.starts === 0 ? ['--port', '0'] : [];
-    const args = USE_MOCK
-      ? [path.join(here, 'dev', 'mock-relay.mjs'), 'serve', '--home', this.home, ...portArgs]
-      : ['serve', '--home', this.home, ...portArgs];
+    const args = ['serve', '--home', this.home, ...portArgs];
     const out = fs.openSync(this.logFile, 'a');
-    this.child = spawn(cmd, args, {
+    this.child = spawn(RELAY_BIN, args, {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...this.env, LOOPCHAT_HOME: this.home },
       stdio: ['ignore', out, out],
     });
@@ -190,7 +186,6 @@ export class Relay {
 
   /** `loopchat token rotate` on this relay's home; afterwards `token` is the new one. */
   async rotateToken() {
-    if (USE_MOCK) throw new Error('the mock relay cannot rotate its token');
     await new Promise((resolve, reject) => {
       const child = spawn(RELAY_BIN, ['token', 'rotate'], {
         env: { ...process.env, LOOPCHAT_HOME: this.home },
