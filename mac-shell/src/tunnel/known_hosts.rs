@@ -1,16 +1,16 @@
 //! OpenSSH `known_hosts`: what key each server is expected to show.
 //!
-//! Our own reader rather than russh's because a refusal must say *which*
-//! line holds the expected key, and because real files have hashed names
-//! (`|1|salt|hash`), `[host]:port` entries, patterns, negations and
-//! `@revoked` / `@cert-authority` markers.
+//! Lines are parsed by `ssh-key` (through russh). What it does not do is
+//! kept here: matching a host against hashed names (`|1|salt|hash`) and
+//! comma-separated patterns with wildcards and negations, and remembering
+//! each line's number, because a refusal must say *which* line holds the
+//! expected key.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use russh::keys::ssh_key::known_hosts::{Entry as KnownEntry, HostPatterns, Marker};
 use russh::keys::{HashAlg, PublicKey};
 use sha1::Sha1;
 
@@ -96,8 +96,8 @@ impl KnownHosts {
         };
         let label = host_label(host, port);
         parse_lines(&text)
-            .filter(|l| l.marker.is_none() && l.matches(&label))
-            .filter_map(|l| l.key().map(|k| k.algorithm()))
+            .filter(|l| l.entry.marker().is_none() && l.matches(&label))
+            .map(|l| l.entry.public_key().algorithm())
             .collect()
     }
 
@@ -140,12 +140,10 @@ fn check_text(text: &str, host: &str, port: u16, offered: &PublicKey) -> Verdict
         if !line.matches(&label) {
             continue;
         }
-        let Some(recorded) = line.key() else {
-            continue;
-        };
-        match line.marker {
+        let recorded = line.entry.public_key();
+        match line.entry.marker() {
             Some(Marker::Revoked) if recorded.key_data() == offered.key_data() => {
-                return Verdict::Revoked(line.entry(&recorded));
+                return Verdict::Revoked(line.report());
             }
             Some(_) => continue,
             None => {}
@@ -159,7 +157,7 @@ fn check_text(text: &str, host: &str, port: u16, offered: &PublicKey) -> Verdict
         // have no record of, so it is refused the same way (as ssh does
         // once the host is known). The first such line is the one reported.
         if changed.is_none() {
-            changed = Some(line.entry(&recorded));
+            changed = Some(line.report());
         }
     }
     match changed {
@@ -168,47 +166,38 @@ fn check_text(text: &str, host: &str, port: u16, offered: &PublicKey) -> Verdict
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Marker {
-    CertAuthority,
-    Revoked,
-}
-
 struct Line<'a> {
     number: usize,
     text: &'a str,
-    marker: Option<Marker>,
-    patterns: &'a str,
-    key_base64: &'a str,
+    entry: KnownEntry,
 }
 
 impl Line<'_> {
-    fn key(&self) -> Option<PublicKey> {
-        russh::keys::parse_public_key_base64(self.key_base64).ok()
-    }
-
-    fn entry(&self, key: &PublicKey) -> Entry {
+    fn report(&self) -> Entry {
         Entry {
             line: self.number,
             text: self.text.trim().to_owned(),
-            fingerprint: fingerprint(key),
+            fingerprint: fingerprint(self.entry.public_key()),
         }
     }
 
-    /// OpenSSH rules: the comma-separated patterns match if one positive
-    /// pattern matches and no negated one does.
+    /// OpenSSH rules: a hashed name matches the exact label; otherwise the
+    /// comma-separated patterns match if one positive pattern matches and
+    /// no negated one does.
     fn matches(&self, label: &str) -> bool {
+        let patterns = match self.entry.host_patterns() {
+            HostPatterns::HashedName { salt, hash } => return hashed_matches(salt, hash, label),
+            HostPatterns::Patterns(patterns) => patterns,
+        };
+        let label = label.to_ascii_lowercase();
         let mut matched = false;
-        for pattern in self.patterns.split(',') {
-            if let Some(hashed) = pattern.strip_prefix("|1|") {
-                if hashed_matches(hashed, label) {
-                    matched = true;
-                }
-            } else if let Some(negated) = pattern.strip_prefix('!') {
-                if wildcard_match(&negated.to_ascii_lowercase(), &label.to_ascii_lowercase()) {
+        for pattern in patterns {
+            let pattern = pattern.to_ascii_lowercase();
+            if let Some(negated) = pattern.strip_prefix('!') {
+                if wildcard_match(negated, &label) {
                     return false;
                 }
-            } else if wildcard_match(&pattern.to_ascii_lowercase(), &label.to_ascii_lowercase()) {
+            } else if wildcard_match(&pattern, &label) {
                 matched = true;
             }
         }
@@ -216,47 +205,33 @@ impl Line<'_> {
     }
 }
 
+/// The lines that hold a key ssh-key can read; others (comments, unknown key
+/// types, broken lines) are skipped, as ssh skips them.
 fn parse_lines(text: &str) -> impl Iterator<Item = Line<'_>> {
     text.lines().enumerate().filter_map(|(i, raw)| {
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             return None;
         }
-        let mut fields = trimmed.split_whitespace();
-        let mut first = fields.next()?;
-        let marker = match first {
-            "@cert-authority" => Some(Marker::CertAuthority),
-            "@revoked" => Some(Marker::Revoked),
-            _ => None,
-        };
-        if marker.is_some() {
-            first = fields.next()?;
-        }
-        let _key_type = fields.next()?;
-        let key_base64 = fields.next()?;
+        // ssh-key splits fields on single spaces; ssh allows any run of
+        // blanks.
+        let fields: Vec<&str> = trimmed.split_whitespace().collect();
+        let entry = fields.join(" ").parse::<KnownEntry>().ok()?;
         Some(Line {
             number: i + 1,
             text: raw,
-            marker,
-            patterns: first,
-            key_base64,
+            entry,
         })
     })
 }
 
-/// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`.
-fn hashed_matches(hashed: &str, label: &str) -> bool {
-    let Some((salt, hash)) = hashed.split_once('|') else {
-        return false;
-    };
-    let (Ok(salt), Ok(hash)) = (BASE64.decode(salt), BASE64.decode(hash)) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&salt) else {
+/// A hashed name is `HMAC-SHA1(salt, label)`.
+fn hashed_matches(salt: &[u8], hash: &[u8; 20], label: &str) -> bool {
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(salt) else {
         return false;
     };
     mac.update(label.as_bytes());
-    mac.verify_slice(&hash).is_ok()
+    mac.verify_slice(hash).is_ok()
 }
 
 /// `*` and `?` globbing, as in ssh's `match_pattern`.
@@ -290,6 +265,8 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
 
     // Two ed25519 keys (public halves only).
     const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
@@ -385,6 +362,24 @@ mod tests {
         let text = std::fs::read_to_string(kh.path()).unwrap();
         assert!(text.starts_with("[h]:2222 ssh-ed25519 "), "{text}");
         assert_eq!(kh.known_algorithms("h", 2222).len(), 1);
+    }
+
+    #[test]
+    fn blanks_comments_and_unreadable_lines() {
+        // Tabs and runs of blanks between fields, a key comment, and a line
+        // whose key cannot be read (skipped, as ssh skips it; line numbers
+        // still count it).
+        let text = format!(
+            "example.org\tssh-ed25519  AAAAbroken\nexample.org\t ssh-ed25519\t{KEY_B}  a comment\n"
+        );
+        match check_text(&text, "example.org", 22, &key(KEY_A)) {
+            Verdict::Changed(e) => assert_eq!(e.line, 2),
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(
+            check_text(&text, "EXAMPLE.org", 22, &key(KEY_B)),
+            Verdict::Known
+        );
     }
 
     #[test]
