@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod discovery;
 pub mod events;
 #[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod home;
 pub mod http;

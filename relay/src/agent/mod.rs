@@ -21,6 +21,7 @@ use crate::config::{AgentConfig, Backend};
 pub use command::CommandAgent;
 pub use echo::EchoAgent;
 pub use openai::OpenAiAgent;
+#[cfg(feature = "fuzzing")]
 pub(crate) use openai::decode_reply;
 
 /// One message of the history handed to a backend.

@@ -554,6 +554,7 @@ fn failure<E>(url: &str, f: Failure<E>, transport: impl FnOnce(E) -> AgentError)
 /// way [`Call::stream_reply`] reads one: the events passed on, then `Ok` for
 /// a complete reply or the run's error. Bytes after the end are not looked
 /// at (the real run only drains them).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn decode_reply<B: AsRef<[u8]>>(
     url: &str,
     chunks: impl IntoIterator<Item = B>,
