@@ -26,12 +26,12 @@ export function thinkingBlock(text, open = false) {
   return details;
 }
 
-/** Make links in relay HTML open safely, and give code blocks a copy button. */
+/**
+ * Fetch relay images with the bearer and give code blocks a copy button. Links
+ * are left as the relay's sanitizer wrote them (new tab, `noopener noreferrer
+ * nofollow`): that rule lives in one place, relay/src/render.rs.
+ */
 export function enhanceMarkdown(root) {
-  for (const a of root.querySelectorAll('a[href]')) {
-    a.setAttribute('target', '_blank');
-    a.setAttribute('rel', 'noopener noreferrer');
-  }
   // An image of the relay itself (say an attachment) needs the bearer token
   // like any of its URLs; an <img src> cannot send it.
   for (const img of root.querySelectorAll('img[src]')) {
