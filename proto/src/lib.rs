@@ -14,6 +14,7 @@ mod events;
 mod http;
 mod message;
 mod session_key;
+pub mod sse;
 
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
 pub use discovery::{Discovery, NotAlive, pid_exists};

@@ -15,11 +15,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::agent::sse::{DecodeError, Decoder};
 use crate::agent::{AgentEvent, decode_reply};
 use crate::http::extract::decode_json;
 use crate::notify::draft::{MAX_BODY_BYTES, MAX_TAGS, MAX_TITLE_CHARS, is_valid_id};
 use crate::store::{NewMessage, SessionEntry, index_bytes, parse_index, parse_line};
+use loopchat_proto::sse::{DecodeError, Decoder};
 
 /// A harness: arbitrary bytes in, a panic on a finding.
 pub type Harness = fn(&[u8]);

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use loopchat_proto::Discovery;
+use loopchat_proto::sse::{Event as SseEvent, SseStream};
 use serde_json::Value;
 
 /// The workspace's target directory, derived from this test binary's path
@@ -312,22 +313,18 @@ pub fn session_keys(list: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Reads SSE events (the JSON of each `data:`) from a response.
+/// Reads SSE events (the JSON of each `data:`) from a response, with the
+/// relay's own reader (`loopchat_proto::sse`).
 pub struct SseReader {
-    inner: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<eventsource_stream::Event, String>> + Send>,
-    >,
+    inner: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<SseEvent, String>> + Send>>,
 }
 
 impl SseReader {
     pub fn new(response: reqwest::Response) -> Self {
-        use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
         Self {
             inner: Box::pin(
-                response
-                    .bytes_stream()
-                    .eventsource()
+                SseStream::with_ids(Box::pin(response.bytes_stream()))
                     .map(|r| r.map_err(|e| e.to_string())),
             ),
         }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
+use loopchat_proto::sse::{Event as SseEvent, SseStream};
 use loopchat_tests::{
     Api, Relay, RelayOptions, all_messages, assert_store_readable, scan_store, session_keys,
 };
@@ -38,21 +39,18 @@ use tokio::sync::{Notify, watch};
 // ---------------------------------------------------------------------------
 // Shared helpers
 
-type SseStream = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<SseEvent, String>> + Send>>;
 
 /// The SSE events of one response. Unlike the harness's reader, this one
 /// treats a broken stream as the end of the stream, because a kill -9 can
 /// break a stream at any byte. The events themselves are always whole: the
 /// parser drops an event that was cut off.
-struct Events(SseStream);
+struct Events(EventStream);
 
 impl Events {
     fn new(r: reqwest::Response) -> Self {
-        use eventsource_stream::Eventsource;
         Self(Box::pin(
-            r.bytes_stream()
-                .eventsource()
-                .map(|r| r.map_err(|e| e.to_string())),
+            SseStream::with_ids(Box::pin(r.bytes_stream())).map(|r| r.map_err(|e| e.to_string())),
         ))
     }
 

@@ -1061,7 +1061,7 @@ async fn direct_stream(
     messages: &Value,
     max_tokens: usize,
 ) -> (Vec<Duration>, String) {
-    use eventsource_stream::Eventsource;
+    use loopchat_proto::sse::SseStream;
     let start = Instant::now();
     let r = http
         .post(format!("{base}/chat/completions"))
@@ -1076,14 +1076,14 @@ async fn direct_stream(
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let mut events = r.bytes_stream().eventsource();
+    let mut events = SseStream::new(Box::pin(r.bytes_stream()));
     let (mut times, mut text) = (Vec::new(), String::new());
-    while let Some(e) = events.next().await {
-        let e = e.unwrap();
-        if e.data.trim() == "[DONE]" {
+    while let Some(data) = events.next().await {
+        let data = data.unwrap();
+        if data.trim() == "[DONE]" {
             break;
         }
-        let v: Value = serde_json::from_str(&e.data).unwrap();
+        let v: Value = serde_json::from_str(&data).unwrap();
         if let Some(t) = v["choices"][0]["delta"]["content"]
             .as_str()
             .filter(|s| !s.is_empty())

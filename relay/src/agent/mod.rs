@@ -8,7 +8,6 @@
 mod command;
 mod echo;
 mod openai;
-pub mod sse;
 
 use std::pin::Pin;
 use std::sync::Arc;

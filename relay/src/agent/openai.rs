@@ -30,12 +30,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::sse::{MAX_EVENT_BYTES, SseError, SseStream};
 use super::{
     Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile, SetupError,
 };
 use crate::config::OpenAiConfig;
 use crate::diagnostics::{error_chain, read_start};
+use loopchat_proto::sse::{MAX_EVENT_BYTES, SseError, SseStream};
 
 /// Bytes of an error response kept for the message.
 const ERROR_BODY_KEEP: usize = 16 * 1024;

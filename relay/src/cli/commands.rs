@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::Target;
 use super::client::{Client, Refused, json, send as send_request};
-use crate::agent::sse::SseStream;
+use loopchat_proto::sse::SseStream;
 
 pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
+use loopchat_proto::sse::SseStream;
 use loopchat_proto::{Discovery, Message, Role};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -543,7 +543,7 @@ impl Client {
             format!("streaming rpc answered {ctype:?}")
         })?;
         let expected = format!("echo: {text}");
-        let mut events = resp.bytes_stream().eventsource();
+        let mut events = SseStream::with_ids(Box::pin(resp.bytes_stream()));
         // user message → run.start → delta… → assistant message → run.end → done
         let mut stage = 0u8;
         let mut run_id = String::new();
@@ -978,7 +978,7 @@ async fn subscriber(
             }
         };
         state.lock().unwrap_or_else(|e| e.into_inner()).connected = true;
-        let mut events = resp.bytes_stream().eventsource();
+        let mut events = SseStream::with_ids(Box::pin(resp.bytes_stream()));
         loop {
             let e = tokio::select! {
                 e = events.next() => e,

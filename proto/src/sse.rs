@@ -1,12 +1,15 @@
-//! Server-sent events, read incrementally from a byte stream: the reply
-//! stream of the `openai` backend.
+//! Server-sent events, read incrementally from a byte stream: the one
+//! reader of every event stream loopchat consumes — a model server's reply
+//! (the `openai` backend), the relay's own streams read by the CLI, and the
+//! test suites' readers.
 //!
-//! Follows the WHATWG event-stream rules that matter for a reply: a leading
-//! BOM is dropped, lines end in CRLF, CR or LF (also when a chunk boundary
-//! falls between the CR and the LF), `data:` lines of one event are joined
-//! with LF, a blank line dispatches, comments and other fields are ignored,
-//! an unfinished event at the end of the stream is dropped. Unlike the
-//! spec, bytes that are not UTF-8 fail the stream (a model server that
+//! Follows the WHATWG event-stream rules: a leading BOM is dropped, lines
+//! end in CRLF, CR or LF (also when a chunk boundary falls between the CR
+//! and the LF), `data:` lines of one event are joined with LF, `id:` sets
+//! the last event id (kept across events; one holding NUL is ignored), a
+//! blank line dispatches an event that has data, comments and other fields
+//! are ignored, an unfinished event at the end of the stream is dropped.
+//! Unlike the spec, bytes that are not UTF-8 fail the stream (a server that
 //! sends them is broken, and the user should hear so).
 //!
 //! Each byte is looked at once whatever the chunking, and one line or
@@ -14,6 +17,7 @@
 //! relay buffer without bound or rescan what it already has.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -49,7 +53,21 @@ impl<E: std::fmt::Display> std::fmt::Display for SseError<E> {
     }
 }
 
-/// The incremental parser: bytes in, the `data` of complete events out.
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The last event id at dispatch (empty when the stream set none).
+    pub id: String,
+    pub data: String,
+}
+
+impl From<Event> for String {
+    fn from(e: Event) -> Self {
+        e.data
+    }
+}
+
+/// The incremental parser: bytes in, complete events out.
 #[derive(Debug, Default)]
 pub struct Decoder {
     /// The unfinished line (before the first line: the BOM candidate).
@@ -60,8 +78,10 @@ pub struct Decoder {
     after_cr: bool,
     /// Past the optional BOM.
     started: bool,
-    /// Data of dispatched events not yet taken.
-    events: VecDeque<String>,
+    /// The last event id buffer.
+    last_id: String,
+    /// Dispatched events not yet taken.
+    events: VecDeque<Event>,
 }
 
 /// An error of the decoder itself (no transport).
@@ -101,6 +121,11 @@ impl Decoder {
 
     /// The data of the next complete event.
     pub fn next_event(&mut self) -> Option<String> {
+        self.events.pop_front().map(|e| e.data)
+    }
+
+    /// The next complete event with its id.
+    pub fn next_event_with_id(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
@@ -138,7 +163,10 @@ impl Decoder {
             let mut data = std::mem::take(&mut self.data);
             if !data.is_empty() {
                 data.pop(); // the LF after the last data line
-                self.events.push_back(data);
+                self.events.push_back(Event {
+                    id: self.last_id.clone(),
+                    data,
+                });
             }
             return Ok(());
         }
@@ -146,49 +174,69 @@ impl Decoder {
             Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
             None => (line, ""),
         };
-        // Comments (empty name), `event`, `id`, `retry` and unknown fields
-        // do not matter to a reply.
-        if name == "data" {
-            if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
-                return Err(DecodeError::TooLarge);
+        // Comments (empty name), `event`, `retry` and unknown fields do not
+        // matter to any reader here.
+        match name {
+            "data" => {
+                if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
+                    return Err(DecodeError::TooLarge);
+                }
+                self.data.push_str(value);
+                self.data.push('\n');
             }
-            self.data.push_str(value);
-            self.data.push('\n');
+            "id" if !value.contains('\0') => value.clone_into(&mut self.last_id),
+            _ => {}
         }
         Ok(())
     }
 }
 
-/// A byte stream read as server-sent events: yields each event's data.
+/// A byte stream read as server-sent events: yields each event's data
+/// ([`SseStream::new`]) or each [`Event`] ([`SseStream::with_ids`]).
 /// After an error (its own or the transport's), it ends.
-pub struct SseStream<S> {
+pub struct SseStream<S, T = String> {
     inner: Option<S>,
     decoder: Decoder,
     error: Option<DecodeError>,
+    item: PhantomData<fn() -> T>,
 }
 
-impl<S> SseStream<S> {
-    pub fn new(inner: S) -> Self {
+impl<S, T> SseStream<S, T> {
+    fn over(inner: S) -> Self {
         Self {
             inner: Some(inner),
             decoder: Decoder::default(),
             error: None,
+            item: PhantomData,
         }
     }
 }
 
-impl<S, B, E> Stream for SseStream<S>
+impl<S> SseStream<S, String> {
+    pub fn new(inner: S) -> Self {
+        Self::over(inner)
+    }
+}
+
+impl<S> SseStream<S, Event> {
+    pub fn with_ids(inner: S) -> Self {
+        Self::over(inner)
+    }
+}
+
+impl<S, B, E, T> Stream for SseStream<S, T>
 where
     S: Stream<Item = Result<B, E>> + Unpin,
     B: AsRef<[u8]>,
+    T: From<Event>,
 {
-    type Item = Result<String, SseError<E>>;
+    type Item = Result<T, SseError<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(data) = this.decoder.next_event() {
-                return Poll::Ready(Some(Ok(data)));
+            if let Some(event) = this.decoder.next_event_with_id() {
+                return Poll::Ready(Some(Ok(event.into())));
             }
             if let Some(e) = this.error.take() {
                 return Poll::Ready(Some(Err(e.into())));
@@ -240,6 +288,21 @@ mod tests {
         ]);
         assert_eq!(err, None);
         assert_eq!(events, vec!["a", "b\n c", ""]);
+    }
+
+    #[test]
+    fn ids_carry_over_until_changed() {
+        let mut d = Decoder::default();
+        d.feed(b"id: 7\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: x\0y\ndata: d\n\n")
+            .unwrap();
+        let got: Vec<(String, String)> = std::iter::from_fn(|| d.next_event_with_id())
+            .map(|e| (e.id, e.data))
+            .collect();
+        let want = [("7", "a"), ("7", "b"), ("", "c"), ("", "d")];
+        assert_eq!(
+            got,
+            want.map(|(i, d)| (i.to_owned(), d.to_owned())).to_vec()
+        );
     }
 
     #[test]
