@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use loopchat_proto::Discovery;
+use loopchat_proto::{Discovery, DiscoveryError};
 use loopchat_shell::notifications::{
     Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, local_relay_key,
     remote_relay_key,
@@ -271,7 +271,9 @@ async fn connect(
 /// `--no-start`) one started now. Blocking.
 fn find_or_start(home: &Path, start: bool, ui: &UiHandle) -> Result<Discovery, Failure> {
     match relay::discover_local(home) {
-        Err(RelayError::NotRunning { .. } | RelayError::Stale { .. }) if start => {
+        Err(RelayError::Discovery(
+            DiscoveryError::Missing { .. } | DiscoveryError::Stale { .. },
+        )) if start => {
             ui.send(UiEvent::Status("Starting the local relay…".into()));
             let started = start::start_local(home, start::START_TIMEOUT).map_err(|e| Failure {
                 step: "start relay".into(),

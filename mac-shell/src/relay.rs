@@ -11,45 +11,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loopchat_proto::{Discovery, InfoResponse};
+use loopchat_proto::{Discovery, DiscoveryError, InfoResponse, home};
 
 use crate::Step;
 
-/// Name of the discovery file inside a loopchat home.
-pub const DISCOVERY_FILE: &str = "relay.json";
-
 /// `$LOOPCHAT_HOME`, else `~/.loopchat`.
 pub fn default_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("LOOPCHAT_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(home);
-    }
-    std::env::home_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".loopchat")
+    home::locate(None)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error(
-        "no loopchat relay is running: {path} does not exist.\n\
-         Start one with `loopchat serve` (it writes that file once it listens)."
-    )]
-    NotRunning { path: PathBuf },
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid discovery file: {source}")]
-    Invalid {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error(
-        "the relay recorded in {path} is gone ({reason}); the file is stale.\n\
-         Start one with `loopchat serve`."
-    )]
-    Stale { path: PathBuf, reason: String },
+    /// The discovery file names no live relay (the reader and its errors
+    /// are the relay's own, in `proto`).
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
     #[error("could not reach the relay at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the relay at {url} refused /webchat/info: HTTP {status}: {body}")]
@@ -66,10 +42,7 @@ impl RelayError {
     /// Which step failed, for the error page.
     pub fn step(&self) -> Step {
         match self {
-            RelayError::NotRunning { .. }
-            | RelayError::Unreadable { .. }
-            | RelayError::Invalid { .. }
-            | RelayError::Stale { .. } => Step::Discovery,
+            RelayError::Discovery(_) => Step::Discovery,
             RelayError::Unreachable { .. }
             | RelayError::InfoRefused { .. }
             | RelayError::InfoInvalid { .. } => Step::RelayInfo,
@@ -81,26 +54,10 @@ impl RelayError {
 /// its pid exists and its port accepts a connection. Either failing means a
 /// relay that died without cleaning up.
 pub fn discover_local(home: &Path) -> Result<Discovery, RelayError> {
-    let path = home.join(DISCOVERY_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RelayError::NotRunning { path });
-        }
-        Err(source) => return Err(RelayError::Unreadable { path, source }),
-    };
-    let discovery: Discovery =
-        serde_json::from_slice(&bytes).map_err(|source| RelayError::Invalid {
-            path: path.clone(),
-            source,
-        })?;
-    discovery
-        .check_alive(Duration::from_secs(2))
-        .map_err(|e| RelayError::Stale {
-            path,
-            reason: e.to_string(),
-        })?;
-    Ok(discovery)
+    Ok(Discovery::read_live(
+        &home.join(home::DISCOVERY_FILE),
+        Duration::from_secs(2),
+    )?)
 }
 
 /// `GET {base_url}info[?session=K]` with the bearer token.
@@ -193,22 +150,7 @@ fn ensure_slash(base_url: &str) -> String {
     }
 }
 
-/// An error with its causes ("error sending request: connection refused"):
-/// reqwest's top-level message alone does not say what went wrong. A cause
-/// that its parent already ends with is not repeated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use loopchat_proto::error_chain;
 
 #[cfg(test)]
 mod tests {
@@ -224,14 +166,21 @@ mod tests {
             started_at: "2025-01-01T00:00:00Z".into(),
             store: "x".into(),
         };
-        std::fs::write(dir.join(DISCOVERY_FILE), serde_json::to_vec(&d).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(home::DISCOVERY_FILE),
+            serde_json::to_vec(&d).unwrap(),
+        )
+        .unwrap();
     }
 
     #[test]
     fn missing_file_says_how_to_start_a_relay() {
         let dir = tempfile::tempdir().unwrap();
         let err = discover_local(dir.path()).unwrap_err();
-        assert!(matches!(err, RelayError::NotRunning { .. }));
+        assert!(matches!(
+            err,
+            RelayError::Discovery(DiscoveryError::Missing { .. })
+        ));
         assert!(err.to_string().contains("loopchat serve"), "{err}");
         assert_eq!(err.step(), Step::Discovery);
     }
@@ -242,7 +191,10 @@ mod tests {
         // pid_max is far below this on Linux.
         write_discovery(dir.path(), 999_999_999, 1);
         let err = discover_local(dir.path()).unwrap_err();
-        assert!(matches!(err, RelayError::Stale { .. }), "{err}");
+        assert!(
+            matches!(err, RelayError::Discovery(DiscoveryError::Stale { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("loopchat serve"));
     }
 

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use loopchat_proto::Discovery;
 
 use crate::relay::{self, RelayError};
+use loopchat_proto::DiscoveryError;
 
 /// The relay's binary name.
 pub const RELAY_BINARY: &str = "loopchat";
 /// Where the started relay's output goes, inside the home.
-pub const RELAY_LOG: &str = "relay.log";
+pub use loopchat_proto::home::RELAY_LOG_FILE as RELAY_LOG;
 /// How long a starting relay may take to write a live discovery file. A
 /// relay opens its store and binds a port; seconds are already generous.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -187,9 +188,11 @@ pub fn start_local(home: &Path, timeout: Duration) -> Result<Started, StartError
                 });
             }
             Err(
-                e @ (RelayError::NotRunning { .. }
-                | RelayError::Stale { .. }
-                | RelayError::Invalid { .. }),
+                e @ RelayError::Discovery(
+                    DiscoveryError::Missing { .. }
+                    | DiscoveryError::Stale { .. }
+                    | DiscoveryError::Invalid { .. },
+                ),
             ) => {
                 // Invalid: caught mid-write by a relay that does not write
                 // atomically; the next look decides.

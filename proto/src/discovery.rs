@@ -1,5 +1,6 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,74 @@ pub enum NotAlive {
     Port { port: u16, source: io::Error },
 }
 
+/// Why no live relay could be read from a discovery file.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(
+        "no loopchat relay is running: {} does not exist. Start one with `loopchat serve` \
+         (it writes that file once it listens)",
+        path.display()
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("{} is not a valid discovery file: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "the relay recorded in {} (pid {pid}, port {port}) is gone ({reason}); the file is stale. \
+         Start one with `loopchat serve`",
+        path.display()
+    )]
+    Stale {
+        path: PathBuf,
+        pid: u32,
+        port: u16,
+        reason: NotAlive,
+    },
+}
+
 impl Discovery {
+    /// The file's contents, strictly: the one reader of discovery files, for
+    /// the relay, the CLI, the shell (local, and remote over SSH) and the
+    /// fuzz target.
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Reads the discovery file at `path` and checks that its relay is
+    /// alive ([`Discovery::check_alive`], with `connect_timeout`).
+    pub fn read_live(path: &Path, connect_timeout: Duration) -> Result<Self, DiscoveryError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(DiscoveryError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(DiscoveryError::Unreadable {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let d = Self::parse(&bytes).map_err(|source| DiscoveryError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+        d.check_alive(connect_timeout)
+            .map_err(|reason| DiscoveryError::Stale {
+                path: path.to_owned(),
+                pid: d.pid,
+                port: d.port,
+                reason,
+            })?;
+        Ok(d)
+    }
+
     /// A relay is alive when its pid exists and its port accepts a
     /// connection; either alone can be fooled (pid reuse, another program on
     /// the port). One rule for the CLI, the relay and the shell.
@@ -74,6 +142,36 @@ mod tests {
             started_at: String::new(),
             store: String::new(),
         }
+    }
+
+    #[test]
+    fn read_live_names_each_failure() {
+        let dir = std::env::temp_dir().join(format!("loopchat-proto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.json");
+        let short = Duration::from_millis(500);
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(
+            Discovery::read_live(&path, short),
+            Err(DiscoveryError::Missing { .. })
+        ));
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(
+            Discovery::read_live(&path, short),
+            Err(DiscoveryError::Invalid { .. })
+        ));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let live = discovery(std::process::id(), port);
+        std::fs::write(&path, serde_json::to_vec(&live).unwrap()).unwrap();
+        assert_eq!(Discovery::read_live(&path, short).unwrap(), live);
+        drop(listener);
+        let err = Discovery::read_live(&path, short).unwrap_err();
+        assert!(
+            matches!(err, DiscoveryError::Stale { port: p, .. } if p == port),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

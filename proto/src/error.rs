@@ -91,3 +91,44 @@ impl ErrorBody {
         }
     }
 }
+
+/// An error and its causes, `a: b: c`, as a person reads it: reqwest's own
+/// message ("error sending request") says nothing of why without them. A
+/// cause whose text an earlier part already holds is left out. One rule for
+/// the relay, the CLI and the shell.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer repeats: inner")]
+    struct Middle(#[source] Inner);
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    #[test]
+    fn causes_are_joined_without_repeats() {
+        assert_eq!(
+            error_chain(&Outer(Middle(Inner))),
+            "outer: outer repeats: inner"
+        );
+        assert_eq!(error_chain(&Inner), "inner");
+    }
+}

@@ -11,14 +11,15 @@ mod click;
 mod discovery;
 mod error;
 mod events;
+pub mod home;
 mod http;
 mod message;
 mod session_key;
 pub mod sse;
 
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
-pub use discovery::{Discovery, NotAlive, pid_exists};
-pub use error::{ErrorBody, ErrorCode};
+pub use discovery::{Discovery, DiscoveryError, NotAlive, pid_exists};
+pub use error::{ErrorBody, ErrorCode, error_chain};
 pub use events::{Event, EventBody, Notification, RunState};
 pub use http::*;
 pub use message::{Content, Message, Role};

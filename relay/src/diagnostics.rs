@@ -8,20 +8,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// An error and its causes, `a: b: c`, without repeats. reqwest's own
-/// message ("error sending request") says nothing of why without them.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
-}
+pub use loopchat_proto::error_chain;
 
 /// The first `limit` bytes of a body; the rest is not read.
 pub async fn read_start<S, E>(body: &mut S, limit: usize) -> Vec<u8>

@@ -307,12 +307,12 @@ fn reference_events(body: &[u8]) -> (Vec<String>, Option<DecodeError>) {
 /// `relay.json`: a file that reads, written back as the relay writes it,
 /// reads back equal.
 pub fn discovery(data: &[u8]) {
-    let Ok(d) = crate::discovery::parse(data) else {
+    let Ok(d) = loopchat_proto::Discovery::parse(data) else {
         return;
     };
     let bytes = crate::discovery::encode(&d).expect("a discovery file serialises");
     assert_eq!(
-        crate::discovery::parse(&bytes).expect("a written discovery file reads back"),
+        loopchat_proto::Discovery::parse(&bytes).expect("a written discovery file reads back"),
         d
     );
 }

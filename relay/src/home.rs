@@ -22,6 +22,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use loopchat_proto::home;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
     #[error("cannot use {}: {source}", path.display())]
@@ -97,16 +99,7 @@ pub struct HomeLock {
 impl Home {
     /// `explicit`, else `$LOOPCHAT_HOME`, else `~/.loopchat`.
     pub fn locate(explicit: Option<&Path>) -> PathBuf {
-        if let Some(p) = explicit {
-            return p.to_owned();
-        }
-        if let Some(p) = std::env::var_os("LOOPCHAT_HOME").filter(|p| !p.is_empty()) {
-            return PathBuf::from(p);
-        }
-        let base = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        base.join(".loopchat")
+        home::locate(explicit)
     }
 
     /// Creates the directory (0700) if needed, after checking that nobody
@@ -184,7 +177,7 @@ impl Home {
         // there; its URL is only the holder's if its pid is.
         let url = pid.and_then(|pid| {
             let bytes = fs::read(self.discovery_file()).ok()?;
-            let d = crate::discovery::parse(&bytes).ok()?;
+            let d = loopchat_proto::Discovery::parse(&bytes).ok()?;
             (d.pid == pid).then_some(d.base_url)
         });
         HomeError::Busy {
@@ -198,35 +191,35 @@ impl Home {
         &self.root
     }
     pub fn token_file(&self) -> PathBuf {
-        self.root.join("token")
+        self.root.join(home::TOKEN_FILE)
     }
     pub fn discovery_file(&self) -> PathBuf {
-        self.root.join("relay.json")
+        self.root.join(home::DISCOVERY_FILE)
     }
     /// Locked by the running relay (see [`Home::lock`]); holds its pid.
     pub fn lock_file(&self) -> PathBuf {
-        self.root.join("relay.lock")
+        self.root.join(home::LOCK_FILE)
     }
     pub fn config_file(&self) -> PathBuf {
-        self.root.join("config.toml")
+        self.root.join(home::CONFIG_FILE)
     }
     pub fn sessions_dir(&self) -> PathBuf {
-        self.root.join("sessions")
+        self.root.join(home::SESSIONS_DIR)
     }
     pub fn attachments_dir(&self) -> PathBuf {
-        self.root.join("attachments")
+        self.root.join(home::ATTACHMENTS_DIR)
     }
     /// Scoped (notify-only) tokens, hashed.
     pub fn tokens_file(&self) -> PathBuf {
-        self.root.join("tokens.json")
+        self.root.join(home::TOKENS_FILE)
     }
     /// The kept notifications.
     pub fn notifications_file(&self) -> PathBuf {
-        self.root.join("notifications.jsonl")
+        self.root.join(home::NOTIFICATIONS_FILE)
     }
     /// Remembers the last port so a restarted relay comes back on it.
     pub fn last_port_file(&self) -> PathBuf {
-        self.root.join("last-port")
+        self.root.join(home::LAST_PORT_FILE)
     }
 }
 

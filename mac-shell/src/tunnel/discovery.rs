@@ -14,7 +14,7 @@ use super::link::Link;
 
 /// Where the relay's discovery file is by default; `~` is expanded by the
 /// remote shell, so it is the remote user's home.
-pub const DEFAULT_REMOTE_DISCOVERY: &str = "~/.loopchat/relay.json";
+pub use loopchat_proto::home::DEFAULT_REMOTE_DISCOVERY;
 
 /// A discovery file is a few hundred bytes; anything much larger is not one.
 const MAX_FILE: usize = 64 * 1024;
@@ -101,7 +101,7 @@ async fn read_discovery(link: &Link, path: &str) -> Result<Discovery, TunnelErro
             (None, true) => "the command ended without an exit status".to_owned(),
         }));
     }
-    serde_json::from_slice::<Discovery>(&stdout).map_err(|e| TunnelError::DiscoveryInvalid {
+    Discovery::parse(&stdout).map_err(|e| TunnelError::DiscoveryInvalid {
         host,
         path: path.to_owned(),
         reason: e.to_string(),

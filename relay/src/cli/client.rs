@@ -6,7 +6,6 @@ use reqwest::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
 use super::Target;
-use crate::discovery;
 use crate::home::Home;
 
 pub struct Client {
@@ -44,7 +43,7 @@ impl Client {
         }
         let home = Home::at(Home::locate(target.home.as_deref()));
         crate::home::check_existing(home.root())?;
-        let d = discovery::read_live(&home.discovery_file())?;
+        let d = Discovery::read_live(&home.discovery_file(), crate::discovery::CONNECT_TIMEOUT)?;
         Ok(Self {
             http,
             origin: format!("http://127.0.0.1:{}", d.port),

@@ -85,7 +85,7 @@ pub fn rotate(home: &Home) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot write {}", home.token_file().display()))?;
     let path = home.discovery_file();
     if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(mut d) = discovery::parse(&bytes)
+        && let Ok(mut d) = loopchat_proto::Discovery::parse(&bytes)
     {
         d.token = token;
         discovery::write(&path, &d).with_context(|| format!("cannot update {}", path.display()))?;
