@@ -1,0 +1,143 @@
+//! Fenced code, highlighted in the relay (syntect, Sublime Text's grammars):
+//! the page gets spans with `hl-` classes, which `css/highlight.css` colours
+//! in light and dark, and runs no highlighter of its own.
+
+use std::sync::OnceLock;
+
+use pulldown_cmark_escape::escape_html;
+use syntect::html::{ClassStyle, ClassedHTMLGenerator};
+use syntect::parsing::SyntaxSet;
+use syntect::util::LinesWithEndings;
+
+/// Every class the highlighter writes starts with this; the sanitizer lets
+/// through no other class on a span.
+pub const CLASS_PREFIX: &str = "hl-";
+const CLASS_STYLE: ClassStyle = ClassStyle::SpacedPrefixed {
+    prefix: CLASS_PREFIX,
+};
+
+/// Blocks larger than this are shown plain: highlighting is linear but not
+/// cheap, and a reply is rendered on every read of it.
+const MAX_HIGHLIGHT_BYTES: usize = 256 * 1024;
+
+fn syntaxes() -> &'static SyntaxSet {
+    static SET: OnceLock<SyntaxSet> = OnceLock::new();
+    SET.get_or_init(SyntaxSet::load_defaults_newlines)
+}
+
+/// `<pre><code class="language-…">…</code></pre>` for one fenced block,
+/// highlighted when the language is known (by name or file extension).
+pub fn code_block(lang: &str, code: &str) -> String {
+    let mut out = String::with_capacity(code.len() * 2 + 64);
+    out.push_str("<pre><code");
+    if !lang.is_empty() {
+        out.push_str(" class=\"language-");
+        // Writing to a String cannot fail.
+        let _ = escape_html(&mut out, lang);
+        out.push('"');
+    }
+    out.push('>');
+    match highlighted(lang, code) {
+        Some(spans) => out.push_str(&spans),
+        None => {
+            let _ = escape_html(&mut out, code);
+        }
+    }
+    out.push_str("</code></pre>\n");
+    out
+}
+
+fn highlighted(lang: &str, code: &str) -> Option<String> {
+    if lang.is_empty() || code.len() > MAX_HIGHLIGHT_BYTES {
+        return None;
+    }
+    let set = syntaxes();
+    let syntax = set.find_syntax_by_token(lang)?;
+    let mut html = ClassedHTMLGenerator::new_with_class_style(syntax, set, CLASS_STYLE);
+    for line in LinesWithEndings::from(code) {
+        // A grammar whose regex gives up (a backtracking limit) leaves the
+        // block plain rather than half-coloured.
+        html.parse_html_for_line_which_includes_newline(line).ok()?;
+    }
+    Some(html.finalize())
+}
+
+/// The stylesheet for the highlighter's classes: a light theme, and a dark
+/// one for `prefers-color-scheme: dark`. Committed as
+/// `webchat-dist/css/highlight.css`; a test keeps the file equal to this.
+pub fn stylesheet() -> String {
+    let themes = syntect::highlighting::ThemeSet::load_defaults();
+    let css = |name: &str| {
+        themes
+            .themes
+            .get(name)
+            .and_then(|t| syntect::html::css_for_theme_with_class_style(t, CLASS_STYLE).ok())
+            .unwrap_or_default()
+    };
+    let mut out = String::from(
+        "/* Generated from syntect's themes by relay/src/render/highlight.rs (stylesheet());\n   \
+         the test render::highlight::tests::stylesheet_is_current keeps this file equal to it. */\n",
+    );
+    out.push_str(&css("InspiredGitHub"));
+    out.push_str("\n@media (prefers-color-scheme: dark) {\n");
+    for line in css("base16-ocean.dark").lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_languages_get_classes_and_text_stays_escaped() {
+        let html = code_block("rust", "fn main() { let s = \"<b>\"; }\n");
+        assert!(
+            html.starts_with("<pre><code class=\"language-rust\">"),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"hl-"), "{html}");
+        assert!(html.contains("&lt;b&gt;"), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+        // By extension too.
+        assert!(code_block("py", "def f(): pass\n").contains("hl-"));
+    }
+
+    #[test]
+    fn unknown_languages_and_huge_blocks_are_plain() {
+        let html = code_block("no-such-language", "a < b\n");
+        assert_eq!(
+            html,
+            "<pre><code class=\"language-no-such-language\">a &lt; b\n</code></pre>\n"
+        );
+        let big = "x = 1\n".repeat(MAX_HIGHLIGHT_BYTES / 6 + 1);
+        assert!(!code_block("python", &big).contains("<span"));
+        assert_eq!(code_block("", "x"), "<pre><code>x</code></pre>\n");
+        // A hostile info string cannot break out of the attribute.
+        let html = code_block("\"><script>", "x");
+        assert!(!html.contains("<script>"), "{html}");
+    }
+
+    #[test]
+    fn stylesheet_is_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../webchat-dist/css/highlight.css"
+        );
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        if committed != stylesheet() {
+            if std::env::var_os("LOOPCHAT_WRITE_HIGHLIGHT_CSS").is_some() {
+                std::fs::write(path, stylesheet()).unwrap();
+            } else {
+                panic!(
+                    "{path} is not what stylesheet() generates; regenerate it with \
+                     LOOPCHAT_WRITE_HIGHLIGHT_CSS=1 cargo test -p loopchat-relay stylesheet_is_current"
+                );
+            }
+        }
+    }
+}
