@@ -33,7 +33,68 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("notify_body", notify_body),
     ("openai_sse", openai_sse),
     ("discovery", discovery),
+    ("markdown", markdown),
 ];
+
+/// A reply rendered for the page (`render::markdown_to_html`, with code
+/// highlighting and MathML): never a panic, and nothing that runs script or
+/// styles the page survives the sanitizer, whatever the model wrote.
+pub fn markdown(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let html = crate::render::markdown_to_html(text);
+    let lower = html.to_ascii_lowercase();
+    for tag in ["<script", "<iframe", "<object", "<embed", "<style", "<annotation-xml"] {
+        assert!(!lower.contains(tag), "{tag} survived the sanitizer: {html}");
+    }
+    for tag in lower.split('<').skip(1).filter_map(|t| t.split('>').next()) {
+        for (name, value) in attributes(tag) {
+            assert!(
+                !name.starts_with("on") && name != "style",
+                "attribute {name} survived: <{tag}>"
+            );
+            assert!(
+                !value.trim_start().starts_with("javascript:"),
+                "a script URL survived: <{tag}>"
+            );
+        }
+    }
+}
+
+/// The attributes of a tag's inside (`a href="x" title='y z'`), skipping
+/// quoted values.
+fn attributes(tag: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = tag.trim_start_matches(|c: char| !c.is_whitespace());
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return out;
+        }
+        let end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let name = &rest[..end];
+        rest = &rest[end..];
+        let mut value = "";
+        if let Some(after) = rest.strip_prefix('=') {
+            let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'');
+            match quote {
+                Some(q) => {
+                    let inner = &after[1..];
+                    let close = inner.find(q).unwrap_or(inner.len());
+                    value = &inner[..close];
+                    rest = inner.get(close + 1..).unwrap_or("");
+                }
+                None => {
+                    let close = after.find(char::is_whitespace).unwrap_or(after.len());
+                    value = &after[..close];
+                    rest = &after[close..];
+                }
+            }
+        }
+        out.push((name, value));
+    }
+}
 
 /// A transcript line: whatever `parse_line` accepts is independent of
 /// where the line sits (but for a synthetic id), and a message it read,
@@ -315,4 +376,20 @@ pub fn discovery(data: &[u8]) {
         loopchat_proto::Discovery::parse(&bytes).expect("a written discovery file reads back"),
         d
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attributes_skip_quoted_values() {
+        assert_eq!(
+            super::attributes(r#"a href="x y" title='on=1 z' onclick=go data"#),
+            vec![
+                ("href", "x y"),
+                ("title", "on=1 z"),
+                ("onclick", "go"),
+                ("data", "")
+            ]
+        );
+    }
 }
