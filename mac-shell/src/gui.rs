@@ -50,6 +50,7 @@ pub fn run_window(options: WindowOptions) -> anyhow::Result<()> {
         settings,
         data_dir: options.home.join("shell-webdata").join(data_key),
         focus: focus.clone(),
+        local_home: options.remote.is_none().then(|| options.home.clone()),
     };
     window::run(config, move |ui, actions| {
         let spawned = std::thread::Builder::new()
@@ -76,6 +77,15 @@ struct Connected {
     session: String,
     /// Kept alive while the chat is shown (remote mode).
     tunnel: Option<Tunnel>,
+}
+
+/// What the user asked the controller for, from the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Error page Retry, or Reload over it.
+    Retry,
+    /// "Stop relay", confirmed (local mode).
+    StopRelay,
 }
 
 struct Failure {
@@ -147,9 +157,11 @@ async fn controller(
                                 }
                                 Some(TunnelStatus::Closed) | None => break,
                             },
-                            r = retry.recv() => {
-                                if r.is_none() { return; }
-                                break;
+                            r = retry.recv() => match r {
+                                None => return,
+                                Some(Control::Retry) => break,
+                                // Remote relays are not stopped from here.
+                                Some(Control::StopRelay) => {}
                             }
                         }
                     }
@@ -165,11 +177,49 @@ async fn controller(
                 });
             }
         }
-        // Wait for Retry (error page button or Reload).
-        if retry.recv().await.is_none() {
-            return;
+        // Wait for Retry (error page button or Reload), or in local mode
+        // for "Stop relay".
+        loop {
+            match retry.recv().await {
+                None => return,
+                Some(Control::Retry) => break,
+                Some(Control::StopRelay) if options.remote.is_none() => {
+                    drop(alerts.take());
+                    stop_relay(&options.home, &ui).await;
+                }
+                Some(Control::StopRelay) => {}
+            }
         }
         drop(alerts);
+    }
+}
+
+/// "Stop relay": stops the local relay, whoever started it, and shows the
+/// page that offers to start it again.
+async fn stop_relay(home: &Path, ui: &UiHandle) {
+    let dir = home.to_owned();
+    let stopped =
+        tokio::task::spawn_blocking(move || start::stop_local(&dir, start::STOP_TIMEOUT)).await;
+    match stopped {
+        Ok(Ok(discovery)) => {
+            tracing::info!(pid = discovery.pid, "local relay stopped");
+            ui.send(UiEvent::Stopped {
+                home: home.display().to_string(),
+            });
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot stop the relay");
+            ui.send(UiEvent::Error {
+                step: "stop relay".into(),
+                message: e.to_string(),
+            });
+        }
+        Err(e) => {
+            ui.send(UiEvent::Error {
+                step: "stop relay".into(),
+                message: e.to_string(),
+            });
+        }
     }
 }
 
@@ -315,12 +365,15 @@ async fn quit_on_signal(ui: UiHandle) {
 async fn dispatch(
     mut actions: mpsc::UnboundedReceiver<UiAction>,
     prompter: Arc<WindowPrompter>,
-    retry: mpsc::UnboundedSender<()>,
+    retry: mpsc::UnboundedSender<Control>,
 ) {
     while let Some(action) = actions.recv().await {
         match action {
             UiAction::Retry => {
-                let _ = retry.send(());
+                let _ = retry.send(Control::Retry);
+            }
+            UiAction::StopRelay => {
+                let _ = retry.send(Control::StopRelay);
             }
             UiAction::HostKeyAnswer(yes) => {
                 if let Some(tx) = prompter.host_key.lock().ok().and_then(|mut p| p.take()) {

@@ -1,4 +1,4 @@
-//! Starting the local relay when none runs.
+//! Starting the local relay when none runs, and stopping it on request.
 //!
 //! The shell starts `loopchat serve` detached: in its own session (so
 //! neither the terminal's hangup nor quitting the shell reaches it), stdin
@@ -248,6 +248,73 @@ pub fn start_local(home: &Path, timeout: Duration) -> Result<Started, StartError
         }
     }
     result
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("no relay is running for {home}: {reason}")]
+    NotRunning { home: PathBuf, reason: String },
+    #[error("cannot signal the relay (pid {pid}): {source}")]
+    Signal { pid: u32, source: std::io::Error },
+    #[error("the relay (pid {pid}) is still running {secs} s after SIGTERM; see {log}")]
+    Timeout { pid: u32, secs: u64, log: PathBuf },
+}
+
+/// How long a relay may take for its graceful shutdown (it lets running
+/// turns finish for a grace period, then flushes the store).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stops the relay serving `home`, whoever started it: SIGTERM to the pid
+/// of its live discovery file, then waits (blocking) until that process is
+/// gone. The relay removes its discovery file on the way out.
+///
+/// The pid comes from `relay.json` in a home only its user can write (the
+/// relay refuses any other), and it must be live by the same rule every
+/// client uses (pid exists and the port accepts) before it is signalled.
+pub fn stop_local(home: &Path, timeout: Duration) -> Result<Discovery, StopError> {
+    let discovery = relay::discover_local(home).map_err(|e| StopError::NotRunning {
+        home: home.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let pid = discovery.pid;
+    let signalled = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| StopError::NotRunning {
+            home: home.to_owned(),
+            reason: format!("the discovery file names pid {pid}"),
+        })?;
+    // SAFETY: plain kill(2); the pid was checked to be a live process.
+    if unsafe { libc::kill(signalled, libc::SIGTERM) } != 0 {
+        return Err(StopError::Signal {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(pid, "stopping the local relay");
+    let deadline = Instant::now() + timeout;
+    while loopchat_proto::pid_exists(pid) && !is_zombie(pid) {
+        if Instant::now() >= deadline {
+            return Err(StopError::Timeout {
+                pid,
+                secs: timeout.as_secs(),
+                log: home.join(RELAY_LOG),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(discovery)
+}
+
+/// A relay this shell started is its child until the reaper thread has
+/// waited for it: between its exit and that wait it is a zombie, which
+/// `kill(pid, 0)` still finds.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// The last lines of the relay's log, for an error message.

@@ -30,6 +30,9 @@ const TESTS: &[desktop::Test<()>] = &[
     ("window_starts_the_local_relay_when_none_runs", |_| {
         window_starts_the_local_relay_when_none_runs()
     }),
+    ("stop_relay_asks_first_then_stops_it", |_| {
+        stop_relay_asks_first_then_stops_it()
+    }),
     ("two_shells_started_together_start_one_relay", |_| {
         two_shells_started_together_start_one_relay()
     }),
@@ -422,6 +425,102 @@ fn window_starts_the_local_relay_when_none_runs() {
     assert_ne!(second.pid, discovery.pid);
     assert!(again.stop().success());
     assert!(pid_alive(second.pid));
+}
+
+/// "Stop relay" (Ctrl+Shift+S) asks first; Cancel goes back to the chat
+/// with the relay untouched, "Stop relay" stops it (also one the shell did
+/// not start), and "Start it again" brings one back on the same port.
+fn stop_relay_asks_first_then_stops_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    let relay = StartedRelay { home: home.clone() };
+
+    let mut shell = Shell::start(&home, &["--session", "stopper"]);
+    shell.wait_for_line(&["local relay started"], Duration::from_secs(30));
+    shell.wait_for_line(&["page title", "stopper"], Duration::from_secs(60));
+    wait_for_window(&["loopchat — stopper @"], Duration::from_secs(30));
+    let first = relay.discovery().expect("a live relay.json");
+    // Let the page settle so the key goes to a loaded document.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Cancel (Escape) keeps it running and shows the chat again.
+    desktop::xdo::keys("ctrl+shift+s");
+    shell.wait_for_line(&["page title", "stop the relay?"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-stop-relay-question");
+    assert!(distinct_colours(&shot) >= 16, "blank question page");
+    desktop::xdo::keys("Escape");
+    let titles = || shell_titles(&shell.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while titles().last().is_none_or(|t| !t.contains("stopper")) {
+        assert!(
+            Instant::now() < deadline,
+            "no chat after Cancel: {:?}",
+            titles()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pid_alive(first.pid), "Cancel stopped the relay");
+    assert!(!shell.log().contains("stopping the local relay"));
+
+    // Confirmed: the relay ends and its discovery file goes with it.
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = titles().len();
+    desktop::xdo::keys("ctrl+shift+s");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while titles().len() <= asked
+        || !titles()
+            .last()
+            .is_some_and(|t| t.contains("stop the relay?"))
+    {
+        assert!(Instant::now() < deadline, "not asked again: {:?}", titles());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    desktop::xdo::keys("Return");
+    let stopped = shell.wait_for_line(&["local relay stopped"], Duration::from_secs(40));
+    assert!(stopped.contains(&format!("pid={}", first.pid)), "{stopped}");
+    assert!(!pid_alive(first.pid), "the relay still runs");
+    assert!(!home.join("relay.json").exists(), "relay.json left behind");
+    wait_for_window(&["(relay stopped)"], Duration::from_secs(30));
+    shell.wait_for_line(&["page title", "relay stopped"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-relay-stopped");
+    assert!(distinct_colours(&shot) >= 16, "blank stopped page");
+
+    // "Start it again" (focused): a new relay, on the same port.
+    desktop::xdo::keys("Return");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let second = loop {
+        if let Some(d) = relay.discovery()
+            && d.pid != first.pid
+            && pid_alive(d.pid)
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not started again:\n{}",
+            shell.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(second.port, first.port, "the origin changed");
+    wait_for_window(&["loopchat — stopper @"], Duration::from_secs(30));
+    assert!(!shell.log().contains(&first.token), "token in the logs");
+
+    // Quitting still leaves it running.
+    assert!(shell.stop().success());
+    assert!(pid_alive(second.pid), "quitting stopped the relay");
+}
+
+/// Every page title the window reported, in order.
+fn shell_titles(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("page title"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Two shells started at the same moment on a home without a relay: the

@@ -54,6 +54,8 @@ pub enum UiEvent {
     },
     /// Ask for the passphrase of an encrypted identity file.
     AskPassphrase { key: String },
+    /// The local relay was stopped ("Stop relay"); offers to start it.
+    Stopped { home: String },
     /// A desktop alert was clicked: bring the window forward and open what
     /// it is about.
     Activate { target: ClickTarget },
@@ -68,6 +70,8 @@ pub enum UiAction {
     HostKeyAnswer(bool),
     /// `None`: skip this key.
     Passphrase(Option<String>),
+    /// "Stop relay", confirmed.
+    StopRelay,
 }
 
 /// The app's way to talk to the window, from any thread.
@@ -95,6 +99,9 @@ pub struct WindowConfig {
     /// Set from the window's focus events; desktop alerts stay quiet while
     /// it is true.
     pub focus: Focus,
+    /// Local mode: the home whose relay "Stop relay" stops. `None` in
+    /// remote mode, where the menu item is disabled.
+    pub local_home: Option<PathBuf>,
 }
 
 /// The event loop's own events: the app's, plus what the webview and the
@@ -116,6 +123,7 @@ enum Showing {
     Error,
     HostKey,
     Passphrase,
+    ConfirmStop,
     Chat,
 }
 
@@ -126,6 +134,7 @@ enum Showing {
 fn ipc_action(showing: Showing, message: &str) -> Option<UiAction> {
     match (showing, message) {
         (Showing::Error, "retry") => Some(UiAction::Retry),
+        (Showing::ConfirmStop, "stop:yes") => Some(UiAction::StopRelay),
         (Showing::HostKey, "hostkey:yes") => Some(UiAction::HostKeyAnswer(true)),
         (Showing::HostKey, "hostkey:no") => Some(UiAction::HostKeyAnswer(false)),
         (Showing::Passphrase, "passphrase-skip") => Some(UiAction::Passphrase(None)),
@@ -150,6 +159,7 @@ where
         mut settings,
         data_dir,
         focus,
+        local_home,
     } = config;
 
     let size = settings.window_size().unwrap_or(DEFAULT_SIZE);
@@ -160,7 +170,8 @@ where
         .build(&event_loop)
         .context("cannot open a window (is a display available?)")?;
 
-    let shell_menu = menu::build(settings.alerts_paused()).context("cannot build the menu")?;
+    let shell_menu = menu::build(settings.alerts_paused(), local_home.is_some())
+        .context("cannot build the menu")?;
     {
         use tao::platform::unix::WindowExtUnix;
         shell_menu
@@ -206,6 +217,9 @@ where
 
     let mut showing = Showing::Status;
     let mut base_url: Option<String> = None;
+    // The page the chat showed last (no token), to go back to from a
+    // cancelled question.
+    let mut chat_url: Option<String> = None;
     // The shell's own title, and the chat page's unread count ("3", "99+")
     // shown in front of it.
     let mut title = format!("loopchat — {host}");
@@ -234,6 +248,7 @@ where
                     // A fresh page: it reports its own count once loaded.
                     unread = None;
                     set_title(&window, &title, None);
+                    chat_url = Some(loopchat_shell::relay::session_url(&base, &session));
                     base_url = Some(base);
                     if let Err(e) = webview.load_url(&url) {
                         tracing::error!(error = %e, "cannot load the chat page");
@@ -264,6 +279,14 @@ where
                 UiEvent::AskPassphrase { key } => {
                     showing = Showing::Passphrase;
                     let _ = webview.load_html(&page::passphrase(&key));
+                }
+                UiEvent::Stopped { home } => {
+                    // Retry on this page starts the relay again.
+                    showing = Showing::Error;
+                    unread = None;
+                    title = format!("loopchat — {host} (relay stopped)");
+                    set_title(&window, &title, None);
+                    let _ = webview.load_html(&page::stopped(&home));
                 }
                 UiEvent::Activate { target } => {
                     window.set_visible(true);
@@ -296,9 +319,18 @@ where
             },
             Event::UserEvent(Internal::Ipc(message)) => {
                 // Never log the message: it may be a passphrase.
-                if let Some(action) = ipc_action(showing, &message) {
+                if showing == Showing::ConfirmStop && message == "stop:no" {
+                    showing = Showing::Chat;
+                    if let Some(url) = chat_url.as_deref() {
+                        let _ = webview.load_url(url);
+                    }
+                } else if let Some(action) = ipc_action(showing, &message) {
                     showing = Showing::Status;
-                    let _ = webview.load_html(&page::status("Connecting…"));
+                    let text = match action {
+                        UiAction::StopRelay => "Stopping the relay…",
+                        _ => "Connecting…",
+                    };
+                    let _ = webview.load_html(&page::status(text));
                     let _ = actions_tx.send(action);
                 }
             }
@@ -326,6 +358,14 @@ where
                     tracing::info!(paused, "alerts pause toggled");
                     if let Err(e) = settings.save() {
                         tracing::warn!(error = %e, "cannot save settings");
+                    }
+                }
+                Some(MenuCommand::StopRelay) => {
+                    // Only over the chat: elsewhere there is no relay on
+                    // screen to stop (or a question is pending).
+                    if let (Showing::Chat, Some(home)) = (showing, local_home.as_deref()) {
+                        showing = Showing::ConfirmStop;
+                        let _ = webview.load_html(&page::confirm_stop(&home.display().to_string()));
                     }
                 }
                 Some(MenuCommand::Quit) => {
@@ -477,6 +517,12 @@ mod tests {
             assert!(ipc_action(Showing::Status, message).is_none(), "{message}");
         }
         assert!(ipc_action(Showing::Error, "hostkey:yes").is_none());
+        assert!(ipc_action(Showing::Chat, "stop:yes").is_none());
+        assert!(ipc_action(Showing::Error, "stop:yes").is_none());
+        assert_eq!(
+            ipc_action(Showing::ConfirmStop, "stop:yes"),
+            Some(UiAction::StopRelay)
+        );
         assert!(ipc_action(Showing::Passphrase, "hostkey:yes").is_none());
         assert!(matches!(
             ipc_action(Showing::HostKey, "hostkey:yes"),

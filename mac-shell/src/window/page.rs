@@ -109,6 +109,40 @@ pub(crate) fn passphrase(key: &str) -> String {
     )
 }
 
+/// "Stop the relay?": posts `stop:yes` / `stop:no`. `Escape` cancels.
+pub(crate) fn confirm_stop(home: &str) -> String {
+    document(
+        "loopchat: stop the relay?",
+        &format!(
+            "<span class=\"step ask\">stop relay</span>\
+             <h1>Stop the relay?</h1>\
+             <p>The relay serving <code>{}</code> stops: running replies end, every window and \
+             browser tab on it goes offline, and scripts can no longer send alerts until it is \
+             started again. Your chats are kept.</p>\
+             <p><button id=\"stop\" autofocus onclick=\"window.ipc.postMessage('stop:yes')\">Stop relay</button>\
+             <button id=\"cancel\" class=\"secondary\" onclick=\"window.ipc.postMessage('stop:no')\">Cancel</button></p>\
+             <script>document.addEventListener('keydown', e => {{ if (e.key === 'Escape') window.ipc.postMessage('stop:no'); }});</script>",
+            escape(home)
+        ),
+    )
+}
+
+/// After "Stop relay": says so, with a button that starts it again
+/// (posts `retry`, like the error page).
+pub(crate) fn stopped(home: &str) -> String {
+    document(
+        "loopchat: relay stopped",
+        &format!(
+            "<span class=\"step ask\">stopped</span>\
+             <h1>The relay is stopped</h1>\
+             <p>Nothing serves <code>{}</code> now. Quitting the shell leaves it stopped; \
+             starting the shell again starts it.</p>\
+             <p><button id=\"retry\" autofocus onclick=\"window.ipc.postMessage('retry')\">Start it again</button></p>",
+            escape(home)
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +160,7 @@ mod tests {
     fn question_pages_escape() {
         assert!(host_key("<h>", "t", "SHA256:x", "/k").contains("Trust &lt;h&gt;?"));
         assert!(passphrase("/a'b").contains("/a&#39;b"));
+        assert!(confirm_stop("/h<x>").contains("/h&lt;x&gt;"));
+        assert!(stopped("/h<x>").contains("postMessage('retry')"));
     }
 }
