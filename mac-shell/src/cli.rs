@@ -56,6 +56,11 @@ pub struct AlertsArgs {
 
 #[derive(Debug, Args)]
 pub struct TunnelArgs {
+    /// Loopchat home (shell.json, where the tunnel's local port per host is
+    /// remembered).
+    #[arg(long, env = "LOOPCHAT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
     #[command(flatten)]
     pub remote: RemoteArgs,
 
@@ -107,6 +112,7 @@ impl RemoteArgs {
             } else {
                 unknown
             },
+            local_port: None,
         })
     }
 }

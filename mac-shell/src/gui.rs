@@ -293,7 +293,16 @@ async fn connect(
                 "Connecting to {} over SSH…",
                 spec.destination
             )));
+            // The port remembered for this host, so the page's origin (and
+            // its stored token, outbox and drafts) is the one of last time.
+            let mut spec = spec.clone();
+            spec.local_port = Settings::load(&options.home).tunnel_port(&spec.destination);
             let tunnel = Tunnel::open(spec.clone(), prompter).await?;
+            loopchat_shell::settings::remember_tunnel_port(
+                &options.home,
+                &spec.destination,
+                tunnel.local_addr().port(),
+            );
             let relay = tunnel.relay().ok_or_else(|| Failure {
                 step: "connect".into(),
                 message: "the SSH link dropped right after it was built".into(),

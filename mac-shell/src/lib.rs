@@ -22,7 +22,7 @@
 //!   shell's just means waiting for the winner's. "Stop relay" stops it
 //!   again (SIGTERM to the live discovery file's pid, then waits).
 //! - [`settings`] — `shell.json` in the loopchat home: window size, alerts
-//!   pause.
+//!   pause, each remote host's tunnel port.
 //! - [`notifications`] — desktop notifications: a subscriber task on the
 //!   relay's WebSocket that raises its alerts through the freedesktop
 //!   notification service (notify-rust), de-duplicated across shells by

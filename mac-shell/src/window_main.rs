@@ -27,7 +27,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // Accepted here too, so either binary can be called directly.
         Some(Command::Tunnel(args)) => match args.remote.spec(HostKeyPolicy::Strict) {
-            Some(spec) => loopchat_shell::headless::run_tunnel(spec, args.json),
+            Some(spec) => loopchat_shell::headless::run_tunnel(
+                spec,
+                &args
+                    .home
+                    .unwrap_or_else(loopchat_shell::relay::default_home),
+                args.json,
+            ),
             None => Err(anyhow::anyhow!(
                 "`tunnel` needs --remote [USER@]HOST[:PORT]"
             )),

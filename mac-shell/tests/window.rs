@@ -612,6 +612,14 @@ fn window_shows_a_remote_chat_through_the_tunnel() {
     let loaded = shell.wait_for_line(&["page loaded", "/webchat/"], Duration::from_secs(60));
     // Through the tunnel's local port, not the relay's.
     assert!(!loaded.contains(&format!(":{}/", relay.port)), "{loaded}");
+    // That port is remembered for the host, for the next start.
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local_home.join("shell.json")).expect("shell.json"))
+            .expect("shell.json");
+    let port = settings["tunnelPorts"][destination.as_str()]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tunnel port remembered: {settings}"));
+    assert!(loaded.contains(&format!("127.0.0.1:{port}/")), "{loaded}");
     shell.wait_for_line(&["page title", "remotetest"], Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     let tree = window_tree();

@@ -107,6 +107,9 @@ pub struct TunnelSpec {
     /// Path of the remote discovery file; `~` is the remote home.
     pub remote_discovery: String,
     pub host_key_policy: HostKeyPolicy,
+    /// The local port to listen on if it is free (the one remembered for
+    /// this host); another one is taken when it is not, or when `None`.
+    pub local_port: Option<u16>,
 }
 
 /// What the tunnel is doing, for logs and the window.
@@ -156,11 +159,8 @@ impl Tunnel {
             auth: auth::Authenticator::new(prompter),
         };
 
-        // Bound before connecting so the port is ours whatever happens next;
-        // ephemeral, so it never fights a local relay for its port.
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(TunnelError::Listen)?;
+        // Bound before connecting so the port is ours whatever happens next.
+        let listener = bind_local(spec.local_port).await?;
         let local_addr = listener.local_addr().map_err(TunnelError::Listen)?;
 
         let (link, relay, closed) =
@@ -339,6 +339,26 @@ fn status_of(state: &LinkState) -> TunnelStatus {
         },
         LinkState::Closed => TunnelStatus::Closed,
     }
+}
+
+/// The loopback listener: on `preferred` when it is free, so the page's
+/// origin (and the credential and drafts its storage holds) survives a
+/// restart; else on an ephemeral port, which never fights a local relay or
+/// another shell's tunnel for theirs.
+async fn bind_local(preferred: Option<u16>) -> Result<TcpListener, TunnelError> {
+    if let Some(port) = preferred.filter(|p| *p != 0) {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => tracing::warn!(
+                port,
+                error = %e,
+                "the remembered tunnel port is taken; using another one (the page's origin changes)"
+            ),
+        }
+    }
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(TunnelError::Listen)
 }
 
 /// The path part of `http://host:port/path/`.

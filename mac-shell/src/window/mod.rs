@@ -311,8 +311,7 @@ where
                     }
                 }
                 UiEvent::Quit => {
-                    remember_size(&mut settings, &window);
-                    save_now(&settings);
+                    save_size(&mut settings, &window);
                     *control_flow = ControlFlow::Exit;
                     return;
                 }
@@ -353,10 +352,10 @@ where
                 }
                 Some(MenuCommand::ToggleAlertsPause) => {
                     let paused = !settings.alerts_paused();
-                    settings.set_alerts_paused(paused);
+
                     shell_menu.alerts.set_checked(paused);
                     tracing::info!(paused, "alerts pause toggled");
-                    if let Err(e) = settings.save() {
+                    if let Err(e) = settings.save_with(|s| s.set_alerts_paused(paused)) {
                         tracing::warn!(error = %e, "cannot save settings");
                     }
                 }
@@ -369,8 +368,7 @@ where
                     }
                 }
                 Some(MenuCommand::Quit) => {
-                    remember_size(&mut settings, &window);
-                    save_now(&settings);
+                    save_size(&mut settings, &window);
                     *control_flow = ControlFlow::Exit;
                     return;
                 }
@@ -411,8 +409,7 @@ where
                 event: WindowEvent::CloseRequested,
                 ..
             } => {
-                remember_size(&mut settings, &window);
-                save_now(&settings);
+                save_size(&mut settings, &window);
                 *control_flow = ControlFlow::Exit;
                 return;
             }
@@ -421,8 +418,7 @@ where
 
         match save_due {
             Some(due) if Instant::now() >= due => {
-                remember_size(&mut settings, &window);
-                save_now(&settings);
+                save_size(&mut settings, &window);
                 save_due = None;
                 *control_flow = ControlFlow::Wait;
             }
@@ -453,18 +449,15 @@ fn unread_count(page_title: &str) -> Option<&str> {
     valid.then_some(count)
 }
 
-/// Records the window's current inner size (logical pixels, so that it
+/// Saves the window's current inner size (logical pixels, so that it
 /// means the same on a screen with another scale factor).
-fn remember_size(settings: &mut Settings, window: &tao::window::Window) {
+fn save_size(settings: &mut Settings, window: &tao::window::Window) {
     let logical: LogicalSize<f64> = window.inner_size().to_logical(window.scale_factor());
-    settings.set_window_size(WindowSize {
+    let size = WindowSize {
         width: logical.width,
         height: logical.height,
-    });
-}
-
-fn save_now(settings: &Settings) {
-    match settings.save() {
+    };
+    match settings.save_with(|s| s.set_window_size(size)) {
         Ok(()) => tracing::debug!(path = %settings.path().display(), "settings saved"),
         Err(e) => tracing::warn!(error = %e, "cannot save settings"),
     }

@@ -440,6 +440,8 @@ pub fn tunnel_command(fx: &Fixture, args: &[&str]) -> Command {
         .arg("--json")
         .args(args)
         .env("HOME", fx.home())
+        // shell.json (remembered tunnel ports) goes in the fixture's home.
+        .env_remove("LOOPCHAT_HOME")
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("LOOPCHAT_SSH_PASSPHRASE")
         .env("RUST_LOG", "warn,loopchat_shell=debug")
