@@ -17,7 +17,8 @@ use loopchat_shell::relay::{self, RelayError};
 use loopchat_shell::settings::Settings;
 use loopchat_shell::start;
 use loopchat_shell::tunnel::{
-    BoxFuture, HostKeyQuestion, Prompter, Tunnel, TunnelError, TunnelSpec, TunnelStatus,
+    BoxFuture, HostKeyQuestion, Prompter, RelayStartQuestion, Tunnel, TunnelError, TunnelSpec,
+    TunnelStatus,
 };
 
 use crate::window::{self, UiAction, UiEvent, UiHandle, WindowConfig};
@@ -121,6 +122,7 @@ async fn controller(
         ui: ui.clone(),
         host_key: Mutex::new(None),
         passphrase: Mutex::new(None),
+        relay_start: Mutex::new(None),
     });
     let (retry_tx, mut retry) = mpsc::unbounded_channel();
     tokio::spawn(dispatch(actions, prompter.clone(), retry_tx));
@@ -389,6 +391,11 @@ async fn dispatch(
                     let _ = tx.send(yes);
                 }
             }
+            UiAction::RelayStartAnswer(yes) => {
+                if let Some(tx) = prompter.relay_start.lock().ok().and_then(|mut p| p.take()) {
+                    let _ = tx.send(yes);
+                }
+            }
             UiAction::Passphrase(p) => {
                 if let Some(tx) = prompter.passphrase.lock().ok().and_then(|mut p| p.take()) {
                     let _ = tx.send(p);
@@ -403,6 +410,7 @@ struct WindowPrompter {
     ui: UiHandle,
     host_key: Mutex<Option<oneshot::Sender<bool>>>,
     passphrase: Mutex<Option<oneshot::Sender<Option<String>>>>,
+    relay_start: Mutex<Option<oneshot::Sender<bool>>>,
 }
 
 impl Prompter for WindowPrompter {
@@ -429,6 +437,23 @@ impl Prompter for WindowPrompter {
             key: key.display().to_string(),
         });
         Box::pin(async move { rx.await.ok().flatten() })
+    }
+
+    fn offers_relay_start(&self) -> bool {
+        true
+    }
+
+    fn offer_relay_start(&self, q: RelayStartQuestion) -> BoxFuture<bool> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut slot) = self.relay_start.lock() {
+            *slot = Some(tx);
+        }
+        self.ui.send(UiEvent::AskRelayStart {
+            host: q.host,
+            reason: q.reason,
+            command: q.command,
+        });
+        Box::pin(async move { rx.await.unwrap_or(false) })
     }
 }
 

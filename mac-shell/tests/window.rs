@@ -39,6 +39,12 @@ const TESTS: &[desktop::Test<()>] = &[
     ("window_shows_a_remote_chat_through_the_tunnel", |_| {
         window_shows_a_remote_chat_through_the_tunnel()
     }),
+    ("window_offers_to_start_a_remote_relay", |_| {
+        window_offers_to_start_a_remote_relay()
+    }),
+    ("window_shows_how_to_install_a_missing_remote_relay", |_| {
+        window_shows_how_to_install_a_missing_remote_relay()
+    }),
     ("window_asks_about_an_unknown_host_and_a_passphrase", |_| {
         window_asks_about_an_unknown_host_and_a_passphrase()
     }),
@@ -689,5 +695,177 @@ fn window_asks_about_an_unknown_host_and_a_passphrase() {
         !shell.log().contains("correct horse"),
         "passphrase in the logs"
     );
+    assert!(shell.stop().success());
+}
+
+/// The shell's flags for `destination` through `sshd` with `key`.
+fn remote_args(
+    destination: &str,
+    key: &Path,
+    known_hosts: &Path,
+    discovery: &Path,
+    session: &str,
+) -> Vec<String> {
+    [
+        "--remote",
+        destination,
+        "--identity",
+        &key.display().to_string(),
+        "--known-hosts",
+        &known_hosts.display().to_string(),
+        "--remote-discovery",
+        &discovery.display().to_string(),
+        "--session",
+        session,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn user_name() -> String {
+    String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
+        .trim()
+        .to_owned()
+}
+
+/// Remote mode, no relay on the host but `loopchat` on its PATH: the shell
+/// asks before anything runs there; Cancel starts nothing; Retry asks
+/// again, and yes starts `loopchat serve` detached over the same SSH
+/// connection, after which discovery finds it and the chat shows.
+fn window_offers_to_start_a_remote_relay() {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_ed25519", "");
+    let bin_dir = Path::new(shell_bin())
+        .parent()
+        .expect("target dir")
+        .to_owned();
+    // The remote PATH (as sshd sets it for the session) has the relay.
+    let path = format!("SetEnv=PATH={}:/usr/bin:/bin", bin_dir.display());
+    let sshd = Sshd::start_with(&fx, "sshd", &[&path]);
+    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+    let remote_home = fx.path("remote/.loopchat");
+    let relay = StartedRelay {
+        home: remote_home.clone(),
+    };
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
+    let args = remote_args(
+        &destination,
+        &key,
+        &known_hosts,
+        &remote_home.join("relay.json"),
+        "remotestart",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut shell = Shell::start(&local_home, &args);
+
+    shell.wait_for_line(&["page title", "start a relay?"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-remote-start-question");
+    assert!(distinct_colours(&shot) >= 16, "blank question page");
+    assert!(relay.serving_pids().is_empty(), "started before asking");
+    assert!(
+        !remote_home.exists(),
+        "touched the remote home before asking"
+    );
+
+    // Cancel: nothing runs there, and the error page says why.
+    desktop::xdo::keys("Tab");
+    desktop::xdo::keys("Return");
+    shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(30));
+    shell.wait_for_line(&["page title", "unreachable"], Duration::from_secs(30));
+    assert!(relay.serving_pids().is_empty(), "started after Cancel");
+    assert!(!shell.log().contains("starting the remote relay"));
+
+    // Retry (Reload over the error page) asks again; yes starts it.
+    std::thread::sleep(Duration::from_millis(500));
+    desktop::xdo::keys("ctrl+r");
+    let asked = shell
+        .log()
+        .lines()
+        .filter(|l| l.contains("start a relay?"))
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shell
+        .log()
+        .lines()
+        .filter(|l| l.contains("start a relay?"))
+        .count()
+        <= asked
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not asked again:\n{}",
+            shell.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    desktop::xdo::keys("Return");
+    let started = shell.wait_for_line(&["remote relay started"], Duration::from_secs(40));
+    shell.wait_for_line(&["page title", "remotestart"], Duration::from_secs(60));
+    let discovery = relay.discovery().expect("the started relay's relay.json");
+    assert!(
+        started.contains(&format!("remote_port={}", discovery.port)),
+        "{started}"
+    );
+    assert_eq!(relay.serving_pids(), vec![discovery.pid]);
+    // Detached from the SSH session: its own session.
+    assert_eq!(session_of_pid(discovery.pid), discovery.pid);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(remote_home.join("relay.log"))
+        .expect("relay.log")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "relay.log mode");
+    wait_for_window(&["remotestart @"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = screenshot("window-remote-started-chat");
+    assert!(distinct_colours(&shot) >= 16, "blank chat");
+    assert!(!shell.log().contains(&discovery.token), "token in the logs");
+
+    // Closing the shell (and with it the SSH session) leaves it running.
+    assert!(shell.stop().success());
+    assert!(
+        pid_alive(discovery.pid),
+        "the remote relay died with the shell"
+    );
+}
+
+/// Remote mode, no relay and no `loopchat` on the remote PATH: nothing is
+/// offered or installed; the error page gives the install command.
+fn window_shows_how_to_install_a_missing_remote_relay() {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_ed25519", "");
+    let sshd = Sshd::start_with(&fx, "sshd", &["SetEnv=PATH=/usr/bin:/bin"]);
+    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+    let remote_home = fx.path("remote/.loopchat");
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
+    let args = remote_args(
+        &destination,
+        &key,
+        &known_hosts,
+        &remote_home.join("relay.json"),
+        "noinstall",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut shell = Shell::start(&local_home, &args);
+    let error = shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(60));
+    assert!(error.contains("step=discovery"), "{error}");
+    let log = shell.log();
+    assert!(
+        log.contains("cargo install --locked --path relay"),
+        "no install command: {log}"
+    );
+    assert!(!log.contains("start a relay?"), "offered without a binary");
+    shell.wait_for_line(&["page title", "unreachable"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-remote-install-hint");
+    assert!(distinct_colours(&shot) >= 16, "blank error page");
+    assert!(!remote_home.exists(), "touched the remote home");
     assert!(shell.stop().success());
 }

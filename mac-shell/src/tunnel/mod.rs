@@ -17,6 +17,7 @@ mod error;
 mod forward;
 mod known_hosts;
 mod link;
+mod remote_start;
 mod supervisor;
 mod target;
 
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 pub use auth::PASSPHRASE_ENV;
 pub use discovery::DEFAULT_REMOTE_DISCOVERY;
 pub use error::{ChangedHostKey, TunnelError};
+pub use remote_start::{INSTALL_COMMAND, RelayStartQuestion};
 pub use target::Destination;
 
 use crate::Step;
@@ -69,6 +71,15 @@ pub trait Prompter: Send + Sync + 'static {
     fn confirm_host_key(&self, question: HostKeyQuestion) -> BoxFuture<bool>;
     /// The passphrase of an encrypted identity file, or `None` to skip it.
     fn passphrase(&self, key: PathBuf) -> BoxFuture<Option<String>>;
+    /// Whether [`Prompter::offer_relay_start`] may be asked at all. When
+    /// false, a host without a relay is an error, without looking further.
+    fn offers_relay_start(&self) -> bool {
+        false
+    }
+    /// No relay runs on the host: start one there (the command shown)?
+    fn offer_relay_start(&self, _question: RelayStartQuestion) -> BoxFuture<bool> {
+        Box::pin(async { false })
+    }
 }
 
 /// Headless prompter: passphrases are read from the terminal (when there is
@@ -156,15 +167,27 @@ impl Tunnel {
             known_hosts,
             policy: spec.host_key_policy,
             prompter: prompter.clone(),
-            auth: auth::Authenticator::new(prompter),
+            auth: auth::Authenticator::new(prompter.clone()),
         };
 
         // Bound before connecting so the port is ours whatever happens next.
         let listener = bind_local(spec.local_port).await?;
         let local_addr = listener.local_addr().map_err(TunnelError::Listen)?;
 
-        let (link, relay, closed) =
-            supervisor::establish(&connector, &spec.remote_discovery).await?;
+        // The first time only, a host without a relay may get one started
+        // (if the user says so); reconnects just look for it again.
+        let (link, closed) = connector.connect().await?;
+        let relay =
+            match remote_start::locate_or_start(&link, &spec.remote_discovery, prompter.as_ref())
+                .await
+            {
+                Ok(relay) => relay,
+                Err(e) => {
+                    link.close().await;
+                    return Err(e);
+                }
+            };
+        let link = Arc::new(link);
         tracing::info!(
             target = %target,
             local = %local_addr,

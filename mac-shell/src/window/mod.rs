@@ -54,6 +54,12 @@ pub enum UiEvent {
     },
     /// Ask for the passphrase of an encrypted identity file.
     AskPassphrase { key: String },
+    /// No relay runs on the remote host: start one there with `command`?
+    AskRelayStart {
+        host: String,
+        reason: String,
+        command: String,
+    },
     /// The local relay was stopped ("Stop relay"); offers to start it.
     Stopped { home: String },
     /// A desktop alert was clicked: bring the window forward and open what
@@ -72,6 +78,8 @@ pub enum UiAction {
     Passphrase(Option<String>),
     /// "Stop relay", confirmed.
     StopRelay,
+    /// Start a relay on the remote host?
+    RelayStartAnswer(bool),
 }
 
 /// The app's way to talk to the window, from any thread.
@@ -124,6 +132,7 @@ enum Showing {
     HostKey,
     Passphrase,
     ConfirmStop,
+    RelayStart,
     Chat,
 }
 
@@ -135,6 +144,8 @@ fn ipc_action(showing: Showing, message: &str) -> Option<UiAction> {
     match (showing, message) {
         (Showing::Error, "retry") => Some(UiAction::Retry),
         (Showing::ConfirmStop, "stop:yes") => Some(UiAction::StopRelay),
+        (Showing::RelayStart, "relaystart:yes") => Some(UiAction::RelayStartAnswer(true)),
+        (Showing::RelayStart, "relaystart:no") => Some(UiAction::RelayStartAnswer(false)),
         (Showing::HostKey, "hostkey:yes") => Some(UiAction::HostKeyAnswer(true)),
         (Showing::HostKey, "hostkey:no") => Some(UiAction::HostKeyAnswer(false)),
         (Showing::Passphrase, "passphrase-skip") => Some(UiAction::Passphrase(None)),
@@ -280,6 +291,14 @@ where
                     showing = Showing::Passphrase;
                     let _ = webview.load_html(&page::passphrase(&key));
                 }
+                UiEvent::AskRelayStart {
+                    host: h,
+                    reason,
+                    command,
+                } => {
+                    showing = Showing::RelayStart;
+                    let _ = webview.load_html(&page::relay_start(&h, &reason, &command));
+                }
                 UiEvent::Stopped { home } => {
                     // Retry on this page starts the relay again.
                     showing = Showing::Error;
@@ -327,6 +346,7 @@ where
                     showing = Showing::Status;
                     let text = match action {
                         UiAction::StopRelay => "Stopping the relay…",
+                        UiAction::RelayStartAnswer(true) => "Starting the relay there…",
                         _ => "Connecting…",
                     };
                     let _ = webview.load_html(&page::status(text));
@@ -511,6 +531,12 @@ mod tests {
         }
         assert!(ipc_action(Showing::Error, "hostkey:yes").is_none());
         assert!(ipc_action(Showing::Chat, "stop:yes").is_none());
+        assert!(ipc_action(Showing::Chat, "relaystart:yes").is_none());
+        assert!(ipc_action(Showing::HostKey, "relaystart:yes").is_none());
+        assert_eq!(
+            ipc_action(Showing::RelayStart, "relaystart:yes"),
+            Some(UiAction::RelayStartAnswer(true))
+        );
         assert!(ipc_action(Showing::Error, "stop:yes").is_none());
         assert_eq!(
             ipc_action(Showing::ConfirmStop, "stop:yes"),

@@ -127,6 +127,27 @@ pub(crate) fn confirm_stop(home: &str) -> String {
     )
 }
 
+/// No relay on the remote host: shows what will run there; posts
+/// `relaystart:yes` / `relaystart:no`.
+pub(crate) fn relay_start(host: &str, reason: &str, command: &str) -> String {
+    document(
+        "loopchat: start a relay?",
+        &format!(
+            "<span class=\"step ask\">remote relay</span>\
+             <h1>No relay runs on {host}</h1>\
+             <pre>{reason}</pre>\
+             <p>Start one there now, over this SSH connection? It keeps running after you close the \
+             shell and log out. This runs on {host}:</p>\
+             <pre id=\"command\">{command}</pre>\
+             <p><button id=\"start\" autofocus onclick=\"window.ipc.postMessage('relaystart:yes')\">Start the relay</button>\
+             <button class=\"secondary\" onclick=\"window.ipc.postMessage('relaystart:no')\">Cancel</button></p>",
+            host = escape(host),
+            reason = escape(reason),
+            command = escape(command),
+        ),
+    )
+}
+
 /// After "Stop relay": says so, with a button that starts it again
 /// (posts `retry`, like the error page).
 pub(crate) fn stopped(home: &str) -> String {
@@ -160,6 +181,7 @@ mod tests {
     fn question_pages_escape() {
         assert!(host_key("<h>", "t", "SHA256:x", "/k").contains("Trust &lt;h&gt;?"));
         assert!(passphrase("/a'b").contains("/a&#39;b"));
+        assert!(relay_start("h", "r", "a && b <x>").contains("a &amp;&amp; b &lt;x&gt;"));
         assert!(confirm_stop("/h<x>").contains("/h&lt;x&gt;"));
         assert!(stopped("/h<x>").contains("postMessage('retry')"));
     }
