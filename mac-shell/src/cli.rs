@@ -30,6 +30,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_start: bool,
 
+    /// Show the welcome tour again, even if it was completed.
+    #[arg(long)]
+    pub onboarding: bool,
+
     #[command(flatten)]
     pub remote: RemoteArgs,
 }

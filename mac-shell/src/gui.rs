@@ -33,6 +33,8 @@ pub struct WindowOptions {
     pub start_relay: bool,
     /// Remote mode when set.
     pub remote: Option<TunnelSpec>,
+    /// `--onboarding`: show the welcome tour even if it was completed.
+    pub onboarding: bool,
 }
 
 /// Opens the window; returns only if it could not be opened.
@@ -74,6 +76,9 @@ pub fn run_window(options: WindowOptions) -> anyhow::Result<()> {
 /// The outcome of one attempt to reach the chat.
 struct Connected {
     url: String,
+    /// The welcome tour, logged in the same way.
+    welcome_url: String,
+    relay_version: String,
     base_url: String,
     session: String,
     /// Kept alive while the chat is shown (remote mode).
@@ -128,17 +133,34 @@ async fn controller(
     tokio::spawn(dispatch(actions, prompter.clone(), retry_tx));
     tokio::spawn(quit_on_signal(ui.clone()));
 
+    let mut force_onboarding = options.onboarding;
     loop {
         // Desktop alerts follow the relay the chat shows, for as long as
         // it is shown.
         let mut alerts: Option<Notifier> = None;
+        let mut desktop_status: Option<tokio::task::JoinHandle<()>> = None;
         match connect(&options, &ui, prompter.clone()).await {
             Ok(connected) => {
                 alerts = Some(start_alerts(&options, &connected, &ui, &focus));
+                let done = Settings::load(&options.home)
+                    .onboarding_done(loopchat_proto::WELCOME_VERSION, &connected.relay_version);
+                let (url, onboarding) = if force_onboarding || !done {
+                    force_onboarding = false;
+                    let tour = window::Onboarding::new(connected.relay_version.clone());
+                    desktop_status = Some(tokio::spawn(report_desktop_status(
+                        ui.clone(),
+                        tour.clone(),
+                    )));
+                    tracing::info!(relay_version = %connected.relay_version, "showing the welcome tour");
+                    (connected.welcome_url, Some(tour))
+                } else {
+                    (connected.url, None)
+                };
                 ui.send(UiEvent::Open {
-                    url: connected.url,
+                    url,
                     base_url: connected.base_url,
                     session: connected.session,
+                    onboarding,
                 });
                 if let Some(tunnel) = connected.tunnel {
                     // The page resumes by itself across reconnects; only a
@@ -181,6 +203,7 @@ async fn controller(
         }
         // Wait for Retry (error page button or Reload), or in local mode
         // for "Stop relay".
+        let _status = desktop_status.map(AbortOnDrop);
         loop {
             match retry.recv().await {
                 None => return,
@@ -193,6 +216,42 @@ async fn controller(
             }
         }
         drop(alerts);
+    }
+}
+
+/// Aborts a task when dropped (the next connection starts its own).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// While the welcome tour is on screen: what only the shell can see (is
+/// `loopchat` on PATH, does a notification service answer), every second,
+/// so that the page shows it live (a daemon started meanwhile turns green).
+async fn report_desktop_status(ui: UiHandle, tour: window::Onboarding) {
+    while tour.active() {
+        let status = tokio::task::spawn_blocking(|| {
+            let daemon = loopchat_shell::notifications::desktop::service_name();
+            serde_json::json!({
+                "cli": {
+                    "path": start::on_path(start::RELAY_BINARY).map(|p| p.display().to_string()),
+                    "install": start::INSTALL_COMMAND,
+                },
+                "daemon": {
+                    "name": daemon.as_ref().ok(),
+                    "error": daemon.as_ref().err(),
+                },
+            })
+        })
+        .await;
+        let Ok(status) = status else { return };
+        if !ui.send(UiEvent::DesktopStatus(status.to_string())) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
@@ -285,6 +344,13 @@ async fn connect(
             let info = relay::fetch_info(&discovery.base_url, &discovery.token, session).await?;
             Ok(Connected {
                 url: relay::login_url(&discovery.base_url, &discovery.token, session),
+                welcome_url: relay::welcome_url(
+                    &discovery.base_url,
+                    &discovery.token,
+                    session,
+                    &info.version,
+                ),
+                relay_version: info.version,
                 base_url: discovery.base_url,
                 session: info.session_key,
                 tunnel: None,
@@ -320,6 +386,8 @@ async fn connect(
             let info = relay::fetch_info(&local_url, &relay.token, session).await?;
             Ok(Connected {
                 url: relay::login_url(&local_url, &relay.token, session),
+                welcome_url: relay::welcome_url(&local_url, &relay.token, session, &info.version),
+                relay_version: info.version,
                 base_url: local_url,
                 session: info.session_key,
                 tunnel: Some(tunnel),

@@ -36,9 +36,21 @@ struct SettingsFile {
     /// so that the page's origin stays the same across restarts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     tunnel_ports: BTreeMap<String, u16>,
+    /// The welcome tour last completed (or skipped), for which versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    onboarding: Option<Onboarding>,
     /// Unknown fields, preserved on rewrite.
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the welcome tour was completed for: it is shown again when either
+/// version differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Onboarding {
+    pub welcome_version: u32,
+    pub relay_version: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +113,20 @@ impl Settings {
 
     pub fn set_alerts_paused(&mut self, paused: bool) {
         self.file.alerts_paused = paused;
+    }
+
+    /// Whether the welcome tour was completed for these versions.
+    pub fn onboarding_done(&self, welcome_version: u32, relay_version: &str) -> bool {
+        self.file.onboarding.as_ref().is_some_and(|o| {
+            o.welcome_version == welcome_version && o.relay_version == relay_version
+        })
+    }
+
+    pub fn set_onboarding_done(&mut self, welcome_version: u32, relay_version: &str) {
+        self.file.onboarding = Some(Onboarding {
+            welcome_version,
+            relay_version: relay_version.to_owned(),
+        });
     }
 
     /// The local port remembered for the tunnel to `destination`.
@@ -241,6 +267,18 @@ mod tests {
         assert_eq!(s.tunnel_port("u@h:22"), Some(40111));
         assert_eq!(s.tunnel_port("other"), Some(40333));
         assert_eq!(s.tunnel_port("nobody"), None);
+    }
+
+    #[test]
+    fn onboarding_is_done_for_both_versions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::load(dir.path());
+        assert!(!s.onboarding_done(1, "0.1.0"));
+        s.save_with(|s| s.set_onboarding_done(1, "0.1.0")).unwrap();
+        let s = Settings::load(dir.path());
+        assert!(s.onboarding_done(1, "0.1.0"));
+        assert!(!s.onboarding_done(2, "0.1.0"));
+        assert!(!s.onboarding_done(1, "0.2.0"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::relay::{self, RelayError};
 
 /// The relay's binary name.
 pub const RELAY_BINARY: &str = "loopchat";
+/// How to install it, in a clone of the loopchat source.
+pub const INSTALL_COMMAND: &str = "cargo install --locked --path relay";
 /// Where the started relay's output goes, inside the home.
 pub const RELAY_LOG: &str = "relay.log";
 /// How long a starting relay may take to write a live discovery file. A
@@ -38,7 +40,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub enum StartError {
     #[error(
         "no loopchat relay is running, and there is no `{RELAY_BINARY}` next to {exe} or on \
-         PATH to start one. Install it (`cargo install --path relay` in the loopchat source) \
+         PATH to start one. Install it (`{INSTALL_COMMAND}` in the loopchat source) \
          or start a relay yourself with `loopchat serve`"
     )]
     NotFound { exe: String },
@@ -97,19 +99,22 @@ pub fn find_relay_binary() -> Result<PathBuf, StartError> {
     {
         return Ok(sibling);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(RELAY_BINARY);
-            if is_executable(&candidate) {
-                return Ok(candidate);
-            }
-        }
+    if let Some(found) = on_path(RELAY_BINARY) {
+        return Ok(found);
     }
     Err(StartError::NotFound {
         exe: exe
             .map(|e| e.display().to_string())
             .unwrap_or_else(|| "loopchat-shell".into()),
     })
+}
+
+/// The first executable `name` on `PATH` (what a terminal would run).
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(loopchat_shell::relay::default_home),
             session: cli.session,
             start_relay: !cli.no_start,
+            onboarding: cli.onboarding,
             // In the window an unknown host is a question for the user.
             remote: cli.remote.spec(HostKeyPolicy::Ask),
         }),

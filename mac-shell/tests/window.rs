@@ -62,6 +62,7 @@ struct Shell {
 
 impl Shell {
     fn start(home: &Path, args: &[&str]) -> Self {
+        support::mark_tour_done(home);
         let mut child = Command::new(shell_bin())
             .args(args)
             .env("LOOPCHAT_HOME", home)

@@ -22,7 +22,7 @@ use crate::relay::DISCOVERY_FILE;
 /// The relay's binary name on the remote PATH.
 pub const REMOTE_BINARY: &str = "loopchat";
 /// How to get one, in a clone of the loopchat source on the remote host.
-pub const INSTALL_COMMAND: &str = "cargo install --locked --path relay";
+pub use crate::start::INSTALL_COMMAND;
 /// How long a relay started remotely may take to write its discovery file.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(200);

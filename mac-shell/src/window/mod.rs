@@ -42,7 +42,13 @@ pub enum UiEvent {
         url: String,
         base_url: String,
         session: String,
+        /// `url` is the welcome tour: record its completion when the page
+        /// leaves it for the chat.
+        onboarding: Option<Onboarding>,
     },
+    /// What the shell sees for the tour's desktop steps (JSON), passed to
+    /// the tour page while it is shown.
+    DesktopStatus(String),
     /// A failed step, with a Retry button.
     Error { step: String, message: String },
     /// Ask whether to trust an unknown SSH host key.
@@ -67,6 +73,32 @@ pub enum UiEvent {
     Activate { target: ClickTarget },
     /// Save the settings and close (SIGTERM at logout, Ctrl-C).
     Quit,
+}
+
+/// A welcome tour on screen, and whether it still is (the status reports
+/// stop once it is not).
+#[derive(Debug, Clone)]
+pub struct Onboarding {
+    relay_version: String,
+    active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Onboarding {
+    pub fn new(relay_version: String) -> Self {
+        Self {
+            relay_version,
+            active: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn end(&self) {
+        self.active
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the user did that the app must act on.
@@ -231,6 +263,8 @@ where
     // The page the chat showed last (no token), to go back to from a
     // cancelled question.
     let mut chat_url: Option<String> = None;
+    // The welcome tour, while it is on screen.
+    let mut tour: Option<Onboarding> = None;
     // The shell's own title, and the chat page's unread count ("3", "99+")
     // shown in front of it.
     let mut title = format!("loopchat — {host}");
@@ -252,8 +286,13 @@ where
                     url,
                     base_url: base,
                     session,
+                    onboarding,
                 } => {
                     showing = Showing::Chat;
+                    if let Some(old) = tour.take() {
+                        old.end();
+                    }
+                    tour = onboarding;
                     tracing::info!(base_url = %base, session = %session, "opening the chat");
                     title = format!("loopchat — {session} @ {host}");
                     // A fresh page: it reports its own count once loaded.
@@ -265,8 +304,19 @@ where
                         tracing::error!(error = %e, "cannot load the chat page");
                     }
                 }
+                UiEvent::DesktopStatus(json) => {
+                    if showing == Showing::Chat && tour.is_some() {
+                        let _ = webview.evaluate_script(&format!(
+                            "window.loopchatDesktopStatus && window.loopchatDesktopStatus({json})"
+                        ));
+                    }
+                }
                 UiEvent::Error { step, message } => {
                     showing = Showing::Error;
+                    // Not completed: the tour comes back next time.
+                    if let Some(old) = tour.take() {
+                        old.end();
+                    }
                     // The count belongs to a page that is gone.
                     unread = None;
                     title = format!("loopchat — {host} (unreachable)");
@@ -411,6 +461,25 @@ where
                 // Strip query and fragment: the first load carries the token.
                 let clean = url.split(['?', '#']).next().unwrap_or_default();
                 tracing::info!(url = %clean, "page loaded");
+                // The tour's Done and Skip both lead to the chat: leaving it
+                // for a page of the relay completes it.
+                let on_relay = base_url.as_deref().is_some_and(|b| clean.starts_with(b));
+                if on_relay
+                    && !clean.ends_with("/welcome.html")
+                    && showing == Showing::Chat
+                    && let Some(done) = tour.take()
+                {
+                    done.end();
+                    let relay_version = done.relay_version.clone();
+                    match settings.save_with(|s| {
+                        s.set_onboarding_done(loopchat_proto::WELCOME_VERSION, &relay_version)
+                    }) {
+                        Ok(()) => {
+                            tracing::info!(relay_version = %relay_version, "welcome tour completed")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot record the welcome tour"),
+                    }
+                }
             }
             Event::WindowEvent {
                 event: WindowEvent::Focused(focused),
