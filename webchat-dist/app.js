@@ -15,7 +15,7 @@ import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
 import { Composer } from './js/composer.js';
 import { registerServiceWorker, setUpInstallPrompt, setBadge } from './js/pwa.js';
-import { uuid, newSessionKey, SESSION_KEY_RE, store, contentText, el } from './js/util.js';
+import { uuid, newSessionKey, SESSION_KEY_RE, store, contentText, el, WELCOME_DONE_KEY } from './js/util.js';
 
 const PAGE = 50;
 const DEFAULT_SESSION = 'main';
@@ -638,6 +638,10 @@ async function loadSession(attempt = 0) {
     return;
   }
   if (gen !== state.loadGen) return;
+  if (welcomeDue(info)) {
+    location.replace(`welcome.html?${new URLSearchParams({ v: String(info.welcomeVersion), relay: info.version, session: key })}`);
+    return;
+  }
   performance.mark('loopchat:info');
   clearTimeout(state.retryLoad);
   state.info = info;
@@ -659,6 +663,16 @@ async function loadSession(attempt = 0) {
   renderPending();
   startStream(since);
   outbox.flush();
+}
+
+/**
+ * A browser's first visit (and the first after a new tour or relay version)
+ * goes through the welcome tour once. In the desktop shell (which has
+ * window.ipc) the shell decides, from its own settings.
+ */
+function welcomeDue(info) {
+  if (window.ipc || !info.welcomeVersion) return false;
+  return store.get(WELCOME_DONE_KEY) !== `${info.welcomeVersion}:${info.version}`;
 }
 
 function startStream(since) {

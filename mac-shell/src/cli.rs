@@ -30,6 +30,10 @@ pub struct Cli {
     #[arg(long)]
     pub no_start: bool,
 
+    /// Show the welcome tour again, even if it was completed.
+    #[arg(long)]
+    pub onboarding: bool,
+
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -56,6 +60,11 @@ pub struct AlertsArgs {
 
 #[derive(Debug, Args)]
 pub struct TunnelArgs {
+    /// Loopchat home (shell.json, where the tunnel's local port per host is
+    /// remembered).
+    #[arg(long, env = "LOOPCHAT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
     #[command(flatten)]
     pub remote: RemoteArgs,
 
@@ -107,6 +116,7 @@ impl RemoteArgs {
             } else {
                 unknown
             },
+            local_port: None,
         })
     }
 }

@@ -17,7 +17,8 @@ use loopchat_shell::relay::{self, RelayError};
 use loopchat_shell::settings::Settings;
 use loopchat_shell::start;
 use loopchat_shell::tunnel::{
-    BoxFuture, HostKeyQuestion, Prompter, Tunnel, TunnelError, TunnelSpec, TunnelStatus,
+    BoxFuture, HostKeyQuestion, Prompter, RelayStartQuestion, Tunnel, TunnelError, TunnelSpec,
+    TunnelStatus,
 };
 
 use crate::window::{self, UiAction, UiEvent, UiHandle, WindowConfig};
@@ -32,6 +33,8 @@ pub struct WindowOptions {
     pub start_relay: bool,
     /// Remote mode when set.
     pub remote: Option<TunnelSpec>,
+    /// `--onboarding`: show the welcome tour even if it was completed.
+    pub onboarding: bool,
 }
 
 /// Opens the window; returns only if it could not be opened.
@@ -50,6 +53,7 @@ pub fn run_window(options: WindowOptions) -> anyhow::Result<()> {
         settings,
         data_dir: options.home.join("shell-webdata").join(data_key),
         focus: focus.clone(),
+        local_home: options.remote.is_none().then(|| options.home.clone()),
     };
     window::run(config, move |ui, actions| {
         let spawned = std::thread::Builder::new()
@@ -72,10 +76,22 @@ pub fn run_window(options: WindowOptions) -> anyhow::Result<()> {
 /// The outcome of one attempt to reach the chat.
 struct Connected {
     url: String,
+    /// The welcome tour, logged in the same way.
+    welcome_url: String,
+    relay_version: String,
     base_url: String,
     session: String,
     /// Kept alive while the chat is shown (remote mode).
     tunnel: Option<Tunnel>,
+}
+
+/// What the user asked the controller for, from the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Error page Retry, or Reload over it.
+    Retry,
+    /// "Stop relay", confirmed (local mode).
+    StopRelay,
 }
 
 struct Failure {
@@ -111,22 +127,40 @@ async fn controller(
         ui: ui.clone(),
         host_key: Mutex::new(None),
         passphrase: Mutex::new(None),
+        relay_start: Mutex::new(None),
     });
     let (retry_tx, mut retry) = mpsc::unbounded_channel();
     tokio::spawn(dispatch(actions, prompter.clone(), retry_tx));
     tokio::spawn(quit_on_signal(ui.clone()));
 
+    let mut force_onboarding = options.onboarding;
     loop {
         // Desktop alerts follow the relay the chat shows, for as long as
         // it is shown.
         let mut alerts: Option<Notifier> = None;
+        let mut desktop_status: Option<tokio::task::JoinHandle<()>> = None;
         match connect(&options, &ui, prompter.clone()).await {
             Ok(connected) => {
                 alerts = Some(start_alerts(&options, &connected, &ui, &focus));
+                let done = Settings::load(&options.home)
+                    .onboarding_done(loopchat_proto::WELCOME_VERSION, &connected.relay_version);
+                let (url, onboarding) = if force_onboarding || !done {
+                    force_onboarding = false;
+                    let tour = window::Onboarding::new(connected.relay_version.clone());
+                    desktop_status = Some(tokio::spawn(report_desktop_status(
+                        ui.clone(),
+                        tour.clone(),
+                    )));
+                    tracing::info!(relay_version = %connected.relay_version, "showing the welcome tour");
+                    (connected.welcome_url, Some(tour))
+                } else {
+                    (connected.url, None)
+                };
                 ui.send(UiEvent::Open {
-                    url: connected.url,
+                    url,
                     base_url: connected.base_url,
                     session: connected.session,
+                    onboarding,
                 });
                 if let Some(tunnel) = connected.tunnel {
                     // The page resumes by itself across reconnects; only a
@@ -147,9 +181,11 @@ async fn controller(
                                 }
                                 Some(TunnelStatus::Closed) | None => break,
                             },
-                            r = retry.recv() => {
-                                if r.is_none() { return; }
-                                break;
+                            r = retry.recv() => match r {
+                                None => return,
+                                Some(Control::Retry) => break,
+                                // Remote relays are not stopped from here.
+                                Some(Control::StopRelay) => {}
                             }
                         }
                     }
@@ -165,11 +201,86 @@ async fn controller(
                 });
             }
         }
-        // Wait for Retry (error page button or Reload).
-        if retry.recv().await.is_none() {
-            return;
+        // Wait for Retry (error page button or Reload), or in local mode
+        // for "Stop relay".
+        let _status = desktop_status.map(AbortOnDrop);
+        loop {
+            match retry.recv().await {
+                None => return,
+                Some(Control::Retry) => break,
+                Some(Control::StopRelay) if options.remote.is_none() => {
+                    drop(alerts.take());
+                    stop_relay(&options.home, &ui).await;
+                }
+                Some(Control::StopRelay) => {}
+            }
         }
         drop(alerts);
+    }
+}
+
+/// Aborts a task when dropped (the next connection starts its own).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// While the welcome tour is on screen: what only the shell can see (is
+/// `loopchat` on PATH, does a notification service answer), every second,
+/// so that the page shows it live (a daemon started meanwhile turns green).
+async fn report_desktop_status(ui: UiHandle, tour: window::Onboarding) {
+    while tour.active() {
+        let status = tokio::task::spawn_blocking(|| {
+            let daemon = loopchat_shell::notifications::desktop::service_name();
+            serde_json::json!({
+                "cli": {
+                    "path": start::on_path(start::RELAY_BINARY).map(|p| p.display().to_string()),
+                    "install": start::INSTALL_COMMAND,
+                },
+                "daemon": {
+                    "name": daemon.as_ref().ok(),
+                    "error": daemon.as_ref().err(),
+                },
+            })
+        })
+        .await;
+        let Ok(status) = status else { return };
+        if !ui.send(UiEvent::DesktopStatus(status.to_string())) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// "Stop relay": stops the local relay, whoever started it, and shows the
+/// page that offers to start it again.
+async fn stop_relay(home: &Path, ui: &UiHandle) {
+    let dir = home.to_owned();
+    let stopped =
+        tokio::task::spawn_blocking(move || start::stop_local(&dir, start::STOP_TIMEOUT)).await;
+    match stopped {
+        Ok(Ok(discovery)) => {
+            tracing::info!(pid = discovery.pid, "local relay stopped");
+            ui.send(UiEvent::Stopped {
+                home: home.display().to_string(),
+            });
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot stop the relay");
+            ui.send(UiEvent::Error {
+                step: "stop relay".into(),
+                message: e.to_string(),
+            });
+        }
+        Err(e) => {
+            ui.send(UiEvent::Error {
+                step: "stop relay".into(),
+                message: e.to_string(),
+            });
+        }
     }
 }
 
@@ -233,6 +344,13 @@ async fn connect(
             let info = relay::fetch_info(&discovery.base_url, &discovery.token, session).await?;
             Ok(Connected {
                 url: relay::login_url(&discovery.base_url, &discovery.token, session),
+                welcome_url: relay::welcome_url(
+                    &discovery.base_url,
+                    &discovery.token,
+                    session,
+                    &info.version,
+                ),
+                relay_version: info.version,
                 base_url: discovery.base_url,
                 session: info.session_key,
                 tunnel: None,
@@ -243,7 +361,16 @@ async fn connect(
                 "Connecting to {} over SSH…",
                 spec.destination
             )));
+            // The port remembered for this host, so the page's origin (and
+            // its stored token, outbox and drafts) is the one of last time.
+            let mut spec = spec.clone();
+            spec.local_port = Settings::load(&options.home).tunnel_port(&spec.destination);
             let tunnel = Tunnel::open(spec.clone(), prompter).await?;
+            loopchat_shell::settings::remember_tunnel_port(
+                &options.home,
+                &spec.destination,
+                tunnel.local_addr().port(),
+            );
             let relay = tunnel.relay().ok_or_else(|| Failure {
                 step: "connect".into(),
                 message: "the SSH link dropped right after it was built".into(),
@@ -259,6 +386,8 @@ async fn connect(
             let info = relay::fetch_info(&local_url, &relay.token, session).await?;
             Ok(Connected {
                 url: relay::login_url(&local_url, &relay.token, session),
+                welcome_url: relay::welcome_url(&local_url, &relay.token, session, &info.version),
+                relay_version: info.version,
                 base_url: local_url,
                 session: info.session_key,
                 tunnel: Some(tunnel),
@@ -317,15 +446,23 @@ async fn quit_on_signal(ui: UiHandle) {
 async fn dispatch(
     mut actions: mpsc::UnboundedReceiver<UiAction>,
     prompter: Arc<WindowPrompter>,
-    retry: mpsc::UnboundedSender<()>,
+    retry: mpsc::UnboundedSender<Control>,
 ) {
     while let Some(action) = actions.recv().await {
         match action {
             UiAction::Retry => {
-                let _ = retry.send(());
+                let _ = retry.send(Control::Retry);
+            }
+            UiAction::StopRelay => {
+                let _ = retry.send(Control::StopRelay);
             }
             UiAction::HostKeyAnswer(yes) => {
                 if let Some(tx) = prompter.host_key.lock().ok().and_then(|mut p| p.take()) {
+                    let _ = tx.send(yes);
+                }
+            }
+            UiAction::RelayStartAnswer(yes) => {
+                if let Some(tx) = prompter.relay_start.lock().ok().and_then(|mut p| p.take()) {
                     let _ = tx.send(yes);
                 }
             }
@@ -343,6 +480,7 @@ struct WindowPrompter {
     ui: UiHandle,
     host_key: Mutex<Option<oneshot::Sender<bool>>>,
     passphrase: Mutex<Option<oneshot::Sender<Option<String>>>>,
+    relay_start: Mutex<Option<oneshot::Sender<bool>>>,
 }
 
 impl Prompter for WindowPrompter {
@@ -369,6 +507,23 @@ impl Prompter for WindowPrompter {
             key: key.display().to_string(),
         });
         Box::pin(async move { rx.await.ok().flatten() })
+    }
+
+    fn offers_relay_start(&self) -> bool {
+        true
+    }
+
+    fn offer_relay_start(&self, q: RelayStartQuestion) -> BoxFuture<bool> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut slot) = self.relay_start.lock() {
+            *slot = Some(tx);
+        }
+        self.ui.send(UiEvent::AskRelayStart {
+            host: q.host,
+            reason: q.reason,
+            command: q.command,
+        });
+        Box::pin(async move { rx.await.unwrap_or(false) })
     }
 }
 

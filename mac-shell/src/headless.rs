@@ -3,6 +3,7 @@
 //! `loopchat-shell alerts` (desktop notifications alone).
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
@@ -21,11 +22,16 @@ struct TunnelReady<'a> {
 
 /// Opens the tunnel, prints where it is, and keeps it up until SIGINT or
 /// SIGTERM — or until it fails for good (host key, auth), which is an error.
-pub fn run_tunnel(spec: TunnelSpec, json: bool) -> anyhow::Result<()> {
+/// Its local port is the one remembered for the host in `home`'s settings
+/// when free, so the browser's origin for it stays the same.
+pub fn run_tunnel(mut spec: TunnelSpec, home: &Path, json: bool) -> anyhow::Result<()> {
+    let destination = spec.destination.clone();
+    spec.local_port = crate::settings::Settings::load(home).tunnel_port(&destination);
     crate::runtime()?.block_on(async move {
         let tunnel = Tunnel::open(spec, Arc::new(TerminalPrompter))
             .await
             .map_err(|e| anyhow!("{} failed: {e}", e.step()))?;
+        crate::settings::remember_tunnel_port(home, &destination, tunnel.local_addr().port());
         let relay = tunnel
             .relay()
             .context("the tunnel went down before it could be reported")?;

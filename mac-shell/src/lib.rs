@@ -19,9 +19,10 @@
 //! - [`start`] — starts `loopchat serve` detached (own session, output in
 //!   `relay.log`) when local mode finds no relay, and waits for its
 //!   discovery file; a relay that lost the home's lock to a concurrent
-//!   shell's just means waiting for the winner's.
+//!   shell's just means waiting for the winner's. "Stop relay" stops it
+//!   again (SIGTERM to the live discovery file's pid, then waits).
 //! - [`settings`] — `shell.json` in the loopchat home: window size, alerts
-//!   pause.
+//!   pause, each remote host's tunnel port.
 //! - [`notifications`] — desktop notifications: a subscriber task on the
 //!   relay's WebSocket that raises its alerts through the freedesktop
 //!   notification service (notify-rust), de-duplicated across shells by
@@ -34,6 +35,8 @@
 //!
 //! Invariants: the token never reaches a log line; closing the shell never
 //! stops a relay (the shell only reads discovery files and opens channels).
+//! Only the menu's "Stop relay", confirmed on a page of the shell's own,
+//! stops one, and only the local one ([`start::stop_local`]).
 
 pub mod headless;
 pub mod notifications;

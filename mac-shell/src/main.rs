@@ -27,7 +27,13 @@ fn main() -> ExitCode {
         Some(Command::Tunnel(args)) => {
             init_tracing();
             match args.remote.spec(HostKeyPolicy::Strict) {
-                Some(spec) => loopchat_shell::headless::run_tunnel(spec, args.json),
+                Some(spec) => loopchat_shell::headless::run_tunnel(
+                    spec,
+                    &args
+                        .home
+                        .unwrap_or_else(loopchat_shell::relay::default_home),
+                    args.json,
+                ),
                 None => Err(anyhow::anyhow!(
                     "`tunnel` needs --remote [USER@]HOST[:PORT]"
                 )),

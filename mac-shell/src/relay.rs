@@ -137,6 +137,46 @@ pub fn login_url(base_url: &str, token: &str, session: Option<&str>) -> String {
     url
 }
 
+/// The welcome tour in the shell (`welcome.html`, desktop steps on), with
+/// the token once in the fragment like [`login_url`]. It carries what the
+/// page cannot know: the versions completion is recorded for and the test
+/// alert's tag.
+pub fn welcome_url(
+    base_url: &str,
+    token: &str,
+    session: Option<&str>,
+    relay_version: &str,
+) -> String {
+    let mut url = format!(
+        "{}welcome.html?desktop=1&v={}&relay={}&testTag={}",
+        ensure_slash(base_url),
+        loopchat_proto::WELCOME_VERSION,
+        query_value(relay_version),
+        query_value(loopchat_proto::TEST_ALERT_TAG),
+    );
+    if let Some(session) = session {
+        url.push_str("&session=");
+        url.push_str(session);
+    }
+    url.push_str("#token=");
+    url.push_str(token);
+    url
+}
+
+/// Percent-encodes all but unreserved characters (a version is the
+/// relay's word; it must stay one query value).
+fn query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The URL of a session page once logged in (no token).
 pub fn session_url(base_url: &str, session: &str) -> String {
     format!("{}?session={}", ensure_slash(base_url), session)

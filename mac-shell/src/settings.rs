@@ -1,9 +1,14 @@
 //! `$LOOPCHAT_HOME/shell.json`: what the shell remembers between runs.
 //!
-//! Small on purpose: the window size and the alerts pause. The pause flag is
-//! read by desktop notifications (another module, later), so it has a plain
-//! accessor that needs no window. Fields this version does not know are
-//! kept on rewrite, so an older shell does not erase a newer one's settings.
+//! Small on purpose: the window size, the alerts pause and the local port of
+//! each remote host's tunnel. The pause flag is read by desktop
+//! notifications, so it has a plain accessor that needs no window. Fields
+//! this version does not know are kept on rewrite, so an older shell does
+//! not erase a newer one's settings, and every change is applied to what the
+//! file holds at that moment ([`Settings::save_with`]), so a shell does not
+//! erase what another one (or its own other thread) wrote since it started.
+
+use std::collections::BTreeMap;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,9 +32,25 @@ struct SettingsFile {
     window: Option<WindowSize>,
     #[serde(default)]
     alerts_paused: bool,
+    /// Remote destination as given (`--remote`) → the tunnel's local port,
+    /// so that the page's origin stays the same across restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tunnel_ports: BTreeMap<String, u16>,
+    /// The welcome tour last completed (or skipped), for which versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    onboarding: Option<Onboarding>,
     /// Unknown fields, preserved on rewrite.
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What the welcome tour was completed for: it is shown again when either
+/// version differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Onboarding {
+    pub welcome_version: u32,
+    pub relay_version: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +74,10 @@ impl Settings {
     /// or corrupt one too (with a warning) — settings are a convenience and
     /// must never keep the window from opening.
     pub fn load(home: &Path) -> Self {
-        let path = home.join(SETTINGS_FILE);
+        Self::load_path(home.join(SETTINGS_FILE))
+    }
+
+    fn load_path(path: PathBuf) -> Self {
         let file = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring corrupt shell settings");
@@ -91,6 +115,45 @@ impl Settings {
         self.file.alerts_paused = paused;
     }
 
+    /// Whether the welcome tour was completed for these versions.
+    pub fn onboarding_done(&self, welcome_version: u32, relay_version: &str) -> bool {
+        self.file.onboarding.as_ref().is_some_and(|o| {
+            o.welcome_version == welcome_version && o.relay_version == relay_version
+        })
+    }
+
+    pub fn set_onboarding_done(&mut self, welcome_version: u32, relay_version: &str) {
+        self.file.onboarding = Some(Onboarding {
+            welcome_version,
+            relay_version: relay_version.to_owned(),
+        });
+    }
+
+    /// The local port remembered for the tunnel to `destination`.
+    pub fn tunnel_port(&self, destination: &str) -> Option<u16> {
+        self.file
+            .tunnel_ports
+            .get(destination)
+            .copied()
+            .filter(|p| *p != 0)
+    }
+
+    pub fn set_tunnel_port(&mut self, destination: &str, port: u16) {
+        self.file.tunnel_ports.insert(destination.to_owned(), port);
+    }
+
+    /// Applies `change` here and to the file as it is now (re-read), then
+    /// writes it: a change never reverts what another writer saved since
+    /// this value was loaded.
+    pub fn save_with(&mut self, change: impl Fn(&mut Settings)) -> Result<(), SettingsError> {
+        change(self);
+        let mut fresh = Self::load_path(self.path.clone());
+        change(&mut fresh);
+        fresh.save()?;
+        *self = fresh;
+        Ok(())
+    }
+
     /// Writes the file atomically (temp file + rename) so that a crash or a
     /// second shell writing at the same time never leaves half a file.
     pub fn save(&self) -> Result<(), SettingsError> {
@@ -123,6 +186,24 @@ impl Settings {
 /// point for code that has no [`Settings`] at hand (notifications).
 pub fn alerts_paused(home: &Path) -> bool {
     Settings::load(home).alerts_paused()
+}
+
+/// The tunnel port for `destination` in `home`'s settings: the one
+/// remembered, else whatever the tunnel got (`bound`) is remembered now. A
+/// remembered port that was taken (another shell's tunnel to the same host,
+/// most likely) is kept for next time rather than replaced by a stopgap.
+pub fn remember_tunnel_port(home: &Path, destination: &str, bound: u16) {
+    let mut settings = Settings::load(home);
+    if settings.tunnel_port(destination).is_some() {
+        return;
+    }
+    if let Err(e) = settings.save_with(|s| {
+        if s.tunnel_port(destination).is_none() {
+            s.set_tunnel_port(destination, bound);
+        }
+    }) {
+        tracing::warn!(error = %e, "cannot remember the tunnel port");
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +248,37 @@ mod tests {
                 height: 700.0
             })
         );
+    }
+
+    #[test]
+    fn save_with_keeps_what_another_writer_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mine = Settings::load(dir.path());
+        remember_tunnel_port(dir.path(), "u@h:22", 40111);
+        // An older value of ours must not erase it.
+        mine.save_with(|s| s.set_alerts_paused(true)).unwrap();
+        let s = Settings::load(dir.path());
+        assert!(s.alerts_paused());
+        assert_eq!(s.tunnel_port("u@h:22"), Some(40111));
+        // Remembered once: a stopgap port does not replace it.
+        remember_tunnel_port(dir.path(), "u@h:22", 40222);
+        remember_tunnel_port(dir.path(), "other", 40333);
+        let s = Settings::load(dir.path());
+        assert_eq!(s.tunnel_port("u@h:22"), Some(40111));
+        assert_eq!(s.tunnel_port("other"), Some(40333));
+        assert_eq!(s.tunnel_port("nobody"), None);
+    }
+
+    #[test]
+    fn onboarding_is_done_for_both_versions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::load(dir.path());
+        assert!(!s.onboarding_done(1, "0.1.0"));
+        s.save_with(|s| s.set_onboarding_done(1, "0.1.0")).unwrap();
+        let s = Settings::load(dir.path());
+        assert!(s.onboarding_done(1, "0.1.0"));
+        assert!(!s.onboarding_done(2, "0.1.0"));
+        assert!(!s.onboarding_done(1, "0.2.0"));
     }
 
     #[test]

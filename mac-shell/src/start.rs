@@ -1,4 +1,4 @@
-//! Starting the local relay when none runs.
+//! Starting the local relay when none runs, and stopping it on request.
 //!
 //! The shell starts `loopchat serve` detached: in its own session (so
 //! neither the terminal's hangup nor quitting the shell reaches it), stdin
@@ -24,6 +24,8 @@ use loopchat_proto::DiscoveryError;
 
 /// The relay's binary name.
 pub const RELAY_BINARY: &str = "loopchat";
+/// How to install it, in a clone of the loopchat source.
+pub const INSTALL_COMMAND: &str = "cargo install --locked --path relay";
 /// Where the started relay's output goes, inside the home.
 pub use loopchat_proto::home::RELAY_LOG_FILE as RELAY_LOG;
 /// How long a starting relay may take to write a live discovery file. A
@@ -39,7 +41,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub enum StartError {
     #[error(
         "no loopchat relay is running, and there is no `{RELAY_BINARY}` next to {exe} or on \
-         PATH to start one. Install it (`cargo install --path relay` in the loopchat source) \
+         PATH to start one. Install it (`{INSTALL_COMMAND}` in the loopchat source) \
          or start a relay yourself with `loopchat serve`"
     )]
     NotFound { exe: String },
@@ -98,19 +100,22 @@ pub fn find_relay_binary() -> Result<PathBuf, StartError> {
     {
         return Ok(sibling);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(RELAY_BINARY);
-            if is_executable(&candidate) {
-                return Ok(candidate);
-            }
-        }
+    if let Some(found) = on_path(RELAY_BINARY) {
+        return Ok(found);
     }
     Err(StartError::NotFound {
         exe: exe
             .map(|e| e.display().to_string())
             .unwrap_or_else(|| "loopchat-shell".into()),
     })
+}
+
+/// The first executable `name` on `PATH` (what a terminal would run).
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -251,6 +256,73 @@ pub fn start_local(home: &Path, timeout: Duration) -> Result<Started, StartError
         }
     }
     result
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("no relay is running for {home}: {reason}")]
+    NotRunning { home: PathBuf, reason: String },
+    #[error("cannot signal the relay (pid {pid}): {source}")]
+    Signal { pid: u32, source: std::io::Error },
+    #[error("the relay (pid {pid}) is still running {secs} s after SIGTERM; see {log}")]
+    Timeout { pid: u32, secs: u64, log: PathBuf },
+}
+
+/// How long a relay may take for its graceful shutdown (it lets running
+/// turns finish for a grace period, then flushes the store).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stops the relay serving `home`, whoever started it: SIGTERM to the pid
+/// of its live discovery file, then waits (blocking) until that process is
+/// gone. The relay removes its discovery file on the way out.
+///
+/// The pid comes from `relay.json` in a home only its user can write (the
+/// relay refuses any other), and it must be live by the same rule every
+/// client uses (pid exists and the port accepts) before it is signalled.
+pub fn stop_local(home: &Path, timeout: Duration) -> Result<Discovery, StopError> {
+    let discovery = relay::discover_local(home).map_err(|e| StopError::NotRunning {
+        home: home.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let pid = discovery.pid;
+    let signalled = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| StopError::NotRunning {
+            home: home.to_owned(),
+            reason: format!("the discovery file names pid {pid}"),
+        })?;
+    // SAFETY: plain kill(2); the pid was checked to be a live process.
+    if unsafe { libc::kill(signalled, libc::SIGTERM) } != 0 {
+        return Err(StopError::Signal {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(pid, "stopping the local relay");
+    let deadline = Instant::now() + timeout;
+    while loopchat_proto::pid_exists(pid) && !is_zombie(pid) {
+        if Instant::now() >= deadline {
+            return Err(StopError::Timeout {
+                pid,
+                secs: timeout.as_secs(),
+                log: home.join(RELAY_LOG),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(discovery)
+}
+
+/// A relay this shell started is its child until the reaper thread has
+/// waited for it: between its exit and that wait it is a zombie, which
+/// `kill(pid, 0)` still finds.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// The last lines of the relay's log, for an error message.

@@ -27,7 +27,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // Accepted here too, so either binary can be called directly.
         Some(Command::Tunnel(args)) => match args.remote.spec(HostKeyPolicy::Strict) {
-            Some(spec) => loopchat_shell::headless::run_tunnel(spec, args.json),
+            Some(spec) => loopchat_shell::headless::run_tunnel(
+                spec,
+                &args
+                    .home
+                    .unwrap_or_else(loopchat_shell::relay::default_home),
+                args.json,
+            ),
             None => Err(anyhow::anyhow!(
                 "`tunnel` needs --remote [USER@]HOST[:PORT]"
             )),
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(loopchat_shell::relay::default_home),
             session: cli.session,
             start_relay: !cli.no_start,
+            onboarding: cli.onboarding,
             // In the window an unknown host is a question for the user.
             remote: cli.remote.spec(HostKeyPolicy::Ask),
         }),

@@ -55,6 +55,10 @@ const TESTS: &[desktop::Test<Desktop>] = &[
         "the_window_stays_quiet_when_focused_and_a_click_opens_the_session",
         the_window_stays_quiet_when_focused_and_a_click_opens_the_session,
     ),
+    (
+        "the_welcome_tour_sends_a_real_test_alert_and_is_shown_once",
+        the_welcome_tour_sends_a_real_test_alert_and_is_shown_once,
+    ),
 ];
 
 fn main() {
@@ -253,7 +257,14 @@ struct Proc {
 }
 
 impl Proc {
+    /// A returning user's shell (the welcome tour recorded as done).
     fn start(name: &str, home: &Path, args: &[&str]) -> Self {
+        support::mark_tour_done(home);
+        Self::start_fresh(name, home, args)
+    }
+
+    /// The shell on `home` as it is (a first run shows the welcome tour).
+    fn start_fresh(name: &str, home: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(shell_bin())
             .args(args)
             .env("LOOPCHAT_HOME", home)
@@ -903,5 +914,111 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
         "window title not updated:\n{tree}"
     );
     screenshot("alerts-window-after-click");
+    w.stop();
+}
+
+fn settings(home: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(home.join("shell.json")).expect("shell.json"))
+        .expect("shell.json is JSON")
+}
+
+/// The welcome tour in the window, driven with the keyboard: its steps in
+/// order, the desktop status the shell reports (dunst answers), a test
+/// alert that reaches the daemon although the window has the focus and
+/// shows in the chat's alert panel, completion recorded in shell.json. Then
+/// it is not shown again, is shown again when the recorded relay version
+/// differs (and skipped with Escape), and `--onboarding` shows it anyway.
+fn the_welcome_tour_sends_a_real_test_alert_and_is_shown_once(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    std::fs::write(
+        home.join("shell.json"),
+        r#"{"window":{"width":800.0,"height":600.0}}"#,
+    )
+    .expect("shell.json");
+    let _relay = fast_ping_relay(&home);
+    desktop::xdo::move_mouse(400, 300);
+    let mut w = Proc::start_fresh("window", &home, &["--session", "tour"]);
+    w.wait_for(&["showing the welcome tour"], Duration::from_secs(60));
+    w.wait_for(
+        &["page title", "Welcome (1/5): welcome"],
+        Duration::from_secs(60),
+    );
+    w.wait_for(&["window focus", "focused=true"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    screenshot("welcome-1-welcome");
+    for (key, title) in [("Return", "(2/5): what"), ("Return", "(3/5): cli")] {
+        desktop::xdo::keys(key);
+        w.wait_for(&["page title", title], Duration::from_secs(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    screenshot("welcome-3-cli");
+    desktop::xdo::keys("Return");
+    w.wait_for(
+        &["page title", "(4/5): notifications"],
+        Duration::from_secs(20),
+    );
+    // The live status has come in (the shell reports every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(desktop.received(), vec![], "nothing raised yet");
+    // "Send a test alert" has the focus; the window has it too, which keeps
+    // other alerts quiet, but not this one.
+    desktop::xdo::keys("Return");
+    let got = desktop.wait_received(1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].summary, "loopchat test alert");
+    assert_eq!(got[0].app, "loopchat");
+    screenshot("welcome-4-notifications-sent");
+    desktop::xdo::keys("Return");
+    w.wait_for(&["page title", "(5/5): done"], Duration::from_secs(20));
+    desktop::xdo::keys("Return");
+    let completed = w.wait_for(&["welcome tour completed"], Duration::from_secs(20));
+    // The chat, with the test alert unread in its panel (the title count).
+    w.wait_for(&["page title", "(1) tour"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    screenshot("welcome-5-chat-with-the-test-alert");
+    let recorded = settings(&home);
+    let version = recorded["onboarding"]["relayVersion"]
+        .as_str()
+        .expect("relay version recorded")
+        .to_owned();
+    assert!(completed.contains(&version), "{completed}");
+    assert_eq!(
+        recorded["onboarding"]["welcomeVersion"],
+        serde_json::json!(loopchat_proto::WELCOME_VERSION)
+    );
+    assert_eq!(recorded["window"]["width"], 800.0, "{recorded}");
+    w.stop();
+
+    // Shown once: the next start opens the chat.
+    let mut w = Proc::start("window", &home, &["--session", "tour"]);
+    w.wait_for(&["page title", "tour — loopchat"], Duration::from_secs(60));
+    assert!(
+        !w.log().contains("showing the welcome tour"),
+        "shown again: {}",
+        w.log()
+    );
+    w.stop();
+
+    // Another relay version recorded: shown again; Escape skips it.
+    let mut changed = settings(&home);
+    changed["onboarding"]["relayVersion"] = "0.0.0-older".into();
+    std::fs::write(home.join("shell.json"), changed.to_string()).expect("shell.json");
+    let mut w = Proc::start("window", &home, &["--session", "tour"]);
+    w.wait_for(&["page title", "Welcome (1/5)"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    desktop::xdo::keys("Escape");
+    w.wait_for(&["welcome tour completed"], Duration::from_secs(20));
+    w.wait_for(&["page title", "tour — loopchat"], Duration::from_secs(30));
+    assert_eq!(
+        settings(&home)["onboarding"]["relayVersion"],
+        version.as_str()
+    );
+    w.stop();
+
+    // --onboarding: shown although completed.
+    let mut w = Proc::start("window", &home, &["--session", "tour", "--onboarding"]);
+    w.wait_for(&["page title", "Welcome (1/5)"], Duration::from_secs(60));
     w.stop();
 }

@@ -476,6 +476,64 @@ fn closing_the_tunnel_leaves_the_remote_relay_running() {
     assert!(s.relay.discovery_path().exists());
 }
 
+/// The tunnel's local port is remembered per host in shell.json and taken
+/// again when free, so the browser's origin (and the token, outbox and
+/// drafts it keeps there) survives a restart; when it is taken the tunnel
+/// still comes up, on another port, and the remembered one is kept.
+#[test]
+fn the_local_port_is_remembered_and_reused_when_free() {
+    let s = Setup::new();
+    let home = s.fx.path("shell-home");
+    let home_arg = home.display().to_string();
+    let destination = user_destination(s.sshd.port);
+    let port_of = |url: &str| -> u16 {
+        url.trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {url}"))
+    };
+    let remembered = || -> Option<u64> {
+        let text = std::fs::read_to_string(home.join("shell.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).expect("shell.json is JSON");
+        v["tunnelPorts"][destination.as_str()].as_u64()
+    };
+    assert_eq!(remembered(), None);
+
+    let t = expect_up(s.command(&["--home", &home_arg]));
+    let first = port_of(&t.local_url);
+    assert_eq!(remembered(), Some(u64::from(first)), "not remembered");
+    info(&t.local_url, &t.token).expect("info");
+    assert!(t.stop().success());
+
+    // Restarted: the same origin.
+    let t = expect_up(s.command(&["--home", &home_arg]));
+    assert_eq!(port_of(&t.local_url), first, "{}", t.stderr());
+    info(&t.local_url, &t.token).expect("info on the same port");
+    assert!(t.stop().success());
+
+    // Someone else holds it: another port, a warning, the tunnel works,
+    // and the remembered port is not replaced by the stopgap.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", first)).expect("hold the port");
+    let t = expect_up(s.command(&["--home", &home_arg]));
+    let other = port_of(&t.local_url);
+    assert_ne!(other, first);
+    assert!(
+        t.stderr().contains("remembered tunnel port is taken"),
+        "{}",
+        t.stderr()
+    );
+    info(&t.local_url, &t.token).expect("info on the stopgap port");
+    assert_eq!(remembered(), Some(u64::from(first)));
+    assert!(t.stop().success());
+    drop(squatter);
+
+    // Free again: back on it.
+    let t = expect_up(s.command(&["--home", &home_arg]));
+    assert_eq!(port_of(&t.local_url), first, "{}", t.stderr());
+    assert!(!t.stderr().contains(&t.token), "token in the logs");
+}
+
 #[test]
 fn bad_destination_and_missing_config_fail_fast() {
     let fx = Fixture::new();

@@ -30,11 +30,20 @@ const TESTS: &[desktop::Test<()>] = &[
     ("window_starts_the_local_relay_when_none_runs", |_| {
         window_starts_the_local_relay_when_none_runs()
     }),
+    ("stop_relay_asks_first_then_stops_it", |_| {
+        stop_relay_asks_first_then_stops_it()
+    }),
     ("two_shells_started_together_start_one_relay", |_| {
         two_shells_started_together_start_one_relay()
     }),
     ("window_shows_a_remote_chat_through_the_tunnel", |_| {
         window_shows_a_remote_chat_through_the_tunnel()
+    }),
+    ("window_offers_to_start_a_remote_relay", |_| {
+        window_offers_to_start_a_remote_relay()
+    }),
+    ("window_shows_how_to_install_a_missing_remote_relay", |_| {
+        window_shows_how_to_install_a_missing_remote_relay()
     }),
     ("window_asks_about_an_unknown_host_and_a_passphrase", |_| {
         window_asks_about_an_unknown_host_and_a_passphrase()
@@ -53,6 +62,7 @@ struct Shell {
 
 impl Shell {
     fn start(home: &Path, args: &[&str]) -> Self {
+        support::mark_tour_done(home);
         let mut child = Command::new(shell_bin())
             .args(args)
             .env("LOOPCHAT_HOME", home)
@@ -424,6 +434,102 @@ fn window_starts_the_local_relay_when_none_runs() {
     assert!(pid_alive(second.pid));
 }
 
+/// "Stop relay" (Ctrl+Shift+S) asks first; Cancel goes back to the chat
+/// with the relay untouched, "Stop relay" stops it (also one the shell did
+/// not start), and "Start it again" brings one back on the same port.
+fn stop_relay_asks_first_then_stops_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    let relay = StartedRelay { home: home.clone() };
+
+    let mut shell = Shell::start(&home, &["--session", "stopper"]);
+    shell.wait_for_line(&["local relay started"], Duration::from_secs(30));
+    shell.wait_for_line(&["page title", "stopper"], Duration::from_secs(60));
+    wait_for_window(&["loopchat — stopper @"], Duration::from_secs(30));
+    let first = relay.discovery().expect("a live relay.json");
+    // Let the page settle so the key goes to a loaded document.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Cancel (Escape) keeps it running and shows the chat again.
+    desktop::xdo::keys("ctrl+shift+s");
+    shell.wait_for_line(&["page title", "stop the relay?"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-stop-relay-question");
+    assert!(distinct_colours(&shot) >= 16, "blank question page");
+    desktop::xdo::keys("Escape");
+    let titles = || shell_titles(&shell.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while titles().last().is_none_or(|t| !t.contains("stopper")) {
+        assert!(
+            Instant::now() < deadline,
+            "no chat after Cancel: {:?}",
+            titles()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pid_alive(first.pid), "Cancel stopped the relay");
+    assert!(!shell.log().contains("stopping the local relay"));
+
+    // Confirmed: the relay ends and its discovery file goes with it.
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = titles().len();
+    desktop::xdo::keys("ctrl+shift+s");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while titles().len() <= asked
+        || !titles()
+            .last()
+            .is_some_and(|t| t.contains("stop the relay?"))
+    {
+        assert!(Instant::now() < deadline, "not asked again: {:?}", titles());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    desktop::xdo::keys("Return");
+    let stopped = shell.wait_for_line(&["local relay stopped"], Duration::from_secs(40));
+    assert!(stopped.contains(&format!("pid={}", first.pid)), "{stopped}");
+    assert!(!pid_alive(first.pid), "the relay still runs");
+    assert!(!home.join("relay.json").exists(), "relay.json left behind");
+    wait_for_window(&["(relay stopped)"], Duration::from_secs(30));
+    shell.wait_for_line(&["page title", "relay stopped"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-relay-stopped");
+    assert!(distinct_colours(&shot) >= 16, "blank stopped page");
+
+    // "Start it again" (focused): a new relay, on the same port.
+    desktop::xdo::keys("Return");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let second = loop {
+        if let Some(d) = relay.discovery()
+            && d.pid != first.pid
+            && pid_alive(d.pid)
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not started again:\n{}",
+            shell.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(second.port, first.port, "the origin changed");
+    wait_for_window(&["loopchat — stopper @"], Duration::from_secs(30));
+    assert!(!shell.log().contains(&first.token), "token in the logs");
+
+    // Quitting still leaves it running.
+    assert!(shell.stop().success());
+    assert!(pid_alive(second.pid), "quitting stopped the relay");
+}
+
+/// Every page title the window reported, in order.
+fn shell_titles(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("page title"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Two shells started at the same moment on a home without a relay: the
 /// relay's lock lets one `loopchat serve` win, and both windows show the
 /// chat of that one relay.
@@ -513,6 +619,14 @@ fn window_shows_a_remote_chat_through_the_tunnel() {
     let loaded = shell.wait_for_line(&["page loaded", "/webchat/"], Duration::from_secs(60));
     // Through the tunnel's local port, not the relay's.
     assert!(!loaded.contains(&format!(":{}/", relay.port)), "{loaded}");
+    // That port is remembered for the host, for the next start.
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local_home.join("shell.json")).expect("shell.json"))
+            .expect("shell.json");
+    let port = settings["tunnelPorts"][destination.as_str()]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tunnel port remembered: {settings}"));
+    assert!(loaded.contains(&format!("127.0.0.1:{port}/")), "{loaded}");
     shell.wait_for_line(&["page title", "remotetest"], Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     let tree = window_tree();
@@ -582,5 +696,177 @@ fn window_asks_about_an_unknown_host_and_a_passphrase() {
         !shell.log().contains("correct horse"),
         "passphrase in the logs"
     );
+    assert!(shell.stop().success());
+}
+
+/// The shell's flags for `destination` through `sshd` with `key`.
+fn remote_args(
+    destination: &str,
+    key: &Path,
+    known_hosts: &Path,
+    discovery: &Path,
+    session: &str,
+) -> Vec<String> {
+    [
+        "--remote",
+        destination,
+        "--identity",
+        &key.display().to_string(),
+        "--known-hosts",
+        &known_hosts.display().to_string(),
+        "--remote-discovery",
+        &discovery.display().to_string(),
+        "--session",
+        session,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn user_name() -> String {
+    String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
+        .trim()
+        .to_owned()
+}
+
+/// Remote mode, no relay on the host but `loopchat` on its PATH: the shell
+/// asks before anything runs there; Cancel starts nothing; Retry asks
+/// again, and yes starts `loopchat serve` detached over the same SSH
+/// connection, after which discovery finds it and the chat shows.
+fn window_offers_to_start_a_remote_relay() {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_ed25519", "");
+    let bin_dir = Path::new(shell_bin())
+        .parent()
+        .expect("target dir")
+        .to_owned();
+    // The remote PATH (as sshd sets it for the session) has the relay.
+    let path = format!("SetEnv=PATH={}:/usr/bin:/bin", bin_dir.display());
+    let sshd = Sshd::start_with(&fx, "sshd", &[&path]);
+    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+    let remote_home = fx.path("remote/.loopchat");
+    let relay = StartedRelay {
+        home: remote_home.clone(),
+    };
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
+    let args = remote_args(
+        &destination,
+        &key,
+        &known_hosts,
+        &remote_home.join("relay.json"),
+        "remotestart",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut shell = Shell::start(&local_home, &args);
+
+    shell.wait_for_line(&["page title", "start a relay?"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-remote-start-question");
+    assert!(distinct_colours(&shot) >= 16, "blank question page");
+    assert!(relay.serving_pids().is_empty(), "started before asking");
+    assert!(
+        !remote_home.exists(),
+        "touched the remote home before asking"
+    );
+
+    // Cancel: nothing runs there, and the error page says why.
+    desktop::xdo::keys("Tab");
+    desktop::xdo::keys("Return");
+    shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(30));
+    shell.wait_for_line(&["page title", "unreachable"], Duration::from_secs(30));
+    assert!(relay.serving_pids().is_empty(), "started after Cancel");
+    assert!(!shell.log().contains("starting the remote relay"));
+
+    // Retry (Reload over the error page) asks again; yes starts it.
+    std::thread::sleep(Duration::from_millis(500));
+    desktop::xdo::keys("ctrl+r");
+    let asked = shell
+        .log()
+        .lines()
+        .filter(|l| l.contains("start a relay?"))
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shell
+        .log()
+        .lines()
+        .filter(|l| l.contains("start a relay?"))
+        .count()
+        <= asked
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not asked again:\n{}",
+            shell.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    desktop::xdo::keys("Return");
+    let started = shell.wait_for_line(&["remote relay started"], Duration::from_secs(40));
+    shell.wait_for_line(&["page title", "remotestart"], Duration::from_secs(60));
+    let discovery = relay.discovery().expect("the started relay's relay.json");
+    assert!(
+        started.contains(&format!("remote_port={}", discovery.port)),
+        "{started}"
+    );
+    assert_eq!(relay.serving_pids(), vec![discovery.pid]);
+    // Detached from the SSH session: its own session.
+    assert_eq!(session_of_pid(discovery.pid), discovery.pid);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(remote_home.join("relay.log"))
+        .expect("relay.log")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "relay.log mode");
+    wait_for_window(&["remotestart @"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = screenshot("window-remote-started-chat");
+    assert!(distinct_colours(&shot) >= 16, "blank chat");
+    assert!(!shell.log().contains(&discovery.token), "token in the logs");
+
+    // Closing the shell (and with it the SSH session) leaves it running.
+    assert!(shell.stop().success());
+    assert!(
+        pid_alive(discovery.pid),
+        "the remote relay died with the shell"
+    );
+}
+
+/// Remote mode, no relay and no `loopchat` on the remote PATH: nothing is
+/// offered or installed; the error page gives the install command.
+fn window_shows_how_to_install_a_missing_remote_relay() {
+    let fx = Fixture::new();
+    let key = fx.client_key("id_ed25519", "");
+    let sshd = Sshd::start_with(&fx, "sshd", &["SetEnv=PATH=/usr/bin:/bin"]);
+    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+    let remote_home = fx.path("remote/.loopchat");
+    let local_home = fx.path("local");
+    std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+    let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
+    let args = remote_args(
+        &destination,
+        &key,
+        &known_hosts,
+        &remote_home.join("relay.json"),
+        "noinstall",
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut shell = Shell::start(&local_home, &args);
+    let error = shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(60));
+    assert!(error.contains("step=discovery"), "{error}");
+    let log = shell.log();
+    assert!(
+        log.contains("cargo install --locked --path relay"),
+        "no install command: {log}"
+    );
+    assert!(!log.contains("start a relay?"), "offered without a binary");
+    shell.wait_for_line(&["page title", "unreachable"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = screenshot("window-remote-install-hint");
+    assert!(distinct_colours(&shot) >= 16, "blank error page");
+    assert!(!remote_home.exists(), "touched the remote home");
     assert!(shell.stop().success());
 }

@@ -96,6 +96,11 @@ pub struct InfoResponse {
     pub token: String,
     pub base_path: String,
     pub version: String,
+    /// The welcome tour's version ([`crate::WELCOME_VERSION`]): the page shows
+    /// the tour when this or `version` differs from what it recorded. 0 from
+    /// a relay older than the tour.
+    #[serde(default)]
+    pub welcome_version: u32,
     pub session_key: String,
     pub session_id: Option<String>,
     pub thinking_level: String,

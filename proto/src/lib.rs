@@ -27,3 +27,14 @@ pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_
 
 /// Protocol version written into the discovery file.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The welcome tour's version (webchat-dist/welcome.html). Raise it when the
+/// tour changes enough that people who saw it should see it again; the shell
+/// shows it again when this or the relay's version differs from what its
+/// settings recorded.
+pub const WELCOME_VERSION: u32 = 1;
+
+/// The tag of the tour's "Send a test alert": the shell raises an alert with
+/// it even while its window has the focus (the user is looking at the tour
+/// and asked for a desktop notification).
+pub const TEST_ALERT_TAG: &str = "loopchat-test";

@@ -322,11 +322,40 @@ export async function launchBrowser() {
 }
 
 /**
- * A new context + page that records page errors and CSP violations;
- * `page.problems` lists them (tests assert it stays empty).
+ * The welcome tour's "completed" marker for this build (`welcomeVersion:relayVersion`),
+ * read from where those are defined: proto's WELCOME_VERSION and the workspace version.
  */
-export async function newPage(browser, { viewport = { width: 1280, height: 800 }, colorScheme = 'light', ...ctx } = {}) {
+export const WELCOME_DONE = (() => {
+  const lib = fs.readFileSync(path.join(REPO, 'proto', 'src', 'lib.rs'), 'utf8');
+  const welcome = /pub const WELCOME_VERSION: u32 = (\d+);/.exec(lib);
+  const cargo = fs.readFileSync(path.join(REPO, 'Cargo.toml'), 'utf8');
+  const version = /\[workspace\.package\][^[]*?\nversion = "([^"]+)"/.exec(cargo);
+  if (!welcome || !version) throw new Error('cannot read WELCOME_VERSION or the workspace version');
+  return `${welcome[1]}:${version[1]}`;
+})();
+
+/**
+ * Every page of `context` starts as a browser that has seen the welcome tour
+ * (the suites that are not about the tour open the chat directly).
+ */
+export async function asReturningUser(context) {
+  await context.addInitScript((done) => {
+    try {
+      if (!localStorage.getItem('loopchat.welcome.done')) localStorage.setItem('loopchat.welcome.done', JSON.stringify(done));
+    } catch {
+      // about:blank and other opaque origins have no storage
+    }
+  }, WELCOME_DONE);
+}
+
+/**
+ * A new context + page that records page errors and CSP violations;
+ * `page.problems` lists them (tests assert it stays empty). `welcome: true`
+ * leaves the welcome tour to come up as on a first visit.
+ */
+export async function newPage(browser, { viewport = { width: 1280, height: 800 }, colorScheme = 'light', welcome = false, ...ctx } = {}) {
   const context = await browser.newContext({ viewport, colorScheme, ...ctx });
+  if (!welcome) await asReturningUser(context);
   const page = await context.newPage();
   page.problems = [];
   page.on('pageerror', (err) => page.problems.push(`pageerror: ${err.message}`));

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, tempHome, Relay, launchBrowser, newPage, openChat, sendMessage, transcriptTexts, missingPrerequisite, waitFor, waitForConnected, screenshot,
+  CHROMIUM, CHROMIUM_ARGS, tempHome, Relay, launchBrowser, newPage, openChat, asReturningUser, sendMessage, transcriptTexts, missingPrerequisite, waitFor, waitForConnected, screenshot,
 } from './harness.mjs';
 
 /** The version and the shell file list the relay put into its sw.js. */
@@ -71,6 +71,7 @@ describe('installable app', () => {
     // A profile on disk: Chromium never offers installs in an incognito-like context.
     const profile = await tempHome('loopchat-web-profile-');
     const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    await asReturningUser(context);
     try {
       const page = context.pages()[0] || await context.newPage();
       await openChat(page, relay);
@@ -192,6 +193,7 @@ describe('installable app', () => {
 
   it('the install prompt: not on the first visit, on the second, gone once dismissed', async () => {
     const context = await browser.newContext();
+    await asReturningUser(context);
     const first = await context.newPage();
     await openChat(first, relay);
     assert.equal(await first.isHidden('#install-prompt'), true, 'not on the first visit');
@@ -221,6 +223,7 @@ describe('installable app', () => {
 
   it('the install prompt never shows in the installed app (display-mode: standalone)', async () => {
     const context = await browser.newContext();
+    await asReturningUser(context);
     await context.addInitScript(() => {
       const real = window.matchMedia.bind(window);
       window.matchMedia = (q) => (/display-mode:\s*standalone/.test(q)
@@ -240,6 +243,7 @@ describe('installable app', () => {
     // a relay of its own: no alerts from the other tests
     const own = await Relay.start();
     const context = await browser.newContext();
+    await asReturningUser(context);
     await context.addInitScript(() => {
       window.__badge = [];
       navigator.setAppBadge = (n) => { window.__badge.push(n); return Promise.resolve(); };

@@ -125,6 +125,7 @@ export const api = {
   abort: (session, runId) => call('POST', 'abort', { json: { session, runId: runId || undefined } }),
   notifications: (since, limit) => call('GET', 'notifications', { params: { since, limit } }),
   presence: (payload) => call('POST', 'presence', { json: payload }),
+  notify: (payload) => call('POST', 'notify', { json: payload }),
   uploadAttachment: (file) => call('POST', 'attachments', {
     body: file,
     headers: { 'Content-Type': file.type || 'application/octet-stream' },

@@ -76,6 +76,10 @@ export function relativeTime(date, now = Date.now()) {
  * when it cannot be used, values live in memory for the life of the page.
  */
 const memory = new Map();
+
+/** Where the welcome tour is recorded as completed in a browser (`welcomeVersion:relayVersion`). */
+export const WELCOME_DONE_KEY = 'loopchat.welcome.done';
+
 export const store = {
   get(key, fallback = null) {
     let raw = null;

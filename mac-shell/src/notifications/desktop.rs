@@ -9,6 +9,14 @@ use std::pin::Pin;
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The notification service answering on the session bus ("dunst 1.9.0"),
+/// or why none does. Blocking (one D-Bus round trip).
+pub fn service_name() -> Result<String, String> {
+    notify_rust::get_server_information()
+        .map(|info| format!("{} {}", info.name, info.version).trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// The desktop's urgency levels (freedesktop notification spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Urgency {

@@ -44,40 +44,61 @@ pub(crate) async fn locate_relay(link: &Link, path: &str) -> Result<Discovery, T
     }
 }
 
-async fn read_discovery(link: &Link, path: &str) -> Result<Discovery, TunnelError> {
-    let host = link.label().to_owned();
-    let missing = |reason: String| TunnelError::DiscoveryMissing {
-        host: host.clone(),
-        path: path.to_owned(),
-        reason,
-    };
+/// What a command run over an exec channel printed, and how it ended.
+pub(crate) struct ExecOutput {
+    pub status: Option<u32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// Why it failed, from its stderr or its exit status.
+    pub fn failure(&self) -> String {
+        let err = String::from_utf8_lossy(&self.stderr).trim().to_owned();
+        match (self.status, err.is_empty()) {
+            (_, false) => err,
+            (Some(code), true) => format!("exit status {code}"),
+            (None, true) => "the command ended without an exit status".to_owned(),
+        }
+    }
+}
+
+/// Runs `command` through the remote user's shell on an exec channel of
+/// the link; stdout beyond `max_stdout` bytes is an error, stderr is kept
+/// up to 4 KiB (enough to explain a failure).
+pub(crate) async fn exec(
+    link: &Link,
+    command: &str,
+    max_stdout: usize,
+) -> Result<ExecOutput, String> {
     let mut channel = link
         .target()
         .channel_open_session()
         .await
-        .map_err(|e| missing(format!("cannot open an exec channel: {e}")))?;
+        .map_err(|e| format!("cannot open an exec channel: {e}"))?;
     channel
-        .exec(true, cat_command(path))
+        .exec(true, command)
         .await
-        .map_err(|e| missing(format!("exec refused: {e}")))?;
+        .map_err(|e| format!("exec refused: {e}"))?;
 
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let mut status = None;
+    let mut out = ExecOutput {
+        status: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
     let collect = async {
         while let Some(msg) = channel.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
-                    if stdout.len() + data.len() > MAX_FILE {
-                        return Err("the file is too large to be a discovery file".to_owned());
+                    if out.stdout.len() + data.len() > max_stdout {
+                        return Err("the command printed more than expected".to_owned());
                     }
-                    stdout.extend_from_slice(&data);
+                    out.stdout.extend_from_slice(&data);
                 }
-                // Enough of stderr to explain a failure; the rest is noise.
-                ChannelMsg::ExtendedData { data, .. } if stderr.len() < 4096 => {
-                    stderr.extend_from_slice(&data);
+                ChannelMsg::ExtendedData { data, .. } if out.stderr.len() < 4096 => {
+                    out.stderr.extend_from_slice(&data);
                 }
-                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
                 ChannelMsg::Failure => {
                     return Err("the server refused to run the command".to_owned());
                 }
@@ -88,20 +109,34 @@ async fn read_discovery(link: &Link, path: &str) -> Result<Discovery, TunnelErro
         Ok(())
     };
     match tokio::time::timeout(EXEC_TIMEOUT, collect).await {
-        Err(_) => return Err(missing(format!("no answer within {EXEC_TIMEOUT:?}"))),
-        Ok(Err(reason)) => return Err(missing(reason)),
+        Err(_) => return Err(format!("no answer within {EXEC_TIMEOUT:?}")),
+        Ok(Err(reason)) => return Err(reason),
         Ok(Ok(())) => {}
     }
     let _ = channel.close().await;
-    if status != Some(0) {
-        let err = String::from_utf8_lossy(&stderr).trim().to_owned();
-        return Err(missing(match (status, err.is_empty()) {
-            (_, false) => err,
-            (Some(code), true) => format!("exit status {code}"),
-            (None, true) => "the command ended without an exit status".to_owned(),
-        }));
+    Ok(out)
+}
+
+async fn read_discovery(link: &Link, path: &str) -> Result<Discovery, TunnelError> {
+    let host = link.label().to_owned();
+    let missing = |reason: String| TunnelError::DiscoveryMissing {
+        host: host.clone(),
+        path: path.to_owned(),
+        reason,
+    };
+    let out = exec(link, &cat_command(path), MAX_FILE)
+        .await
+        .map_err(|reason| {
+            missing(if reason.contains("more than expected") {
+                "the file is too large to be a discovery file".to_owned()
+            } else {
+                reason
+            })
+        })?;
+    if out.status != Some(0) {
+        return Err(missing(out.failure()));
     }
-    Discovery::parse(&stdout).map_err(|e| TunnelError::DiscoveryInvalid {
+    Discovery::parse(&out.stdout).map_err(|e| TunnelError::DiscoveryInvalid {
         host,
         path: path.to_owned(),
         reason: e.to_string(),
@@ -112,16 +147,22 @@ async fn read_discovery(link: &Link, path: &str) -> Result<Discovery, TunnelErro
 /// shell characters are taken literally; a leading `~/` stays outside the
 /// quotes so that the remote shell expands it to the remote home.
 pub(crate) fn cat_command(path: &str) -> String {
+    format!("cat -- {}", shell_path(path))
+}
+
+/// A path as a POSIX shell word: single-quoted, except a leading `~` or
+/// `~/`, which stays outside the quotes for the shell to expand.
+pub(crate) fn shell_path(path: &str) -> String {
     if path == "~" {
-        return "cat -- ~".to_owned();
+        return "~".to_owned();
     }
     match path.strip_prefix("~/") {
-        Some(rest) => format!("cat -- ~/{}", shell_quote(rest)),
-        None => format!("cat -- {}", shell_quote(path)),
+        Some(rest) => format!("~/{}", shell_quote(rest)),
+        None => shell_quote(path),
     }
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::remote_start::INSTALL_COMMAND;
 use crate::Step;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,18 @@ pub enum TunnelError {
         reason: String,
     },
 
+    #[error(
+        "{reason}\nThere is no `loopchat` on the PATH of {host} (as an SSH session sees it) to start \
+         one. Install it there — in a clone of the loopchat source on {host}, run:\n  \
+         {INSTALL_COMMAND}\n\
+         (it goes to ~/.cargo/bin, which must be on the PATH of non-interactive SSH sessions), \
+         then Retry."
+    )]
+    NoRemoteBinary { host: String, reason: String },
+
+    #[error("could not start a relay on {host}: {reason}")]
+    RemoteStart { host: String, reason: String },
+
     #[error("SSH link to {target} lost: {reason}")]
     Lost { target: String, reason: String },
 
@@ -146,7 +159,9 @@ impl TunnelError {
             TunnelError::Auth { .. } => Step::Auth,
             TunnelError::DiscoveryMissing { .. }
             | TunnelError::DiscoveryInvalid { .. }
-            | TunnelError::RelayStale { .. } => Step::Discovery,
+            | TunnelError::RelayStale { .. }
+            | TunnelError::NoRemoteBinary { .. }
+            | TunnelError::RemoteStart { .. } => Step::Discovery,
         }
     }
 

@@ -17,6 +17,7 @@ mod error;
 mod forward;
 mod known_hosts;
 mod link;
+mod remote_start;
 mod supervisor;
 mod target;
 
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 pub use auth::PASSPHRASE_ENV;
 pub use discovery::DEFAULT_REMOTE_DISCOVERY;
 pub use error::{ChangedHostKey, TunnelError};
+pub use remote_start::{INSTALL_COMMAND, RelayStartQuestion};
 pub use target::Destination;
 
 use crate::Step;
@@ -69,6 +71,15 @@ pub trait Prompter: Send + Sync + 'static {
     fn confirm_host_key(&self, question: HostKeyQuestion) -> BoxFuture<bool>;
     /// The passphrase of an encrypted identity file, or `None` to skip it.
     fn passphrase(&self, key: PathBuf) -> BoxFuture<Option<String>>;
+    /// Whether [`Prompter::offer_relay_start`] may be asked at all. When
+    /// false, a host without a relay is an error, without looking further.
+    fn offers_relay_start(&self) -> bool {
+        false
+    }
+    /// No relay runs on the host: start one there (the command shown)?
+    fn offer_relay_start(&self, _question: RelayStartQuestion) -> BoxFuture<bool> {
+        Box::pin(async { false })
+    }
 }
 
 /// Headless prompter: passphrases are read from the terminal (when there is
@@ -107,6 +118,9 @@ pub struct TunnelSpec {
     /// Path of the remote discovery file; `~` is the remote home.
     pub remote_discovery: String,
     pub host_key_policy: HostKeyPolicy,
+    /// The local port to listen on if it is free (the one remembered for
+    /// this host); another one is taken when it is not, or when `None`.
+    pub local_port: Option<u16>,
 }
 
 /// What the tunnel is doing, for logs and the window.
@@ -153,18 +167,27 @@ impl Tunnel {
             known_hosts,
             policy: spec.host_key_policy,
             prompter: prompter.clone(),
-            auth: auth::Authenticator::new(prompter),
+            auth: auth::Authenticator::new(prompter.clone()),
         };
 
-        // Bound before connecting so the port is ours whatever happens next;
-        // ephemeral, so it never fights a local relay for its port.
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(TunnelError::Listen)?;
+        // Bound before connecting so the port is ours whatever happens next.
+        let listener = bind_local(spec.local_port).await?;
         let local_addr = listener.local_addr().map_err(TunnelError::Listen)?;
 
-        let (link, relay, closed) =
-            supervisor::establish(&connector, &spec.remote_discovery).await?;
+        // The first time only, a host without a relay may get one started
+        // (if the user says so); reconnects just look for it again.
+        let (link, closed) = connector.connect().await?;
+        let relay =
+            match remote_start::locate_or_start(&link, &spec.remote_discovery, prompter.as_ref())
+                .await
+            {
+                Ok(relay) => relay,
+                Err(e) => {
+                    link.close().await;
+                    return Err(e);
+                }
+            };
+        let link = Arc::new(link);
         tracing::info!(
             target = %target,
             local = %local_addr,
@@ -339,6 +362,26 @@ fn status_of(state: &LinkState) -> TunnelStatus {
         },
         LinkState::Closed => TunnelStatus::Closed,
     }
+}
+
+/// The loopback listener: on `preferred` when it is free, so the page's
+/// origin (and the credential and drafts its storage holds) survives a
+/// restart; else on an ephemeral port, which never fights a local relay or
+/// another shell's tunnel for theirs.
+async fn bind_local(preferred: Option<u16>) -> Result<TcpListener, TunnelError> {
+    if let Some(port) = preferred.filter(|p| *p != 0) {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => tracing::warn!(
+                port,
+                error = %e,
+                "the remembered tunnel port is taken; using another one (the page's origin changes)"
+            ),
+        }
+    }
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(TunnelError::Listen)
 }
 
 /// The path part of `http://host:port/path/`.

@@ -42,7 +42,13 @@ pub enum UiEvent {
         url: String,
         base_url: String,
         session: String,
+        /// `url` is the welcome tour: record its completion when the page
+        /// leaves it for the chat.
+        onboarding: Option<Onboarding>,
     },
+    /// What the shell sees for the tour's desktop steps (JSON), passed to
+    /// the tour page while it is shown.
+    DesktopStatus(String),
     /// A failed step, with a Retry button.
     Error { step: String, message: String },
     /// Ask whether to trust an unknown SSH host key.
@@ -54,11 +60,45 @@ pub enum UiEvent {
     },
     /// Ask for the passphrase of an encrypted identity file.
     AskPassphrase { key: String },
+    /// No relay runs on the remote host: start one there with `command`?
+    AskRelayStart {
+        host: String,
+        reason: String,
+        command: String,
+    },
+    /// The local relay was stopped ("Stop relay"); offers to start it.
+    Stopped { home: String },
     /// A desktop alert was clicked: bring the window forward and open what
     /// it is about.
     Activate { target: ClickTarget },
     /// Save the settings and close (SIGTERM at logout, Ctrl-C).
     Quit,
+}
+
+/// A welcome tour on screen, and whether it still is (the status reports
+/// stop once it is not).
+#[derive(Debug, Clone)]
+pub struct Onboarding {
+    relay_version: String,
+    active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Onboarding {
+    pub fn new(relay_version: String) -> Self {
+        Self {
+            relay_version,
+            active: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn end(&self) {
+        self.active
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the user did that the app must act on.
@@ -68,6 +108,10 @@ pub enum UiAction {
     HostKeyAnswer(bool),
     /// `None`: skip this key.
     Passphrase(Option<String>),
+    /// "Stop relay", confirmed.
+    StopRelay,
+    /// Start a relay on the remote host?
+    RelayStartAnswer(bool),
 }
 
 /// The app's way to talk to the window, from any thread.
@@ -95,6 +139,9 @@ pub struct WindowConfig {
     /// Set from the window's focus events; desktop alerts stay quiet while
     /// it is true.
     pub focus: Focus,
+    /// Local mode: the home whose relay "Stop relay" stops. `None` in
+    /// remote mode, where the menu item is disabled.
+    pub local_home: Option<PathBuf>,
 }
 
 /// The event loop's own events: the app's, plus what the webview and the
@@ -116,6 +163,8 @@ enum Showing {
     Error,
     HostKey,
     Passphrase,
+    ConfirmStop,
+    RelayStart,
     Chat,
 }
 
@@ -126,6 +175,9 @@ enum Showing {
 fn ipc_action(showing: Showing, message: &str) -> Option<UiAction> {
     match (showing, message) {
         (Showing::Error, "retry") => Some(UiAction::Retry),
+        (Showing::ConfirmStop, "stop:yes") => Some(UiAction::StopRelay),
+        (Showing::RelayStart, "relaystart:yes") => Some(UiAction::RelayStartAnswer(true)),
+        (Showing::RelayStart, "relaystart:no") => Some(UiAction::RelayStartAnswer(false)),
         (Showing::HostKey, "hostkey:yes") => Some(UiAction::HostKeyAnswer(true)),
         (Showing::HostKey, "hostkey:no") => Some(UiAction::HostKeyAnswer(false)),
         (Showing::Passphrase, "passphrase-skip") => Some(UiAction::Passphrase(None)),
@@ -150,6 +202,7 @@ where
         mut settings,
         data_dir,
         focus,
+        local_home,
     } = config;
 
     let size = settings.window_size().unwrap_or(DEFAULT_SIZE);
@@ -160,7 +213,8 @@ where
         .build(&event_loop)
         .context("cannot open a window (is a display available?)")?;
 
-    let shell_menu = menu::build(settings.alerts_paused()).context("cannot build the menu")?;
+    let shell_menu = menu::build(settings.alerts_paused(), local_home.is_some())
+        .context("cannot build the menu")?;
     {
         use tao::platform::unix::WindowExtUnix;
         shell_menu
@@ -206,6 +260,11 @@ where
 
     let mut showing = Showing::Status;
     let mut base_url: Option<String> = None;
+    // The page the chat showed last (no token), to go back to from a
+    // cancelled question.
+    let mut chat_url: Option<String> = None;
+    // The welcome tour, while it is on screen.
+    let mut tour: Option<Onboarding> = None;
     // The shell's own title, and the chat page's unread count ("3", "99+")
     // shown in front of it.
     let mut title = format!("loopchat — {host}");
@@ -227,20 +286,37 @@ where
                     url,
                     base_url: base,
                     session,
+                    onboarding,
                 } => {
                     showing = Showing::Chat;
+                    if let Some(old) = tour.take() {
+                        old.end();
+                    }
+                    tour = onboarding;
                     tracing::info!(base_url = %base, session = %session, "opening the chat");
                     title = format!("loopchat — {session} @ {host}");
                     // A fresh page: it reports its own count once loaded.
                     unread = None;
                     set_title(&window, &title, None);
+                    chat_url = Some(loopchat_shell::relay::session_url(&base, &session));
                     base_url = Some(base);
                     if let Err(e) = webview.load_url(&url) {
                         tracing::error!(error = %e, "cannot load the chat page");
                     }
                 }
+                UiEvent::DesktopStatus(json) => {
+                    if showing == Showing::Chat && tour.is_some() {
+                        let _ = webview.evaluate_script(&format!(
+                            "window.loopchatDesktopStatus && window.loopchatDesktopStatus({json})"
+                        ));
+                    }
+                }
                 UiEvent::Error { step, message } => {
                     showing = Showing::Error;
+                    // Not completed: the tour comes back next time.
+                    if let Some(old) = tour.take() {
+                        old.end();
+                    }
                     // The count belongs to a page that is gone.
                     unread = None;
                     title = format!("loopchat — {host} (unreachable)");
@@ -265,6 +341,22 @@ where
                     showing = Showing::Passphrase;
                     let _ = webview.load_html(&page::passphrase(&key));
                 }
+                UiEvent::AskRelayStart {
+                    host: h,
+                    reason,
+                    command,
+                } => {
+                    showing = Showing::RelayStart;
+                    let _ = webview.load_html(&page::relay_start(&h, &reason, &command));
+                }
+                UiEvent::Stopped { home } => {
+                    // Retry on this page starts the relay again.
+                    showing = Showing::Error;
+                    unread = None;
+                    title = format!("loopchat — {host} (relay stopped)");
+                    set_title(&window, &title, None);
+                    let _ = webview.load_html(&page::stopped(&home));
+                }
                 UiEvent::Activate { target } => {
                     window.set_visible(true);
                     window.set_minimized(false);
@@ -288,17 +380,26 @@ where
                     }
                 }
                 UiEvent::Quit => {
-                    remember_size(&mut settings, &window);
-                    save_now(&settings);
+                    save_size(&mut settings, &window);
                     *control_flow = ControlFlow::Exit;
                     return;
                 }
             },
             Event::UserEvent(Internal::Ipc(message)) => {
                 // Never log the message: it may be a passphrase.
-                if let Some(action) = ipc_action(showing, &message) {
+                if showing == Showing::ConfirmStop && message == "stop:no" {
+                    showing = Showing::Chat;
+                    if let Some(url) = chat_url.as_deref() {
+                        let _ = webview.load_url(url);
+                    }
+                } else if let Some(action) = ipc_action(showing, &message) {
                     showing = Showing::Status;
-                    let _ = webview.load_html(&page::status("Connecting…"));
+                    let text = match action {
+                        UiAction::StopRelay => "Stopping the relay…",
+                        UiAction::RelayStartAnswer(true) => "Starting the relay there…",
+                        _ => "Connecting…",
+                    };
+                    let _ = webview.load_html(&page::status(text));
                     let _ = actions_tx.send(action);
                 }
             }
@@ -321,16 +422,23 @@ where
                 }
                 Some(MenuCommand::ToggleAlertsPause) => {
                     let paused = !settings.alerts_paused();
-                    settings.set_alerts_paused(paused);
+
                     shell_menu.alerts.set_checked(paused);
                     tracing::info!(paused, "alerts pause toggled");
-                    if let Err(e) = settings.save() {
+                    if let Err(e) = settings.save_with(|s| s.set_alerts_paused(paused)) {
                         tracing::warn!(error = %e, "cannot save settings");
                     }
                 }
+                Some(MenuCommand::StopRelay) => {
+                    // Only over the chat: elsewhere there is no relay on
+                    // screen to stop (or a question is pending).
+                    if let (Showing::Chat, Some(home)) = (showing, local_home.as_deref()) {
+                        showing = Showing::ConfirmStop;
+                        let _ = webview.load_html(&page::confirm_stop(&home.display().to_string()));
+                    }
+                }
                 Some(MenuCommand::Quit) => {
-                    remember_size(&mut settings, &window);
-                    save_now(&settings);
+                    save_size(&mut settings, &window);
                     *control_flow = ControlFlow::Exit;
                     return;
                 }
@@ -353,6 +461,25 @@ where
                 // Strip query and fragment: the first load carries the token.
                 let clean = url.split(['?', '#']).next().unwrap_or_default();
                 tracing::info!(url = %clean, "page loaded");
+                // The tour's Done and Skip both lead to the chat: leaving it
+                // for a page of the relay completes it.
+                let on_relay = base_url.as_deref().is_some_and(|b| clean.starts_with(b));
+                if on_relay
+                    && !clean.ends_with("/welcome.html")
+                    && showing == Showing::Chat
+                    && let Some(done) = tour.take()
+                {
+                    done.end();
+                    let relay_version = done.relay_version.clone();
+                    match settings.save_with(|s| {
+                        s.set_onboarding_done(loopchat_proto::WELCOME_VERSION, &relay_version)
+                    }) {
+                        Ok(()) => {
+                            tracing::info!(relay_version = %relay_version, "welcome tour completed")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot record the welcome tour"),
+                    }
+                }
             }
             Event::WindowEvent {
                 event: WindowEvent::Focused(focused),
@@ -371,8 +498,7 @@ where
                 event: WindowEvent::CloseRequested,
                 ..
             } => {
-                remember_size(&mut settings, &window);
-                save_now(&settings);
+                save_size(&mut settings, &window);
                 *control_flow = ControlFlow::Exit;
                 return;
             }
@@ -381,8 +507,7 @@ where
 
         match save_due {
             Some(due) if Instant::now() >= due => {
-                remember_size(&mut settings, &window);
-                save_now(&settings);
+                save_size(&mut settings, &window);
                 save_due = None;
                 *control_flow = ControlFlow::Wait;
             }
@@ -413,18 +538,15 @@ fn unread_count(page_title: &str) -> Option<&str> {
     valid.then_some(count)
 }
 
-/// Records the window's current inner size (logical pixels, so that it
+/// Saves the window's current inner size (logical pixels, so that it
 /// means the same on a screen with another scale factor).
-fn remember_size(settings: &mut Settings, window: &tao::window::Window) {
+fn save_size(settings: &mut Settings, window: &tao::window::Window) {
     let logical: LogicalSize<f64> = window.inner_size().to_logical(window.scale_factor());
-    settings.set_window_size(WindowSize {
+    let size = WindowSize {
         width: logical.width,
         height: logical.height,
-    });
-}
-
-fn save_now(settings: &Settings) {
-    match settings.save() {
+    };
+    match settings.save_with(|s| s.set_window_size(size)) {
         Ok(()) => tracing::debug!(path = %settings.path().display(), "settings saved"),
         Err(e) => tracing::warn!(error = %e, "cannot save settings"),
     }
@@ -477,6 +599,18 @@ mod tests {
             assert!(ipc_action(Showing::Status, message).is_none(), "{message}");
         }
         assert!(ipc_action(Showing::Error, "hostkey:yes").is_none());
+        assert!(ipc_action(Showing::Chat, "stop:yes").is_none());
+        assert!(ipc_action(Showing::Chat, "relaystart:yes").is_none());
+        assert!(ipc_action(Showing::HostKey, "relaystart:yes").is_none());
+        assert_eq!(
+            ipc_action(Showing::RelayStart, "relaystart:yes"),
+            Some(UiAction::RelayStartAnswer(true))
+        );
+        assert!(ipc_action(Showing::Error, "stop:yes").is_none());
+        assert_eq!(
+            ipc_action(Showing::ConfirmStop, "stop:yes"),
+            Some(UiAction::StopRelay)
+        );
         assert!(ipc_action(Showing::Passphrase, "hostkey:yes").is_none());
         assert!(matches!(
             ipc_action(Showing::HostKey, "hostkey:yes"),

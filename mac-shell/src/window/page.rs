@@ -109,6 +109,61 @@ pub(crate) fn passphrase(key: &str) -> String {
     )
 }
 
+/// "Stop the relay?": posts `stop:yes` / `stop:no`. `Escape` cancels.
+pub(crate) fn confirm_stop(home: &str) -> String {
+    document(
+        "loopchat: stop the relay?",
+        &format!(
+            "<span class=\"step ask\">stop relay</span>\
+             <h1>Stop the relay?</h1>\
+             <p>The relay serving <code>{}</code> stops: running replies end, every window and \
+             browser tab on it goes offline, and scripts can no longer send alerts until it is \
+             started again. Your chats are kept.</p>\
+             <p><button id=\"stop\" autofocus onclick=\"window.ipc.postMessage('stop:yes')\">Stop relay</button>\
+             <button id=\"cancel\" class=\"secondary\" onclick=\"window.ipc.postMessage('stop:no')\">Cancel</button></p>\
+             <script>document.addEventListener('keydown', e => {{ if (e.key === 'Escape') window.ipc.postMessage('stop:no'); }});</script>",
+            escape(home)
+        ),
+    )
+}
+
+/// No relay on the remote host: shows what will run there; posts
+/// `relaystart:yes` / `relaystart:no`.
+pub(crate) fn relay_start(host: &str, reason: &str, command: &str) -> String {
+    document(
+        "loopchat: start a relay?",
+        &format!(
+            "<span class=\"step ask\">remote relay</span>\
+             <h1>No relay runs on {host}</h1>\
+             <pre>{reason}</pre>\
+             <p>Start one there now, over this SSH connection? It keeps running after you close the \
+             shell and log out. This runs on {host}:</p>\
+             <pre id=\"command\">{command}</pre>\
+             <p><button id=\"start\" autofocus onclick=\"window.ipc.postMessage('relaystart:yes')\">Start the relay</button>\
+             <button class=\"secondary\" onclick=\"window.ipc.postMessage('relaystart:no')\">Cancel</button></p>",
+            host = escape(host),
+            reason = escape(reason),
+            command = escape(command),
+        ),
+    )
+}
+
+/// After "Stop relay": says so, with a button that starts it again
+/// (posts `retry`, like the error page).
+pub(crate) fn stopped(home: &str) -> String {
+    document(
+        "loopchat: relay stopped",
+        &format!(
+            "<span class=\"step ask\">stopped</span>\
+             <h1>The relay is stopped</h1>\
+             <p>Nothing serves <code>{}</code> now. Quitting the shell leaves it stopped; \
+             starting the shell again starts it.</p>\
+             <p><button id=\"retry\" autofocus onclick=\"window.ipc.postMessage('retry')\">Start it again</button></p>",
+            escape(home)
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +181,8 @@ mod tests {
     fn question_pages_escape() {
         assert!(host_key("<h>", "t", "SHA256:x", "/k").contains("Trust &lt;h&gt;?"));
         assert!(passphrase("/a'b").contains("/a&#39;b"));
+        assert!(relay_start("h", "r", "a && b <x>").contains("a &amp;&amp; b &lt;x&gt;"));
+        assert!(confirm_stop("/h<x>").contains("/h&lt;x&gt;"));
+        assert!(stopped("/h<x>").contains("postMessage('retry')"));
     }
 }

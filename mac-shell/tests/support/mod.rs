@@ -440,6 +440,8 @@ pub fn tunnel_command(fx: &Fixture, args: &[&str]) -> Command {
         .arg("--json")
         .args(args)
         .env("HOME", fx.home())
+        // shell.json (remembered tunnel ports) goes in the fixture's home.
+        .env_remove("LOOPCHAT_HOME")
         .env_remove("SSH_AUTH_SOCK")
         .env_remove("LOOPCHAT_SSH_PASSPHRASE")
         .env("RUST_LOG", "warn,loopchat_shell=debug")
@@ -626,4 +628,25 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Result<T, String>) 
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+}
+
+/// Records the welcome tour as completed for this build in `home`'s
+/// shell.json (keeping what is there), so that a window opens the chat:
+/// the suites that are not about the tour start as a returning user.
+pub fn mark_tour_done(home: &Path) {
+    let path = home.join("shell.json");
+    let mut settings: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if settings.get("onboarding").is_some() {
+        return;
+    }
+    settings["onboarding"] = serde_json::json!({
+        "welcomeVersion": loopchat_proto::WELCOME_VERSION,
+        // The relay is built from this workspace: same version.
+        "relayVersion": env!("CARGO_PKG_VERSION"),
+    });
+    std::fs::create_dir_all(home).expect("home");
+    std::fs::write(&path, settings.to_string()).expect("shell.json");
 }

@@ -107,6 +107,7 @@ pub async fn info(
         token: state.credentials.main_token(),
         base_path: "/webchat/".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        welcome_version: loopchat_proto::WELCOME_VERSION,
         session_key: key,
         session_id: entry.as_ref().map(|e| e.session_id.clone()),
         thinking_level: entry.map_or_else(|| "off".into(), |e| e.thinking_level),
