@@ -316,6 +316,48 @@ pub struct NotifyRequest {
         schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 200)
     )]
     pub id: Option<String>,
+    /// One image shown in the alert's detail view (and, where the desktop
+    /// supports it, the shell's popup). A notify-only token may attach one.
+    #[serde(default)]
+    pub image: Option<NotifyImage>,
+}
+
+/// The most bytes an alert's image may have (decoded): 512 KiB. Its base64
+/// in a notify body stays under the default 1 MiB `body_limit`.
+pub const MAX_ALERT_IMAGE_BYTES: usize = 512 * 1024;
+
+/// An image attached to `POST /webchat/notify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifyImage {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`; the bytes'
+    /// magic must match.
+    pub mime_type: String,
+    /// The bytes, standard base64 (padding optional), at most 512 KiB decoded.
+    pub data: String,
+}
+
+/// `POST /webchat/notifications/read`: mark alerts read, in the relay (so
+/// every window and shell sees the same state).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarkReadRequest {
+    /// These ids; with `all`, every kept alert.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The answer of `POST /webchat/notifications/read`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MarkReadResponse {
+    pub ok: bool,
+    /// Alerts that were unread and now are read.
+    pub marked: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -265,9 +265,34 @@ pub struct NotifyArgs {
     /// Reusing an id updates that notification instead of adding one.
     #[arg(long)]
     pub id: Option<String>,
+    /// Attach a PNG, JPEG, GIF or WebP image (at most 512 KiB).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<std::path::PathBuf>,
     /// Print the relay's answer as JSON instead of the id.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The file as a notify `image`, checked here first so that a wrong file
+/// is named in the error rather than reported as a relay refusal.
+fn read_image(path: &std::path::Path) -> anyhow::Result<loopchat_proto::NotifyImage> {
+    use base64::Engine;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read --image {shown}: {e}"))?;
+    let max = loopchat_proto::MAX_ALERT_IMAGE_BYTES;
+    if meta.len() > max as u64 {
+        return Err(anyhow!(
+            "--image {shown} is {} bytes; the limit is {max} (512 KiB): scale it down or compress it",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read --image {shown}: {e}"))?;
+    let mime = crate::attachments::sniff(&bytes)
+        .ok_or_else(|| anyhow!("--image {shown} is not a PNG, JPEG, GIF or WebP image"))?;
+    Ok(loopchat_proto::NotifyImage {
+        mime_type: mime.to_owned(),
+        data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+    })
 }
 
 pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCode> {
@@ -279,6 +304,7 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
     } else {
         args.body
     };
+    let image = args.image.as_deref().map(read_image).transpose()?;
     let client = Client::connect(target)?;
     let request = NotifyRequest {
         title: args.title,
@@ -288,6 +314,7 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
         click: args.click,
         session: args.session,
         id: args.id,
+        image,
     };
     let answer = json::<NotifyResponse>(
         client

@@ -84,6 +84,9 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/attachments/{id}", get(uploads::download))
         .route("/webchat/notify", post(notify::notify))
         .route("/webchat/notifications", get(notify::notifications))
+        .route("/webchat/notifications/read", post(notify::mark_read))
+        .route("/webchat/notifications/{id}/image", get(notify::image))
+        .route("/webchat/notifications/{id}/dismiss", post(notify::dismiss))
         .route("/webchat/presence", post(notify::presence))
         .layer(DefaultBodyLimit::max(state.body_limit));
     Router::new()

@@ -4,6 +4,7 @@
 //!
 //! - [`draft`]: the limits a posted notification must respect.
 //! - [`hub`]: seq, durability, the kept list, live fan-out.
+//! - [`images`]: the alert images, and their collection.
 //! - [`journal`]: `notifications.jsonl`, append and compaction.
 //! - [`tokens`]: `tokens.json`, the notify-only tokens (hashed).
 //! - [`rate`]: the per-token burst limit.
@@ -18,6 +19,7 @@
 pub mod draft;
 pub mod hooks;
 pub mod hub;
+pub mod images;
 mod journal;
 pub mod presence;
 pub mod rate;
