@@ -220,6 +220,10 @@ impl Home {
     pub fn tokens_file(&self) -> PathBuf {
         self.root.join("tokens.json")
     }
+    /// The checks' run histories (`<name>.jsonl`) and their runs' scratch.
+    pub fn checks_dir(&self) -> PathBuf {
+        self.root.join("checks")
+    }
     /// The kept notifications.
     pub fn notifications_file(&self) -> PathBuf {
         self.root.join("notifications.jsonl")

@@ -379,5 +379,344 @@ async fn next_notification(stream: &mut SseReader, pred: impl Fn(&Value) -> bool
         .expect("the notification arrives")
 }
 
-#[allow(dead_code)]
-fn unused(_: RelayOptions) {}
+// ---------------------------------------------------------------- checks
+
+fn with_checks(toml: &str) -> Relay {
+    Relay::start_with(RelayOptions::default().config(toml))
+}
+
+async fn run_check(api: &Api, name: &str) -> (u16, Value) {
+    post(api, &format!("/webchat/checks/{name}/run"), json!({})).await
+}
+
+/// The alert of check `name`, as listed.
+async fn check_alert(api: &Api, name: &str) -> Option<Value> {
+    find(api, &format!("check:{name}")).await
+}
+
+#[tokio::test]
+async fn a_failing_check_raises_one_alert_that_a_success_resolves_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = tmp.path().join("fixed");
+    let relay = with_checks(&format!(
+        "[[checks]]\nname = \"disk\"\nshell = \"if [ -e {} ]; then echo all fine; else echo 'disk / is 97% full'; exit 3; fi\"\n\
+         every = \"1h\"\npriority = 5\n",
+        flag.display()
+    ));
+    let main = relay.client();
+    // Run now from the CLI: it prints the run and exits 1 for a failure.
+    let out = cli(&relay.home, &["check", "run", "disk"], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("exit 3"),
+        "{}",
+        text(&out.stdout)
+    );
+    let failing = check_alert(&main, "disk").await.expect("alert raised");
+    assert!(
+        failing["title"]
+            .as_str()
+            .unwrap()
+            .contains("disk failing (exit 3)")
+    );
+    assert!(failing["body"].as_str().unwrap().contains("97% full"));
+    assert_eq!(failing["priority"], 5);
+    assert_eq!(failing["source"], "check:disk");
+    assert_eq!(failing["check"]["exitCode"], 3);
+    assert_eq!(failing["check"]["state"], "failing");
+    let (_, status) = main.get_json("/webchat/status").await;
+    assert_eq!(
+        status["checks"],
+        json!({"ok": 0, "failing": 1, "running": 0})
+    );
+
+    // Fixed; run now from the API: the same alert, resolved, new seq.
+    std::fs::write(&flag, "").unwrap();
+    let (s, v) = run_check(&main, "disk").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["run"]["exitCode"], 0);
+    let resolved = check_alert(&main, "disk").await.unwrap();
+    assert_eq!(resolved["id"], failing["id"]);
+    assert!(resolved["seq"].as_u64() > failing["seq"].as_u64());
+    assert_eq!(resolved["check"]["state"], "resolved");
+    assert!(resolved["title"].as_str().unwrap().contains("resolved"));
+    let all = list(&main).await;
+    assert_eq!(
+        all.iter().filter(|n| n["tags"] == json!(["check"])).count(),
+        1,
+        "one alert for the incident: {all:?}"
+    );
+    // Another pass raises nothing new.
+    run_check(&main, "disk").await;
+    assert_eq!(
+        check_alert(&main, "disk").await.unwrap()["seq"],
+        resolved["seq"]
+    );
+    let (_, status) = main.get_json("/webchat/status").await;
+    assert_eq!(
+        status["checks"],
+        json!({"ok": 1, "failing": 0, "running": 0})
+    );
+
+    // List, from the API and the CLI.
+    let (s, v) = main.get_json("/webchat/checks").await;
+    assert_eq!(s, 200);
+    let c = &v["checks"][0];
+    assert_eq!(
+        (c["name"].as_str(), c["status"].as_str()),
+        (Some("disk"), Some("ok"))
+    );
+    assert_eq!(c["schedule"], "every 1h");
+    assert!(c["nextRun"].is_string(), "{c}");
+    let out = cli(&relay.home, &["check", "list"], &[]).await;
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("disk") && text(&out.stdout).contains("every 1h"));
+}
+
+fn processes_matching(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_hanging_check_is_killed_at_its_timeout_with_its_whole_group() {
+    let relay = with_checks(
+        "[[checks]]\nname = \"hang\"\ncommand = [\"sh\", \"-c\", \"sleep 7731 & echo started; sleep 7732\"]\n\
+         every = \"1h\"\ntimeout = \"1s\"\n",
+    );
+    let main = relay.client();
+    let (s, v) = run_check(&main, "hang").await;
+    assert_eq!(s, 200, "{v}");
+    let run = &v["run"];
+    assert_eq!(run["timedOut"], true, "{run}");
+    assert_eq!(run["exitCode"], Value::Null);
+    assert!(run["output"].as_str().unwrap().contains("started"), "{run}");
+    assert!(
+        run["output"].as_str().unwrap().contains("killed after 1 s"),
+        "{run}"
+    );
+    for n in ["sleep 7731", "sleep 7732"] {
+        assert_eq!(
+            processes_matching(n),
+            Vec::<String>::new(),
+            "{n} left behind"
+        );
+    }
+    let alert = check_alert(&main, "hang").await.unwrap();
+    assert!(
+        alert["title"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{alert}"
+    );
+}
+
+#[tokio::test]
+async fn overlapping_schedules_never_overlap_runs_and_history_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    // Every second, each run taking 1.5 s: every other slot finds it running.
+    let mut relay = with_checks(&format!(
+        "[[checks]]\nname = \"slow\"\nshell = \"echo start >> {log}; sleep 1.5; echo end >> {log}\"\n\
+         every = \"1s\"\nalert = \"always\"\n",
+        log = log.display()
+    ));
+    let main = relay.client();
+    let r = main
+        .get("/webchat/events?notifySince=0")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseReader::new(r);
+    let mut seen = 0;
+    let mut manual_refused = false;
+    while seen < 3 {
+        next_notification(&mut stream, |n| n["id"] == "check:slow").await;
+        seen += 1;
+        if !manual_refused {
+            // Right after a run ends the next has not begun; poll until a
+            // run is in progress, then ask for another.
+            loop {
+                let (_, v) = main.get_json("/webchat/checks/slow").await;
+                if v["check"]["running"] == true {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let (s, v) = run_check(&main, "slow").await;
+            assert_eq!((s, v["code"].as_str()), (409, Some("check_running")), "{v}");
+            manual_refused = true;
+        }
+    }
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    for pair in lines.chunks(2) {
+        assert!(
+            pair[0] == "start" && pair.get(1).is_none_or(|l| *l == "end"),
+            "{lines:?}"
+        );
+    }
+    let (_, before) = main.get_json("/webchat/checks/slow").await;
+    let runs = before["runs"].as_array().unwrap().clone();
+    assert!(runs.len() >= 3, "{before}");
+    for w in runs.windows(2) {
+        assert!(
+            w[0]["endedAt"].as_str() <= w[1]["startedAt"].as_str(),
+            "{runs:?}"
+        );
+    }
+    relay.stop();
+    let kept = std::fs::read_to_string(relay.home.join("checks/slow.jsonl")).unwrap();
+    relay.restart();
+    let (_, after) = relay.client().get_json("/webchat/checks/slow").await;
+    let after_runs = after["runs"].as_array().unwrap();
+    assert!(after_runs.len() >= runs.len());
+    assert_eq!(
+        &after_runs[..runs.len()],
+        &runs[..],
+        "the same runs after a restart"
+    );
+    assert_eq!(
+        kept.lines().count(),
+        after_runs.len().max(kept.lines().count())
+    );
+}
+
+#[tokio::test]
+async fn a_check_attaches_an_image_through_loopchat_alert_image() {
+    let relay = with_checks(&format!(
+        "[[checks]]\nname = \"chart\"\nshell = \"echo {PNG_B64} | base64 -d > \\\"$LOOPCHAT_ALERT_IMAGE\\\"; echo drawn; exit 1\"\n\
+         every = \"1h\"\n"
+    ));
+    let main = relay.client();
+    let (s, v) = run_check(&main, "chart").await;
+    assert_eq!(s, 200, "{v}");
+    let alert = check_alert(&main, "chart").await.unwrap();
+    let image = alert["image"].as_str().expect("image attached");
+    assert_eq!(image_files(&relay.home), vec![image.to_owned()]);
+    let r = main
+        .get("/webchat/notifications/check:chart/image")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), png().as_slice());
+    let scratch: Vec<_> = std::fs::read_dir(relay.home.join("checks/runs"))
+        .unwrap()
+        .collect();
+    assert!(scratch.is_empty(), "the run's image file is removed");
+}
+
+#[tokio::test]
+async fn unknown_checks_and_bad_config_get_clear_errors() {
+    let relay = with_checks("[[checks]]\nname = \"ok\"\ncommand = [\"true\"]\nevery = \"1h\"\n");
+    let main = relay.client();
+    let (s, v) = run_check(&main, "nope").await;
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no check named \"nope\"")
+    );
+    let (s, _) = main.get_json("/webchat/checks/nope").await;
+    assert_eq!(s, 404);
+    let out = cli(&relay.home, &["check", "run", "nope"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no check named"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A notify-only token can neither list nor run checks.
+    let t = create_notify_token(&relay.home, "n").await;
+    let scoped = with_token(&relay, &t);
+    let r = scoped.post("/webchat/checks/ok/run").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    // Nor post as a check.
+    let (s, v) = post(
+        &scoped,
+        "/webchat/notify",
+        json!({"id": "check:ok", "title": "fake"}),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+
+    // A bad cron expression: the relay refuses to start and names the line.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("config.toml"),
+        "[[checks]]\nname = \"a\"\ncommand = [\"true\"]\ncron = \"61 * * * *\"\n",
+    )
+    .unwrap();
+    let err = match Relay::spawn(&home, &[], &[]) {
+        Ok(_) => panic!("the relay started with a bad cron expression"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("line 4") && err.contains("not a cron expression"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- ask
+
+#[tokio::test]
+async fn ask_alert_starts_a_turn_carrying_the_alert_and_links_it_back() {
+    let relay = with_checks(
+        "[[checks]]\nname = \"disk\"\nshell = \"echo 'sda1 is 97% full'; exit 2\"\nevery = \"1h\"\n",
+    );
+    let main = relay.client();
+    run_check(&main, "disk").await;
+    let out = cli(&relay.home, &["ask-alert", "check:disk"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let session = text(&out.stdout).trim().to_owned();
+    assert!(session.starts_with("alert-"), "{session}");
+    let r = main
+        .get(&format!("/webchat/events?session={session}&since=0"))
+        .send()
+        .await
+        .unwrap();
+    SseReader::new(r).until("run.end").await;
+    let messages = loopchat_tests::all_messages(&main, &session).await;
+    let first = messages.first().expect("a turn was started");
+    assert_eq!(first["role"], "user");
+    let said = first.to_string();
+    for part in [
+        "sda1 is 97% full",
+        "disk failing (exit 2)",
+        "exit code 2",
+        "check:disk",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    let alert = check_alert(&main, "disk").await.unwrap();
+    assert_eq!(alert["investigatedIn"], session.as_str());
+    // A chosen session; an unknown alert.
+    let (s, v) = post(
+        &main,
+        "/webchat/notifications/check:disk/ask",
+        json!({"session": "ops"}),
+    )
+    .await;
+    assert_eq!((s, v["session"].as_str()), (200, Some("ops")), "{v}");
+    let (s, _) = post(&main, "/webchat/notifications/nope/ask", json!({})).await;
+    assert_eq!(s, 404);
+    let (s, _) = post(
+        &main,
+        "/webchat/notifications/check:disk/ask",
+        json!({"session": "a/b"}),
+    )
+    .await;
+    assert_eq!(s, 400);
+}

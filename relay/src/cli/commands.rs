@@ -338,3 +338,105 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn check_list(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let list: loopchat_proto::ChecksResponse = json(client.get("/webchat/checks")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.checks.is_empty() {
+        println!("no checks configured (add [[checks]] to config.toml)");
+    }
+    for c in list.checks {
+        let last = c.last_run.as_ref().map_or_else(
+            || "never ran".to_owned(),
+            |r| {
+                let exit = r
+                    .exit_code
+                    .map_or_else(|| "killed".to_owned(), |e| format!("exit {e}"));
+                format!("last {} ({exit}, {} ms)", r.started_at, r.duration_ms)
+            },
+        );
+        let status = if c.running {
+            format!("{} (running)", c.status)
+        } else {
+            c.status
+        };
+        println!(
+            "{:<20} {:<18} {:<16} {last}  next {}",
+            c.name,
+            status,
+            c.schedule,
+            c.next_run.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn check_run(target: &Target, name: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let path = format!("/webchat/checks/{}/run", percent_encode_segment(name));
+    let answer = json::<loopchat_proto::CheckRunResponse>(client.post(&path)).await;
+    let r = match answer {
+        Ok(r) => r.run,
+        Err(e) => {
+            eprintln!("loopchat: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let exit = r
+            .exit_code
+            .map_or_else(|| "no exit code".to_owned(), |e| format!("exit {e}"));
+        let how = if r.timed_out { ", timed out" } else { "" };
+        println!("{name}: {exit}{how}, {} ms", r.duration_ms);
+        if !r.output.is_empty() {
+            println!("{}", r.output.trim_end());
+        }
+    }
+    Ok(if r.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn ask_alert(
+    target: &Target,
+    id: &str,
+    session: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let path = format!("/webchat/notifications/{}/ask", percent_encode_segment(id));
+    let r: loopchat_proto::AskAlertResponse = json(
+        client
+            .post(&path)
+            .json(&loopchat_proto::AskAlertRequest { session }),
+    )
+    .await?;
+    if as_json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.session);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A name or id as one path segment (they are ASCII of a small alphabet
+/// when valid; anything else is escaped so the relay can say it is unknown).
+fn percent_encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._:-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

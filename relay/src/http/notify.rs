@@ -8,8 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use loopchat_proto::{
-    ErrorCode, MAX_ALERT_IMAGE_BYTES, MarkReadRequest, MarkReadResponse, NotificationsResponse,
-    NotifyImage, NotifyRequest, NotifyResponse, OkResponse, PresenceRequest,
+    AskAlertRequest, AskAlertResponse, ErrorCode, MAX_ALERT_IMAGE_BYTES, MarkReadRequest,
+    MarkReadResponse, NotificationsResponse, NotifyImage, NotifyRequest, NotifyResponse,
+    OkResponse, PresenceRequest,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -416,4 +417,77 @@ pub async fn dismiss(
         .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
     state.notifications.commit(pending).await?;
     Ok(Json(OkResponse { ok: true }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/webchat/notifications/{id}/ask",
+    tag = "notifications",
+    summary = "Ask the agent about an alert",
+    description = "Starts a turn in `session` (or a new `alert-…` session) whose message carries \
+                   the alert: title, body, priority, time, source, the check's exit code, \
+                   duration and output, and its image (attached to the turn). Answers once the \
+                   turn is queued; the reply arrives on the session's stream. The alert gets a \
+                   new version with `investigatedIn` (and `read`). Main token only.",
+    params(("id" = String, Path, description = "The alert's id")),
+    request_body(content = AskAlertRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The turn has started", body = AskAlertResponse),
+        (status = 400, description = "`bad_request` or `invalid_session_key`", body = loopchat_proto::ErrorBody),
+        (status = 404, description = "`not_found`: no such kept alert", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn ask(
+    _: Authed,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AskAlertRequest>,
+) -> Result<Json<AskAlertResponse>, ApiError> {
+    let alert = state
+        .notifications
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
+    let key = match &req.session {
+        Some(raw) => session_key(Some(raw))?,
+        None => format!("alert-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    };
+    // The image goes to the agent as an ordinary attachment of the turn.
+    let mut attachment_ids = Vec::new();
+    if let Some(image) = &alert.image {
+        let images = state.notifications.images().clone();
+        let attachments = state.pipeline.attachments().clone();
+        let image = image.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let bytes = images.read(&image)?;
+            attachments.save(Attachments::mime_of(&image), &bytes).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        attachment_ids.extend(saved.map(|s| s.id));
+    }
+    let text = crate::notify::ask::prompt(&alert, !attachment_ids.is_empty());
+    let ticket = state.pipeline.submit(crate::pipeline::TurnRequest {
+        session_key: key.clone(),
+        text,
+        thinking: None,
+        attachment_ids,
+        client_id: None,
+        queue: true,
+        deliver: Default::default(),
+    })?;
+    let linked = key.clone();
+    if let Some(p) = state.notifications.amend(&id, move |n| {
+        n.investigated_in = Some(linked);
+        n.read = true;
+        true
+    })? {
+        state.notifications.commit(p).await?;
+    }
+    Ok(Json(AskAlertResponse {
+        ok: true,
+        session: key,
+        run_id: ticket.run_id,
+    }))
 }

@@ -2,6 +2,7 @@
 //! every connected window and shell, kept (the last 500, on disk) and
 //! replayable by seq.
 //!
+//! - [`ask`]: the message of an "ask the agent" turn.
 //! - [`draft`]: the limits a posted notification must respect.
 //! - [`hub`]: seq, durability, the kept list, live fan-out.
 //! - [`images`]: the alert images, and their collection.
@@ -16,6 +17,7 @@
 //! hub knows nothing of sessions or the pipeline: hooks are an ordinary
 //! [`crate::pipeline::RunObserver`].
 
+pub mod ask;
 pub mod draft;
 pub mod hooks;
 pub mod hub;
