@@ -510,3 +510,15 @@ pub struct AskAlertResponse {
     pub session: String,
     pub run_id: String,
 }
+
+/// `GET /webchat/notifications/{id}`: one kept alert for its detail view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationDetailResponse {
+    pub ok: bool,
+    pub notification: Notification,
+    /// The body rendered as markdown and sanitized (the relay's allow-list,
+    /// as for assistant messages): the page inserts it as is.
+    pub body_html: String,
+}

@@ -12,28 +12,51 @@ use pulldown_cmark::{Options, Parser, html};
 
 use crate::store::StoredMessage;
 
+fn builder() -> ammonia::Builder<'static> {
+    let mut b = ammonia::Builder::default();
+    b.link_rel(Some("noopener noreferrer nofollow"))
+        .set_tag_attribute_value("a", "target", "_blank")
+        .url_schemes(HashSet::from(["http", "https", "mailto"]))
+        .add_tag_attributes("code", &["class"])
+        .add_tag_attributes("input", &["type", "checked", "disabled"])
+        .add_tags(&["input"]);
+    b
+}
+
 fn sanitizer() -> &'static ammonia::Builder<'static> {
     static CLEANER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
+    CLEANER.get_or_init(builder)
+}
+
+/// Alerts may come from a notify-only token: no `<img>` in their bodies, so
+/// that opening one cannot make the browser fetch anything (a tracking
+/// pixel). The alert's own image is shown apart, from the relay.
+fn alert_sanitizer() -> &'static ammonia::Builder<'static> {
+    static CLEANER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
     CLEANER.get_or_init(|| {
-        let mut b = ammonia::Builder::default();
-        b.link_rel(Some("noopener noreferrer nofollow"))
-            .set_tag_attribute_value("a", "target", "_blank")
-            .url_schemes(HashSet::from(["http", "https", "mailto"]))
-            .add_tag_attributes("code", &["class"])
-            .add_tag_attributes("input", &["type", "checked", "disabled"])
-            .add_tags(&["input"]);
+        let mut b = builder();
+        b.rm_tags(&["img"]);
         b
     })
 }
 
 pub fn markdown_to_html(text: &str) -> String {
+    render_with(text, sanitizer())
+}
+
+/// An alert's body: [`markdown_to_html`] without images.
+pub fn alert_markdown_to_html(text: &str) -> String {
+    render_with(text, alert_sanitizer())
+}
+
+fn render_with(text: &str, cleaner: &ammonia::Builder<'static>) -> String {
     let mut options = Options::empty();
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
     options.insert(Options::ENABLE_TASKLISTS);
     let mut raw = String::with_capacity(text.len() * 3 / 2);
     html::push_html(&mut raw, Parser::new_ext(text, options));
-    sanitizer().clean(&raw).to_string()
+    cleaner.clean(&raw).to_string()
 }
 
 /// Adds `html` to assistant messages as they are read or written.
@@ -67,6 +90,9 @@ mod tests {
         assert!(!link.contains("javascript:alert(2)"), "{link}");
         assert!(!link.contains("href=\"javascript"), "{link}");
         assert!(!evil.contains("<iframe"), "{evil}");
+        let alert = alert_markdown_to_html("![p](https://e.com/pixel.gif) <img src=x> **b**");
+        assert!(!alert.contains("<img"), "{alert}");
+        assert!(alert.contains("<strong>b</strong>"), "{alert}");
         let code = markdown_to_html("```rust\nfn main() {}\n```");
         assert!(code.contains(r#"class="language-rust""#), "{code}");
     }

@@ -87,6 +87,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/notify", post(notify::notify))
         .route("/webchat/notifications", get(notify::notifications))
         .route("/webchat/notifications/read", post(notify::mark_read))
+        .route("/webchat/notifications/{id}", get(notify::detail))
         .route("/webchat/notifications/{id}/image", get(notify::image))
         .route("/webchat/notifications/{id}/dismiss", post(notify::dismiss))
         .route("/webchat/presence", post(notify::presence))

@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use loopchat_proto::{
     AskAlertRequest, AskAlertResponse, ErrorCode, MAX_ALERT_IMAGE_BYTES, MarkReadRequest,
-    MarkReadResponse, NotificationsResponse, NotifyImage, NotifyRequest, NotifyResponse,
-    OkResponse, PresenceRequest,
+    MarkReadResponse, NotificationDetailResponse, NotificationsResponse, NotifyImage,
+    NotifyRequest, NotifyResponse, OkResponse, PresenceRequest,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -489,5 +489,36 @@ pub async fn ask(
         ok: true,
         session: key,
         run_id: ticket.run_id,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/notifications/{id}",
+    tag = "notifications",
+    summary = "One kept alert, with its body rendered",
+    description = "For the detail view: the alert and its body as sanitized HTML (markdown, \
+                   through the allow-list of assistant messages, without images). Main token only.",
+    params(("id" = String, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "The alert", body = NotificationDetailResponse),
+        (status = 404, description = "`not_found`: no such kept alert", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn detail(
+    _: Authed,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationDetailResponse>, ApiError> {
+    let notification = state
+        .notifications
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
+    let body_html = crate::render::alert_markdown_to_html(&notification.body);
+    Ok(Json(NotificationDetailResponse {
+        ok: true,
+        notification,
+        body_html,
     }))
 }

@@ -99,6 +99,7 @@ pub struct Binary(pub Vec<u8>);
         notify::notify,
         notify::notifications,
         notify::presence,
+        notify::detail,
         notify::image,
         notify::mark_read,
         notify::dismiss,
