@@ -720,3 +720,56 @@ async fn ask_alert_starts_a_turn_carrying_the_alert_and_links_it_back() {
     .await;
     assert_eq!(s, 400);
 }
+
+// ---------------------------------------------------------------- heartbeats
+
+/// An SSE client that stops reading (its kernel still acknowledges, then
+/// its window closes): with `TCP_USER_TIMEOUT` the relay's kernel gives up
+/// on it and the stream is counted out. Without it the connection would sit
+/// in zero-window probing for the kernel's ~15 minutes.
+#[tokio::test]
+async fn an_sse_client_that_stops_reading_is_dropped_and_counted_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start_with(
+        RelayOptions::default()
+            .env("LOOPCHAT_TCP_USER_TIMEOUT_SECS", "2")
+            // The turns below are large; the relay must not refuse them.
+            .config("body_limit = 4194304\n"),
+    );
+    let main = relay.client();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(format!("127.0.0.1:{}", relay.port).parse().unwrap())
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /webchat/events?session=flood HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+         Authorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        relay.port, relay.token
+    );
+    stalled.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 512];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(
+        text(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        text(&head[..n])
+    );
+    let sse = |s: &Value| s["connections"]["byKind"]["sse"].as_u64().unwrap();
+    let (_, s) = main.get_json("/webchat/status").await;
+    assert_eq!(sse(&s), 1, "{s}");
+    // Fill the client's window and the relay's send buffer with replies.
+    let big = "word ".repeat(600_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = main.get_json("/webchat/status").await;
+        if sse(&s) == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still counted: {s}");
+        let (code, v) = main.rpc(json!({"text": big, "session": "flood"})).await;
+        assert_eq!(code, 200, "{v}");
+    }
+    drop(stalled);
+}
