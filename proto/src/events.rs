@@ -23,7 +23,12 @@ impl RunState {
 }
 
 /// A notification (alert) as stored, replayed and delivered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A later version of the same `id` (a new seq) replaces it: an update by
+/// its poster, a check's "resolved", or the relay marking it `read`,
+/// `dismissed` or `investigated`. Clients that raise popups (the shell)
+/// skip versions that are `read` or `dismissed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
@@ -39,6 +44,43 @@ pub struct Notification {
     #[serde(default)]
     pub session: Option<String>,
     pub timestamp: String,
+    /// The attached image's id (`<sha256 hex>.<png|jpg|gif|webp>`), served
+    /// at `GET /webchat/notifications/{id}/image` to the main token only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Who raised it: `main` (the main token), `token:<id>` (a scoped
+    /// token), `check:<name>` (a configured check) or `relay` (the relay's
+    /// own hooks). Absent on alerts older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The run of a check that raised or resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckOutcome>,
+    /// Marked read (in the relay: the same in every window and shell).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
+    /// Dismissed: no longer listed; this version tells live clients to drop it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dismissed: bool,
+    /// The session an "ask the agent" turn about it was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub investigated_in: Option<String>,
+}
+
+/// One check run as an alert carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CheckOutcome {
+    pub name: String,
+    /// `None` when the run was killed (timeout) or could not start.
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The last lines of its output (stdout and stderr interleaved), capped.
+    pub output: String,
+    /// `failing` or `resolved`, or `ok` for a passing run of an `always`
+    /// or `change` check.
+    pub state: String,
 }
 
 /// What happened, without its position in a log.

@@ -58,7 +58,8 @@ pub struct ConnectionKinds {
     pub cli: u64,
 }
 
-/// Checks by state. Checks are not implemented yet: always zeros.
+/// Configured checks by state: `ok` and `failing` by their last run (a
+/// check that never ran is neither), `running` those running now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckCounts {
@@ -321,6 +322,48 @@ pub struct NotifyRequest {
         schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 200)
     )]
     pub id: Option<String>,
+    /// One image shown in the alert's detail view (and, where the desktop
+    /// supports it, the shell's popup). A notify-only token may attach one.
+    #[serde(default)]
+    pub image: Option<NotifyImage>,
+}
+
+/// The most bytes an alert's image may have (decoded): 512 KiB. Its base64
+/// in a notify body stays under the default 1 MiB `body_limit`.
+pub const MAX_ALERT_IMAGE_BYTES: usize = 512 * 1024;
+
+/// An image attached to `POST /webchat/notify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifyImage {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`; the bytes'
+    /// magic must match.
+    pub mime_type: String,
+    /// The bytes, standard base64 (padding optional), at most 512 KiB decoded.
+    pub data: String,
+}
+
+/// `POST /webchat/notifications/read`: mark alerts read, in the relay (so
+/// every window and shell sees the same state).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarkReadRequest {
+    /// These ids; with `all`, every kept alert.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The answer of `POST /webchat/notifications/read`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MarkReadResponse {
+    pub ok: bool,
+    /// Alerts that were unread and now are read.
+    pub marked: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -368,4 +411,119 @@ pub struct PresenceRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OkResponse {
     pub ok: bool,
+}
+
+/// One run of a configured check (`[[checks]]`), as kept in its history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRun {
+    /// RFC 3339.
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_ms: u64,
+    /// `None` when it was killed (timeout) or could not start.
+    pub exit_code: Option<i32>,
+    /// Killed at the check's timeout (its whole process group).
+    #[serde(default)]
+    pub timed_out: bool,
+    /// The last bytes of stdout and stderr together (at most 4 KiB).
+    pub output: String,
+    /// Bytes of output beyond what was kept.
+    #[serde(default)]
+    pub output_dropped: u64,
+    /// `schedule` or `manual`.
+    pub trigger: String,
+    /// Set when the command could not be started at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CheckRun {
+    /// Exit 0, within its time.
+    pub fn passed(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+}
+
+/// A configured check and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CheckInfo {
+    pub name: String,
+    /// `every 5m` or `cron */5 * * * *`.
+    pub schedule: String,
+    /// `ok`, `failing` or `pending` (never ran).
+    pub status: String,
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<CheckRun>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+    /// The id of the alert it raises (`check:<name>`).
+    pub alert_id: String,
+}
+
+/// `GET /webchat/checks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChecksResponse {
+    pub ok: bool,
+    pub checks: Vec<CheckInfo>,
+}
+
+/// `GET /webchat/checks/{name}`: the check and its kept runs (newest last).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckDetailResponse {
+    pub ok: bool,
+    pub check: CheckInfo,
+    pub runs: Vec<CheckRun>,
+}
+
+/// `POST /webchat/checks/{name}/run`: the finished run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckRunResponse {
+    pub ok: bool,
+    pub run: CheckRun,
+}
+
+/// `POST /webchat/notifications/{id}/ask`: start a turn about an alert.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AskAlertRequest {
+    /// The session to ask in; a new one (`alert-…`) when absent.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session: Option<String>,
+}
+
+/// The answer of `POST /webchat/notifications/{id}/ask`: the turn has
+/// started; its reply arrives on the session's event stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AskAlertResponse {
+    pub ok: bool,
+    pub session: String,
+    pub run_id: String,
+}
+
+/// `GET /webchat/notifications/{id}`: one kept alert for its detail view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationDetailResponse {
+    pub ok: bool,
+    pub notification: Notification,
+    /// The body rendered as markdown and sanitized (the relay's allow-list,
+    /// as for assistant messages): the page inserts it as is.
+    pub body_html: String,
 }

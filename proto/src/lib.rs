@@ -20,7 +20,7 @@ pub mod sse;
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
 pub use discovery::{Discovery, DiscoveryError, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode, error_chain};
-pub use events::{Event, EventBody, Notification, RunState};
+pub use events::{CheckOutcome, Event, EventBody, Notification, RunState};
 pub use http::*;
 pub use message::{Content, Message, Role};
 pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};

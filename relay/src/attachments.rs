@@ -46,22 +46,14 @@ impl Attachments {
         Self { dir }
     }
 
+    /// The id `bytes` would be stored under, once they pass the type checks.
+    pub fn content_id(&self, mime_type: &str, bytes: &[u8]) -> Result<String, AttachmentError> {
+        let (_, ext) = checked(mime_type, bytes)?;
+        Ok(format!("{}.{ext}", hex(&Sha256::digest(bytes))))
+    }
+
     pub fn save(&self, mime_type: &str, bytes: &[u8]) -> Result<SavedAttachment, AttachmentError> {
-        let mime = mime_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let Some((mime, ext)) = ACCEPTED.iter().find(|(m, _)| *m == mime) else {
-            return Err(AttachmentError::UnsupportedType(mime));
-        };
-        if bytes.is_empty() {
-            return Err(AttachmentError::Empty);
-        }
-        if !magic_matches(ext, bytes) {
-            return Err(AttachmentError::NotAnImage((*ext).to_owned()));
-        }
+        let (mime, ext) = checked(mime_type, bytes)?;
         let digest = Sha256::digest(bytes);
         let id = format!("{}.{ext}", hex(&digest));
         crate::home::create_private_dir(&self.dir)?;
@@ -71,7 +63,7 @@ impl Attachments {
         }
         Ok(SavedAttachment {
             id,
-            mime_type: (*mime).to_owned(),
+            mime_type: mime.to_owned(),
             size: bytes.len() as u64,
         })
     }
@@ -102,6 +94,36 @@ impl Attachments {
     pub fn read(&self, id: &str) -> Option<Vec<u8>> {
         fs::read(self.path(id)?).ok()
     }
+}
+
+/// The accepted type and extension, if the declared type is accepted and
+/// the bytes are of that type.
+fn checked(mime_type: &str, bytes: &[u8]) -> Result<(&'static str, &'static str), AttachmentError> {
+    let mime = mime_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((mime, ext)) = ACCEPTED.iter().find(|(m, _)| *m == mime) else {
+        return Err(AttachmentError::UnsupportedType(mime));
+    };
+    if bytes.is_empty() {
+        return Err(AttachmentError::Empty);
+    }
+    if !magic_matches(ext, bytes) {
+        return Err(AttachmentError::NotAnImage((*ext).to_owned()));
+    }
+    Ok((mime, ext))
+}
+
+/// The image type whose magic bytes `bytes` start with, for a client that
+/// has a file and no declared type (`loopchat notify --image`).
+pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    ACCEPTED
+        .iter()
+        .find(|(_, ext)| magic_matches(ext, bytes))
+        .map(|(m, _)| *m)
 }
 
 /// The declared type must match the bytes: the file is later served with

@@ -64,6 +64,8 @@ pub struct Config {
     /// Named places a reply can be delivered to with rpc `to` (besides the
     /// default: every connected window and shell).
     pub targets: BTreeMap<String, TargetConfig>,
+    /// The owner's scheduled scripts (`[[checks]]`), see `crate::checks`.
+    pub checks: Vec<crate::checks::config::CheckConfig>,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             session_memory_bytes: 8 * 1024 * 1024,
             agent: AgentConfig::default(),
             targets: BTreeMap::new(),
+            checks: Vec::new(),
         }
     }
 }
@@ -295,7 +298,8 @@ impl Config {
         }
         self.targets
             .iter()
-            .try_for_each(|(name, target)| target.check(name))
+            .try_for_each(|(name, target)| target.check(name))?;
+        crate::checks::config::check_all(&self.checks)
     }
 
     pub(crate) fn apply_env(

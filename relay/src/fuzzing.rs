@@ -253,6 +253,7 @@ pub fn notify_body(data: &[u8]) {
         click: d.click.clone(),
         session: d.session.clone(),
         id: d.id.clone(),
+        ..Default::default()
     };
     let again = crate::http::notify::draft(serde_json::to_value(&req).expect("serialises"))
         .expect("an accepted notification is accepted again");

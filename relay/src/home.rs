@@ -213,6 +213,10 @@ impl Home {
     pub fn tokens_file(&self) -> PathBuf {
         self.root.join(home::TOKENS_FILE)
     }
+    /// The checks' run histories (`<name>.jsonl`) and their runs' scratch.
+    pub fn checks_dir(&self) -> PathBuf {
+        self.root.join("checks")
+    }
     /// The kept notifications.
     pub fn notifications_file(&self) -> PathBuf {
         self.root.join(home::NOTIFICATIONS_FILE)

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod attachments;
 pub mod auth;
+pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod config;

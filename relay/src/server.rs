@@ -78,6 +78,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let notifications = NotificationHub::open(&home.notifications_file())
         .context("cannot open the notification journal")?;
+    let checks = crate::checks::Checks::open(
+        &config.checks,
+        &home.checks_dir(),
+        home.root(),
+        notifications.clone(),
+    )
+    .context("cannot open the checks' histories")?;
     let presence = Arc::new(Presence::default());
     let targets = Arc::new(DeliveryTargets::new(config.targets.clone())?);
     pipeline.add_observer(Arc::new(NotificationHooks::new(
@@ -101,6 +108,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         pipeline: pipeline.clone(),
         credentials: credentials.clone(),
         notifications,
+        checks: checks.clone(),
         presence,
         notify_limit: Arc::new(RateLimiter::default()),
         allowed_hosts: config.allowed_hosts.clone().into(),
@@ -124,6 +132,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         max_header_bytes: MAX_HEADER_BYTES,
+        // 3 × the 30 s ping of the seed protocol; shorter for tests.
+        tcp_user_timeout: Duration::from_secs(
+            std::env::var("LOOPCHAT_TCP_USER_TIMEOUT_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(90),
+        ),
     };
     raise_fd_limit(config.max_connections);
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -162,6 +177,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     tokio::spawn(watch_signals(signals, shutdown.clone()));
+    checks.start(shutdown.clone());
     // Rotations and revocations end the streams they opened (credentials.rs).
     tokio::spawn(credentials.watch_files(shutdown.clone()));
     tokio::spawn(pipeline.clone().trim_idle_sessions(

@@ -126,6 +126,12 @@ export const api = {
   notifications: (since, limit) => call('GET', 'notifications', { params: { since, limit } }),
   presence: (payload) => call('POST', 'presence', { json: payload }),
   notify: (payload) => call('POST', 'notify', { json: payload }),
+  notification: (id) => call('GET', `notifications/${encodeURIComponent(id)}`),
+  markRead: (payload) => call('POST', 'notifications/read', { json: payload }),
+  dismiss: (id) => call('POST', `notifications/${encodeURIComponent(id)}/dismiss`, { json: {} }),
+  askAlert: (id, session) => call('POST', `notifications/${encodeURIComponent(id)}/ask`, { json: session ? { session } : {} }),
+  checks: () => call('GET', 'checks'),
+  runCheck: (name) => call('POST', `checks/${encodeURIComponent(name)}/run`),
   uploadAttachment: (file) => call('POST', 'attachments', {
     body: file,
     headers: { 'Content-Type': file.type || 'application/octet-stream' },

@@ -486,6 +486,9 @@ async fn deliver(ctx: &Arc<Ctx>, ep: &Endpoint, batch: Vec<Notification>) {
             }
         }
     }
+    // A version the relay wrote because the user read or dismissed the
+    // alert (in any window) is handled, never raised.
+    fresh.retain(|(n, _)| !(n.read || n.dismissed));
     if fresh.is_empty() {
         return;
     }
@@ -688,6 +691,7 @@ mod tests {
                 click: None,
                 session: None,
                 timestamp: "2025-01-01T00:00:00Z".into(),
+                ..Default::default()
             },
             None,
         )

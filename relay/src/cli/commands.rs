@@ -265,9 +265,34 @@ pub struct NotifyArgs {
     /// Reusing an id updates that notification instead of adding one.
     #[arg(long)]
     pub id: Option<String>,
+    /// Attach a PNG, JPEG, GIF or WebP image (at most 512 KiB).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<std::path::PathBuf>,
     /// Print the relay's answer as JSON instead of the id.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The file as a notify `image`, checked here first so that a wrong file
+/// is named in the error rather than reported as a relay refusal.
+fn read_image(path: &std::path::Path) -> anyhow::Result<loopchat_proto::NotifyImage> {
+    use base64::Engine;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("cannot read --image {shown}: {e}"))?;
+    let max = loopchat_proto::MAX_ALERT_IMAGE_BYTES;
+    if meta.len() > max as u64 {
+        return Err(anyhow!(
+            "--image {shown} is {} bytes; the limit is {max} (512 KiB): scale it down or compress it",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read --image {shown}: {e}"))?;
+    let mime = crate::attachments::sniff(&bytes)
+        .ok_or_else(|| anyhow!("--image {shown} is not a PNG, JPEG, GIF or WebP image"))?;
+    Ok(loopchat_proto::NotifyImage {
+        mime_type: mime.to_owned(),
+        data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+    })
 }
 
 pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCode> {
@@ -279,6 +304,7 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
     } else {
         args.body
     };
+    let image = args.image.as_deref().map(read_image).transpose()?;
     let client = Client::connect(target)?;
     let request = NotifyRequest {
         title: args.title,
@@ -288,6 +314,7 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
         click: args.click,
         session: args.session,
         id: args.id,
+        image,
     };
     let answer = json::<NotifyResponse>(
         client
@@ -310,4 +337,106 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn check_list(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let list: loopchat_proto::ChecksResponse = json(client.get("/webchat/checks")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.checks.is_empty() {
+        println!("no checks configured (add [[checks]] to config.toml)");
+    }
+    for c in list.checks {
+        let last = c.last_run.as_ref().map_or_else(
+            || "never ran".to_owned(),
+            |r| {
+                let exit = r
+                    .exit_code
+                    .map_or_else(|| "killed".to_owned(), |e| format!("exit {e}"));
+                format!("last {} ({exit}, {} ms)", r.started_at, r.duration_ms)
+            },
+        );
+        let status = if c.running {
+            format!("{} (running)", c.status)
+        } else {
+            c.status
+        };
+        println!(
+            "{:<20} {:<18} {:<16} {last}  next {}",
+            c.name,
+            status,
+            c.schedule,
+            c.next_run.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn check_run(target: &Target, name: &str, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let path = format!("/webchat/checks/{}/run", percent_encode_segment(name));
+    let answer = json::<loopchat_proto::CheckRunResponse>(client.post(&path)).await;
+    let r = match answer {
+        Ok(r) => r.run,
+        Err(e) => {
+            eprintln!("loopchat: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let exit = r
+            .exit_code
+            .map_or_else(|| "no exit code".to_owned(), |e| format!("exit {e}"));
+        let how = if r.timed_out { ", timed out" } else { "" };
+        println!("{name}: {exit}{how}, {} ms", r.duration_ms);
+        if !r.output.is_empty() {
+            println!("{}", r.output.trim_end());
+        }
+    }
+    Ok(if r.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn ask_alert(
+    target: &Target,
+    id: &str,
+    session: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let path = format!("/webchat/notifications/{}/ask", percent_encode_segment(id));
+    let r: loopchat_proto::AskAlertResponse = json(
+        client
+            .post(&path)
+            .json(&loopchat_proto::AskAlertRequest { session }),
+    )
+    .await?;
+    if as_json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.session);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A name or id as one path segment (they are ASCII of a small alphabet
+/// when valid; anything else is escaped so the relay can say it is unknown).
+fn percent_encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._:-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -110,6 +110,26 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// The configured checks (`[[checks]]` in config.toml): list, run now.
+    Check {
+        #[command(subcommand)]
+        action: CheckAction,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Ask the agent about an alert: starts a turn whose message carries it
+    /// (prints the session; the alert then shows "investigated in").
+    AskAlert {
+        /// The alert's id.
+        id: String,
+        /// The session to ask in (default: a new `alert-…` session).
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API (the one served at
     /// /webchat/openapi.json and kept in docs/openapi.json).
     Openapi,
@@ -117,6 +137,22 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckAction {
+    /// Status, last run and next run of each check.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one now and print the run (exit 0 when it passed, 1 when it
+    /// failed, 2 when the relay refused).
+    Run {
+        name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -236,6 +272,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send { args, target } => commands::send(&target, args).await,
         Command::Notify { args, target } => commands::notify(&target, args).await,
         Command::Token { action } => token(action),
+        Command::Check { action, target } => match action {
+            CheckAction::List { json } => commands::check_list(&target, json).await,
+            CheckAction::Run { name, json } => commands::check_run(&target, &name, json).await,
+        },
+        Command::AskAlert {
+            id,
+            session,
+            json,
+            target,
+        } => commands::ask_alert(&target, &id, session, json).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi::json());
             Ok(ExitCode::SUCCESS)

@@ -47,6 +47,11 @@ pub struct ConnLimits {
     /// Largest request head (request line plus headers), bytes; bigger
     /// heads get `431` and the connection closes.
     pub max_header_bytes: usize,
+    /// Longest time data the relay sent may stay unacknowledged (or the
+    /// peer's window closed) before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`): a peer that vanished, or stopped reading, on a
+    /// live stream is gone within this plus one keep-alive interval.
+    pub tcp_user_timeout: Duration,
 }
 
 /// The header deadline of connections accepted while more than three
@@ -115,6 +120,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        set_user_timeout(&tcp, limits.tcp_user_timeout);
         let http = if slots.available_permits() < max / 4 {
             &pressed
         } else {
@@ -336,6 +342,32 @@ impl hyper::body::Body for TrackedBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// `TCP_USER_TIMEOUT` on an accepted socket (Linux; elsewhere the kernel's
+/// retransmission limits alone apply).
+fn set_user_timeout(tcp: &tokio::net::TcpStream, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: setsockopt reads `size_of::<c_uint>()` bytes from `&ms`,
+        // a live local; the fd is the open socket `tcp` owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&ms as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set TCP_USER_TIMEOUT");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (tcp, timeout);
 }
 
 #[cfg(test)]

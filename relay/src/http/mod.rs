@@ -3,6 +3,7 @@
 
 mod assets;
 mod chat;
+mod checks;
 pub mod conn;
 pub mod error;
 mod events;
@@ -38,6 +39,7 @@ pub struct AppState {
     /// The accepted tokens, kept in step with the token files.
     pub credentials: Arc<Credentials>,
     pub notifications: NotificationHub,
+    pub checks: crate::checks::Checks,
     pub presence: Arc<Presence>,
     /// Burst limit of `POST /webchat/notify`, per token.
     pub notify_limit: Arc<RateLimiter>,
@@ -84,7 +86,15 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/attachments/{id}", get(uploads::download))
         .route("/webchat/notify", post(notify::notify))
         .route("/webchat/notifications", get(notify::notifications))
+        .route("/webchat/notifications/read", post(notify::mark_read))
+        .route("/webchat/notifications/{id}", get(notify::detail))
+        .route("/webchat/notifications/{id}/image", get(notify::image))
+        .route("/webchat/notifications/{id}/dismiss", post(notify::dismiss))
         .route("/webchat/presence", post(notify::presence))
+        .route("/webchat/notifications/{id}/ask", post(notify::ask))
+        .route("/webchat/checks", get(checks::list))
+        .route("/webchat/checks/{name}", get(checks::detail))
+        .route("/webchat/checks/{name}/run", post(checks::run))
         .layer(DefaultBodyLimit::max(state.body_limit));
     Router::new()
         .route("/", get(assets::root))

@@ -4,11 +4,13 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use loopchat_proto::{
-    ErrorCode, NotificationsResponse, NotifyRequest, NotifyResponse, OkResponse, PresenceRequest,
+    AskAlertRequest, AskAlertResponse, ErrorCode, MAX_ALERT_IMAGE_BYTES, MarkReadRequest,
+    MarkReadResponse, NotificationDetailResponse, NotificationsResponse, NotifyImage,
+    NotifyRequest, NotifyResponse, OkResponse, PresenceRequest,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,9 +18,11 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authed, NotifyCaller, session_key};
+use crate::attachments::{AttachmentError, Attachments};
 use crate::credentials::Caller;
 use crate::notify::hooks;
 use crate::notify::hub::KEEP;
+use crate::notify::images::ImageError;
 use crate::notify::{Draft, DraftError};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -69,7 +73,13 @@ pub async fn notify(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return Ok(response);
     }
-    let draft = draft(body)?;
+    let mut body = body;
+    let image = take_image(&mut body)?;
+    let mut draft = draft(body)?;
+    draft.source = Some(match &caller {
+        Caller::Main => "main".to_owned(),
+        Caller::Scoped { id, .. } => format!("token:{id}"),
+    });
     if let Caller::Scoped { scope, .. } = &caller
         && let Some(name) = hooks::reserved_in(&draft)
     {
@@ -85,6 +95,15 @@ pub async fn notify(
             ),
         ));
     }
+    // Held until the alert is submitted: nothing refers to the file before.
+    let _pin = match image {
+        Some(image) => {
+            let pin = save_image(&state, image).await?;
+            draft.image = Some(pin.id.clone());
+            Some(pin)
+        }
+        None => None,
+    };
     let n = state.notifications.post(draft).await?;
     Ok(Json(NotifyResponse {
         ok: true,
@@ -92,6 +111,62 @@ pub async fn notify(
         seq: n.seq,
     })
     .into_response())
+}
+
+/// The `image` member, decoded; taken out of `body` so that the rest is an
+/// ordinary notification.
+fn take_image(body: &mut Value) -> Result<Option<(String, Vec<u8>)>, ApiError> {
+    use base64::Engine;
+    let Some(raw) = body.as_object_mut().and_then(|o| o.remove("image")) else {
+        return Ok(None);
+    };
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let image: NotifyImage = serde_json::from_value(raw).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid image: {e}; expected {{\"mimeType\": \"image/png\", \"data\": \"<base64>\"}}"
+        ))
+    })?;
+    // Refused before decoding: 4/3 of the cap is the longest base64 of it.
+    if image.data.len() > MAX_ALERT_IMAGE_BYTES.div_ceil(3) * 4 + 4 {
+        return Err(ImageError::TooLarge(image.data.len() / 4 * 3).into());
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine
+        .decode(image.data.trim())
+        .map_err(|e| ApiError::bad_request(format!("image data is not valid base64: {e}")))?;
+    Ok(Some((image.mime_type, bytes)))
+}
+
+async fn save_image(
+    state: &AppState,
+    (mime, bytes): (String, Vec<u8>),
+) -> Result<crate::notify::images::Pin, ApiError> {
+    let images = state.notifications.images().clone();
+    let (pin, _) = tokio::task::spawn_blocking(move || images.save(&mime, &bytes))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    Ok(pin)
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
+            ImageError::Attachment(AttachmentError::UnsupportedType(_)) => {
+                ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
+            }
+            ImageError::Attachment(AttachmentError::Io(io)) => {
+                crate::store::StoreError::from(io).into()
+            }
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
 }
 
 /// The body as a [`Draft`]. `priority` is looked at before the typed parse
@@ -216,4 +291,234 @@ pub(super) fn client_id(raw: &str) -> Result<String, ApiError> {
         )
     })?;
     Ok(raw.to_owned())
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/notifications/{id}/image",
+    tag = "notifications",
+    summary = "The image of a kept alert",
+    description = "Main token only: a notify-only token may attach an image but not read it \
+                   back (403). Content-addressed, so cached privately for a year.",
+    params(("id" = String, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "The bytes", content(
+            (super::openapi::Binary = "image/png"),
+            (super::openapi::Binary = "image/jpeg"),
+            (super::openapi::Binary = "image/gif"),
+            (super::openapi::Binary = "image/webp"),
+        )),
+        (status = 403, description = "`forbidden`: a scoped (notify-only) token", body = loopchat_proto::ErrorBody),
+        (status = 404, description = "`not_found`: no such kept alert, or it has no image", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn image(
+    _: Authed,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let image = state
+        .notifications
+        .get(&id)
+        .and_then(|n| n.image)
+        .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?} with an image")))?;
+    let images = state.notifications.images().clone();
+    let lookup = image.clone();
+    let bytes = tokio::task::spawn_blocking(move || images.read(&lookup))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("the alert's image is gone"))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                Attachments::mime_of(&image).to_owned(),
+            ),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable".to_owned(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/webchat/notifications/read",
+    tag = "notifications",
+    summary = "Mark alerts read, for every window and shell",
+    description = "Each alert marked read gets a new version (same id, next seq, `read: true`) \
+                   that every stream delivers, so read state is the same everywhere. Unknown \
+                   ids are skipped. Main token only.",
+    request_body(content = MarkReadRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Marked", body = MarkReadResponse),
+        (status = 400, description = "`bad_request`: malformed JSON or an unknown field", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn mark_read(
+    _: Authed,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<MarkReadRequest>,
+) -> Result<Json<MarkReadResponse>, ApiError> {
+    let ids = if req.all {
+        state.notifications.ids()
+    } else {
+        req.ids
+    };
+    let mut pending = Vec::new();
+    for id in ids {
+        let amended = state.notifications.amend(&id, |n| {
+            let was = n.read;
+            n.read = true;
+            !was
+        })?;
+        pending.extend(amended);
+    }
+    let marked = pending.len() as u64;
+    // One flush covers them all: commit the last, the rest are published with it.
+    if let Some(last) = pending.pop() {
+        drop(pending);
+        state.notifications.commit(last).await?;
+    }
+    Ok(Json(MarkReadResponse { ok: true, marked }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/webchat/notifications/{id}/dismiss",
+    tag = "notifications",
+    summary = "Dismiss one alert",
+    description = "It is no longer listed, its image goes, and every stream delivers a last \
+                   version with `dismissed: true` so that open windows drop it. Main token only.",
+    params(("id" = String, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "Dismissed", body = OkResponse),
+        (status = 404, description = "`not_found`: no such kept alert", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn dismiss(
+    _: Authed,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let pending = state
+        .notifications
+        .amend(&id, |n| {
+            n.dismissed = true;
+            true
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
+    state.notifications.commit(pending).await?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/webchat/notifications/{id}/ask",
+    tag = "notifications",
+    summary = "Ask the agent about an alert",
+    description = "Starts a turn in `session` (or a new `alert-…` session) whose message carries \
+                   the alert: title, body, priority, time, source, the check's exit code, \
+                   duration and output, and its image (attached to the turn). Answers once the \
+                   turn is queued; the reply arrives on the session's stream. The alert gets a \
+                   new version with `investigatedIn` (and `read`). Main token only.",
+    params(("id" = String, Path, description = "The alert's id")),
+    request_body(content = AskAlertRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The turn has started", body = AskAlertResponse),
+        (status = 400, description = "`bad_request` or `invalid_session_key`", body = loopchat_proto::ErrorBody),
+        (status = 404, description = "`not_found`: no such kept alert", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn ask(
+    _: Authed,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AskAlertRequest>,
+) -> Result<Json<AskAlertResponse>, ApiError> {
+    let alert = state
+        .notifications
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
+    let key = match &req.session {
+        Some(raw) => session_key(Some(raw))?,
+        None => format!("alert-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    };
+    // The image goes to the agent as an ordinary attachment of the turn.
+    let mut attachment_ids = Vec::new();
+    if let Some(image) = &alert.image {
+        let images = state.notifications.images().clone();
+        let attachments = state.pipeline.attachments().clone();
+        let image = image.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let bytes = images.read(&image)?;
+            attachments.save(Attachments::mime_of(&image), &bytes).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        attachment_ids.extend(saved.map(|s| s.id));
+    }
+    let text = crate::notify::ask::prompt(&alert, !attachment_ids.is_empty());
+    let ticket = state.pipeline.submit(crate::pipeline::TurnRequest {
+        session_key: key.clone(),
+        text,
+        thinking: None,
+        attachment_ids,
+        client_id: None,
+        queue: true,
+        deliver: Default::default(),
+    })?;
+    let linked = key.clone();
+    if let Some(p) = state.notifications.amend(&id, move |n| {
+        n.investigated_in = Some(linked);
+        n.read = true;
+        true
+    })? {
+        state.notifications.commit(p).await?;
+    }
+    Ok(Json(AskAlertResponse {
+        ok: true,
+        session: key,
+        run_id: ticket.run_id,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/notifications/{id}",
+    tag = "notifications",
+    summary = "One kept alert, with its body rendered",
+    description = "For the detail view: the alert and its body as sanitized HTML (markdown, \
+                   through the allow-list of assistant messages, without images). Main token only.",
+    params(("id" = String, Path, description = "The alert's id")),
+    responses(
+        (status = 200, description = "The alert", body = NotificationDetailResponse),
+        (status = 404, description = "`not_found`: no such kept alert", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn detail(
+    _: Authed,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationDetailResponse>, ApiError> {
+    let notification = state
+        .notifications
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
+    let body_html = crate::render::alert_markdown_to_html(&notification.body);
+    Ok(Json(NotificationDetailResponse {
+        ok: true,
+        notification,
+        body_html,
+    }))
 }

@@ -25,7 +25,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
-use super::{assets, chat, events, notify, rpc, status, uploads};
+use super::{assets, chat, checks, events, notify, rpc, status, uploads};
 
 /// The document, as utoipa builds it from `ApiDoc`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -99,6 +99,14 @@ pub struct Binary(pub Vec<u8>);
         notify::notify,
         notify::notifications,
         notify::presence,
+        notify::detail,
+        notify::image,
+        notify::mark_read,
+        notify::dismiss,
+        notify::ask,
+        checks::list,
+        checks::detail,
+        checks::run,
     ),
     components(schemas(Event)),
     modifiers(&Common),
@@ -109,6 +117,7 @@ pub struct Binary(pub Vec<u8>);
         (name = "events", description = "Live events: SSE and WebSocket"),
         (name = "attachments", description = "Image uploads"),
         (name = "notifications", description = "Notifications and window presence (docs/notifications.md)"),
+        (name = "checks", description = "The owner's configured checks (`[[checks]]`): list, history, run now"),
     ),
 )]
 struct ApiDoc;
@@ -431,6 +440,13 @@ mod tests {
             ),
             notifications: crate::notify::NotificationHub::open(&dir.join("notifications"))
                 .unwrap(),
+            checks: crate::checks::Checks::open(
+                &[],
+                &dir.join("checks"),
+                dir,
+                crate::notify::NotificationHub::open(&dir.join("n2")).unwrap(),
+            )
+            .unwrap(),
             presence: Default::default(),
             notify_limit: Default::default(),
             allowed_hosts: Vec::new().into(),

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use loopchat_proto::{CheckCounts, JournalSize, StatusResponse};
+use loopchat_proto::{JournalSize, StatusResponse};
 
 use super::AppState;
 use super::extract::Authed;
@@ -16,8 +16,8 @@ use super::extract::Authed;
                    rpc) by kind and by token; sessions, runs in flight, checks and the \
                    notification journal's size. A stream's kind is `shell` when its \
                    `User-Agent` starts with `loopchat-shell/`, `cli` when it starts with \
-                   `loopchat/`, else its transport (`sse` or `websocket`). Checks do not exist \
-                   yet: their counts are zero. Main token only (a scoped token gets 403).",
+                   `loopchat/`, else its transport (`sse` or `websocket`). Checks count by \
+                   their last run (`ok`, `failing`) and `running`. Main token only (a scoped token gets 403).",
     responses(
         (status = 200, description = "The status", body = StatusResponse),
         (status = 401, description = "`unauthorized`: no token or an unknown one", body = loopchat_proto::ErrorBody),
@@ -35,7 +35,7 @@ pub async fn status(_: Authed, State(state): State<AppState>) -> Json<StatusResp
         connections: state.live.snapshot(),
         sessions: state.pipeline.store().sessions().len() as u64,
         runs_in_flight: state.pipeline.runs_in_flight() as u64,
-        checks: CheckCounts::default(),
+        checks: state.checks.counts(),
         journal: JournalSize {
             bytes,
             entries: entries as u64,

@@ -46,7 +46,7 @@ pub enum DraftError {
 
 /// A validated notification without its seq and timestamp (the hub assigns
 /// those when it accepts it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Draft {
     /// `Some` updates the notification with this id if it is still kept.
     pub id: Option<String>,
@@ -56,6 +56,12 @@ pub struct Draft {
     pub tags: Vec<String>,
     pub click: Option<String>,
     pub session: Option<String>,
+    /// A stored alert image's id ([`super::images::AlertImages`]), pinned by
+    /// the caller until the draft is submitted.
+    pub image: Option<String>,
+    /// Who raises it (see [`loopchat_proto::Notification::source`]).
+    pub source: Option<String>,
+    pub check: Option<loopchat_proto::CheckOutcome>,
 }
 
 impl TryFrom<NotifyRequest> for Draft {
@@ -104,6 +110,7 @@ impl TryFrom<NotifyRequest> for Draft {
             tags: req.tags,
             click: req.click,
             session: req.session,
+            ..Default::default()
         })
     }
 }

@@ -30,7 +30,12 @@ pub const TAG_DELIVERY_FAILED: &str = "delivery-failed";
 /// `delivery-failed:<target>`). Only the main token may post with them, so
 /// a notify-only token can neither overwrite such an alert (same id) nor
 /// pass one off as the relay's (same tag).
-pub const RESERVED: [&str; 3] = [TAG_REPLY, TAG_REPLY_READY, TAG_DELIVERY_FAILED];
+pub const RESERVED: [&str; 4] = [
+    TAG_REPLY,
+    TAG_REPLY_READY,
+    TAG_DELIVERY_FAILED,
+    crate::checks::TAG_CHECK,
+];
 
 /// The reserved id or tag `draft` uses, if any. Compared without ASCII case,
 /// so that `Reply-Ready` cannot pass for the real thing either.
@@ -134,6 +139,8 @@ impl NotificationHooks {
                 tags: vec![TAG_DELIVERY_FAILED.to_owned()],
                 click: Some(format!("/webchat/?session={key}")),
                 session: Some(key.clone()),
+                source: Some("relay".into()),
+                ..Default::default()
             };
             post(&hub, &key, alert);
         });
@@ -177,6 +184,8 @@ fn reply_draft(key: &str, r: &TurnResult, tag: &str, id: String) -> Draft {
         tags: vec![tag.to_owned()],
         click: Some(format!("/webchat/?session={key}")),
         session: Some(key.to_owned()),
+        source: Some("relay".into()),
+        ..Default::default()
     }
 }
 
@@ -208,8 +217,7 @@ mod tests {
             body: String::new(),
             priority: DEFAULT_PRIORITY,
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            click: None,
-            session: None,
+            ..Default::default()
         };
         for (id, tags) in [
             (Some("reply-ready:main"), &[][..]),

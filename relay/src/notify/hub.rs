@@ -19,6 +19,7 @@ use loopchat_proto::{Event, EventBody, Notification};
 use tokio::sync::broadcast;
 
 use super::draft::Draft;
+use super::images::AlertImages;
 use super::journal::Journal;
 use crate::store::{FlushKind, GroupCommit, StoreError};
 
@@ -46,6 +47,7 @@ struct HubInner {
     state: Mutex<HubState>,
     commit: GroupCommit,
     live: broadcast::Sender<Arc<Event>>,
+    images: AlertImages,
 }
 
 /// Shared handle to the hub; cheap to clone.
@@ -63,9 +65,16 @@ pub struct Pending {
 }
 
 impl NotificationHub {
-    /// Opens the journal at `path` and restores the kept notifications; the
-    /// next seq follows the highest one ever written there.
+    /// [`NotificationHub::open_with`] with the images in `alert-images`
+    /// beside the journal.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, AlertImages::new(path.with_file_name("alert-images")))
+    }
+
+    /// Opens the journal at `path` and restores the kept notifications; the
+    /// next seq follows the highest one ever written there. Images no kept
+    /// alert uses (a crash between a removal and its collection) go now.
+    pub fn open_with(path: &Path, images: AlertImages) -> Result<Self, StoreError> {
         let loaded = Journal::open(path)?;
         let last_seq = loaded
             .notifications
@@ -78,6 +87,7 @@ impl NotificationHub {
         if journal.lines() > COMPACT_AT {
             journal.compact(kept.iter().map(note))?;
         }
+        images.collect(&used_images(kept.iter()))?;
         Ok(Self {
             inner: Arc::new(HubInner {
                 state: Mutex::new(HubState {
@@ -89,6 +99,7 @@ impl NotificationHub {
                 }),
                 commit: GroupCommit::new(FlushKind::Appended),
                 live: broadcast::channel(CHANNEL_CAP).0,
+                images,
             }),
         })
     }
@@ -106,9 +117,13 @@ impl NotificationHub {
     /// the journal line. Cheap and non-blocking apart from a buffered write
     /// (and, once per ~500 posts, the compaction).
     pub fn submit(&self, draft: Draft) -> Result<Pending, StoreError> {
-        let mut st = self.lock();
+        let st = self.lock();
+        let id = draft.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // An investigation stays linked through the alert's later versions
+        // (a check's "resolved" included).
+        let investigated_in = latest(&st, &id).and_then(|n| n.investigated_in.clone());
         let notification = Notification {
-            id: draft.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            id,
             seq: st.last_seq + 1,
             title: draft.title,
             body: draft.body,
@@ -117,7 +132,62 @@ impl NotificationHub {
             click: draft.click,
             session: draft.session,
             timestamp: crate::clock::now_rfc3339(),
+            image: draft.image,
+            source: draft.source,
+            check: draft.check,
+            investigated_in,
+            ..Default::default()
         };
+        self.append(st, notification)
+    }
+
+    /// A new version of a kept (not dismissed) notification: `change` edits
+    /// a copy, which gets the next seq and keeps its timestamp. `None` when
+    /// there is no such notification or `change` returns false (nothing to
+    /// do).
+    pub fn amend(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Notification) -> bool,
+    ) -> Result<Option<Pending>, StoreError> {
+        let st = self.lock();
+        let Some(mut n) = latest(&st, id).filter(|n| !n.dismissed).cloned() else {
+            return Ok(None);
+        };
+        if !change(&mut n) {
+            return Ok(None);
+        }
+        n.seq = st.last_seq + 1;
+        self.append(st, n).map(Some)
+    }
+
+    /// The newest version of a kept, not dismissed notification.
+    pub fn get(&self, id: &str) -> Option<Notification> {
+        let st = self.lock();
+        latest(&st, id).filter(|n| !n.dismissed).cloned()
+    }
+
+    /// The ids of every kept, not dismissed notification.
+    pub fn ids(&self) -> Vec<String> {
+        let st = self.lock();
+        st.kept
+            .iter()
+            .map(note)
+            .filter(|n| !n.dismissed)
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// The image store (saving pins the file until the alert is submitted).
+    pub fn images(&self) -> &AlertImages {
+        &self.inner.images
+    }
+
+    fn append(
+        &self,
+        mut st: MutexGuard<'_, HubState>,
+        notification: Notification,
+    ) -> Result<Pending, StoreError> {
         st.journal.append(&notification)?;
         st.last_seq = notification.seq;
         // Bumped under the lock: generation order is seq order.
@@ -181,6 +251,7 @@ impl NotificationHub {
     /// `generation` (all durable: a flush covers every earlier generation).
     fn publish_durable(&self, generation: u64) {
         let mut st = self.lock();
+        let mut image_left = false;
         while st
             .unpublished
             .front()
@@ -191,16 +262,29 @@ impl NotificationHub {
             };
             let id = &note(&event).id;
             // An update replaces the notification in place: same id, new seq.
-            if let Some(old) = st.kept.iter().position(|e| note(e).id == *id) {
-                st.kept.remove(old);
+            if let Some(old) = st.kept.iter().position(|e| note(e).id == *id)
+                && let Some(old) = st.kept.remove(old)
+            {
+                image_left |= note(&old).image.is_some();
             }
+            image_left |= note(&event).dismissed && note(&event).image.is_some();
             st.kept.push_back(event.clone());
-            if st.kept.len() > KEEP {
-                st.kept.pop_front();
+            if st.kept.len() > KEEP
+                && let Some(gone) = st.kept.pop_front()
+            {
+                image_left |= note(&gone).image.is_some();
             }
             st.last_published = event.seq;
             // Sent under the lock: live order equals seq order.
             let _ = self.inner.live.send(event);
+        }
+        if image_left {
+            // Under the lock: no alert can start or stop using a file
+            // meanwhile (a save in flight is pinned).
+            let used = used_images(st.kept.iter().chain(st.unpublished.iter().map(|(_, e)| e)));
+            if let Err(e) = self.inner.images.collect(&used) {
+                tracing::warn!(error = %e, "cannot collect unused alert images");
+            }
         }
     }
 
@@ -219,13 +303,15 @@ impl NotificationHub {
                 .kept
                 .iter()
                 .filter(|e| e.seq > since)
+                .filter(|e| !note(e).dismissed)
                 .take(limit)
                 .collect(),
-            None => st
-                .kept
-                .iter()
-                .skip(st.kept.len().saturating_sub(limit))
-                .collect(),
+            None => {
+                let listed: Vec<&Arc<Event>> =
+                    st.kept.iter().filter(|e| !note(e).dismissed).collect();
+                let skip = listed.len().saturating_sub(limit);
+                listed.into_iter().skip(skip).collect()
+            }
         };
         picked.into_iter().map(|e| note(e).clone()).collect()
     }
@@ -293,6 +379,27 @@ impl NotificationSubscription {
     }
 }
 
+/// The newest version of `id`, written or kept.
+fn latest<'a>(st: &'a HubState, id: &str) -> Option<&'a Notification> {
+    st.unpublished
+        .iter()
+        .rev()
+        .map(|(_, e)| note(e))
+        .chain(st.kept.iter().map(note))
+        .find(|n| n.id == id)
+}
+
+/// The images the listed alerts show (a dismissed one shows nothing).
+fn used_images<'a>(
+    events: impl Iterator<Item = &'a Arc<Event>>,
+) -> std::collections::HashSet<&'a str> {
+    events
+        .map(note)
+        .filter(|n| !n.dismissed)
+        .filter_map(|n| n.image.as_deref())
+        .collect()
+}
+
 fn note(event: &Arc<Event>) -> &Notification {
     match &event.body {
         EventBody::Notification { notification } => notification,
@@ -331,8 +438,7 @@ mod tests {
             body: "b".into(),
             priority: 3,
             tags: vec![],
-            click: None,
-            session: None,
+            ..Default::default()
         }
     }
 

@@ -155,6 +155,7 @@ mod tests {
             click: None,
             session: None,
             timestamp: "2024-01-01T00:00:00Z".into(),
+            ..Default::default()
         }
     }
 

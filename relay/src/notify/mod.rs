@@ -2,8 +2,10 @@
 //! every connected window and shell, kept (the last 500, on disk) and
 //! replayable by seq.
 //!
+//! - [`ask`]: the message of an "ask the agent" turn.
 //! - [`draft`]: the limits a posted notification must respect.
 //! - [`hub`]: seq, durability, the kept list, live fan-out.
+//! - [`images`]: the alert images, and their collection.
 //! - [`journal`]: `notifications.jsonl`, append and compaction.
 //! - [`tokens`]: `tokens.json`, the notify-only tokens (hashed).
 //! - [`rate`]: the per-token burst limit.
@@ -15,9 +17,11 @@
 //! hub knows nothing of sessions or the pipeline: hooks are an ordinary
 //! [`crate::pipeline::RunObserver`].
 
+pub mod ask;
 pub mod draft;
 pub mod hooks;
 pub mod hub;
+pub mod images;
 mod journal;
 pub mod presence;
 pub mod rate;

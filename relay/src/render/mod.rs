@@ -107,9 +107,8 @@ fn filter_class<'u>(element: &str, attribute: &str, value: &'u str) -> Option<Co
     (!kept.is_empty()).then(|| Cow::Owned(kept.join(" ")))
 }
 
-fn sanitizer() -> &'static ammonia::Builder<'static> {
-    static CLEANER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
-    CLEANER.get_or_init(|| {
+fn builder() -> ammonia::Builder<'static> {
+    {
         let mut b = ammonia::Builder::default();
         b.link_rel(Some("noopener noreferrer nofollow"))
             .set_tag_attribute_value("a", "target", "_blank")
@@ -124,10 +123,36 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
             b.add_tag_attributes(tag, MATHML_ATTRIBUTES);
         }
         b
+    }
+}
+
+fn sanitizer() -> &'static ammonia::Builder<'static> {
+    static CLEANER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
+    CLEANER.get_or_init(builder)
+}
+
+/// Alerts may come from a notify-only token: no `<img>` in their bodies, so
+/// that opening one cannot make the browser fetch anything (a tracking
+/// pixel). The alert's own image is shown apart, from the relay.
+fn alert_sanitizer() -> &'static ammonia::Builder<'static> {
+    static CLEANER: OnceLock<ammonia::Builder<'static>> = OnceLock::new();
+    CLEANER.get_or_init(|| {
+        let mut b = builder();
+        b.rm_tags(&["img"]);
+        b
     })
 }
 
 pub fn markdown_to_html(text: &str) -> String {
+    render_with(text, sanitizer())
+}
+
+/// An alert's body: [`markdown_to_html`] without images.
+pub fn alert_markdown_to_html(text: &str) -> String {
+    render_with(text, alert_sanitizer())
+}
+
+fn render_with(text: &str, cleaner: &ammonia::Builder<'static>) -> String {
     let mut options = Options::empty();
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
@@ -135,7 +160,7 @@ pub fn markdown_to_html(text: &str) -> String {
     options.insert(Options::ENABLE_MATH);
     let mut raw = String::with_capacity(text.len() * 3 / 2);
     html::push_html(&mut raw, with_code_and_math(Parser::new_ext(text, options)));
-    sanitizer().clean(&raw).to_string()
+    cleaner.clean(&raw).to_string()
 }
 
 /// Replaces each fenced or indented code block by its highlighted HTML, and
@@ -201,6 +226,9 @@ mod tests {
         assert!(!link.contains("javascript:alert(2)"), "{link}");
         assert!(!link.contains("href=\"javascript"), "{link}");
         assert!(!evil.contains("<iframe"), "{evil}");
+        let alert = alert_markdown_to_html("![p](https://e.com/pixel.gif) <img src=x> **b**");
+        assert!(!alert.contains("<img"), "{alert}");
+        assert!(alert.contains("<strong>b</strong>"), "{alert}");
         let code = markdown_to_html("```rust\nfn main() {}\n```");
         assert!(code.contains(r#"class="language-rust""#), "{code}");
         assert!(code.contains(r#"<span class="hl-"#), "{code}");
