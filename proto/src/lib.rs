@@ -8,6 +8,7 @@
 //! where a notification's click may lead).
 
 mod click;
+mod command;
 mod discovery;
 mod error;
 mod events;
@@ -16,6 +17,7 @@ mod message;
 mod session_key;
 
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
+pub use command::{COMMAND_INPUT_VERSION, CommandImage, CommandInput, CommandMessage};
 pub use discovery::{Discovery, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{Event, EventBody, Notification, RunState};

@@ -162,6 +162,8 @@ impl Default for OpenAiConfig {
 pub struct CommandConfig {
     pub argv: Vec<String>,
     pub timeout_secs: u64,
+    /// What the program reads on stdin.
+    pub stdin: CommandStdin,
 }
 
 impl Default for CommandConfig {
@@ -169,8 +171,20 @@ impl Default for CommandConfig {
         Self {
             argv: Vec::new(),
             timeout_secs: 300,
+            stdin: CommandStdin::Text,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStdin {
+    /// The user's new message only (the original behaviour).
+    #[default]
+    Text,
+    /// The turn and the session's history as one JSON document
+    /// (`loopchat_proto::CommandInput`).
+    Json,
 }
 
 /// A delivery target: exactly one of `webhook` and `command`.
@@ -331,6 +345,18 @@ impl Config {
                 name: "LOOPCHAT_AGENT_COMMAND",
                 message: format!("expected a JSON array of strings: {e}"),
             })?;
+        }
+        if let Some(v) = var("LOOPCHAT_AGENT_COMMAND_STDIN") {
+            self.agent.command.stdin = match v.as_str() {
+                "text" => CommandStdin::Text,
+                "json" => CommandStdin::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "LOOPCHAT_AGENT_COMMAND_STDIN",
+                        message: format!("{v:?} is not one of text, json"),
+                    });
+                }
+            };
         }
         if let Some(v) = var("LOOPCHAT_ECHO_DELAY_MS") {
             self.agent.echo.delay_ms = v.parse().map_err(|_| ConfigError::Env {
