@@ -94,6 +94,7 @@ pub enum Backend {
     Echo,
     Openai,
     Command,
+    Pi,
 }
 
 impl Backend {
@@ -102,6 +103,7 @@ impl Backend {
             Self::Echo => "echo",
             Self::Openai => "openai",
             Self::Command => "command",
+            Self::Pi => "pi",
         }
     }
 }
@@ -113,6 +115,39 @@ pub struct AgentConfig {
     pub echo: EchoConfig,
     pub openai: OpenAiConfig,
     pub command: CommandConfig,
+    pub pi: PiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiConfig {
+    /// How to run pi (no shell); `--mode rpc --session <file>` and the
+    /// provider/model flags are added.
+    pub command: Vec<String>,
+    /// pi's provider name (`--provider`, and `set_model` with `model`).
+    pub provider: Option<String>,
+    /// pi's model id or pattern (`--model`).
+    pub model: Option<String>,
+    /// The directory pi works in (its tools' cwd); the relay's by default.
+    pub cwd: Option<std::path::PathBuf>,
+    /// A session's pi exits after this long without a turn, seconds.
+    pub idle_exit_secs: u64,
+    /// How long pi may take to stop after an abort before it is killed,
+    /// seconds.
+    pub abort_grace_secs: u64,
+}
+
+impl Default for PiConfig {
+    fn default() -> Self {
+        Self {
+            command: vec!["pi".into()],
+            provider: None,
+            model: None,
+            cwd: None,
+            idle_exit_secs: 300,
+            abort_grace_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -321,10 +356,11 @@ impl Config {
                 "echo" => Backend::Echo,
                 "openai" => Backend::Openai,
                 "command" => Backend::Command,
+                "pi" => Backend::Pi,
                 _ => {
                     return Err(ConfigError::Env {
                         name: "LOOPCHAT_AGENT",
-                        message: format!("{v:?} is not one of echo, openai, command"),
+                        message: format!("{v:?} is not one of echo, openai, command, pi"),
                     });
                 }
             };
@@ -357,6 +393,24 @@ impl Config {
                     });
                 }
             };
+        }
+        if let Some(v) = var("LOOPCHAT_PI_COMMAND") {
+            self.agent.pi.command = serde_json::from_str(&v).map_err(|e| ConfigError::Env {
+                name: "LOOPCHAT_PI_COMMAND",
+                message: format!("expected a JSON array of strings: {e}"),
+            })?;
+        }
+        if let Some(v) = var("LOOPCHAT_PI_PROVIDER") {
+            self.agent.pi.provider = Some(v);
+        }
+        if let Some(v) = var("LOOPCHAT_PI_MODEL") {
+            self.agent.pi.model = Some(v);
+        }
+        if let Some(v) = var("LOOPCHAT_PI_IDLE_EXIT_SECS") {
+            self.agent.pi.idle_exit_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "LOOPCHAT_PI_IDLE_EXIT_SECS",
+                message: "expected seconds".into(),
+            })?;
         }
         if let Some(v) = var("LOOPCHAT_ECHO_DELAY_MS") {
             self.agent.echo.delay_ms = v.parse().map_err(|_| ConfigError::Env {

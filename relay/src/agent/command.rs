@@ -226,6 +226,8 @@ mod tests {
                 images: vec![],
             }],
             thinking: Default::default(),
+            transcript: None,
+            abort: Default::default(),
         }
     }
 
