@@ -315,3 +315,98 @@ async fn pi_backend_end_to_end() {
     eventually("the idle pi exiting", || pi_children(relay_pid).is_empty()).await;
     drop(llama);
 }
+
+fn pi_relay(
+    home: Option<std::path::PathBuf>,
+    command: &str,
+    model: &str,
+    dir: &std::path::Path,
+) -> Relay {
+    let mut opts = RelayOptions {
+        home,
+        ..Default::default()
+    }
+    .env("LOOPCHAT_AGENT", "pi")
+    .env("LOOPCHAT_PI_COMMAND", &json!([command]).to_string())
+    .env("LOOPCHAT_PI_PROVIDER", PROVIDER)
+    .env("LOOPCHAT_PI_MODEL", model);
+    for (k, v) in pi_env(dir) {
+        opts = opts.env(&k, &v);
+    }
+    Relay::start_with(opts)
+}
+
+/// Bad set-ups answer with what is wrong, and keep the user's message; no
+/// model server is needed for any of them.
+#[tokio::test]
+async fn pi_set_up_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens there: pi is never asked to reach it.
+    let dir = agent_dir(tmp.path(), "http://127.0.0.1:9/v1");
+
+    let relay = pi_relay(None, "/nonexistent/pi", MODEL, &dir);
+    let (status, v) = relay
+        .client()
+        .rpc(json!({"text": "hello", "session": "bad"}))
+        .await;
+    assert_eq!(status, 502, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot start pi"),
+        "{v}"
+    );
+    let history = all_messages(&relay.client(), "bad").await;
+    assert_eq!(texts(&history), [("user".into(), "hello".into())]);
+    drop(relay);
+
+    let relay = pi_relay(None, pi_bin().to_str().unwrap(), "no-such-model", &dir);
+    let (status, v) = relay
+        .client()
+        .rpc(json!({"text": "hello", "session": "bad"}))
+        .await;
+    assert_eq!(status, 502, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("pi"), "{v}");
+    assert!(
+        e.contains("no-such-model"),
+        "pi's own reason is passed on: {v}"
+    );
+}
+
+/// pi replaces a file without a session header by an empty session; the
+/// relay does not hand it such a file.
+#[tokio::test]
+async fn a_transcript_pi_would_discard_is_not_handed_to_pi() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = agent_dir(tmp.path(), "http://127.0.0.1:9/v1");
+    let home = tmp.path().join("home");
+    let sessions = home.join("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    for d in [&home, &sessions] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let id = "11111111-2222-3333-4444-555555555555";
+    let old = "{\"type\":\"message\",\"id\":\"a\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"message\":{\"role\":\"user\",\"content\":\"old words\",\"timestamp\":1}}\n";
+    std::fs::write(sessions.join(format!("{id}.jsonl")), old).unwrap();
+    std::fs::write(
+        sessions.join("sessions.json"),
+        json!({"old": {"sessionId": id, "updatedAt": 1}}).to_string(),
+    )
+    .unwrap();
+    let relay = pi_relay(Some(home.clone()), pi_bin().to_str().unwrap(), MODEL, &dir);
+    let (status, v) = relay
+        .client()
+        .rpc(json!({"text": "more", "session": "old"}))
+        .await;
+    assert_eq!(status, 502, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("pi session header"),
+        "{v}"
+    );
+    let file = std::fs::read_to_string(sessions.join(format!("{id}.jsonl"))).unwrap();
+    assert!(
+        file.starts_with(old),
+        "the old transcript is intact: {file}"
+    );
+    assert!(pi_children(relay.pid()).is_empty(), "pi never ran");
+}
