@@ -35,7 +35,9 @@ pub fn agent_dir(parent: &Path, base_url: &str) -> PathBuf {
         "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
         // pi's view of the window: large enough that it never compacts
         // (the server's own is 4096 tokens, and these turns stay short).
-        "models": [{"id": crate::llama::MODEL, "contextWindow": 131072, "maxTokens": 48}],
+        // `reasoning`, so that pi keeps a thinking level other than off (the
+        // compat flag keeps `reasoning_effort` out of the request).
+        "models": [{"id": crate::llama::MODEL, "contextWindow": 131072, "maxTokens": 48, "reasoning": true}],
     }}});
     std::fs::write(dir.join("models.json"), models.to_string()).unwrap();
     dir

@@ -147,10 +147,24 @@ async fn pi_backend_end_to_end() {
     let pids = pi_children(relay.pid());
     assert_eq!(pids.len(), 1, "one pi for the session");
 
-    // 2. A second turn reuses the same process.
-    let (status, v) = api.rpc(json!({"text": "again", "session": "p1"})).await;
+    // 2. A second turn reuses the same process, and its thinking level
+    //    reaches pi (set_thinking_level), which records the change.
+    let (status, v) = api
+        .rpc(json!({"text": "again", "session": "p1", "thinking": "low"}))
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(pi_children(relay.pid()), pids);
+    let changes: Vec<String> = transcript_of(&relay, "p1")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "thinking_level_change")
+        .map(|v| v["thinkingLevel"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        changes.last().map(String::as_str),
+        Some("low"),
+        "{changes:?}"
+    );
 
     // 3. A tool call: the proxy forces `bash` with one possible command,
     //    whose output carries U+2028 back through pi's stream.
