@@ -466,6 +466,47 @@ mod tests {
     }
 
     #[test]
+    fn pi_and_command_stdin_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.agent.pi.command, vec!["pi"]);
+        c.apply_env(|n| match n {
+            "LOOPCHAT_AGENT" => Some("pi".into()),
+            "LOOPCHAT_PI_COMMAND" => Some(r#"["/opt/pi/bin/pi","--verbose"]"#.into()),
+            "LOOPCHAT_PI_PROVIDER" => Some("llama".into()),
+            "LOOPCHAT_PI_MODEL" => Some("qwen".into()),
+            "LOOPCHAT_PI_IDLE_EXIT_SECS" => Some("30".into()),
+            "LOOPCHAT_AGENT_COMMAND_STDIN" => Some("json".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.agent.backend, Backend::Pi);
+        assert_eq!(c.agent.pi.command, vec!["/opt/pi/bin/pi", "--verbose"]);
+        assert_eq!(c.agent.pi.provider.as_deref(), Some("llama"));
+        assert_eq!(c.agent.pi.model.as_deref(), Some("qwen"));
+        assert_eq!(c.agent.pi.idle_exit_secs, 30);
+        assert_eq!(c.agent.command.stdin, CommandStdin::Json);
+        for (name, bad) in [
+            ("LOOPCHAT_PI_COMMAND", "pi"),
+            ("LOOPCHAT_PI_IDLE_EXIT_SECS", "soon"),
+            ("LOOPCHAT_AGENT_COMMAND_STDIN", "yaml"),
+        ] {
+            let err = Config::default()
+                .apply_env(|n| (n == name).then(|| bad.into()))
+                .unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let c: Config = toml::from_str(
+            "[agent]\nbackend = \"pi\"\n[agent.pi]\nmodel = \"m\"\nidle_exit_secs = 5",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.agent.backend, c.agent.pi.idle_exit_secs),
+            (Backend::Pi, 5)
+        );
+        assert!(toml::from_str::<Config>("[agent.pi]\nmodle = \"m\"").is_err());
+    }
+
+    #[test]
     fn targets_need_one_valid_kind() {
         let c: Config = toml::from_str(
             r#"

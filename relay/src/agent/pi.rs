@@ -189,7 +189,15 @@ async fn process_for(
     if let Some(p) = existing
         && *p.alive.borrow()
     {
-        return Ok(p);
+        // Busy before looking at stdin, which the idle exit closes only
+        // while not busy (checked under the same lock): either this turn
+        // sees it closed and starts another pi, or the idle exit sees the
+        // turn and leaves the process alone.
+        p.busy.store(true, Ordering::SeqCst);
+        if p.stdin.lock().await.is_some() {
+            return Ok(p);
+        }
+        p.busy.store(false, Ordering::SeqCst);
     }
     check_header(&path)?;
     let proc = start(config, procs, key, &path)?;
@@ -425,9 +433,14 @@ async fn idle_exit(me: std::sync::Weak<PiProc>, idle: Duration) {
             }
             let idle_for = p.idle_for();
             if !p.busy.load(Ordering::SeqCst) && idle_for >= idle {
+                let mut stdin = p.stdin.lock().await;
+                if p.busy.load(Ordering::SeqCst) {
+                    continue;
+                }
                 tracing::info!(pid = p.pid, "pi idle; closing it");
                 // pi shuts down on the end of its input.
-                p.stdin.lock().await.take();
+                stdin.take();
+                drop(stdin);
                 let mut alive = p.alive.clone();
                 let kill = p.kill.clone();
                 drop(p);
@@ -437,7 +450,12 @@ async fn idle_exit(me: std::sync::Weak<PiProc>, idle: Duration) {
                 }
                 return;
             }
-            idle.saturating_sub(idle_for).max(Duration::from_millis(50))
+            if p.busy.load(Ordering::SeqCst) {
+                // A turn is running: look again once it could be idle.
+                idle
+            } else {
+                idle.saturating_sub(idle_for).max(Duration::from_millis(50))
+            }
         };
         tokio::time::sleep(wait).await;
     }
