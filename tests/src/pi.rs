@@ -62,6 +62,8 @@ struct ProxyState {
     /// last message is the user's.
     force: Option<(String, String)>,
     requests: Vec<Value>,
+    /// When the server's answer to each request had been forwarded whole.
+    ended: Vec<std::time::Instant>,
 }
 
 /// Between pi and the llama server: forwards every request (and streams the
@@ -105,13 +107,18 @@ impl ForcingProxy {
     pub fn requests(&self) -> Vec<Value> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// When each answer had been forwarded whole, in order.
+    pub fn ended(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().ended.clone()
+    }
 }
 
 async fn forward(
     req: axum::extract::Request,
     upstream: SocketAddr,
     http: &reqwest::Client,
-    state: &Mutex<ProxyState>,
+    state: &Arc<Mutex<ProxyState>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let (parts, body) = req.into_parts();
@@ -166,8 +173,15 @@ async fn forward(
                 .get("content-type")
                 .cloned()
                 .unwrap_or_else(|| axum::http::HeaderValue::from_static("application/json"));
-            let mut resp =
-                axum::response::Response::new(axum::body::Body::from_stream(r.bytes_stream()));
+            use futures_util::StreamExt;
+            let state = state.clone();
+            let body = r
+                .bytes_stream()
+                .chain(futures_util::stream::once(async move {
+                    state.lock().unwrap().ended.push(std::time::Instant::now());
+                    Ok::<_, reqwest::Error>(axum::body::Bytes::new())
+                }));
+            let mut resp = axum::response::Response::new(axum::body::Body::from_stream(body));
             *resp.status_mut() = status;
             resp.headers_mut().insert("content-type", ct);
             resp

@@ -424,3 +424,54 @@ async fn a_transcript_pi_would_discard_is_not_handed_to_pi() {
     );
     assert!(pi_children(relay.pid()).is_empty(), "pi never ran");
 }
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Figures for docs/benchmarks.md (ignored): `cargo build -p loopchat-relay
+/// --release && LOOPCHAT_BIN=target/release/loopchat cargo test -p
+/// loopchat-tests --release --test pi_backend -- --ignored --nocapture`.
+/// For 8 sessions: the first turn (pi started) and the second (pi running),
+/// rpc sent → first delta; and the model's answer forwarded whole → `done`
+/// at the client (pi finishing, the relay reading pi's lines, fdatasync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_pi_backend() {
+    let Some(llama) = Llama::start().await else {
+        return;
+    };
+    let proxy = ForcingProxy::start(llama.addr()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = agent_dir(tmp.path(), &proxy.base_url());
+    let relay = pi_relay(None, pi_bin().to_str().unwrap(), MODEL, &dir);
+    let (mut cold, mut warm, mut tail) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..8 {
+        let session = format!("bench{i}");
+        for turn in 0..2 {
+            let sent = Instant::now();
+            let mut s = stream(&relay, &session, "hello there").await;
+            first_delta(&mut s).await;
+            let ttft = sent.elapsed().as_secs_f64() * 1e3;
+            s.until("done").await;
+            let done = Instant::now();
+            let ended = *proxy.ended().last().unwrap();
+            tail.push(done.duration_since(ended).as_secs_f64() * 1e3);
+            if turn == 0 {
+                cold.push(ttft)
+            } else {
+                warm.push(ttft)
+            }
+        }
+    }
+    println!(
+        "pi backend, median of 8: first delta, first turn (pi starts) {:.1} ms; second turn {:.1} ms; \
+         model answer complete → done {:.1} ms (min {:.1}, max {:.1})",
+        median(cold),
+        median(warm),
+        median(tail.clone()),
+        tail.iter().cloned().fold(f64::INFINITY, f64::min),
+        tail.iter().cloned().fold(0.0, f64::max),
+    );
+}
