@@ -350,6 +350,7 @@ function handleEvent(ev) {
       });
       break;
     }
+    case 'tool.args':
     case 'tool.start':
     case 'tool.update':
     case 'tool.end': {

@@ -59,6 +59,15 @@ pub enum EventBody {
     Delta { run_id: String, text: String },
     #[serde(rename = "thinking", rename_all = "camelCase")]
     Thinking { run_id: String, text: String },
+    /// The model is writing a tool call: the next piece of its arguments'
+    /// JSON text (raw, as streamed; concatenated they are the arguments).
+    #[serde(rename = "tool.args", rename_all = "camelCase")]
+    ToolArgs {
+        run_id: String,
+        call_id: String,
+        name: String,
+        delta: String,
+    },
     /// A tool call began to run (the agent's own tool loop, or pi's).
     #[serde(rename = "tool.start", rename_all = "camelCase")]
     ToolStart {

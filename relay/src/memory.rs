@@ -62,7 +62,13 @@ pub fn event_bytes(e: &Event) -> usize {
             name,
             args,
         } => run_id.len() + call_id.len() + name.len() + args.to_string().len(),
-        EventBody::ToolUpdate {
+        EventBody::ToolArgs {
+            run_id,
+            call_id,
+            name,
+            delta: output,
+        }
+        | EventBody::ToolUpdate {
             run_id,
             call_id,
             name,

@@ -190,6 +190,22 @@ async fn pi_backend_end_to_end() {
         });
     assert_eq!(start["name"], "bash");
     assert_eq!(start["args"]["command"], command);
+    // The call streamed in as the model wrote it, before it ran.
+    let start_at = events
+        .iter()
+        .position(|e| e["type"] == "tool.start")
+        .unwrap();
+    let written: String = events[..start_at]
+        .iter()
+        .filter(|e| e["type"] == "tool.args" && e["callId"] == start["callId"])
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    // (Raw, as the model wrote it: the tiny model's escapes are not always
+    // valid JSON, which pi's own parser tolerates.)
+    assert!(
+        written.contains("\"command\"") && written.contains("printf 'tool"),
+        "tool.args deltas: {written:?}"
+    );
     let end = events.iter().find(|e| e["type"] == "tool.end").unwrap();
     assert_eq!(end["callId"], start["callId"]);
     assert_eq!(end["isError"], false, "{end}");

@@ -2,7 +2,8 @@
 // that runs tools (pi's tool executions, the relay's own tool loop).
 //
 // A card is keyed by the call id. Its live state comes from the session's
-// `tool.start` / `tool.update` / `tool.end` events; the stored assistant
+// `tool.args` (the call as the model writes it) / `tool.start` / `tool.update`
+// / `tool.end` events; the stored assistant
 // message that holds the call (a `toolCall` part) renders the same card, so
 // a card drawn while the call streams and the one drawn from the transcript
 // show the same thing. Every string goes in as text, never as HTML.
@@ -14,6 +15,7 @@ const states = new Map();
 const MAX_STATES = 500;
 
 const STATUS_LABEL = {
+  calling: 'calling',
   waiting: 'waiting for approval',
   running: 'running',
   ok: 'ok',
@@ -37,6 +39,7 @@ function duration(st) {
 function paint(card, st) {
   if (st.name) card.querySelector('.tool-name').textContent = st.name;
   if (st.args !== undefined) card.querySelector('.tool-args').textContent = argsText(st.args);
+  else if (st.argsText) card.querySelector('.tool-args').textContent = st.argsText;
   const status = st.status || '';
   card.dataset.status = status;
   card.querySelector('.tool-status').textContent = STATUS_LABEL[status] || status;
@@ -77,11 +80,16 @@ export function noteToolEvent(ev) {
   if (!ev || typeof ev.callId !== 'string') return false;
   let st = states.get(ev.callId);
   if (!st) {
-    st = { name: ev.name, args: undefined, status: '', output: '', startedAt: Date.now(), endedAt: null };
+    st = { name: ev.name, args: undefined, argsText: '', status: '', output: '', startedAt: Date.now(), endedAt: null };
     states.set(ev.callId, st);
     if (states.size > MAX_STATES) states.delete(states.keys().next().value);
   }
-  if (ev.type === 'tool.start') {
+  if (ev.type === 'tool.args') {
+    // The model is still writing the call: its arguments as raw JSON text.
+    st.argsText += typeof ev.delta === 'string' ? ev.delta : '';
+    if (!st.status) st.status = 'calling';
+    if (ev.name) st.name = ev.name;
+  } else if (ev.type === 'tool.start') {
     Object.assign(st, { name: ev.name, args: ev.args, status: 'running', startedAt: Date.now() });
   } else if (ev.type === 'tool.update') {
     Object.assign(st, { status: 'running', output: typeof ev.output === 'string' ? ev.output : st.output });

@@ -60,6 +60,12 @@ pub struct AgentRequest {
 pub enum AgentEvent {
     Delta(String),
     Thinking(String),
+    /// The next piece of a tool call's arguments as the model writes them.
+    ToolArgs {
+        call_id: String,
+        name: String,
+        delta: String,
+    },
     /// A tool call began to run.
     ToolStart {
         call_id: String,

@@ -612,6 +612,19 @@ async fn drive(
                 match e["type"].as_str() {
                     Some("text_delta") if !delta.is_empty() => AgentEvent::Delta(delta),
                     Some("thinking_delta") if !delta.is_empty() => AgentEvent::Thinking(delta),
+                    Some("toolcall_delta") if !delta.is_empty() => {
+                        // The call's id and name are in the partial message,
+                        // at the block the delta belongs to.
+                        let block = e["contentIndex"]
+                            .as_u64()
+                            .and_then(|i| e["partial"]["content"].get(i as usize))
+                            .unwrap_or(&Value::Null);
+                        AgentEvent::ToolArgs {
+                            call_id: block["id"].as_str().unwrap_or_default().to_owned(),
+                            name: block["name"].as_str().unwrap_or_default().to_owned(),
+                            delta,
+                        }
+                    }
                     _ => continue,
                 }
             }

@@ -277,6 +277,16 @@ pub(super) fn publish_agent_event(
             thought.push_str(&t);
             EventBody::Thinking { run_id, text: t }
         }
+        AgentEvent::ToolArgs {
+            call_id,
+            name,
+            delta,
+        } => EventBody::ToolArgs {
+            run_id,
+            call_id,
+            name,
+            delta,
+        },
         AgentEvent::ToolStart {
             call_id,
             name,
