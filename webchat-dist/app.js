@@ -11,6 +11,7 @@ import { EventStream } from './js/events.js';
 import { Transcript } from './js/transcript.js';
 import { messageElement, liveElement, pendingElement, markFailed, thinkingBlock } from './js/render.js';
 import { Outbox } from './js/outbox.js';
+import { toolCard, cardsFor, noteToolEvent } from './js/toolcard.js';
 import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
 import { Composer } from './js/composer.js';
@@ -347,6 +348,23 @@ function handleEvent(ev) {
         run.thinking += ev.text;
         run.thinkingNode.appendData(ev.text);
       });
+      break;
+    }
+    case 'tool.args':
+    case 'tool.start':
+    case 'tool.update':
+    case 'tool.end': {
+      if (!ev.runId || typeof ev.callId !== 'string') return;
+      noteToolEvent(ev);
+      // Until the stored message that holds the call arrives, the card
+      // lives in the run's bubble.
+      if (!cardsFor(ev.callId).length) {
+        const run = runFor(ev.runId);
+        if (!state.activeRunId) setActiveRun(ev.runId);
+        transcript.atBottomChange(() => {
+          run.node.querySelector('.msg-body').append(toolCard({ callId: ev.callId, name: ev.name, args: ev.args }));
+        });
+      }
       break;
     }
     case 'run.end': {

@@ -101,6 +101,43 @@ pub enum EventBody {
     Delta { run_id: String, text: String },
     #[serde(rename = "thinking", rename_all = "camelCase")]
     Thinking { run_id: String, text: String },
+    /// The model is writing a tool call: the next piece of its arguments'
+    /// JSON text (raw, as streamed; concatenated they are the arguments).
+    #[serde(rename = "tool.args", rename_all = "camelCase")]
+    ToolArgs {
+        run_id: String,
+        call_id: String,
+        name: String,
+        delta: String,
+    },
+    /// A tool call began to run (the agent's own tool loop, or pi's).
+    #[serde(rename = "tool.start", rename_all = "camelCase")]
+    ToolStart {
+        run_id: String,
+        /// The model's id for the call; correlates start, updates and end.
+        call_id: String,
+        name: String,
+        /// The call's arguments as the model sent them.
+        args: serde_json::Value,
+    },
+    /// The output of a running tool so far: the whole of it, not a delta,
+    /// so a client that missed one simply shows the newest.
+    #[serde(rename = "tool.update", rename_all = "camelCase")]
+    ToolUpdate {
+        run_id: String,
+        call_id: String,
+        name: String,
+        output: String,
+    },
+    /// The tool finished; `output` is its result as text.
+    #[serde(rename = "tool.end", rename_all = "camelCase")]
+    ToolEnd {
+        run_id: String,
+        call_id: String,
+        name: String,
+        output: String,
+        is_error: bool,
+    },
     #[serde(rename = "run.end", rename_all = "camelCase")]
     RunEnd {
         run_id: String,
@@ -160,5 +197,21 @@ mod tests {
             serde_json::to_value(&end).unwrap(),
             serde_json::json!({"type":"run.end","seq":8,"runId":"r1","state":"aborted"})
         );
+        let tool = Event {
+            seq: 9,
+            body: EventBody::ToolEnd {
+                run_id: "r1".into(),
+                call_id: "c1".into(),
+                name: "bash".into(),
+                output: "ok".into(),
+                is_error: false,
+            },
+        };
+        let v = serde_json::to_value(&tool).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"tool.end","seq":9,"runId":"r1","callId":"c1","name":"bash","output":"ok","isError":false})
+        );
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), tool);
     }
 }

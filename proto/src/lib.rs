@@ -8,6 +8,7 @@
 //! where a notification's click may lead).
 
 mod click;
+mod command;
 mod discovery;
 mod error;
 mod events;
@@ -18,6 +19,7 @@ mod session_key;
 pub mod sse;
 
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
+pub use command::{COMMAND_INPUT_VERSION, CommandImage, CommandInput, CommandMessage};
 pub use discovery::{Discovery, DiscoveryError, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode, error_chain};
 pub use events::{CheckOutcome, Event, EventBody, Notification, RunState};

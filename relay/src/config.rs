@@ -97,6 +97,7 @@ pub enum Backend {
     Echo,
     Openai,
     Command,
+    Pi,
 }
 
 impl Backend {
@@ -105,6 +106,7 @@ impl Backend {
             Self::Echo => "echo",
             Self::Openai => "openai",
             Self::Command => "command",
+            Self::Pi => "pi",
         }
     }
 }
@@ -116,6 +118,39 @@ pub struct AgentConfig {
     pub echo: EchoConfig,
     pub openai: OpenAiConfig,
     pub command: CommandConfig,
+    pub pi: PiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiConfig {
+    /// How to run pi (no shell); `--mode rpc --session <file>` and the
+    /// provider/model flags are added.
+    pub command: Vec<String>,
+    /// pi's provider name (`--provider`, and `set_model` with `model`).
+    pub provider: Option<String>,
+    /// pi's model id or pattern (`--model`).
+    pub model: Option<String>,
+    /// The directory pi works in (its tools' cwd); the relay's by default.
+    pub cwd: Option<std::path::PathBuf>,
+    /// A session's pi exits after this long without a turn, seconds.
+    pub idle_exit_secs: u64,
+    /// How long pi may take to stop after an abort before it is killed,
+    /// seconds.
+    pub abort_grace_secs: u64,
+}
+
+impl Default for PiConfig {
+    fn default() -> Self {
+        Self {
+            command: vec!["pi".into()],
+            provider: None,
+            model: None,
+            cwd: None,
+            idle_exit_secs: 300,
+            abort_grace_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -165,6 +200,8 @@ impl Default for OpenAiConfig {
 pub struct CommandConfig {
     pub argv: Vec<String>,
     pub timeout_secs: u64,
+    /// What the program reads on stdin.
+    pub stdin: CommandStdin,
 }
 
 impl Default for CommandConfig {
@@ -172,8 +209,20 @@ impl Default for CommandConfig {
         Self {
             argv: Vec::new(),
             timeout_secs: 300,
+            stdin: CommandStdin::Text,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStdin {
+    /// The user's new message only (the original behaviour).
+    #[default]
+    Text,
+    /// The turn and the session's history as one JSON document
+    /// (`loopchat_proto::CommandInput`).
+    Json,
 }
 
 /// A delivery target: exactly one of `webhook` and `command`.
@@ -311,10 +360,11 @@ impl Config {
                 "echo" => Backend::Echo,
                 "openai" => Backend::Openai,
                 "command" => Backend::Command,
+                "pi" => Backend::Pi,
                 _ => {
                     return Err(ConfigError::Env {
                         name: "LOOPCHAT_AGENT",
-                        message: format!("{v:?} is not one of echo, openai, command"),
+                        message: format!("{v:?} is not one of echo, openai, command, pi"),
                     });
                 }
             };
@@ -334,6 +384,36 @@ impl Config {
             self.agent.command.argv = serde_json::from_str(&v).map_err(|e| ConfigError::Env {
                 name: "LOOPCHAT_AGENT_COMMAND",
                 message: format!("expected a JSON array of strings: {e}"),
+            })?;
+        }
+        if let Some(v) = var("LOOPCHAT_AGENT_COMMAND_STDIN") {
+            self.agent.command.stdin = match v.as_str() {
+                "text" => CommandStdin::Text,
+                "json" => CommandStdin::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "LOOPCHAT_AGENT_COMMAND_STDIN",
+                        message: format!("{v:?} is not one of text, json"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("LOOPCHAT_PI_COMMAND") {
+            self.agent.pi.command = serde_json::from_str(&v).map_err(|e| ConfigError::Env {
+                name: "LOOPCHAT_PI_COMMAND",
+                message: format!("expected a JSON array of strings: {e}"),
+            })?;
+        }
+        if let Some(v) = var("LOOPCHAT_PI_PROVIDER") {
+            self.agent.pi.provider = Some(v);
+        }
+        if let Some(v) = var("LOOPCHAT_PI_MODEL") {
+            self.agent.pi.model = Some(v);
+        }
+        if let Some(v) = var("LOOPCHAT_PI_IDLE_EXIT_SECS") {
+            self.agent.pi.idle_exit_secs = v.parse().map_err(|_| ConfigError::Env {
+                name: "LOOPCHAT_PI_IDLE_EXIT_SECS",
+                message: "expected seconds".into(),
             })?;
         }
         if let Some(v) = var("LOOPCHAT_ECHO_DELAY_MS") {
@@ -387,6 +467,47 @@ mod tests {
                 .apply_env(|n| (n == "LOOPCHAT_AGENT").then(|| "gpt".into()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn pi_and_command_stdin_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.agent.pi.command, vec!["pi"]);
+        c.apply_env(|n| match n {
+            "LOOPCHAT_AGENT" => Some("pi".into()),
+            "LOOPCHAT_PI_COMMAND" => Some(r#"["/opt/pi/bin/pi","--verbose"]"#.into()),
+            "LOOPCHAT_PI_PROVIDER" => Some("llama".into()),
+            "LOOPCHAT_PI_MODEL" => Some("qwen".into()),
+            "LOOPCHAT_PI_IDLE_EXIT_SECS" => Some("30".into()),
+            "LOOPCHAT_AGENT_COMMAND_STDIN" => Some("json".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.agent.backend, Backend::Pi);
+        assert_eq!(c.agent.pi.command, vec!["/opt/pi/bin/pi", "--verbose"]);
+        assert_eq!(c.agent.pi.provider.as_deref(), Some("llama"));
+        assert_eq!(c.agent.pi.model.as_deref(), Some("qwen"));
+        assert_eq!(c.agent.pi.idle_exit_secs, 30);
+        assert_eq!(c.agent.command.stdin, CommandStdin::Json);
+        for (name, bad) in [
+            ("LOOPCHAT_PI_COMMAND", "pi"),
+            ("LOOPCHAT_PI_IDLE_EXIT_SECS", "soon"),
+            ("LOOPCHAT_AGENT_COMMAND_STDIN", "yaml"),
+        ] {
+            let err = Config::default()
+                .apply_env(|n| (n == name).then(|| bad.into()))
+                .unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let c: Config = toml::from_str(
+            "[agent]\nbackend = \"pi\"\n[agent.pi]\nmodel = \"m\"\nidle_exit_secs = 5",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.agent.backend, c.agent.pi.idle_exit_secs),
+            (Backend::Pi, 5)
+        );
+        assert!(toml::from_str::<Config>("[agent.pi]\nmodle = \"m\"").is_err());
     }
 
     #[test]

@@ -56,6 +56,31 @@ pub fn event_bytes(e: &Event) -> usize {
             run_id.len() + text.len()
         }
         EventBody::RunStart { run_id } => run_id.len(),
+        EventBody::ToolStart {
+            run_id,
+            call_id,
+            name,
+            args,
+        } => run_id.len() + call_id.len() + name.len() + args.to_string().len(),
+        EventBody::ToolArgs {
+            run_id,
+            call_id,
+            name,
+            delta: output,
+        }
+        | EventBody::ToolUpdate {
+            run_id,
+            call_id,
+            name,
+            output,
+        }
+        | EventBody::ToolEnd {
+            run_id,
+            call_id,
+            name,
+            output,
+            ..
+        } => run_id.len() + call_id.len() + name.len() + output.len(),
         EventBody::RunEnd { run_id, error, .. } => {
             run_id.len() + error.as_ref().map_or(0, String::len)
         }

@@ -4,6 +4,7 @@
 
 import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
 import { loadAttachment } from './api.js';
+import { toolCard } from './toolcard.js';
 
 const LONG_TOOL_TEXT = 2000;
 
@@ -84,14 +85,11 @@ function imageElement(part) {
 }
 
 function toolBlock(part) {
-  const name = part.name || part.toolName || 'tool';
-  let args = part.arguments ?? part.args ?? part.input ?? '';
-  if (typeof args !== 'string') {
-    try { args = JSON.stringify(args, null, 2); } catch { args = String(args); }
-  }
-  return el('details', { class: 'tool-block' },
-    el('summary', { text: `Tool call: ${name}` }),
-    el('pre', { text: args }));
+  return toolCard({
+    callId: typeof part.id === 'string' ? part.id : '',
+    name: part.name || part.toolName || 'tool',
+    args: part.arguments ?? part.args ?? part.input ?? '',
+  });
 }
 
 /**

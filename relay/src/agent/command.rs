@@ -1,5 +1,7 @@
 //! The `command` backend: runs a configured argv per turn (no shell), the
-//! user's text on stdin, the reply streamed from stdout line by line.
+//! user's text (or, with `stdin = "json"`, the turn and its history as
+//! [`loopchat_proto::CommandInput`]) on stdin, the reply streamed from stdout
+//! as it is printed.
 //!
 //! The child gets `LOOPCHAT_SESSION`, `LOOPCHAT_RUN_ID` and
 //! `LOOPCHAT_THINKING` in its environment. It is killed when the run is
@@ -8,14 +10,16 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use loopchat_proto::{AgentInfo, Role};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use loopchat_proto::{
+    AgentInfo, COMMAND_INPUT_VERSION, CommandImage, CommandInput, CommandMessage, Role,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Agent, AgentError, AgentEvent, AgentRequest, AgentStream, SetupError};
-use crate::config::CommandConfig;
+use crate::config::{CommandConfig, CommandStdin};
 use crate::diagnostics::read_tail;
 
 /// Bytes of stderr kept for the error message.
@@ -72,13 +76,16 @@ async fn run_child(
     request: &AgentRequest,
     tx: &Sender,
 ) -> Result<(), AgentError> {
-    let prompt = request
-        .history
-        .iter()
-        .rev()
-        .find(|t| t.role == Role::User)
-        .map(|t| t.text.clone())
-        .unwrap_or_default();
+    let input = match config.stdin {
+        CommandStdin::Text => request
+            .history
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::User)
+            .map(|t| t.text.clone().into_bytes())
+            .unwrap_or_default(),
+        CommandStdin::Json => json_input(request),
+    };
     let mut child = Command::new(&config.argv[0])
         .args(&config.argv[1..])
         .env("LOOPCHAT_SESSION", &request.session_key)
@@ -97,7 +104,7 @@ async fn run_child(
     let feed = async move {
         if let Some(mut stdin) = stdin.take() {
             // A command that ignores stdin may close it early; not an error.
-            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.write_all(&input).await;
         }
     };
     let collect_err = async move {
@@ -108,15 +115,17 @@ async fn run_child(
         String::from_utf8_lossy(&tail).trim().to_owned()
     };
     let stream_out = async {
-        let Some(stdout) = stdout else { return };
-        let mut lines = BufReader::new(stdout).lines();
-        let mut first = true;
-        // The newline is sent in front of the next line, so the reply does
-        // not end with the command's final newline.
-        while let Ok(Some(line)) = lines.next_line().await {
-            let piece = if first { line } else { format!("\n{line}") };
-            first = false;
-            if tx.send(Ok(AgentEvent::Delta(piece))).await.is_err() {
+        let Some(mut stdout) = stdout else { return };
+        let mut pieces = Pieces::default();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if let Some(piece) = pieces.push(&buf[..n])
+                && tx.send(Ok(AgentEvent::Delta(piece))).await.is_err()
+            {
                 return;
             }
         }
@@ -140,6 +149,67 @@ async fn run_child(
     }))
 }
 
+/// The JSON document on stdin for `stdin = "json"`.
+fn json_input(request: &AgentRequest) -> Vec<u8> {
+    let input = CommandInput {
+        version: COMMAND_INPUT_VERSION,
+        session: request.session_key.clone(),
+        run_id: request.run_id.clone(),
+        thinking: request.thinking,
+        messages: request
+            .history
+            .iter()
+            .map(|t| CommandMessage {
+                role: t.role,
+                text: t.text.clone(),
+                images: t
+                    .images
+                    .iter()
+                    .map(|i| CommandImage {
+                        mime_type: i.mime_type.clone(),
+                        path: i.path.display().to_string(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let mut bytes = serde_json::to_vec(&input).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Turns stdout's chunks into deltas: whole UTF-8 characters only (a
+/// character split between two reads waits for its rest), and a newline at
+/// the end held back until more follows, so that the reply does not end with
+/// the program's final newline.
+#[derive(Default)]
+struct Pieces {
+    pending: Vec<u8>,
+}
+
+impl Pieces {
+    fn push(&mut self, chunk: &[u8]) -> Option<String> {
+        self.pending.extend_from_slice(chunk);
+        let mut cut = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // An incomplete character at the end (at most 3 bytes) waits;
+            // invalid bytes elsewhere are replaced.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        if cut > 0 && self.pending[cut - 1] == b'\n' {
+            cut -= 1;
+        }
+        if cut == 0 {
+            return None;
+        }
+        let rest = self.pending.split_off(cut);
+        let piece = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        Some(piece)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +226,8 @@ mod tests {
                 images: vec![],
             }],
             thinking: Default::default(),
+            transcript: None,
+            abort: Default::default(),
         }
     }
 
@@ -176,6 +248,7 @@ mod tests {
         CommandAgent::new(CommandConfig {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             timeout_secs,
+            stdin: CommandStdin::Text,
         })
         .unwrap()
     }
@@ -199,5 +272,52 @@ mod tests {
         assert!(matches!(err, Some(AgentError::Timeout(_))));
         let (_, err) = collect(&agent(&["/nonexistent/agent"], 1), "x").await;
         assert!(matches!(err, Some(AgentError::Failed(m)) if m.contains("cannot start")));
+    }
+
+    #[test]
+    fn pieces_hold_back_split_characters_and_the_last_newline() {
+        let mut p = Pieces::default();
+        let euro = "€".as_bytes();
+        assert_eq!(p.push(&[b'a', euro[0]]), Some("a".into()));
+        assert_eq!(p.push(&euro[1..]), Some("€".into()));
+        assert_eq!(p.push(b"line\n"), Some("line".into()));
+        assert_eq!(p.push(b"\n"), Some("\n".into()));
+        assert_eq!(p.push(b"x"), Some("\nx".into()));
+        assert_eq!(p.push(b"\xff\xfey"), Some("\u{fffd}\u{fffd}y".into()));
+    }
+
+    #[tokio::test]
+    async fn json_stdin_carries_the_history() {
+        let mut a = agent(&["/bin/cat"], 5);
+        a.config.stdin = CommandStdin::Json;
+        let mut req = request("second");
+        req.history.insert(
+            0,
+            ChatTurn {
+                role: Role::Assistant,
+                text: "first\u{2028}reply".into(),
+                images: vec![],
+            },
+        );
+        let mut s = a.run(req);
+        let mut out = String::new();
+        while let Some(Ok(AgentEvent::Delta(d))) = s.next().await {
+            out.push_str(&d);
+        }
+        let input: CommandInput = serde_json::from_str(&out).unwrap();
+        assert_eq!(input.version, 1);
+        assert_eq!(input.session, "s");
+        let texts: Vec<_> = input
+            .messages
+            .iter()
+            .map(|m| (m.role, m.text.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                (Role::Assistant, "first\u{2028}reply"),
+                (Role::User, "second")
+            ]
+        );
     }
 }

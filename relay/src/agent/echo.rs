@@ -83,6 +83,8 @@ mod tests {
                 images: vec![],
             }],
             thinking: Default::default(),
+            transcript: None,
+            abort: Default::default(),
         });
         let mut out = String::new();
         let mut n = 0;

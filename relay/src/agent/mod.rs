@@ -8,6 +8,7 @@
 mod command;
 mod echo;
 mod openai;
+mod pi;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub use echo::EchoAgent;
 pub use openai::OpenAiAgent;
 #[cfg(feature = "fuzzing")]
 pub(crate) use openai::decode_reply;
+pub use pi::PiAgent;
 
 /// One message of the history handed to a backend.
 #[derive(Debug, Clone)]
@@ -45,12 +47,43 @@ pub struct AgentRequest {
     /// Oldest first; the last entry is the user's new message.
     pub history: Vec<ChatTurn>,
     pub thinking: ThinkingLevel,
+    /// The session's transcript, for a backend that writes it itself
+    /// ([`Agent::writes_transcript`]).
+    pub transcript: Option<std::path::PathBuf>,
+    /// Cancelled when the run is aborted. Most backends are stopped by
+    /// dropping their stream instead; one that writes the transcript is
+    /// told here and ends its stream once it has stopped.
+    pub abort: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
     Delta(String),
     Thinking(String),
+    /// The next piece of a tool call's arguments as the model writes them.
+    ToolArgs {
+        call_id: String,
+        name: String,
+        delta: String,
+    },
+    /// A tool call began to run.
+    ToolStart {
+        call_id: String,
+        name: String,
+        args: serde_json::Value,
+    },
+    /// A running tool's output so far (all of it).
+    ToolUpdate {
+        call_id: String,
+        name: String,
+        output: String,
+    },
+    ToolEnd {
+        call_id: String,
+        name: String,
+        output: String,
+        is_error: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +101,8 @@ pub enum SetupError {
         "the command backend needs [agent.command] argv (or LOOPCHAT_AGENT_COMMAND as a JSON array)"
     )]
     NoCommand,
+    #[error("the pi backend needs [agent.pi] command (or LOOPCHAT_PI_COMMAND as a JSON array)")]
+    NoPiCommand,
     #[error("[agent.openai] base_url {0:?} is not an http(s) URL such as http://127.0.0.1:8080/v1")]
     BadBaseUrl(String),
     #[error("cannot set up the HTTP client for the openai backend: {0}")]
@@ -79,6 +114,12 @@ pub type AgentStream = Pin<Box<dyn Stream<Item = Result<AgentEvent, AgentError>>
 pub trait Agent: Send + Sync + 'static {
     fn info(&self) -> AgentInfo;
     fn run(&self, request: AgentRequest) -> AgentStream;
+    /// The backend appends the turn to the session's transcript itself (pi
+    /// does): the pipeline writes nothing into the file and reads what the
+    /// backend wrote through the store's foreign-writer path.
+    fn writes_transcript(&self) -> bool {
+        false
+    }
 }
 
 /// The backend the configuration asks for.
@@ -87,5 +128,6 @@ pub fn from_config(config: &AgentConfig) -> Result<Arc<dyn Agent>, SetupError> {
         Backend::Echo => Arc::new(EchoAgent::new(config.echo.clone())),
         Backend::Command => Arc::new(CommandAgent::new(config.command.clone())?),
         Backend::Openai => Arc::new(OpenAiAgent::new(config.openai.clone())?),
+        Backend::Pi => Arc::new(PiAgent::new(config.pi.clone())?),
     })
 }

@@ -915,6 +915,8 @@ mod tests {
             run_id: "r".into(),
             history: vec![turn(Role::User, text)],
             thinking: ThinkingLevel::Off,
+            transcript: None,
+            abort: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! reply is *written*; acknowledging it waits for the group commit that makes
 //! it durable, outside the turn order, so many turns share one flush.
 
+mod agent_written;
 mod turn;
 
 use std::collections::{HashMap, VecDeque};
@@ -565,12 +566,22 @@ impl Inner {
     /// session (with a log) whose key names that transcript.
     fn foreign_change(&self, session_id: &str, change: Foreign<'_>) {
         let keys = self.store.keys_of(session_id);
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        for rt in keys.iter().filter_map(|k| sessions.get(k)) {
+        let runtimes: Vec<_> = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .filter_map(|k| sessions.get(k).cloned())
+                .collect()
+        };
+        // A backend that writes the transcript itself (pi) is the "other
+        // program" here: its lines during a run are that run's messages.
+        let own_writer = self.agent.writes_transcript();
+        for rt in runtimes {
             match &change {
                 Foreign::Message(m) => rt.events.publish(EventBody::Message {
                     message: m.message.clone(),
-                    run_id: None,
+                    run_id: own_writer
+                        .then(|| rt.active_run().map(|a| a.run_id))
+                        .flatten(),
                 }),
                 // What clients have may no longer be in the file: they
                 // reload, as after a reset they could not be replayed past.

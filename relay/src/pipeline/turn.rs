@@ -73,7 +73,7 @@ pub(super) async fn worker(
 }
 
 /// Writes to wait for before the outcome may be acknowledged.
-type Durable = Option<(Arc<Transcript>, u64)>;
+pub(super) type Durable = Option<(Arc<Transcript>, u64)>;
 
 async fn run(
     inner: &Inner,
@@ -100,6 +100,11 @@ async fn run(
         replayed: false,
         more_queued: false,
     };
+
+    if inner.agent.writes_transcript() {
+        return super::agent_written::run(inner, rt, run_id, request, cancel, &entry, transcript)
+            .await;
+    }
 
     // A retry of a turn this relay stored before a restart.
     let earlier = match &request.client_id {
@@ -184,6 +189,8 @@ async fn run(
         run_id: run_id.to_owned(),
         history,
         thinking,
+        transcript: None,
+        abort: cancel.clone(),
     });
 
     let mut text = String::new();
@@ -193,14 +200,7 @@ async fn run(
             biased;
             _ = cancel.cancelled() => break Ok(RunState::Aborted),
             item = stream.next() => match item {
-                Some(Ok(AgentEvent::Delta(d))) => {
-                    text.push_str(&d);
-                    rt.events.publish(EventBody::Delta { run_id: run_id.to_owned(), text: d });
-                }
-                Some(Ok(AgentEvent::Thinking(t))) => {
-                    thought.push_str(&t);
-                    rt.events.publish(EventBody::Thinking { run_id: run_id.to_owned(), text: t });
-                }
+                Some(Ok(event)) => publish_agent_event(rt, run_id, event, &mut text, &mut thought),
                 Some(Err(e)) => break Err(e),
                 None => break Ok(RunState::Final),
             },
@@ -258,7 +258,76 @@ async fn run(
     (outcome, durable)
 }
 
-fn end_with_error(rt: &SessionRuntime, run_id: &str, error: TurnError) -> (TurnOutcome, Durable) {
+/// Publishes one event of the agent's stream, adding text and thinking to
+/// what the reply will hold.
+pub(super) fn publish_agent_event(
+    rt: &SessionRuntime,
+    run_id: &str,
+    event: AgentEvent,
+    text: &mut String,
+    thought: &mut String,
+) {
+    let run_id = run_id.to_owned();
+    let body = match event {
+        AgentEvent::Delta(d) => {
+            text.push_str(&d);
+            EventBody::Delta { run_id, text: d }
+        }
+        AgentEvent::Thinking(t) => {
+            thought.push_str(&t);
+            EventBody::Thinking { run_id, text: t }
+        }
+        AgentEvent::ToolArgs {
+            call_id,
+            name,
+            delta,
+        } => EventBody::ToolArgs {
+            run_id,
+            call_id,
+            name,
+            delta,
+        },
+        AgentEvent::ToolStart {
+            call_id,
+            name,
+            args,
+        } => EventBody::ToolStart {
+            run_id,
+            call_id,
+            name,
+            args,
+        },
+        AgentEvent::ToolUpdate {
+            call_id,
+            name,
+            output,
+        } => EventBody::ToolUpdate {
+            run_id,
+            call_id,
+            name,
+            output,
+        },
+        AgentEvent::ToolEnd {
+            call_id,
+            name,
+            output,
+            is_error,
+        } => EventBody::ToolEnd {
+            run_id,
+            call_id,
+            name,
+            output,
+            is_error,
+        },
+    };
+    rt.events.publish(body);
+}
+
+pub(super) fn end_with_error(
+    rt: &SessionRuntime,
+    run_id: &str,
+    error: TurnError,
+) -> (TurnOutcome, Durable) {
     publish_run_end(rt, run_id, RunState::Error, Some(error.to_string()));
     (Err(error), None)
 }
@@ -266,7 +335,12 @@ fn end_with_error(rt: &SessionRuntime, run_id: &str, error: TurnError) -> (TurnO
 /// The run is no longer active *before* anyone can see `run.end`: a client
 /// that reads `/webchat/info` after the event must not find the run still
 /// going (the worker's own bookkeeping comes later).
-fn publish_run_end(rt: &SessionRuntime, run_id: &str, state: RunState, error: Option<String>) {
+pub(super) fn publish_run_end(
+    rt: &SessionRuntime,
+    run_id: &str,
+    state: RunState,
+    error: Option<String>,
+) {
     rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = None;
     rt.events.publish(EventBody::RunEnd {
         run_id: run_id.to_owned(),
@@ -275,7 +349,7 @@ fn publish_run_end(rt: &SessionRuntime, run_id: &str, state: RunState, error: Op
     });
 }
 
-fn user_content(text: &str, attachment_ids: &[String]) -> Content {
+pub(super) fn user_content(text: &str, attachment_ids: &[String]) -> Content {
     if attachment_ids.is_empty() {
         return Content::Text(text.to_owned());
     }
