@@ -45,7 +45,14 @@ pub fn markdown(data: &[u8]) {
     };
     let html = crate::render::markdown_to_html(text);
     let lower = html.to_ascii_lowercase();
-    for tag in ["<script", "<iframe", "<object", "<embed", "<style", "<annotation-xml"] {
+    for tag in [
+        "<script",
+        "<iframe",
+        "<object",
+        "<embed",
+        "<style",
+        "<annotation-xml",
+    ] {
         assert!(!lower.contains(tag), "{tag} survived the sanitizer: {html}");
     }
     for tag in lower.split('<').skip(1).filter_map(|t| t.split('>').next()) {
@@ -72,7 +79,9 @@ fn attributes(tag: &str) -> Vec<(&str, &str)> {
         if rest.is_empty() {
             return out;
         }
-        let end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
         let name = &rest[..end];
         rest = &rest[end..];
         let mut value = "";
