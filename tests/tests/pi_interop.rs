@@ -1,0 +1,276 @@
+//! Issue 15: loopchat and the REAL pi agent (`@mariozechner/pi-coding-agent`
+//! 0.73.1 from npm, pinned in tests/pi) share session files both ways.
+//!
+//! pi runs isolated (`PI_CODING_AGENT_DIR`, `PI_OFFLINE=1`,
+//! `PI_TELEMETRY=0`) against the suites' real llama.cpp server through a
+//! `models.json` provider; a recording proxy in front of the server shows
+//! what pi sent its model. The server answers one request at a time, so the
+//! steps run in order inside one test. `LOOPCHAT_SKIP_LLAMA=1` skips it
+//! with a printed reason.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use loopchat_tests::llama::{Llama, MODEL, RecordingProxy};
+use loopchat_tests::{Api, Relay};
+use serde_json::{Value, json};
+
+fn pi_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pi/node_modules/.bin/pi");
+    assert!(
+        bin.exists(),
+        "the pinned pi is not installed ({}): run scripts/install-test-deps.sh",
+        bin.display()
+    );
+    bin
+}
+
+/// An isolated pi: its own agent dir with a `models.json` naming the proxy.
+struct Pi {
+    dir: tempfile::TempDir,
+}
+
+impl Pi {
+    fn new(base_url: &str) -> Pi {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::create_dir_all(&agent).unwrap();
+        let models = json!({"providers": {"llama": {
+            "baseUrl": base_url,
+            "api": "openai-completions",
+            "apiKey": "none",
+            "compat": {"supportsDeveloperRole": false, "supportsReasoningEffort": false},
+            // A window large enough that pi sends the whole conversation
+            // rather than compacting it first.
+            "models": [{"id": MODEL, "input": ["text", "image"], "contextWindow": 1_000_000, "maxTokens": 24}],
+        }}});
+        std::fs::write(agent.join("models.json"), models.to_string()).unwrap();
+        Pi { dir }
+    }
+
+    /// `pi -p <prompt>` on `session`; its output, or a panic with it.
+    async fn prompt(&self, session: &Path, prompt: &str) -> String {
+        let mut cmd = tokio::process::Command::new(pi_bin());
+        cmd.args(["--session"])
+            .arg(session)
+            .args([
+                "--provider",
+                "llama",
+                "--model",
+                MODEL,
+                "--no-tools",
+                "-p",
+                prompt,
+            ])
+            .current_dir(self.dir.path())
+            .env("PI_CODING_AGENT_DIR", self.dir.path().join("agent"))
+            .env("PI_OFFLINE", "1")
+            .env("PI_TELEMETRY", "0")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        // An external process: bounded.
+        let out = tokio::time::timeout(Duration::from_secs(240), cmd.output())
+            .await
+            .expect("pi finished within 240 s")
+            .expect("run pi");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pi failed ({}):\n{text}", out.status);
+        text
+    }
+}
+
+fn lines(bytes: &[u8]) -> Vec<Value> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("a line pi can parse"))
+        .collect()
+}
+
+async fn rpc(api: &Api, body: Value) -> Value {
+    let (status, v) = api.rpc(body).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// The texts of a chat completion request's messages (string content or
+/// text parts), and its image URLs.
+fn request_texts(body: &Value) -> (Vec<String>, Vec<String>) {
+    let mut texts = Vec::new();
+    let mut images = Vec::new();
+    for m in body["messages"].as_array().into_iter().flatten() {
+        match &m["content"] {
+            Value::String(s) => texts.push(s.clone()),
+            Value::Array(parts) => {
+                for p in parts {
+                    if let Some(t) = p["text"].as_str() {
+                        texts.push(t.to_owned());
+                    }
+                    if let Some(u) = p["image_url"]["url"].as_str() {
+                        images.push(u.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (texts, images)
+}
+
+/// What loopchat shows of a session: (role, text) of every message.
+async fn shown(api: &Api, session: &str) -> Vec<(String, String)> {
+    loopchat_tests::all_messages(api, session)
+        .await
+        .iter()
+        .map(|m| {
+            let text = match &m["content"] {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => String::new(),
+            };
+            (m["role"].as_str().unwrap_or_default().to_owned(), text)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn real_pi_and_loopchat_share_sessions() {
+    let Some(llama) = Llama::start().await else {
+        return;
+    };
+    let proxy = RecordingProxy::start(llama.addr()).await;
+    let pi = Pi::new(&proxy.base_url());
+
+    // --- loopchat writes a session with an image; pi continues it.
+    let relay = Relay::start();
+    let api = relay.client();
+    let png = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../webchat-dist/icons/icon-192.png"),
+    )
+    .unwrap();
+    let up: Value = api
+        .post("/webchat/attachments")
+        .header("content-type", "image/png")
+        .body(png.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let image_id = up["id"].as_str().expect("uploaded").to_owned();
+    let first = rpc(
+        &api,
+        json!({"session": "pi", "text": "what is in this picture", "attachments": [{"id": image_id}]}),
+    )
+    .await;
+    rpc(&api, json!({"session": "pi", "text": "second question"})).await;
+    let session_id = first["sessionId"].as_str().unwrap().to_owned();
+    let file = relay
+        .home
+        .join("sessions")
+        .join(format!("{session_id}.jsonl"));
+    let before = std::fs::read(&file).unwrap();
+    let ours = lines(&before);
+    assert_eq!(ours[0]["type"], "session");
+    assert_eq!(ours[0]["version"], 3);
+    let our_leaf = ours.last().unwrap()["id"].as_str().unwrap().to_owned();
+
+    pi.prompt(&file, "third question").await;
+
+    // pi sent loopchat's turns (and the image's bytes) to its model.
+    let bodies = proxy.bodies();
+    let sent = bodies
+        .iter()
+        .find(|b| request_texts(b).0.iter().any(|t| t == "third question"))
+        .unwrap_or_else(|| panic!("no request had the new prompt: {bodies:?}"));
+    let (texts, images) = request_texts(sent);
+    for said in [
+        "what is in this picture",
+        "echo: what is in this picture",
+        "second question",
+        "echo: second question",
+        "third question",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == said),
+            "{said:?} not in pi's context: {texts:?}"
+        );
+    }
+    let data_url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
+    assert_eq!(
+        images,
+        [data_url],
+        "the image went to the model as pi sends one"
+    );
+
+    // pi kept every line loopchat wrote and hung its own under our leaf.
+    let after = std::fs::read(&file).unwrap();
+    assert!(after.starts_with(&before), "pi rewrote loopchat's lines");
+    let theirs = lines(&after[before.len()..]);
+    assert!(!theirs.is_empty(), "pi appended nothing");
+    assert_eq!(theirs[0]["parentId"], our_leaf.as_str());
+    for pair in theirs.windows(2) {
+        assert_eq!(
+            pair[1]["parentId"], pair[0]["id"],
+            "pi's lines form a chain"
+        );
+    }
+    let reply = theirs
+        .iter()
+        .rfind(|e| e["message"]["role"] == "assistant")
+        .expect("pi stored its reply");
+    let reply_text = reply["message"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // loopchat follows what pi appended (read on the next look at the file).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conversation = loop {
+        let c = shown(&api, "pi").await;
+        if c.len() >= 6 || Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let roles: Vec<&str> = conversation.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant"
+        ]
+    );
+    assert_eq!(conversation[4].1, "third question");
+    assert_eq!(conversation[5].1, reply_text);
+
+    // And loopchat's next turn continues pi's leaf.
+    let next = rpc(&api, json!({"session": "pi", "text": "fourth"})).await;
+    let now = std::fs::read(&file).unwrap();
+    let added = lines(&now[after.len()..]);
+    assert_eq!(added[0]["parentId"], theirs.last().unwrap()["id"]);
+    for pair in added.windows(2) {
+        assert_eq!(pair[1]["parentId"], pair[0]["id"]);
+    }
+    assert_eq!(next["message"]["parentId"], added[added.len() - 2]["id"]);
+    drop(llama);
+}
