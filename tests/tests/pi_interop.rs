@@ -52,18 +52,16 @@ impl Pi {
 
     /// `pi -p <prompt>` on `session`; its output, or a panic with it.
     async fn prompt(&self, session: &Path, prompt: &str) -> String {
+        self.prompt_with(session, prompt, &["--no-tools"]).await
+    }
+
+    async fn prompt_with(&self, session: &Path, prompt: &str, args: &[&str]) -> String {
         let mut cmd = tokio::process::Command::new(pi_bin());
         cmd.args(["--session"])
             .arg(session)
-            .args([
-                "--provider",
-                "llama",
-                "--model",
-                MODEL,
-                "--no-tools",
-                "-p",
-                prompt,
-            ])
+            .args(["--provider", "llama", "--model", MODEL])
+            .args(args)
+            .args(["-p", prompt])
             .current_dir(self.dir.path())
             .env("PI_CODING_AGENT_DIR", self.dir.path().join("agent"))
             .env("PI_OFFLINE", "1")
@@ -272,5 +270,192 @@ async fn real_pi_and_loopchat_share_sessions() {
         assert_eq!(pair[1]["parentId"], pair[0]["id"]);
     }
     assert_eq!(next["message"]["parentId"], added[added.len() - 2]["id"]);
+    drop(relay);
+
+    // --- pi writes a session with a tool call and branches it; loopchat
+    // shows the live path only.
+    pi_session_with_a_tool_call_and_a_branch(&proxy, &pi).await;
     drop(llama);
+}
+
+/// The server makes a tool call reliably only when forced, with arguments
+/// its grammar can only fill one way; and it rejects an assistant message
+/// with `tool_calls` and `content: null`. The proxy arranges both.
+fn force_one_bash_call(body: &mut Value) {
+    content_beside_tool_calls(body);
+    let asks = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "user");
+    if body.get("tools").is_none() {
+        return;
+    }
+    if asks {
+        body["tools"] = json!([{"type": "function", "function": {
+            "name": "bash",
+            "description": "Run a command",
+            "parameters": {"type": "object", "properties": {
+                "command": {"type": "string", "enum": ["echo hello"]}
+            }, "required": ["command"]},
+        }}]);
+        body["tool_choice"] = json!({"type": "function", "function": {"name": "bash"}});
+    } else {
+        // The tool's result is in: a plain reply ends the turn.
+        body.as_object_mut().unwrap().remove("tools");
+        body.as_object_mut().unwrap().remove("tool_choice");
+    }
+}
+
+fn content_beside_tool_calls(body: &mut Value) {
+    for m in body["messages"].as_array_mut().into_iter().flatten() {
+        if m.get("tool_calls").is_some() && m["content"].is_null() {
+            m["content"] = json!("");
+        }
+    }
+}
+
+/// Runs pi's SessionManager (pi's own code, from node) on `file`.
+async fn session_manager(file: &Path, script: &str) {
+    let module = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("pi/node_modules/@mariozechner/pi-coding-agent/dist/core/session-manager.js");
+    let code = format!(
+        "import {{ SessionManager }} from {module:?};\n\
+         const sm = SessionManager.open({file:?});\n{script}",
+        module = module.display().to_string(),
+        file = file.display().to_string(),
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .args(["--input-type=module", "-e", &code])
+            .output(),
+    )
+    .await
+    .expect("node finished")
+    .expect("run node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn pi_session_with_a_tool_call_and_a_branch(proxy: &RecordingProxy, pi: &Pi) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let sessions = home.join("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    let session_id = "0b5e2c4d-7a1f-4e3b-9c8d-112233445566";
+    let file = sessions.join(format!("{session_id}.jsonl"));
+    std::fs::write(
+        sessions.join("sessions.json"),
+        json!({"made-by-pi": {"sessionId": session_id, "updatedAt": 1}}).to_string(),
+    )
+    .unwrap();
+
+    proxy.set_rewrite(Some(std::sync::Arc::new(force_one_bash_call)));
+    pi.prompt_with(&file, "run echo", &["--tools", "bash"])
+        .await;
+    proxy.set_rewrite(Some(std::sync::Arc::new(content_beside_tool_calls)));
+    pi.prompt(&file, "second prompt").await;
+    proxy.set_rewrite(None);
+    let entries = lines(&std::fs::read(&file).unwrap());
+    let messages: Vec<&Value> = entries.iter().filter(|e| e["type"] == "message").collect();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|e| e["message"]["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "toolResult",
+            "assistant",
+            "user",
+            "assistant"
+        ],
+        "pi made one tool call: {entries:?}"
+    );
+    assert_eq!(messages[1]["message"]["content"][0]["type"], "toolCall");
+    let end_of_first_turn = messages[3]["id"].as_str().unwrap().to_owned();
+    let second_reply = messages[5]["id"].as_str().unwrap().to_owned();
+
+    // A branch from the end of the first turn, as pi's /tree does.
+    session_manager(
+        &file,
+        &format!(
+            "sm.branchWithSummary({end_of_first_turn:?}, 'went another way');\n\
+             sm.appendMessage({{role: 'user', content: [{{type: 'text', text: 'alternative prompt'}}], timestamp: Date.now()}});\n\
+             sm.appendMessage({{role: 'assistant', content: [{{type: 'text', text: 'alternative answer'}}], api: 'openai-completions', provider: 'llama', model: {MODEL:?}, usage: {{input: 0, output: 0, cacheRead: 0, cacheWrite: 0, totalTokens: 0, cost: {{input: 0, output: 0, cacheRead: 0, cacheWrite: 0, total: 0}}}}, stopReason: 'stop', timestamp: Date.now()}});\n\
+             sm.appendLabelChange({end_of_first_turn:?}, 'fork point');"
+        ),
+    )
+    .await;
+
+    let relay = Relay::start_with(loopchat_tests::RelayOptions {
+        home: Some(home.clone()),
+        ..Default::default()
+    });
+    let api = relay.client();
+    let conversation = shown(&api, "made-by-pi").await;
+    let roles: Vec<&str> = conversation.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "toolResult",
+            "assistant",
+            "system",
+            "user",
+            "assistant"
+        ],
+        "{conversation:?}"
+    );
+    assert_eq!(conversation[0].1, "run echo");
+    assert_eq!(conversation[2].1, "hello\n", "the tool's output");
+    assert_eq!(conversation[4].1, "went another way");
+    assert_eq!(conversation[5].1, "alternative prompt");
+    assert_eq!(conversation[6].1, "alternative answer");
+    assert!(
+        !conversation.iter().any(|(_, t)| t == "second prompt"),
+        "the abandoned branch is not shown"
+    );
+    let all = loopchat_tests::all_messages(&api, "made-by-pi").await;
+    assert_eq!(
+        all[1]["content"][0]["type"], "toolCall",
+        "the tool call is shown"
+    );
+    assert_eq!(all[1]["content"][0]["name"], "bash");
+
+    // pi moves back to the other branch (its next entry hangs there):
+    // loopchat follows the file and shows that path.
+    session_manager(
+        &file,
+        &format!("sm.branch({second_reply:?});\nsm.appendSessionInfo('back again');"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conversation = loop {
+        let c = shown(&api, "made-by-pi").await;
+        if c.iter().any(|(_, t)| t == "second prompt") || Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let roles: Vec<&str> = conversation.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "user",
+            "assistant",
+            "toolResult",
+            "assistant",
+            "user",
+            "assistant"
+        ],
+        "{conversation:?}"
+    );
+    assert_eq!(conversation[4].1, "second prompt");
 }
