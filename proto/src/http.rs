@@ -223,6 +223,18 @@ pub struct RpcRequest {
     /// running turn of the same session. Default: queue.
     #[serde(default)]
     pub queue: Option<bool>,
+    /// The entry (a message id) the new user message follows: a branch, as
+    /// pi's `/tree` makes one. Editing a message is sending the new text with
+    /// the edited message's `parentId`. Default: the leaf (the conversation
+    /// goes on). An id the session does not have is a 400.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// Answer this user message (its id) again instead of sending a new one:
+    /// the reply is a new child of that message, given the path to it as
+    /// context. `text` must then be empty; not with `parentId` or
+    /// `attachments`.
+    #[serde(default)]
+    pub regenerate: Option<String>,
 }
 
 /// One rendered reply part.

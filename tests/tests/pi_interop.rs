@@ -179,6 +179,53 @@ async fn real_pi_and_loopchat_share_sessions() {
         .home
         .join("sessions")
         .join(format!("{session_id}.jsonl"));
+    // Edit the second question: a new branch under the first reply.
+    let first_reply = first["message"]["id"].as_str().unwrap().to_owned();
+    let edited = rpc(
+        &api,
+        json!({"session": "pi", "text": "second question, edited", "parentId": first_reply}),
+    )
+    .await;
+    let edited_user = edited["message"]["parentId"].as_str().unwrap().to_owned();
+    // And regenerate its answer: a second child of that message.
+    let again = rpc(
+        &api,
+        json!({"session": "pi", "text": "", "regenerate": edited_user}),
+    )
+    .await;
+    assert_eq!(again["message"]["parentId"], edited_user.as_str());
+    assert_ne!(again["message"]["id"], edited["message"]["id"]);
+    // Bad branch requests are refused and write nothing.
+    let size = std::fs::metadata(&file).unwrap().len();
+    for bad in [
+        json!({"session": "pi", "text": "x", "parentId": "nope"}),
+        json!({"session": "pi", "text": "", "regenerate": first_reply}),
+        json!({"session": "pi", "text": "", "regenerate": "nope"}),
+        json!({"session": "pi", "text": "x", "regenerate": edited_user}),
+    ] {
+        let (status, v) = api.rpc(bad.clone()).await;
+        assert_eq!(status, 400, "{bad} → {v}");
+    }
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
+    let texts: Vec<String> = shown(&api, "pi")
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "what is in this picture",
+            "echo: what is in this picture",
+            "second question, edited",
+            "echo: second question, edited"
+        ]
+    );
+    let last_shown = loopchat_tests::all_messages(&api, "pi").await;
+    assert_eq!(
+        last_shown[3]["id"], again["message"]["id"],
+        "the leaf's path"
+    );
     let before = std::fs::read(&file).unwrap();
     let ours = lines(&before);
     assert_eq!(ours[0]["type"], "session");
@@ -197,8 +244,8 @@ async fn real_pi_and_loopchat_share_sessions() {
     for said in [
         "what is in this picture",
         "echo: what is in this picture",
-        "second question",
-        "echo: second question",
+        "second question, edited",
+        "echo: second question, edited",
         "third question",
     ] {
         assert!(
@@ -206,6 +253,20 @@ async fn real_pi_and_loopchat_share_sessions() {
             "{said:?} not in pi's context: {texts:?}"
         );
     }
+    for abandoned in ["second question", "echo: second question"] {
+        assert!(
+            !texts.iter().any(|t| t == abandoned),
+            "pi followed loopchat's branch: {texts:?}"
+        );
+    }
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| *t == "echo: second question, edited")
+            .count(),
+        1,
+        "one of the two regenerated siblings"
+    );
     let data_url = format!(
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(&png)
@@ -258,6 +319,7 @@ async fn real_pi_and_loopchat_share_sessions() {
             "assistant"
         ]
     );
+    assert_eq!(conversation[2].1, "second question, edited");
     assert_eq!(conversation[4].1, "third question");
     assert_eq!(conversation[5].1, reply_text);
 

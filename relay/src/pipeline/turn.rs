@@ -110,6 +110,18 @@ async fn run(
         },
         None => None,
     };
+    // Regenerating answers a stored user message again, like a resumed turn.
+    let earlier = match (&request.regenerate, earlier) {
+        (Some(id), None) => match transcript.message(id) {
+            Ok(Some(user)) if user.message.role == Role::User => Some((user, None)),
+            Ok(_) => {
+                let e = TurnError::UnknownEntry(format!("no user message {id:?} in this session"));
+                return (Err(e), None);
+            }
+            Err(e) => return (Err(e.into()), None),
+        },
+        (_, earlier) => earlier,
+    };
     // A keyed turn run again after a crash answers its own user message in
     // the context it had then, not after turns that landed since.
     let mut resumed = None;
@@ -145,11 +157,25 @@ async fn run(
                 .thinking
                 .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
                 .unwrap_or_default();
-            if let Err(e) = transcript.note_settings(
+            if let Some(parent) = &request.parent_id {
+                match transcript.message(parent) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let e = TurnError::UnknownEntry(format!(
+                            "parentId {parent:?} names no message of this session"
+                        ));
+                        return (Err(e), None);
+                    }
+                    Err(e) => return (Err(e.into()), None),
+                }
+            }
+            match transcript.note_settings(
                 Some((&origin.provider, &origin.model)),
                 Some(level.as_str()),
+                request.parent_id.as_deref(),
             ) {
-                return (Err(e.into()), None);
+                Ok(last) => new.parent_id = last.or_else(|| request.parent_id.clone()),
+                Err(e) => return (Err(e.into()), None),
             }
             let published = transcript.append_then(&new, |stored| {
                 rt.events.publish(EventBody::Message {
@@ -239,6 +265,11 @@ async fn run(
         new.stop_reason = (state != RunState::Final).then(|| state.as_str().to_owned());
         new.error_message = error.clone();
         new.origin = Some(origin_of(&inner.agent.info()));
+        // A reply to a message answered again (regenerated, or resumed after
+        // a crash) is its child, whatever the leaf is now.
+        if resumed.is_some() {
+            new.parent_id = new.reply_to.clone();
+        }
         let published = transcript.append_then(&new, |stored| {
             rt.events.publish(EventBody::Message {
                 message: stored.message.clone(),

@@ -509,13 +509,16 @@ impl Transcript {
 
     /// Appends pi's `model_change` / `thinking_level_change` entries for
     /// what differs from the newest ones on the conversation's path (as far
-    /// back as the recent window reaches), as pi does when either changes.
-    /// Made durable with the next append's flush.
+    /// back as the recent window reaches), as pi does when either changes:
+    /// under the leaf, or under `under` (the first of them; a branch). Made
+    /// durable with the next append's flush. Returns the id of the last
+    /// entry written, if any.
     pub fn note_settings(
         &self,
         model: Option<(&str, &str)>,
         thinking: Option<&str>,
-    ) -> Result<(), StoreError> {
+        under: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         self.ensure_recent()?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_with_file(&mut w, Check::Append)?;
@@ -526,6 +529,8 @@ impl Transcript {
             }),
             thinking.map(|t| Setting::Thinking(t.to_owned())),
         ];
+        let mut parent = under.map(str::to_owned);
+        let mut last = None;
         for setting in wanted.into_iter().flatten() {
             let known = {
                 let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -534,19 +539,35 @@ impl Transcript {
                     Setting::Thinking(_) => recent.thinking.clone(),
                 }
             };
-            if known.as_ref() == Some(&setting) {
+            // On a branch the path's settings are not known: write them.
+            if under.is_none() && known.as_ref() == Some(&setting) {
                 continue;
             }
             let id = self.fresh_id();
-            let parent = w.leaf.clone();
-            let line = setting.to_line(&id, parent.as_deref(), crate::clock::now_millis());
+            let p = parent.take().or_else(|| w.leaf.clone());
+            let line = setting.to_line(&id, p.as_deref(), crate::clock::now_millis());
             let offset = self.write_entry(&mut w, &line)?;
             self.commit.bump();
-            let parent = parent.map_or(Parent::Root, Parent::Id);
+            let p = p.map_or(Parent::Root, Parent::Id);
             let len = line.len() as u64 - 1;
-            self.note_entry(&mut w, &id, &parent, offset, len, None, Some(setting));
+            self.note_entry(&mut w, &id, &p, offset, len, None, Some(setting));
+            last = Some(id);
         }
-        Ok(())
+        Ok(last)
+    }
+
+    /// The message (or marker) with id `id`, read from the file if it is
+    /// not in the window; `None` if the session has no such entry.
+    pub fn message(&self, id: &str) -> Result<Option<Arc<StoredMessage>>, StoreError> {
+        self.check_before_read()?;
+        let Some(offset) = self.offset_of(id)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .entry_at(offset)?
+            .filter(|e| e.id == id)
+            .and_then(Entry::into_message)
+            .map(Arc::new))
     }
 
     /// An entry id not in use, as far as the index and the window know.
