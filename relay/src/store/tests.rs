@@ -614,3 +614,39 @@ fn a_headerless_transcript_is_upgraded_without_loss() {
     assert_eq!(fs::read(&path).unwrap(), upgraded);
     assert_eq!(fs::read_to_string(&backup).unwrap(), old);
 }
+
+/// Every entry type pi writes stays byte for byte; the messages shown are
+/// the ones loopchat shows; an append hangs under the leaf (`session_info`).
+#[test]
+fn every_pi_entry_type_is_kept_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    let original = fixture("all-types.jsonl");
+    fs::write(&path, &original).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    let page = t.latest(50).unwrap();
+    let shown: Vec<(Role, String)> = page
+        .messages
+        .iter()
+        .map(|m| (m.message.role, m.message.content.text()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (Role::User, "hello".to_owned()),
+            (Role::Assistant, "hi".to_owned()),
+            (Role::Assistant, String::new()),
+            (Role::User, "retry".to_owned()),
+            (Role::Assistant, "ok".to_owned()),
+        ]
+    );
+    assert_eq!(
+        page.messages[2].message.stop_reason.as_deref(),
+        Some("error")
+    );
+    let (stored, _) = t.append(&msg(1, Role::User)).unwrap();
+    assert_eq!(stored.message.parent_id.as_deref(), Some("63f47d3e"));
+    let now = fs::read(&path).unwrap();
+    assert_eq!(&now[..original.len()], &original[..]);
+    assert!(!backup_path(&path).exists(), "a v3 file is never rewritten");
+}
