@@ -141,6 +141,37 @@ pub struct SessionSummary {
     pub updated_at: i64,
     pub thinking_level: String,
     pub preview: Option<String>,
+    /// The session's name (pi's newest `session_info` entry), shown as its
+    /// title; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// `POST /webchat/rename`: names a session (pi's `session_info` entry).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenameRequest {
+    /// The session key; `main` when absent.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session: Option<String>,
+    /// The new name (trimmed; empty clears it). At most 200 characters, no
+    /// control characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub name: String,
+}
+
+/// The answer to `POST /webchat/rename`, once the entry is durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RenameResponse {
+    pub ok: bool,
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -376,8 +376,9 @@ fn content_beside_tool_calls(body: &mut Value) {
     }
 }
 
-/// Runs pi's SessionManager (pi's own code, from node) on `file`.
-async fn session_manager(file: &Path, script: &str) {
+/// Runs pi's SessionManager (pi's own code, from node) on `file`; its
+/// stdout.
+async fn session_manager(file: &Path, script: &str) -> String {
     let module = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("pi/node_modules/@mariozechner/pi-coding-agent/dist/core/session-manager.js");
     let code = format!(
@@ -400,6 +401,7 @@ async fn session_manager(file: &Path, script: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 async fn pi_session_with_a_tool_call_and_a_branch(proxy: &RecordingProxy, pi: &Pi) {
@@ -520,4 +522,54 @@ async fn pi_session_with_a_tool_call_and_a_branch(proxy: &RecordingProxy, pi: &P
         "{conversation:?}"
     );
     assert_eq!(conversation[4].1, "second prompt");
+
+    // pi's session_info is the session's title; renaming writes one that pi
+    // reads as the name.
+    let title = |list: &Value| {
+        list["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == "made-by-pi")
+            .map(|s| s["title"].clone())
+            .unwrap()
+    };
+    let (_, list) = api.get_json("/webchat/sessions").await;
+    assert_eq!(title(&list), "back again");
+    let renamed = api
+        .post("/webchat/rename")
+        .json(&json!({"session": "made-by-pi", "name": "  renamed by loopchat "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let (_, list) = api.get_json("/webchat/sessions").await;
+    assert_eq!(title(&list), "renamed by loopchat");
+    assert_eq!(
+        session_manager(&file, "console.log(sm.getSessionName());").await,
+        "renamed by loopchat"
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    for (body, status) in [
+        (json!({"session": "made-by-pi", "name": "bell\u{7}"}), 400),
+        (
+            json!({"session": "made-by-pi", "name": "x".repeat(201)}),
+            400,
+        ),
+        (json!({"session": "nobody", "name": "x"}), 404),
+        (json!({"session": "made-by-pi"}), 400),
+    ] {
+        let r = api
+            .post("/webchat/rename")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+    }
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        size,
+        "refused renames write nothing"
+    );
 }

@@ -3,14 +3,15 @@
 use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
-    ErrorBody, Health, HistoryResponse, InfoResponse, Message, SessionSummary, SessionsResponse,
+    ErrorBody, Health, HistoryResponse, InfoResponse, Message, RenameRequest, RenameResponse,
+    SessionSummary, SessionsResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiQuery, Authed, session_key};
+use super::extract::{ApiJson, ApiQuery, Authed, session_key};
 use crate::store::Page;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -193,24 +194,76 @@ pub async fn sessions(
     let store = state.pipeline.store();
     let mut sessions = Vec::new();
     for e in store.sessions() {
-        let preview = store
-            .transcript(&e.session_id)
-            .ok()
+        let transcript = store.transcript(&e.session_id).ok();
+        let preview = transcript
+            .as_ref()
             .and_then(|t| t.latest(1).ok())
             .and_then(|p| {
                 p.messages
                     .last()
                     .map(|m| preview(&m.message.content.text()))
             });
+        let title = transcript.and_then(|t| t.name().ok().flatten());
         sessions.push(SessionSummary {
             key: e.key,
             session_id: e.session_id,
             updated_at: e.updated_at,
             thinking_level: e.thinking_level,
             preview,
+            title,
         });
     }
     Ok(Json(SessionsResponse { ok: true, sessions }))
+}
+
+/// Longest session name accepted.
+const MAX_NAME_CHARS: usize = 200;
+
+#[utoipa::path(
+    post,
+    path = "/webchat/rename",
+    tag = "chat",
+    summary = "Name a session",
+    description = "Appends pi's `session_info` entry to the session's transcript (an empty name clears the title) \
+                   and answers once it is durable. The name is the session's `title` in `GET /webchat/sessions`.",
+    request_body = RenameRequest,
+    responses(
+        (status = 200, description = "Renamed", body = RenameResponse),
+        (status = 400, description = "`bad_request`: a name too long or with control characters; `invalid_session_key`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody),
+        (status = 507, description = "`store_full`: the disk holding the store is full", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn rename(
+    _: Authed,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> Result<Json<RenameResponse>, ApiError> {
+    let key = session_key(req.session.as_deref())?;
+    let name = req.name.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "a session name is at most {MAX_NAME_CHARS} characters, without control characters"
+        )));
+    }
+    let store = state.pipeline.store();
+    let entry = store
+        .session(&key)
+        .ok_or_else(|| ApiError::not_found(format!("no session {key:?}")))?;
+    let transcript = store.transcript(&entry.session_id)?;
+    let generation = {
+        let transcript = transcript.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || transcript.rename(&name))
+            .await
+            .map_err(|e| ApiError::new(loopchat_proto::ErrorCode::Internal, e.to_string()))??
+    };
+    transcript.durable(generation).await?;
+    Ok(Json(RenameResponse {
+        ok: true,
+        title: Some(name.to_owned()).filter(|n| !n.is_empty()),
+    }))
 }
 
 fn preview(text: &str) -> String {

@@ -77,6 +77,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/status", get(status::status))
         .route("/webchat/history", get(chat::history))
         .route("/webchat/sessions", get(chat::sessions))
+        .route("/webchat/rename", post(chat::rename))
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))
         .route("/webchat/events", get(events::sse))

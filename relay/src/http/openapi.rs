@@ -89,6 +89,7 @@ pub struct Binary(pub Vec<u8>);
         chat::info,
         chat::history,
         chat::sessions,
+        chat::rename,
         status::status,
         rpc::rpc,
         rpc::abort,

@@ -489,6 +489,20 @@ impl Setting {
     }
 }
 
+/// pi's `session_info` entry: the session's display name.
+pub fn session_info_line(id: &str, parent: Option<&str>, timestamp_ms: i64, name: &str) -> Vec<u8> {
+    let mut obj = Map::new();
+    obj.insert("type".into(), "session_info".into());
+    obj.insert("id".into(), id.into());
+    obj.insert("parentId".into(), parent.map_or(Value::Null, Value::from));
+    obj.insert(
+        "timestamp".into(),
+        crate::clock::rfc3339_from_millis(timestamp_ms).into(),
+    );
+    obj.insert("name".into(), name.into());
+    entry_line(obj)
+}
+
 fn entry_line(obj: Map<String, Value>) -> Vec<u8> {
     // Serializing a Value tree cannot fail.
     let mut line = serde_json::to_vec(&Value::Object(obj)).unwrap_or_default();

@@ -56,6 +56,10 @@ const HEAD_FIELD_MAX: usize = 1024;
 /// id → offset index); when full it starts over, filled again by the next
 /// walks.
 const INDEX_CAP: usize = 32 * 1024;
+/// How far back from the end the newest `session_info` (the session's name)
+/// is looked for when a transcript is first asked for its name; later ones
+/// are seen as they are appended.
+const NAME_SCAN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Turns a raw stored message into what clients see (e.g. adds rendered
 /// HTML). Supplied by the owner of the store so the store stays ignorant of
@@ -293,6 +297,9 @@ pub struct Transcript {
     recent: Mutex<Recent>,
     marks: Mutex<PageMarks>,
     index: Mutex<IdIndex>,
+    /// The name of the newest `session_info` entry: `None` until looked
+    /// for, then `Some(None)` when there is none (or an empty one).
+    name: Mutex<Option<Option<String>>>,
     shared: Shared,
     opened: Instant,
     /// Milliseconds after `opened` when the file was last looked at.
@@ -411,6 +418,7 @@ impl Transcript {
             recent: Mutex::new(Recent::default()),
             marks: Mutex::new(PageMarks::default()),
             index: Mutex::new(IdIndex::default()),
+            name: Mutex::new(None),
             shared,
             opened: Instant::now(),
             checked_ms: AtomicU64::new(0),
@@ -568,6 +576,64 @@ impl Transcript {
             .filter(|e| e.id == id)
             .and_then(Entry::into_message)
             .map(Arc::new))
+    }
+
+    /// The session's name: the newest `session_info` entry in the file (as
+    /// pi's `getSessionName`), looked for in its last [`NAME_SCAN_BYTES`].
+    pub fn name(&self) -> Result<Option<String>, StoreError> {
+        self.check_before_read()?;
+        if let Some(known) = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(known);
+        }
+        let end = self.len();
+        let floor = end.saturating_sub(NAME_SCAN_BYTES);
+        let mut found = None;
+        self.scan_backwards(end, |e, _| {
+            if e.offset < floor {
+                return Step::Stop;
+            }
+            match e.name {
+                Some(n) => {
+                    found = Some(n);
+                    Step::Stop
+                }
+                None => Step::Next,
+            }
+        })?;
+        let name = found.filter(|n| !n.is_empty());
+        let mut known = self.name.lock().unwrap_or_else(|e| e.into_inner());
+        // An append may have named it meanwhile: that one is newer.
+        Ok(known.get_or_insert(name).clone())
+    }
+
+    fn set_name(&self, name: String) {
+        *self.name.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Some(name).filter(|n| !n.is_empty()));
+    }
+
+    /// Names the session: appends pi's `session_info` entry under the leaf
+    /// (an empty name clears it, as in pi). Returns the generation to wait
+    /// for with [`Transcript::durable`].
+    pub fn rename(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.trim();
+        self.ensure_recent()?;
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_with_file(&mut w, Check::Append)?;
+        let id = self.fresh_id();
+        let parent = w.leaf.clone();
+        let line = super::line::session_info_line(
+            &id,
+            parent.as_deref(),
+            crate::clock::now_millis(),
+            name,
+        );
+        let offset = self.write_entry(&mut w, &line)?;
+        let generation = self.commit.bump();
+        let parent = parent.map_or(Parent::Root, Parent::Id);
+        let len = line.len() as u64 - 1;
+        self.note_entry(&mut w, &id, &parent, offset, len, None, None);
+        self.set_name(name.to_owned());
+        Ok(generation)
     }
 
     /// An entry id not in use, as far as the index and the window know.
@@ -747,6 +813,7 @@ impl Transcript {
         *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
         *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = PageMarks::default();
         *self.index.lock().unwrap_or_else(|e| e.into_inner()) = IdIndex::default();
+        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = None;
         w.leaf = self.last_entry(w.len)?;
         if let Some(hook) = self.shared.foreign.get() {
             hook(&self.session_id, Foreign::Replaced);
@@ -772,8 +839,15 @@ impl Transcript {
                 line.extend_from_slice(&rest[..i]);
                 if let Some(entry) = parse_entry(&line, line_start) {
                     let Entry {
-                        id, parent, kind, ..
+                        id,
+                        parent,
+                        kind,
+                        name,
+                        ..
                     } = entry;
+                    if let Some(name) = name {
+                        self.set_name(name);
+                    }
                     let (message, setting) = match kind {
                         Kind::Message(m) | Kind::Compaction { marker: m, .. } => {
                             (Some(Arc::new(self.decorated(m))), None)
