@@ -591,7 +591,7 @@ async function openSession(key, { push = false } = {}) {
   state.session = key;
   setUrl(key, push);
   updateTitle();
-  ui.title.textContent = key;
+  ui.title.textContent = sessions.titleOf(key) || key;
   sessions.setCurrent(key);
   ui.thinking.value = thinkingFor(key, 'off');
   closeSidebar();
@@ -744,6 +744,24 @@ const sessions = new SessionList({
     if (key === state.session) { closeSidebar(); return; }
     openSession(key, { push: true });
   },
+  // A session's name (pi's session_info) is its title once the list has it.
+  onChange: () => {
+    if (state.session) ui.title.textContent = sessions.titleOf(state.session) || state.session;
+  },
+});
+
+// Renaming writes pi's session_info entry into the transcript.
+$('rename-session').addEventListener('click', async () => {
+  const key = state.session;
+  const name = window.prompt('Name this chat', sessions.titleOf(key) || '');
+  if (name === null) return;
+  try {
+    await api.rename(key, name);
+  } catch (err) {
+    window.alert(`Could not rename: ${err.message}`);
+    return;
+  }
+  await sessions.refresh();
 });
 
 function newChat() {
