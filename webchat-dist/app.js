@@ -89,6 +89,8 @@ const transcript = new Transcript({
   render: (msg, extra) => messageElement(msg, {
     ...extra,
     onRetry: msg.stopReason === 'error' || extra.error ? () => retryFor(msg.id, extra.runId, extra.userText) : undefined,
+    onEdit: msg.role === 'user' && msg.parentId ? () => branchTurn({ editOf: msg }) : undefined,
+    onRegenerate: msg.role === 'assistant' && msg.parentId && !msg.kind ? () => branchTurn({ regenerate: msg.parentId }) : undefined,
   }),
   fetchOlder: (beforeId) => api.history(state.session, beforeId, PAGE),
   onChange: (s) => {
@@ -612,6 +614,31 @@ function clearLive() {
 }
 
 /** (Re)load the current session from /info and follow its events. */
+/**
+ * A turn on another branch (pi's tree): the edited text as a new child of
+ * the edited message's parent, or the user message answered again. The
+ * conversation is then the new branch, so the session is loaded again.
+ */
+async function branchTurn({ editOf, regenerate }) {
+  const session = state.session;
+  const body = { session, id: uuid(), text: '' };
+  if (editOf) {
+    const text = window.prompt('Edit message', contentText(editOf.content));
+    if (text === null || !text.trim()) return;
+    body.text = text;
+    body.parentId = editOf.parentId;
+  } else {
+    body.regenerate = regenerate;
+  }
+  try {
+    await rpcStream(body, {});
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.offline) return;
+    if (err.code !== 'agent_error' && err.code !== 'agent_timeout') window.alert(`Could not send: ${err.message}`);
+  }
+  if (state.session === session) await loadSession();
+}
+
 async function loadSession(attempt = 0) {
   const gen = ++state.loadGen;
   const key = state.session;

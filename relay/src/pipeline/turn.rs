@@ -169,13 +169,17 @@ async fn run(
                     Err(e) => return (Err(e.into()), None),
                 }
             }
-            match transcript.note_settings(
-                Some((&origin.provider, &origin.model)),
-                Some(level.as_str()),
-                request.parent_id.as_deref(),
-            ) {
-                Ok(last) => new.parent_id = last.or_else(|| request.parent_id.clone()),
-                Err(e) => return (Err(e.into()), None),
+            // A branch hangs right under the chosen entry, a sibling of what
+            // was there (as pi's /tree makes it); the settings above the fork
+            // still hold on its path.
+            new.parent_id = request.parent_id.clone();
+            if new.parent_id.is_none()
+                && let Err(e) = transcript.note_settings(
+                    Some((&origin.provider, &origin.model)),
+                    Some(level.as_str()),
+                )
+            {
+                return (Err(e.into()), None);
             }
             let published = transcript.append_then(&new, |stored| {
                 rt.events.publish(EventBody::Message {

@@ -517,16 +517,13 @@ impl Transcript {
 
     /// Appends pi's `model_change` / `thinking_level_change` entries for
     /// what differs from the newest ones on the conversation's path (as far
-    /// back as the recent window reaches), as pi does when either changes:
-    /// under the leaf, or under `under` (the first of them; a branch). Made
-    /// durable with the next append's flush. Returns the id of the last
-    /// entry written, if any.
+    /// back as the recent window reaches), as pi does when either changes,
+    /// under the leaf. Made durable with the next append's flush.
     pub fn note_settings(
         &self,
         model: Option<(&str, &str)>,
         thinking: Option<&str>,
-        under: Option<&str>,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<(), StoreError> {
         self.ensure_recent()?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_with_file(&mut w, Check::Append)?;
@@ -537,8 +534,6 @@ impl Transcript {
             }),
             thinking.map(|t| Setting::Thinking(t.to_owned())),
         ];
-        let mut parent = under.map(str::to_owned);
-        let mut last = None;
         for setting in wanted.into_iter().flatten() {
             let known = {
                 let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -547,21 +542,19 @@ impl Transcript {
                     Setting::Thinking(_) => recent.thinking.clone(),
                 }
             };
-            // On a branch the path's settings are not known: write them.
-            if under.is_none() && known.as_ref() == Some(&setting) {
+            if known.as_ref() == Some(&setting) {
                 continue;
             }
             let id = self.fresh_id();
-            let p = parent.take().or_else(|| w.leaf.clone());
+            let p = w.leaf.clone();
             let line = setting.to_line(&id, p.as_deref(), crate::clock::now_millis());
             let offset = self.write_entry(&mut w, &line)?;
             self.commit.bump();
             let p = p.map_or(Parent::Root, Parent::Id);
             let len = line.len() as u64 - 1;
             self.note_entry(&mut w, &id, &p, offset, len, None, Some(setting));
-            last = Some(id);
         }
-        Ok(last)
+        Ok(())
     }
 
     /// The message (or marker) with id `id`, read from the file if it is
