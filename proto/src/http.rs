@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
 use crate::ThinkingLevel;
-use crate::{Message, Notification};
+use crate::{Message, Notification, Role};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,6 +145,34 @@ pub struct SessionSummary {
     /// title; absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+}
+
+/// One entry of `GET /webchat/tree`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TreeEntry {
+    pub id: String,
+    /// `null` for a root.
+    pub parent_id: Option<String>,
+    /// Set for the messages shown in the chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// `GET /webchat/tree`: the shape of a session's tree, for switching
+/// branches. `complete: false` (and no entries) for a transcript too large to
+/// send whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TreeResponse {
+    pub ok: bool,
+    /// The last entry of the file: where the conversation ends.
+    pub leaf_id: Option<String>,
+    pub complete: bool,
+    /// In file order.
+    pub entries: Vec<TreeEntry>,
 }
 
 /// `POST /webchat/rename`: names a session (pi's `session_info` entry).

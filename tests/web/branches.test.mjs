@@ -4,7 +4,7 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Relay, launchBrowser, newPage, openChat, transcriptTexts, missingPrerequisite } from './harness.mjs';
+import { Relay, launchBrowser, newPage, openChat, sendMessage, transcriptTexts, missingPrerequisite } from './harness.mjs';
 
 describe('branches', () => {
   let relay;
@@ -65,5 +65,29 @@ describe('branches', () => {
     await page.reload();
     await page.waitForSelector(`#messages .msg[data-id="${after[3].id}"]`);
     assert.deepEqual(await transcriptTexts(page), ['first', 'echo: first', 'second, edited', 'echo: second, edited']);
+  });
+
+  it('‹ 1/2 › switches to the other branch without writing, and a message sent there continues it', async () => {
+    const tree = async () => (await relay.api('GET', 'tree?session=tree')).json;
+    const before = await tree();
+    assert.equal(before.complete, true);
+    const latest = await history();
+    const edited = latest[2];
+    // The edited message and the original are siblings.
+    await page.waitForSelector(`#messages .msg[data-id="${edited.id}"] .branch-pos >> text=2/2`);
+    await page.click(`#messages .msg[data-id="${edited.id}"] .branch-prev`);
+    await page.waitForFunction(() => /echo: second$/.test(document.querySelector('#messages .msg:last-child .msg-body')?.innerText.trim() || ''));
+    assert.deepEqual(await transcriptTexts(page), ['first', 'echo: first', 'second', 'echo: second']);
+    await page.waitForSelector('#messages .msg .branch-pos >> text=1/2');
+    // Looking at a branch appends nothing (pi's /tree moves only its leaf).
+    assert.deepEqual((await tree()).entries.length, before.entries.length);
+    assert.deepEqual((await history()).map((m) => m.id), latest.map((m) => m.id));
+    // The next message goes on from the branch shown.
+    await sendMessage(page, 'third');
+    await page.waitForFunction(() => /echo: third/.test(document.querySelector('#messages')?.innerText || ''));
+    await page.waitForFunction(() => document.querySelectorAll('#messages .msg').length === 6);
+    const now = (await history()).map((m) => m.content);
+    assert.deepEqual(now, ['first', 'echo: first', 'second', 'echo: second', 'third', 'echo: third']);
+    assert.deepEqual(await transcriptTexts(page), ['first', 'echo: first', 'second', 'echo: second', 'third', 'echo: third']);
   });
 });

@@ -90,6 +90,7 @@ pub struct Binary(pub Vec<u8>);
         chat::history,
         chat::sessions,
         chat::rename,
+        chat::tree,
         status::status,
         rpc::rpc,
         rpc::abort,

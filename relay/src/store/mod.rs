@@ -32,6 +32,7 @@ pub use line::{
 };
 pub use transcript::{
     AttachmentBytes, DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript,
+    TreeSkeleton,
 };
 pub use upgrade::backup_path;
 

@@ -222,6 +222,15 @@ impl Recent {
     }
 }
 
+/// The shape of a transcript's tree: see [`Transcript::tree`].
+#[derive(Debug, Clone)]
+pub struct TreeSkeleton {
+    /// The last entry of the file.
+    pub leaf: Option<String>,
+    /// (id, parent id, role if it is a message), in file order.
+    pub entries: Vec<(String, Option<String>, Option<loopchat_proto::Role>)>,
+}
+
 /// A stored user message and, if it was answered, the reply.
 pub type StoredTurn = (Arc<StoredMessage>, Option<Arc<StoredMessage>>);
 
@@ -983,6 +992,82 @@ impl Transcript {
             },
         };
         Ok(Some(page))
+    }
+
+    /// The last `limit` messages of the path that ends with the entry
+    /// `leaf` (another branch than the conversation, to look at it); `None`
+    /// when the session has no such entry.
+    pub fn path_to(&self, leaf: &str, limit: usize) -> Result<Option<Page>, StoreError> {
+        self.check_before_read()?;
+        let Some(offset) = self.offset_of(leaf)? else {
+            return Ok(None);
+        };
+        // The walk starts just after the leaf's line, which it takes first.
+        let end = self.line_end(offset)?;
+        Ok(Some(self.read_path(
+            end,
+            Want::Id(leaf.to_owned()),
+            limit,
+            true,
+        )?))
+    }
+
+    /// Every entry of the tree, in file order, as (id, parent id, role of
+    /// a message): what a client needs to show and switch branches. `None`
+    /// when the file has more than `cap` entries (the whole file is read).
+    pub fn tree(&self, cap: usize) -> Result<Option<TreeSkeleton>, StoreError> {
+        self.check_before_read()?;
+        let end = self.len();
+        let mut newest_first = Vec::new();
+        let mut too_many = false;
+        self.scan_backwards(end, |e, _| {
+            if newest_first.len() == cap {
+                too_many = true;
+                return Step::Stop;
+            }
+            let role = e.message().map(|m| m.message.role);
+            newest_first.push((e.id, e.parent, role));
+            Step::Next
+        })?;
+        if too_many {
+            return Ok(None);
+        }
+        newest_first.reverse();
+        let mut entries = Vec::with_capacity(newest_first.len());
+        let mut previous: Option<String> = None;
+        for (id, parent, role) in newest_first {
+            let parent = match parent {
+                Parent::Root => None,
+                Parent::Previous => previous.clone(),
+                Parent::Id(p) => Some(p),
+            };
+            previous = Some(id.clone());
+            entries.push((id, parent, role));
+        }
+        let leaf = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leaf
+            .clone();
+        Ok(Some(TreeSkeleton { leaf, entries }))
+    }
+
+    /// The offset just past the newline of the line that starts at `offset`.
+    fn line_end(&self, offset: u64) -> Result<u64, StoreError> {
+        let reader = self.reader();
+        let end = self.len();
+        let mut pos = offset;
+        while pos < end {
+            let n = (end - pos).min(CHUNK) as usize;
+            let mut buf = vec![0u8; n];
+            reader.read_exact_at(&mut buf, pos)?;
+            if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                return Ok(pos + i as u64 + 1);
+            }
+            pos += n as u64;
+        }
+        Ok(end)
     }
 
     /// The last `limit` messages up to and including `last`: the context
