@@ -269,9 +269,10 @@ async fn run(
         new.stop_reason = (state != RunState::Final).then(|| state.as_str().to_owned());
         new.error_message = error.clone();
         new.origin = Some(origin_of(&inner.agent.info()));
-        // A reply to a message answered again (regenerated, or resumed after
-        // a crash) is its child, whatever the leaf is now.
-        if resumed.is_some() {
+        // A regenerated reply is a new child of the message it answers. (A
+        // turn resumed after a crash goes on at the leaf instead: hanging it
+        // under its message would hide the turns that landed since.)
+        if request.regenerate.is_some() {
             new.parent_id = new.reply_to.clone();
         }
         let published = transcript.append_then(&new, |stored| {
