@@ -90,6 +90,8 @@ const transcript = new Transcript({
   render: (msg, extra) => messageElement(msg, {
     ...extra,
     onRetry: msg.stopReason === 'error' || extra.error ? () => retryFor(msg.id, extra.runId, extra.userText) : undefined,
+    onEdit: msg.role === 'user' && msg.parentId ? () => branchTurn({ editOf: msg }) : undefined,
+    onRegenerate: msg.role === 'assistant' && msg.parentId && !msg.kind ? () => branchTurn({ regenerate: msg.parentId }) : undefined,
   }),
   fetchOlder: (beforeId) => api.history(state.session, beforeId, PAGE),
   onChange: (s) => {
@@ -473,7 +475,10 @@ function enqueue({ text, files = [], previews = [], attachments = [] }) {
     thinking: ui.thinking.value,
     attachments, // [{id, url, mimeType}] already uploaded
     createdAt: new Date().toISOString(),
+    // Looking at another branch: the message goes on from there.
+    parentId: state.viewLeaf || undefined,
   };
+  state.viewLeaf = null;
   if (previews.length) {
     // previews are memory-only (blob: URLs); registered before the outbox
     // change below renders the pending bubble
@@ -525,6 +530,7 @@ function sendItem(item) {
         return settle('failed');
       }
       const body = { text: item.text, session: item.session, id: item.id };
+      if (item.parentId) body.parentId = item.parentId;
       if (item.thinking && THINKING_LEVELS.includes(item.thinking)) body.thinking = item.thinking;
       if (attachments.length) body.attachments = attachments.map((a) => ({ id: a.id }));
       renderPending();
@@ -543,6 +549,7 @@ function sendItem(item) {
         });
         outbox.remove(item.id);
         settle('sent');
+        if (item.parentId && item.session === state.session) loadSession();
       } catch (err) {
         if (!(err instanceof ApiError) || err.offline) {
           // Lost the relay mid-way: the item stays, and is sent again (same id) on reconnect.
@@ -609,7 +616,7 @@ async function openSession(key, { push = false } = {}) {
   state.session = key;
   setUrl(key, push);
   updateTitle();
-  ui.title.textContent = key;
+  ui.title.textContent = sessions.titleOf(key) || key;
   sessions.setCurrent(key);
   ui.thinking.value = thinkingFor(key, 'off');
   closeSidebar();
@@ -630,6 +637,91 @@ function clearLive() {
 }
 
 /** (Re)load the current session from /info and follow its events. */
+/**
+ * A turn on another branch (pi's tree): the edited text as a new child of
+ * the edited message's parent, or the user message answered again. The
+ * conversation is then the new branch, so the session is loaded again.
+ */
+async function branchTurn({ editOf, regenerate }) {
+  const session = state.session;
+  const body = { session, id: uuid(), text: '' };
+  if (editOf) {
+    const text = window.prompt('Edit message', contentText(editOf.content));
+    if (text === null || !text.trim()) return;
+    body.text = text;
+    body.parentId = editOf.parentId;
+  } else {
+    body.regenerate = regenerate;
+  }
+  try {
+    await rpcStream(body, {});
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.offline) return;
+    if (err.code !== 'agent_error' && err.code !== 'agent_timeout') window.alert(`Could not send: ${err.message}`);
+  }
+  if (state.session === session) await loadSession();
+}
+
+// ---------------------------------------------------------------- branches
+// pi's tree: a message whose parent has other children of its role gets a
+// ‹ i/n › switcher. Switching shows that branch (down to its newest entry)
+// and appends nothing, as pi's /tree appends nothing to move its leaf; the
+// next message sent goes on from there.
+
+async function refreshTree(key) {
+  let tree;
+  try {
+    tree = await api.tree(key);
+  } catch {
+    return;
+  }
+  if (key !== state.session || !tree.complete) return;
+  state.tree = tree;
+  decorateBranches();
+}
+
+function siblingsOf(id) {
+  const tree = state.tree;
+  if (!tree) return null;
+  const me = tree.entries.find((e) => e.id === id);
+  if (!me || !me.role) return null;
+  const ids = tree.entries.filter((e) => e.role === me.role && e.parentId === me.parentId).map((e) => e.id);
+  return ids.length > 1 ? ids : null;
+}
+
+/** The newest entry of the subtree under `id`: where that branch ends. */
+function branchEnd(id) {
+  const under = new Set([id]);
+  let last = id;
+  for (const e of state.tree.entries) {
+    if (e.parentId && under.has(e.parentId)) { under.add(e.id); last = e.id; }
+  }
+  return last;
+}
+
+function decorateBranches() {
+  for (const node of ui.messages.querySelectorAll('.msg[data-id]')) {
+    node.querySelector('.branch-switch')?.remove();
+    const ids = siblingsOf(node.dataset.id);
+    if (!ids) continue;
+    const i = ids.indexOf(node.dataset.id);
+    const go = (j) => () => showBranch(branchEnd(ids[j]));
+    node.append(el('div', { class: 'branch-switch', role: 'group', 'aria-label': 'Branches' },
+      el('button', { class: 'branch-prev', type: 'button', 'aria-label': 'Previous branch', text: '‹', disabled: i === 0, onclick: go(i - 1) }),
+      el('span', { class: 'branch-pos', text: `${i + 1}/${ids.length}` }),
+      el('button', { class: 'branch-next', type: 'button', 'aria-label': 'Next branch', text: '›', disabled: i === ids.length - 1, onclick: go(i + 1) })));
+  }
+}
+
+async function showBranch(leaf) {
+  const key = state.session;
+  const page = await api.historyTo(key, leaf, PAGE);
+  if (key !== state.session) return;
+  transcript.reset(page.messages || [], page.hasMore);
+  state.viewLeaf = state.tree && leaf === state.tree.leafId ? null : leaf;
+  decorateBranches();
+}
+
 async function loadSession(attempt = 0) {
   const gen = ++state.loadGen;
   const key = state.session;
@@ -667,7 +759,9 @@ async function loadSession(attempt = 0) {
   hideBanner();
   clearLive();
   transcript.reset(info.initialMessages || [], info.hasMore);
+  state.viewLeaf = null;
   performance.mark('loopchat:rendered');
+  refreshTree(key);
   if (!store.get(`loopchat.thinking.${key}`)) ui.thinking.value = thinkingFor(key, info.thinkingLevel);
   const agent = info.agent || {};
   ui.agentInfo.textContent = [agent.backend, agent.model, info.version ? `v${info.version}` : null].filter(Boolean).join(' · ');
@@ -776,6 +870,24 @@ const sessions = new SessionList({
     if (key === state.session) { closeSidebar(); return; }
     openSession(key, { push: true });
   },
+  // A session's name (pi's session_info) is its title once the list has it.
+  onChange: () => {
+    if (state.session) ui.title.textContent = sessions.titleOf(state.session) || state.session;
+  },
+});
+
+// Renaming writes pi's session_info entry into the transcript.
+$('rename-session').addEventListener('click', async () => {
+  const key = state.session;
+  const name = window.prompt('Name this chat', sessions.titleOf(key) || '');
+  if (name === null) return;
+  try {
+    await api.rename(key, name);
+  } catch (err) {
+    window.alert(`Could not rename: ${err.message}`);
+    return;
+  }
+  await sessions.refresh();
 });
 
 function newChat() {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
 use crate::ThinkingLevel;
-use crate::{Message, Notification};
+use crate::{Message, Notification, Role};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +147,65 @@ pub struct SessionSummary {
     pub updated_at: i64,
     pub thinking_level: String,
     pub preview: Option<String>,
+    /// The session's name (pi's newest `session_info` entry), shown as its
+    /// title; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// One entry of `GET /webchat/tree`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TreeEntry {
+    pub id: String,
+    /// `null` for a root.
+    pub parent_id: Option<String>,
+    /// Set for the messages shown in the chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// `GET /webchat/tree`: the shape of a session's tree, for switching
+/// branches. `complete: false` (and no entries) for a transcript too large to
+/// send whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TreeResponse {
+    pub ok: bool,
+    /// The last entry of the file: where the conversation ends.
+    pub leaf_id: Option<String>,
+    pub complete: bool,
+    /// In file order.
+    pub entries: Vec<TreeEntry>,
+}
+
+/// `POST /webchat/rename`: names a session (pi's `session_info` entry).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenameRequest {
+    /// The session key; `main` when absent.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session: Option<String>,
+    /// The new name (trimmed; empty clears it). At most 200 characters, no
+    /// control characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub name: String,
+}
+
+/// The answer to `POST /webchat/rename`, once the entry is durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RenameResponse {
+    pub ok: bool,
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +288,18 @@ pub struct RpcRequest {
     /// running turn of the same session. Default: queue.
     #[serde(default)]
     pub queue: Option<bool>,
+    /// The entry (a message id) the new user message follows: a branch, as
+    /// pi's `/tree` makes one. Editing a message is sending the new text with
+    /// the edited message's `parentId`. Default: the leaf (the conversation
+    /// goes on). An id the session does not have is a 400.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// Answer this user message (its id) again instead of sending a new one:
+    /// the reply is a new child of that message, given the path to it as
+    /// context. `text` must then be empty; not with `parentId` or
+    /// `attachments`.
+    #[serde(default)]
+    pub regenerate: Option<String>,
 }
 
 /// One rendered reply part.

@@ -60,6 +60,17 @@ pub struct Message {
     /// (`aborted` or `error`); absent for a complete reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// The id of the entry this one follows in the session tree (pi's
+    /// `parentId`); absent for a root entry or a line from a file without a
+    /// tree (pi format v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Set when this is not a plain message but a marker shown in its place:
+    /// `compaction` (what came before was summarised for the agent) or
+    /// `branch_summary` (a summary of the branch the conversation came back
+    /// from). The summary is the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 #[cfg(test)]

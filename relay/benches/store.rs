@@ -12,21 +12,18 @@ use loopchat_proto::{Content, Role};
 use loopchat_relay::store::{NewMessage, Store, parse_line};
 
 fn message(i: usize, role: Role) -> NewMessage {
-    NewMessage {
-        id: format!("00000000-0000-4000-8000-{i:012}"),
+    let mut m = NewMessage::new(
         role,
         // ~250 bytes a line, like the 25 MB / 100k-message transcript of the
         // Node implementation's measurement.
-        content: Content::Text(format!(
+        Content::Text(format!(
             "message {i}: {}",
             "lorem ipsum dolor sit amet ".repeat(6)
         )),
-        timestamp_ms: 1_700_000_000_000 + i as i64,
-        client_id: None,
-        reply_to: None,
-        stop_reason: None,
-        error_message: None,
-    }
+        1_700_000_000_000 + i as i64,
+    );
+    m.id = format!("{i:08x}");
+    m
 }
 
 fn build(dir: &std::path::Path, n: usize) -> (Store, String) {
@@ -46,7 +43,7 @@ fn build(dir: &std::path::Path, n: usize) -> (Store, String) {
 }
 
 fn bench(c: &mut Criterion) {
-    let line = message(7, Role::Assistant).to_line();
+    let line = message(7, Role::Assistant).to_line("00000007", Some("00000006"));
     c.bench_function("parse_line", |b| {
         b.iter(|| parse_line(black_box(&line[..line.len() - 1]), 0))
     });

@@ -129,17 +129,12 @@ pub fn store_line(data: &[u8]) {
         .ok()
         .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
         .unwrap_or(0);
-    let written = NewMessage {
-        id: m.message.id.clone(),
-        role: m.message.role,
-        content: m.message.content.clone(),
-        timestamp_ms,
-        client_id: m.client_id.clone(),
-        reply_to: m.reply_to.clone(),
-        stop_reason: m.message.stop_reason.clone(),
-        error_message: None,
-    };
-    let line = written.to_line();
+    let mut written = NewMessage::new(m.message.role, m.message.content.clone(), timestamp_ms);
+    written.client_id = m.client_id.clone();
+    written.reply_to = m.reply_to.clone();
+    written.stop_reason = m.message.stop_reason.clone();
+    let parent = m.message.parent_id.as_deref();
+    let line = written.to_line(&m.message.id, parent);
     assert_eq!(line.last(), Some(&b'\n'));
     assert_eq!(
         line.iter().filter(|b| **b == b'\n').count(),
@@ -147,8 +142,9 @@ pub fn store_line(data: &[u8]) {
         "a written message is exactly one line"
     );
     let back = parse_line(&line[..line.len() - 1], AT).expect("a written line reads back");
-    assert_eq!(back.message, written.to_message());
-    assert_eq!(back.message.content, m.message.content);
+    assert_eq!(back.message, written.to_message(&m.message.id, parent));
+    // Written in pi's block form, read back as the same text.
+    assert_eq!(back.message.content.text(), m.message.content.text());
     assert_eq!(back.client_id, m.client_id);
     assert_eq!(back.reply_to, m.reply_to);
 }

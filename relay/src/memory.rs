@@ -124,6 +124,8 @@ mod tests {
             timestamp: "2026-01-01T00:00:00Z".into(),
             html: None,
             stop_reason: None,
+            parent_id: None,
+            kind: None,
         };
         let plain = message_bytes(&m);
         assert!(plain > 10_000 && plain < 11_000, "{plain}");

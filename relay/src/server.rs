@@ -68,6 +68,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         window_bytes,
     )
     .context("cannot open the session store")?;
+    {
+        let attachments = Attachments::new(home.attachments_dir());
+        store.on_attachment_bytes(Arc::new(move |id| attachments.read(id)));
+    }
     let agent = agent::from_config(&config.agent)?;
     let pipeline = Pipeline::with_ring_bytes(
         store.clone(),

@@ -1,5 +1,6 @@
 //! The real llama.cpp (llama-cpp-python) server on the generated tiny model
-//! (tests/support/llama), for suites that need a model.
+//! (tests/support/llama), for suites that need a model, and a recording forwarding
+//! proxy in front of it for suites that must see what a client sent.
 //!
 //! The server handles one request at a time: a suite runs everything that
 //! talks to it inside one test. `LOOPCHAT_SKIP_LLAMA=1` skips with a printed
@@ -10,6 +11,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde_json::Value;
 
 pub const MODEL: &str = "tiny-llama";
 
@@ -133,5 +140,101 @@ impl Drop for Llama {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// How the proxy changes a chat completion request before forwarding it.
+pub type Rewrite = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
+struct ProxyState {
+    upstream: SocketAddr,
+    http: reqwest::Client,
+    bodies: Mutex<Vec<Value>>,
+    rewrite: Mutex<Option<Rewrite>>,
+}
+
+/// Forwards every request to the server, recording the JSON bodies (as the
+/// client sent them) and streaming the answer back as it comes.
+pub struct RecordingProxy {
+    pub port: u16,
+    state: Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingProxy {
+    pub async fn start(upstream: SocketAddr) -> RecordingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ProxyState {
+            upstream,
+            http: reqwest::Client::new(),
+            bodies: Mutex::default(),
+            rewrite: Mutex::default(),
+        });
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        RecordingProxy { port, state, task }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Every JSON request body so far, oldest first.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.state.bodies.lock().unwrap().clone()
+    }
+
+    pub fn set_rewrite(&self, rewrite: Option<Rewrite>) {
+        *self.state.rewrite.lock().unwrap() = rewrite;
+    }
+}
+
+async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut bytes = bytes.to_vec();
+    if let Ok(mut json) = serde_json::from_slice::<Value>(&bytes) {
+        state.bodies.lock().unwrap().push(json.clone());
+        let rewrite = state.rewrite.lock().unwrap().clone();
+        if let Some(rewrite) = rewrite {
+            rewrite(&mut json);
+            bytes = serde_json::to_vec(&json).unwrap();
+        }
+    }
+    let url = format!(
+        "http://{}{}",
+        state.upstream,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut upstream = state.http.request(parts.method, url).body(bytes);
+    if let Some(ct) = parts.headers.get("content-type") {
+        upstream = upstream.header("content-type", ct);
+    }
+    match upstream.send().await {
+        Ok(r) => {
+            let mut out = Response::builder().status(r.status().as_u16());
+            if let Some(ct) = r.headers().get("content-type") {
+                out = out.header("content-type", ct);
+            }
+            let stream = r.bytes_stream().map(|c| c.map_err(std::io::Error::other));
+            out.body(Body::from_stream(stream)).unwrap()
+        }
+        Err(e) => Response::builder()
+            .status(502)
+            .body(Body::from(e.to_string()))
+            .unwrap(),
     }
 }

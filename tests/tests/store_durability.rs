@@ -39,8 +39,8 @@ async fn opens_an_existing_pi_store() {
     assert_eq!(info["sessionId"], "3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b");
     assert_eq!(info["thinkingLevel"], "low");
     let msgs = info["initialMessages"].as_array().unwrap();
-    // 6 messages; the session header, model_change, compaction and the torn
-    // last line are skipped.
+    // 6 messages and the compaction's marker; the session header,
+    // model_change and the torn last line are skipped.
     let roles: Vec<_> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(
         roles,
@@ -50,10 +50,14 @@ async fn opens_an_existing_pi_store() {
             "user",
             "assistant",
             "toolResult",
+            "system",
             "assistant"
         ]
     );
-    assert_eq!(msgs[0]["content"][0]["text"], "What's 2+2?");
+    assert_eq!(msgs[5]["kind"], "compaction");
+    assert_eq!(msgs[5]["content"], "user listed files");
+    // One text block is served as the string it stands for.
+    assert_eq!(msgs[0]["content"], "What's 2+2?");
     assert_eq!(msgs[0]["timestamp"], "2025-01-01T00:00:01.000Z");
     assert!(
         msgs[1]["html"]
@@ -69,7 +73,17 @@ async fn opens_an_existing_pi_store() {
         "thinking is not the reply"
     );
     assert_eq!(msgs[2]["content"], "run ls");
-    // Messages without ids get stable offset ids usable for paging.
+    // The v1 file was brought to v3 as pi does when it opens one (the
+    // original kept beside it): every entry has an id and a parent.
+    let file = home.join("sessions/3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["version"], 3);
+    assert!(
+        home.join("sessions/3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b.jsonl.pre-v3.bak")
+            .exists()
+    );
+    assert_eq!(msgs[1]["parentId"], msgs[0]["id"]);
     let id = msgs[3]["id"].as_str().unwrap();
     let (s, page) = api
         .get_json(&format!(

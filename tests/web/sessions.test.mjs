@@ -102,4 +102,27 @@ describe('sessions', () => {
     assert.equal(await other.innerText('#session-title'), 'beta');
     await other.context().close();
   });
+
+  it('a session named by pi (session_info) shows its name; Rename writes one', async () => {
+    // Another tool names the session (a rename by any client appends pi's
+    // session_info entry); the sidebar and the header show the name.
+    const res = await relay.api('POST', 'rename', { session: 'beta', name: 'Beta project' });
+    assert.equal(res.status, 200);
+    await page.click('#session-list .session-item[data-key="alpha"]');
+    await page.waitForSelector('#messages .msg >> text=echo: alpha question');
+    await page.reload();
+    await page.waitForSelector('#session-list .session-item[data-key="beta"] .session-name >> text=Beta project');
+    // Renaming the open chat from the page.
+    page.once('dialog', (d) => d.accept('  Alpha work  '));
+    await page.click('#rename-session');
+    await page.waitForSelector('#session-list .session-item[data-key="alpha"] .session-name >> text=Alpha work');
+    await page.waitForFunction(() => document.querySelector('#session-title').textContent === 'Alpha work');
+    const list = (await relay.api('GET', 'sessions')).json;
+    assert.equal(list.sessions.find((s) => s.key === 'alpha').title, 'Alpha work');
+    // Cancelling the prompt changes nothing.
+    page.once('dialog', (d) => d.dismiss());
+    await page.click('#rename-session');
+    const again = (await relay.api('GET', 'sessions')).json;
+    assert.equal(again.sessions.find((s) => s.key === 'alpha').title, 'Alpha work');
+  });
 });

@@ -120,7 +120,10 @@ function takeBootInfo(session, limit) {
 export const api = {
   info: (session, limit) => call('GET', 'info', { params: { session, limit }, pending: takeBootInfo(session, limit) }),
   history: (session, before, limit) => call('GET', 'history', { params: { session, before, limit } }),
+  historyTo: (session, leaf, limit) => call('GET', 'history', { params: { session, leaf, limit } }),
+  tree: (session) => call('GET', 'tree', { params: { session } }),
   sessions: () => call('GET', 'sessions'),
+  rename: (session, name) => call('POST', 'rename', { json: { session, name } }),
   status: () => call('GET', 'status'),
   abort: (session, runId) => call('POST', 'abort', { json: { session, runId: runId || undefined } }),
   notifications: (since, limit) => call('GET', 'notifications', { params: { since, limit } }),

@@ -125,7 +125,11 @@ export function messageElement(msg, extra = {}) {
     const text = contentText(msg.content);
     if (text) {
       const long = text.length > LONG_TOOL_TEXT;
-      const label = `${role === 'system' ? 'System' : 'Tool output'} (${formatBytes(new Blob([text]).size)})`;
+      const what = msg.kind === 'compaction' ? 'Compacted: the agent sees this summary instead of what came before'
+        : msg.kind === 'branch_summary' ? 'Summary of the branch this conversation came back from'
+          : role === 'system' ? 'System' : 'Tool output';
+      const label = `${what} (${formatBytes(new Blob([text]).size)})`;
+      if (msg.kind) node.classList.add('marker');
       const details = el('details', { class: 'tool-block' }, el('summary', { text: label }), el('pre', { text }));
       details.open = !long;
       body.append(details);
@@ -136,6 +140,12 @@ export function messageElement(msg, extra = {}) {
   }
   if (images.length) body.append(el('div', { class: 'msg-images' }, ...images));
   node.append(body);
+  // Branches (pi's tree): editing a message or answering it again appends a
+  // new child of the right entry; the old branch stays in the file.
+  const actions = [];
+  if (extra.onEdit) actions.push(el('button', { class: 'msg-action edit-btn', type: 'button', text: 'Edit', onclick: extra.onEdit }));
+  if (extra.onRegenerate) actions.push(el('button', { class: 'msg-action regenerate-btn', type: 'button', text: 'Regenerate', onclick: extra.onRegenerate }));
+  if (actions.length) node.append(el('div', { class: 'msg-actions' }, ...actions));
 
   if (msg.stopReason === 'aborted') {
     node.classList.add('stopped');

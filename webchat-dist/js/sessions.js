@@ -9,10 +9,11 @@ import { el, relativeTime, store } from './util.js';
 const CACHE_KEY = 'loopchat.sessions.v1';
 
 export class SessionList {
-  constructor({ list, status, onSelect }) {
+  constructor({ list, status, onSelect, onChange }) {
     this.list = list;
     this.status = status;
     this.onSelect = onSelect;
+    this.onChange = onChange;
     const cached = store.get(CACHE_KEY, []);
     this.sessions = Array.isArray(cached) ? cached : [];
     this.current = null;
@@ -38,7 +39,7 @@ export class SessionList {
       const res = await api.sessions();
       if (mine !== this.seq) return;
       this.sessions = (res.sessions || []).slice().sort((a, b) => (b.updatedAt || 0) - (a.updatedAt || 0));
-      store.set(CACHE_KEY, this.sessions.map((x) => ({ key: x.key, updatedAt: x.updatedAt, preview: x.preview })));
+      store.set(CACHE_KEY, this.sessions.map((x) => ({ key: x.key, updatedAt: x.updatedAt, preview: x.preview, title: x.title })));
       this.status.hidden = true;
     } catch (err) {
       if (mine !== this.seq) return;
@@ -50,7 +51,14 @@ export class SessionList {
     this.render();
   }
 
+  /** The session's name (pi's `session_info`), if it has one. */
+  titleOf(key) {
+    const s = this.sessions.find((x) => x.key === key);
+    return (s && s.title) || null;
+  }
+
   render() {
+    if (this.onChange) this.onChange();
     const rows = this.sessions.slice();
     if (this.current && !rows.some((s) => s.key === this.current)) {
       rows.unshift({ key: this.current, updatedAt: null, preview: null, isNew: true });
@@ -59,7 +67,7 @@ export class SessionList {
     this.list.replaceChildren(...rows.map((s) => {
       const btn = el('button', { class: 'session-item', type: 'button', 'data-key': s.key },
         el('span', { class: 'session-key' },
-          el('span', { text: s.key }),
+          el('span', { class: 'session-name', text: s.title || s.key }),
           s.updatedAt ? el('span', { class: 'session-time', text: relativeTime(s.updatedAt, now) }) : null),
         el('span', { class: 'session-preview', text: s.isNew ? 'New chat' : (s.preview || '') }));
       if (s.key === this.current) btn.setAttribute('aria-current', 'page');

@@ -3,14 +3,15 @@
 use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
-    ErrorBody, Health, HistoryResponse, InfoResponse, Message, SessionSummary, SessionsResponse,
+    ErrorBody, Health, HistoryResponse, InfoResponse, Message, RenameRequest, RenameResponse,
+    SessionSummary, SessionsResponse, TreeEntry, TreeResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiQuery, Authed, session_key};
+use super::extract::{ApiJson, ApiQuery, Authed, session_key};
 use crate::store::Page;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -128,6 +129,9 @@ pub struct HistoryQuery {
     session: Option<String>,
     /// A message id: the page ends just before it. Absent: the latest page.
     before: Option<String>,
+    /// An entry id: the page is the end of the path to it (another branch
+    /// than the conversation) instead of the leaf's. Not with `before`.
+    leaf: Option<String>,
     /// Page size (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -166,11 +170,17 @@ pub async fn history(
         }));
     };
     let transcript = store.transcript(&entry.session_id)?;
-    let page = match q.before.as_deref() {
-        None => transcript.latest(limit)?,
-        Some(id) => transcript
+    let page = match (q.before.as_deref(), q.leaf.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("before and leaf exclude each other"));
+        }
+        (None, None) => transcript.latest(limit)?,
+        (Some(id), None) => transcript
             .before(id, limit)?
             .ok_or_else(|| ApiError::not_found(format!("no message {id:?} in session {key:?}")))?,
+        (None, Some(id)) => transcript
+            .path_to(id, limit)?
+            .ok_or_else(|| ApiError::not_found(format!("no entry {id:?} in session {key:?}")))?,
     };
     Ok(Json(HistoryResponse {
         ok: true,
@@ -194,24 +204,145 @@ pub async fn sessions(
     let store = state.pipeline.store();
     let mut sessions = Vec::new();
     for e in store.sessions() {
-        let preview = store
-            .transcript(&e.session_id)
-            .ok()
+        let transcript = store.transcript(&e.session_id).ok();
+        let preview = transcript
+            .as_ref()
             .and_then(|t| t.latest(1).ok())
             .and_then(|p| {
                 p.messages
                     .last()
                     .map(|m| preview(&m.message.content.text()))
             });
+        let title = transcript.and_then(|t| t.name().ok().flatten());
         sessions.push(SessionSummary {
             key: e.key,
             session_id: e.session_id,
             updated_at: e.updated_at,
             thinking_level: e.thinking_level,
             preview,
+            title,
         });
     }
     Ok(Json(SessionsResponse { ok: true, sessions }))
+}
+
+/// Entries beyond which `GET /webchat/tree` answers `complete: false`.
+const TREE_CAP: usize = 20_000;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TreeQuery {
+    /// The session key; `main` when absent.
+    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
+    session: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/tree",
+    tag = "chat",
+    summary = "The shape of a session's tree (pi's id/parentId), for switching branches",
+    description = "Reads the whole transcript: meant for a client showing `‹ 2/3 ›` switchers, not for every \
+                   load. Above 20,000 entries it answers `complete: false` without entries.",
+    params(TreeQuery),
+    responses(
+        (status = 200, description = "The tree", body = TreeResponse),
+        (status = 400, description = "`bad_request` or `invalid_session_key`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn tree(
+    _: Authed,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<TreeQuery>,
+) -> Result<Json<TreeResponse>, ApiError> {
+    let key = session_key(q.session.as_deref())?;
+    let store = state.pipeline.store();
+    let Some(entry) = store.session(&key) else {
+        return Ok(Json(TreeResponse {
+            ok: true,
+            leaf_id: None,
+            complete: true,
+            entries: Vec::new(),
+        }));
+    };
+    let transcript = store.transcript(&entry.session_id)?;
+    let skeleton = tokio::task::spawn_blocking(move || transcript.tree(TREE_CAP))
+        .await
+        .map_err(|e| ApiError::new(loopchat_proto::ErrorCode::Internal, e.to_string()))??;
+    Ok(Json(match skeleton {
+        None => TreeResponse {
+            ok: true,
+            leaf_id: None,
+            complete: false,
+            entries: Vec::new(),
+        },
+        Some(t) => TreeResponse {
+            ok: true,
+            leaf_id: t.leaf,
+            complete: true,
+            entries: t
+                .entries
+                .into_iter()
+                .map(|(id, parent_id, role)| TreeEntry {
+                    id,
+                    parent_id,
+                    role,
+                })
+                .collect(),
+        },
+    }))
+}
+
+/// Longest session name accepted.
+const MAX_NAME_CHARS: usize = 200;
+
+#[utoipa::path(
+    post,
+    path = "/webchat/rename",
+    tag = "chat",
+    summary = "Name a session",
+    description = "Appends pi's `session_info` entry to the session's transcript (an empty name clears the title) \
+                   and answers once it is durable. The name is the session's `title` in `GET /webchat/sessions`.",
+    request_body = RenameRequest,
+    responses(
+        (status = 200, description = "Renamed", body = RenameResponse),
+        (status = 400, description = "`bad_request`: a name too long or with control characters; `invalid_session_key`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such session", body = ErrorBody),
+        (status = 507, description = "`store_full`: the disk holding the store is full", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn rename(
+    _: Authed,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> Result<Json<RenameResponse>, ApiError> {
+    let key = session_key(req.session.as_deref())?;
+    let name = req.name.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "a session name is at most {MAX_NAME_CHARS} characters, without control characters"
+        )));
+    }
+    let store = state.pipeline.store();
+    let entry = store
+        .session(&key)
+        .ok_or_else(|| ApiError::not_found(format!("no session {key:?}")))?;
+    let transcript = store.transcript(&entry.session_id)?;
+    let generation = {
+        let transcript = transcript.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || transcript.rename(&name))
+            .await
+            .map_err(|e| ApiError::new(loopchat_proto::ErrorCode::Internal, e.to_string()))??
+    };
+    transcript.durable(generation).await?;
+    Ok(Json(RenameResponse {
+        ok: true,
+        title: Some(name.to_owned()).filter(|n| !n.is_empty()),
+    }))
 }
 
 fn preview(text: &str) -> String {

@@ -79,6 +79,8 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/status", get(status::status))
         .route("/webchat/history", get(chat::history))
         .route("/webchat/sessions", get(chat::sessions))
+        .route("/webchat/rename", post(chat::rename))
+        .route("/webchat/tree", get(chat::tree))
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))
         .route("/webchat/events", get(events::sse))

@@ -89,6 +89,8 @@ pub struct Binary(pub Vec<u8>);
         chat::info,
         chat::history,
         chat::sessions,
+        chat::rename,
+        chat::tree,
         status::status,
         rpc::rpc,
         rpc::abort,

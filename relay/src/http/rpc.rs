@@ -79,6 +79,8 @@ pub async fn rpc(
         client_id: req.id,
         queue: req.queue.unwrap_or(true),
         deliver,
+        parent_id: req.parent_id,
+        regenerate: req.regenerate,
     })?;
     if wants_stream {
         let live = state.live.open(&headers, Transport::Sse, &grant.caller);

@@ -111,14 +111,12 @@ pub(super) async fn run(
     let error = ended.as_ref().err().map(ToString::to_string);
     if ended.is_err() && !written.iter().any(|m| m.message.role == Role::User) {
         let new = NewMessage {
-            id: uuid::Uuid::new_v4().to_string(),
-            role: Role::User,
-            content: user_content(&request.text, &request.attachment_ids),
-            timestamp_ms: now_millis(),
             client_id: request.client_id.clone(),
-            reply_to: None,
-            stop_reason: None,
-            error_message: None,
+            ..NewMessage::new(
+                Role::User,
+                user_content(&request.text, &request.attachment_ids, &inner.attachments),
+                now_millis(),
+            )
         };
         let kept = transcript.append_then(&new, |stored| {
             rt.events.publish(EventBody::Message {

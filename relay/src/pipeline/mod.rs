@@ -35,6 +35,10 @@ pub enum TurnError {
     EmptyText,
     #[error("unknown attachment {0:?}; upload it first with POST /webchat/attachments")]
     UnknownAttachment(String),
+    /// A `parentId` / `regenerate` that names no entry (or not a user
+    /// message) of the session.
+    #[error("{0}")]
+    UnknownEntry(String),
     #[error("a turn is already running in session {0:?}")]
     TurnInProgress(String),
     #[error("the relay is shutting down")]
@@ -59,6 +63,10 @@ pub struct TurnRequest {
     pub queue: bool,
     /// Where the stored reply is also sent (rpc `deliver` and `to`).
     pub deliver: DeliverTo,
+    /// The entry the user message follows (a branch); `None`: the leaf.
+    pub parent_id: Option<String>,
+    /// Answer this stored user message again rather than store a new one.
+    pub regenerate: Option<String>,
 }
 
 /// Where a turn's stored reply is also sent as a notification.
@@ -355,7 +363,17 @@ impl Pipeline {
         if self.inner.closing.load(Ordering::SeqCst) {
             return Err(TurnError::ShuttingDown);
         }
-        if request.text.trim().is_empty() && request.attachment_ids.is_empty() {
+        if request.regenerate.is_some() {
+            if !request.text.trim().is_empty()
+                || !request.attachment_ids.is_empty()
+                || request.parent_id.is_some()
+            {
+                return Err(TurnError::UnknownEntry(
+                    "regenerate answers a stored message again: no text, attachments or parentId with it"
+                        .into(),
+                ));
+            }
+        } else if request.text.trim().is_empty() && request.attachment_ids.is_empty() {
             return Err(TurnError::EmptyText);
         }
         for id in &request.attachment_ids {

@@ -28,6 +28,8 @@ fn turn(text: &str, key: Option<&str>) -> TurnRequest {
         client_id: key.map(str::to_owned),
         queue: true,
         deliver: DeliverTo::Nowhere,
+        parent_id: None,
+        regenerate: None,
     }
 }
 

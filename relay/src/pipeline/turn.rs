@@ -11,7 +11,8 @@ use super::{Inner, QueuedTurn, SessionRuntime, TurnError, TurnOutcome, TurnResul
 use crate::agent::{AgentError, AgentEvent, AgentRequest, ChatTurn, ImageFile};
 use crate::attachments::Attachments;
 use crate::clock::now_millis;
-use crate::store::{NewMessage, StoredMessage, Transcript};
+use crate::store::{NewMessage, Origin, StoredMessage, Transcript};
+use base64::Engine;
 
 pub(super) async fn worker(
     inner: Arc<Inner>,
@@ -114,6 +115,18 @@ async fn run(
         },
         None => None,
     };
+    // Regenerating answers a stored user message again, like a resumed turn.
+    let earlier = match (&request.regenerate, earlier) {
+        (Some(id), None) => match transcript.message(id) {
+            Ok(Some(user)) if user.message.role == Role::User => Some((user, None)),
+            Ok(_) => {
+                let e = TurnError::UnknownEntry(format!("no user message {id:?} in this session"));
+                return (Err(e), None);
+            }
+            Err(e) => return (Err(e.into()), None),
+        },
+        (_, earlier) => earlier,
+    };
     // A keyed turn run again after a crash answers its own user message in
     // the context it had then, not after turns that landed since.
     let mut resumed = None;
@@ -135,16 +148,44 @@ async fn run(
             id
         }
         None => {
-            let new = NewMessage {
-                id: uuid::Uuid::new_v4().to_string(),
-                role: Role::User,
-                content: user_content(&request.text, &request.attachment_ids),
-                timestamp_ms: now_millis(),
-                client_id: request.client_id.clone(),
-                reply_to: None,
-                stop_reason: None,
-                error_message: None,
-            };
+            let mut new = NewMessage::new(
+                Role::User,
+                user_content(&request.text, &request.attachment_ids, &inner.attachments),
+                now_millis(),
+            );
+            new.client_id = request.client_id.clone();
+            // pi's model_change / thinking_level_change entries before the
+            // turn they apply to.
+            let agent = inner.agent.info();
+            let origin = origin_of(&agent);
+            let level = request
+                .thinking
+                .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
+                .unwrap_or_default();
+            if let Some(parent) = &request.parent_id {
+                match transcript.message(parent) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let e = TurnError::UnknownEntry(format!(
+                            "parentId {parent:?} names no message of this session"
+                        ));
+                        return (Err(e), None);
+                    }
+                    Err(e) => return (Err(e.into()), None),
+                }
+            }
+            // A branch hangs right under the chosen entry, a sibling of what
+            // was there (as pi's /tree makes it); the settings above the fork
+            // still hold on its path.
+            new.parent_id = request.parent_id.clone();
+            if new.parent_id.is_none()
+                && let Err(e) = transcript.note_settings(
+                    Some((&origin.provider, &origin.model)),
+                    Some(level.as_str()),
+                )
+            {
+                return (Err(e.into()), None);
+            }
             let published = transcript.append_then(&new, |stored| {
                 rt.events.publish(EventBody::Message {
                     message: stored.message.clone(),
@@ -152,7 +193,7 @@ async fn run(
                 });
             });
             match published {
-                Ok(_) => new.id,
+                Ok((stored, _)) => stored.message.id.clone(),
                 Err(e) => return (Err(e.into()), None),
             }
         }
@@ -219,16 +260,21 @@ async fn run(
     let keep = state != RunState::Error || !text.is_empty() || !thought.is_empty();
     let mut reply = None;
     if keep {
-        let new = NewMessage {
-            id: uuid::Uuid::new_v4().to_string(),
-            role: Role::Assistant,
-            content: assistant_content(&text, &thought),
-            timestamp_ms: now_millis(),
-            client_id: None,
-            reply_to: Some(user_id),
-            stop_reason: (state != RunState::Final).then(|| state.as_str().to_owned()),
-            error_message: error.clone(),
-        };
+        let mut new = NewMessage::new(
+            Role::Assistant,
+            assistant_content(&text, &thought),
+            now_millis(),
+        );
+        new.reply_to = Some(user_id);
+        new.stop_reason = (state != RunState::Final).then(|| state.as_str().to_owned());
+        new.error_message = error.clone();
+        new.origin = Some(origin_of(&inner.agent.info()));
+        // A regenerated reply is a new child of the message it answers. (A
+        // turn resumed after a crash goes on at the leaf instead: hanging it
+        // under its message would hide the turns that landed since.)
+        if request.regenerate.is_some() {
+            new.parent_id = new.reply_to.clone();
+        }
         let published = transcript.append_then(&new, |stored| {
             rt.events.publish(EventBody::Message {
                 message: stored.message.clone(),
@@ -349,21 +395,45 @@ pub(super) fn publish_run_end(
     });
 }
 
-pub(super) fn user_content(text: &str, attachment_ids: &[String]) -> Content {
-    if attachment_ids.is_empty() {
-        return Content::Text(text.to_owned());
+/// Who wrote an assistant message, in pi's terms (`api` as pi names the
+/// OpenAI chat completions protocol; the other backends are loopchat's).
+fn origin_of(agent: &loopchat_proto::AgentInfo) -> Origin {
+    let api = match agent.backend.as_str() {
+        "openai" => "openai-completions".to_owned(),
+        other => format!("loopchat-{other}"),
+    };
+    Origin {
+        api,
+        provider: format!("loopchat-{}", agent.backend),
+        model: agent.model.clone().unwrap_or_else(|| agent.backend.clone()),
     }
+}
+
+/// The user's message in pi's block form. An image is pi's `image` block
+/// (its bytes as `data`, which pi sends to its model) and also names the
+/// attachment it was saved as, which loopchat serves and reads instead.
+pub(super) fn user_content(
+    text: &str,
+    attachment_ids: &[String],
+    attachments: &Attachments,
+) -> Content {
     let mut parts = Vec::new();
-    if !text.trim().is_empty() {
+    if !text.trim().is_empty() || attachment_ids.is_empty() {
         parts.push(json!({"type": "text", "text": text}));
     }
     for id in attachment_ids {
-        parts.push(json!({
+        let mut part = json!({
             "type": "image",
             "mimeType": Attachments::mime_of(id),
             "attachment": id,
             "url": format!("attachments/{id}"),
-        }));
+        });
+        if let Some(bytes) = attachments.read(id) {
+            part["data"] = base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into();
+        }
+        parts.push(part);
     }
     Content::Parts(parts)
 }

@@ -17,6 +17,7 @@ mod commit;
 mod index;
 mod line;
 mod transcript;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::io;
@@ -25,8 +26,15 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) use commit::{FlushKind, GroupCommit};
 pub use index::{SessionEntry, index_bytes, parse_index};
-pub use line::{NewMessage, StoredMessage, parse_line};
-pub use transcript::{DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript};
+pub use line::{
+    Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, new_entry_id,
+    parse_entry, parse_line,
+};
+pub use transcript::{
+    AttachmentBytes, DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript,
+    TreeSkeleton,
+};
+pub use upgrade::backup_path;
 
 pub use index::write_atomically as write_file_atomically;
 use index::{Entries, Stamp, read_index, write_atomically_stamped};
@@ -120,6 +128,12 @@ impl Store {
     /// later calls are ignored).
     pub fn on_foreign(&self, hook: ForeignHook) {
         let _ = self.inner.shared.foreign.set(hook);
+    }
+
+    /// Sets where an old transcript's images are read from when it is
+    /// upgraded to pi's format (once; later calls are ignored).
+    pub fn on_attachment_bytes(&self, read: AttachmentBytes) {
+        let _ = self.inner.shared.attachment_bytes.set(read);
     }
 
     /// The keys whose entry names `session_id`.

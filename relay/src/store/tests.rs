@@ -12,16 +12,13 @@ fn plain() -> Decorate {
 
 /// Message `m<i>` with text `text <i>`; the store's other test modules use it too.
 pub(super) fn msg(i: usize, role: Role) -> NewMessage {
-    NewMessage {
-        id: format!("m{i}"),
+    let mut m = NewMessage::new(
         role,
-        content: Content::Text(format!("text {i}")),
-        timestamp_ms: 1_700_000_000_000 + i as i64,
-        client_id: None,
-        reply_to: None,
-        stop_reason: None,
-        error_message: None,
-    }
+        Content::Text(format!("text {i}")),
+        1_700_000_000_000 + i as i64,
+    );
+    m.id = format!("m{i}");
+    m
 }
 
 #[tokio::test]
@@ -87,8 +84,8 @@ async fn torn_last_line_is_cut_and_appends_stay_clean() {
     let (_, g) = t.append(&msg(2, Role::Assistant)).unwrap();
     t.durable(g).await.unwrap();
     let text = fs::read_to_string(&path).unwrap();
-    assert_eq!(text.lines().count(), 2);
-    for line in text.lines() {
+    assert_eq!(text.lines().count(), 3, "the header and two messages");
+    for line in text.lines().skip(1) {
         assert!(parse_line(line.as_bytes(), 0).is_some(), "bad line {line}");
     }
 }
@@ -285,7 +282,7 @@ async fn foreign_appends_are_read_and_never_joined() {
     t.append(&msg(1, Role::User)).unwrap();
     assert_eq!(t.latest(10).unwrap().messages.len(), 1);
     let foreign = |i: usize| {
-        let line = msg(i, Role::Assistant).to_line();
+        let line = msg(i, Role::Assistant).to_line(&format!("m{i}"), Some(&format!("m{}", i - 1)));
         line[..line.len() - 1].to_vec()
     };
     let mut other = fs::OpenOptions::new().append(true).open(t.path()).unwrap();
@@ -302,19 +299,26 @@ async fn foreign_appends_are_read_and_never_joined() {
     };
     assert_eq!(ids(t.latest(10).unwrap()), ["m1", "m2", "m3", "m4"]);
     let text = fs::read_to_string(t.path()).unwrap();
-    assert_eq!(text.lines().count(), 4);
-    assert!(text.lines().all(|l| parse_line(l.as_bytes(), 0).is_some()));
+    assert_eq!(text.lines().count(), 5, "the header and four messages");
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|l| parse_line(l.as_bytes(), 0).is_some())
+    );
 
     // Replaced (pi rewrites a session file with a temp file and a rename).
     let tmp = dir.path().join("replacement");
-    fs::write(&tmp, msg(9, Role::User).to_line()).unwrap();
+    let header = line::header_line("other", "/", 0);
+    let nine = msg(9, Role::User).to_line("m9", None);
+    fs::write(&tmp, [header.clone(), nine.clone()].concat()).unwrap();
     fs::rename(&tmp, t.path()).unwrap();
     t.check_foreign().unwrap();
     assert_eq!(seen.lock().unwrap().last().unwrap(), "replaced");
     assert_eq!(ids(t.latest(10).unwrap()), ["m9"]);
     let (stored, _) = t.append(&msg(10, Role::User)).unwrap();
-    assert_eq!(stored.offset, msg(9, Role::User).to_line().len() as u64);
-    assert_eq!(fs::read_to_string(t.path()).unwrap().lines().count(), 2);
+    assert_eq!(stored.offset, (header.len() + nine.len()) as u64);
+    assert_eq!(stored.message.parent_id.as_deref(), Some("m9"));
+    assert_eq!(fs::read_to_string(t.path()).unwrap().lines().count(), 3);
 }
 
 /// A last line that is whole JSON but lacks its newline is kept (terminated)
@@ -323,11 +327,326 @@ async fn foreign_appends_are_read_and_never_joined() {
 async fn a_whole_last_line_without_its_newline_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.jsonl");
-    let line = msg(1, Role::User).to_line();
+    let line = msg(1, Role::User).to_line("m1", None);
     fs::write(&path, &line[..line.len() - 1]).unwrap();
     let t = Transcript::open(&path, plain()).unwrap();
     t.append(&msg(2, Role::User)).unwrap();
     let page = t.latest(10).unwrap();
     assert_eq!(page.messages.len(), 2);
-    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
+    // A headerless file is upgraded to pi's format when opened.
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 3);
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../tests/fixtures/pi-0.73.1/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn ids_of(page: &Page) -> Vec<String> {
+    page.messages.iter().map(|m| m.message.id.clone()).collect()
+}
+
+/// A session the real pi branched: only the leaf's path is the
+/// conversation, the file is left byte for byte, and an append continues
+/// the leaf (whatever the leaf's type).
+#[test]
+fn reads_the_leaf_path_of_a_branched_pi_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    let original = fixture("branch.jsonl");
+    fs::write(&path, &original).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    let page = t.latest(50).unwrap();
+    assert_eq!(ids_of(&page), ["b0d1f681", "f5974c8f", "a324b00b"]);
+    assert!(!page.has_more);
+    assert_eq!(
+        page.messages[0].message.kind.as_deref(),
+        Some("branch_summary")
+    );
+    assert_eq!(
+        page.messages[1].message.parent_id.as_deref(),
+        Some("b0d1f681")
+    );
+    // The agent gets the summary as pi frames it, as the user's.
+    let context = t.latest_plain(50).unwrap();
+    assert_eq!(context.messages[0].message.role, Role::User);
+    assert!(
+        context.messages[0]
+            .message
+            .content
+            .text()
+            .starts_with("The following is a summary of a branch")
+    );
+    // Paging back from the branch never shows the abandoned one.
+    let older = t.before("f5974c8f", 10).unwrap().unwrap();
+    assert_eq!(ids_of(&older), ["b0d1f681"]);
+    assert_eq!(fs::read(&path).unwrap(), original, "read without a change");
+
+    let mut new = msg(1, Role::User);
+    new.id = String::new();
+    let (stored, _) = t.append(&new).unwrap();
+    assert_eq!(stored.message.id.len(), 8, "pi's short ids");
+    assert_eq!(
+        stored.message.parent_id.as_deref(),
+        Some("d92d5505"),
+        "the session_info entry is the leaf"
+    );
+    let text = fs::read(&path).unwrap();
+    assert_eq!(&text[..original.len()], &original[..]);
+    assert_eq!(
+        ids_of(&t.latest(50).unwrap()),
+        [
+            "b0d1f681",
+            "f5974c8f",
+            "a324b00b",
+            stored.message.id.as_str()
+        ]
+    );
+    // A fresh reader agrees.
+    let t = Transcript::open(&path, plain()).unwrap();
+    assert_eq!(ids_of(&t.latest(50).unwrap()).len(), 4);
+}
+
+/// Compaction: the UI sees the whole path with a marker; an agent sees the
+/// summary, then the path from `firstKeptEntryId` on.
+#[test]
+fn compaction_is_honoured_for_the_agent_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    let mut file = line::header_line("s", "/", 0);
+    let mut parent = None;
+    for i in 1..=4 {
+        let id = format!("m{i}");
+        file.extend(msg(i, Role::User).to_line(&id, parent.as_deref()));
+        parent = Some(id);
+    }
+    file.extend_from_slice(
+        br#"{"type":"compaction","id":"c1","parentId":"m4","timestamp":"2026-01-01T00:00:00.000Z","summary":"earlier talk","firstKeptEntryId":"m3","tokensBefore":100}"#,
+    );
+    file.push(b'\n');
+    file.extend(msg(5, Role::User).to_line("m5", Some("c1")));
+    fs::write(&path, &file).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    assert_eq!(
+        ids_of(&t.latest(50).unwrap()),
+        ["m1", "m2", "m3", "m4", "c1", "m5"]
+    );
+    let context = t.latest_plain(50).unwrap();
+    assert_eq!(ids_of(&context), ["c1", "m3", "m4", "m5"]);
+    assert!(
+        context.messages[0]
+            .message
+            .content
+            .text()
+            .contains("earlier talk")
+    );
+    // A limit smaller than what is kept still starts with the summary.
+    let context = t.latest_plain(2).unwrap();
+    assert_eq!(ids_of(&context), ["c1", "m4", "m5"]);
+}
+
+/// Another program's append that starts a branch (pi's /tree, then a
+/// prompt) switches the conversation to it: readers start over.
+#[tokio::test]
+async fn a_foreign_branch_switches_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), plain()).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let seen = seen.clone();
+        store.on_foreign(Arc::new(move |_, change| {
+            seen.lock().unwrap().push(match change {
+                Foreign::Message(m) => m.message.id.clone(),
+                Foreign::Replaced => "replaced".into(),
+            })
+        }));
+    }
+    let s = store.get_or_create("k").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    for i in 1..=3 {
+        t.append(&msg(i, Role::User)).unwrap();
+    }
+    let mut other = fs::OpenOptions::new().append(true).open(t.path()).unwrap();
+    other
+        .write_all(&msg(4, Role::User).to_line("m4", Some("m1")))
+        .unwrap();
+    t.check_foreign().unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["replaced"]);
+    assert_eq!(ids_of(&t.latest(10).unwrap()), ["m1", "m4"]);
+    // And one that continues it is a plain message.
+    other
+        .write_all(&msg(5, Role::Assistant).to_line("m5", Some("m4")))
+        .unwrap();
+    t.check_foreign().unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["replaced", "m5"]);
+    assert_eq!(ids_of(&t.latest(10).unwrap()), ["m1", "m4", "m5"]);
+}
+
+/// A long abandoned branch between the leaf and its fork point is passed
+/// over, and paging back follows the path across it.
+#[test]
+fn paging_follows_the_path_across_a_long_abandoned_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    let mut file = line::header_line("s", "/", 0);
+    let mut parent: Option<String> = None;
+    for i in 0..50 {
+        let id = format!("m{i}");
+        file.extend(msg(i, Role::User).to_line(&id, parent.as_deref()));
+        parent = Some(id);
+    }
+    // Abandoned: 2000 entries after m49.
+    for i in 0..2000 {
+        let id = format!("x{i}");
+        file.extend(msg(1000 + i, Role::User).to_line(&id, parent.as_deref()));
+        parent = Some(id);
+    }
+    parent = Some("m49".into());
+    for i in 50..60 {
+        let id = format!("m{i}");
+        file.extend(msg(i, Role::User).to_line(&id, parent.as_deref()));
+        parent = Some(id);
+    }
+    fs::write(&path, &file).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    let want = |r: std::ops::Range<usize>| r.map(|i| format!("m{i}")).collect::<Vec<_>>();
+    let page = t.latest(15).unwrap();
+    assert_eq!(ids_of(&page), want(45..60));
+    let mut seen = ids_of(&page);
+    let mut before = seen[0].clone();
+    loop {
+        let page = t.before(&before, 7).unwrap().unwrap();
+        let mut ids = ids_of(&page);
+        ids.extend(seen);
+        seen = ids;
+        if !page.has_more {
+            break;
+        }
+        before = seen[0].clone();
+    }
+    assert_eq!(seen, want(0..60));
+    // The second walk over the abandoned branch jumps by the index.
+    t.release_recent();
+    assert_eq!(ids_of(&t.latest(60).unwrap()), want(0..60));
+}
+
+/// A transcript loopchat wrote before it wrote pi's format is upgraded in
+/// place: every field of every line kept, a line that does not parse kept,
+/// the original copied aside once.
+#[test]
+fn a_headerless_transcript_is_upgraded_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.jsonl");
+    let old = concat!(
+        r#"{"type":"message","id":"2b6c1e0a-1111-4222-8333-444455556666","timestamp":"2026-01-01T00:00:00Z","clientId":"c1","message":{"role":"user","content":"hello","timestamp":1767225600000}}"#,
+        "\n",
+        r#"{"type":"message","id":"3c7d2f1b-1111-4222-8333-444455556666","timestamp":"2026-01-01T00:00:01Z","replyTo":"2b6c1e0a-1111-4222-8333-444455556666","message":{"role":"assistant","content":"hi there","timestamp":1767225601000,"stopReason":"aborted"}}"#,
+        "\n",
+        "not json at all\n",
+        r#"{"type":"message","id":"4d8e3a2c-1111-4222-8333-444455556666","timestamp":"2026-01-01T00:00:02Z","message":{"role":"user","content":[{"type":"image","mimeType":"image/png","attachment":"a1.png","url":"attachments/a1.png"}],"timestamp":1767225602000}}"#,
+        "\n",
+    );
+    fs::write(&path, old).unwrap();
+    let mut shared = transcript::Shared::new(plain());
+    shared.cwd = "/work".into();
+    let _ = shared.attachment_bytes.set(Arc::new(|id: &str| {
+        (id == "a1.png").then(|| b"PNG".to_vec())
+    }));
+    let t = Transcript::open_shared(&path, "sess-1", shared.clone()).unwrap();
+    let backup = backup_path(&path);
+    assert_eq!(fs::read_to_string(&backup).unwrap(), old);
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5);
+    let header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(header["type"], "session");
+    assert_eq!(header["version"], 3);
+    assert_eq!(header["id"], "sess-1");
+    assert_eq!(header["cwd"], "/work");
+    assert_eq!(lines[3], "not json at all");
+    let user: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    let image: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(user["parentId"], serde_json::Value::Null);
+    assert_eq!(user["clientId"], "c1");
+    assert_eq!(user["message"]["content"][0]["text"], "hello");
+    assert_eq!(reply["parentId"], user["id"]);
+    assert_eq!(reply["replyTo"], user["id"]);
+    assert_eq!(reply["message"]["stopReason"], "aborted");
+    assert_eq!(reply["message"]["usage"]["totalTokens"], 0);
+    assert_eq!(reply["message"]["content"][0]["text"], "hi there");
+    assert_eq!(image["parentId"], reply["id"]);
+    assert_eq!(image["message"]["content"][0]["data"], "UE5H");
+    assert_eq!(image["message"]["content"][0]["attachment"], "a1.png");
+    // Every field of every old line is still there.
+    let old_objects = old.lines().filter(|l| l.starts_with('{'));
+    for (old_line, new_line) in old_objects.zip([lines[1], lines[2], lines[4]]) {
+        let o: serde_json::Value = serde_json::from_str(old_line).unwrap();
+        let n: serde_json::Value = serde_json::from_str(new_line).unwrap();
+        for (k, v) in o.as_object().unwrap() {
+            if k != "message" {
+                assert_eq!(&n[k], v, "{k}");
+            }
+        }
+        for (k, v) in o["message"].as_object().unwrap() {
+            if k != "content" {
+                assert_eq!(&n["message"][k], v, "{k}");
+            }
+        }
+    }
+    let page = t.latest(10).unwrap();
+    assert_eq!(page.messages.len(), 3);
+    assert_eq!(page.messages[0].client_id.as_deref(), Some("c1"));
+    assert!(
+        page.messages[2].message.content.text().is_empty()
+            && !serde_json::to_string(&page.messages[2].message.content)
+                .unwrap()
+                .contains("UE5H"),
+        "the bytes stay in the file"
+    );
+    drop(t);
+    // Opening it again changes nothing, and the backup stays the original.
+    let upgraded = fs::read(&path).unwrap();
+    let _t = Transcript::open_shared(&path, "sess-1", shared).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), upgraded);
+    assert_eq!(fs::read_to_string(&backup).unwrap(), old);
+}
+
+/// Every entry type pi writes stays byte for byte; the messages shown are
+/// the ones loopchat shows; an append hangs under the leaf (`session_info`).
+#[test]
+fn every_pi_entry_type_is_kept_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    let original = fixture("all-types.jsonl");
+    fs::write(&path, &original).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    let page = t.latest(50).unwrap();
+    let shown: Vec<(Role, String)> = page
+        .messages
+        .iter()
+        .map(|m| (m.message.role, m.message.content.text()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (Role::User, "hello".to_owned()),
+            (Role::Assistant, "hi".to_owned()),
+            (Role::Assistant, String::new()),
+            (Role::User, "retry".to_owned()),
+            (Role::Assistant, "ok".to_owned()),
+        ]
+    );
+    assert_eq!(
+        page.messages[2].message.stop_reason.as_deref(),
+        Some("error")
+    );
+    let (stored, _) = t.append(&msg(1, Role::User)).unwrap();
+    assert_eq!(stored.message.parent_id.as_deref(), Some("63f47d3e"));
+    let now = fs::read(&path).unwrap();
+    assert_eq!(&now[..original.len()], &original[..]);
+    assert!(!backup_path(&path).exists(), "a v3 file is never rewritten");
 }

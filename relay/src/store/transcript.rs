@@ -28,7 +28,10 @@ use std::time::Instant;
 
 use super::StoreError;
 use super::commit::{FlushKind, GroupCommit, note_slow_io};
-use super::line::{NewMessage, StoredMessage, parse_line, parse_synthetic_id};
+use super::line::{
+    Entry, Kind, NewMessage, Parent, Setting, StoredMessage, header_line, new_entry_id,
+    parse_entry, parse_synthetic_id,
+};
 use crate::memory::message_bytes;
 
 /// Messages kept track of per open transcript (decoded as far as the byte
@@ -49,6 +52,14 @@ const PAGE_MARKS_CAP: usize = 1024;
 const READ_CHECK_MS: u64 = 200;
 /// Longest id kept in the window's heads; a foreign line may carry any.
 const HEAD_FIELD_MAX: usize = 1024;
+/// Entries whose place in the file is remembered per open transcript (the
+/// id → offset index); when full it starts over, filled again by the next
+/// walks.
+const INDEX_CAP: usize = 32 * 1024;
+/// How far back from the end the newest `session_info` (the session's name)
+/// is looked for when a transcript is first asked for its name; later ones
+/// are seen as they are appended.
+const NAME_SCAN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Turns a raw stored message into what clients see (e.g. adds rendered
 /// HTML). Supplied by the owner of the store so the store stays ignorant of
@@ -70,12 +81,19 @@ pub enum Foreign<'a> {
 /// order: it must be quick and must not call back into the transcript.
 pub type ForeignHook = Arc<dyn Fn(&str, Foreign<'_>) + Send + Sync>;
 
+/// The bytes of a stored attachment, by id: what an old transcript's image
+/// parts are given as pi's `data` when the transcript is upgraded.
+pub type AttachmentBytes = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
 /// What every transcript of a store shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) decorate: Decorate,
     pub(crate) window_bytes: usize,
     pub(crate) foreign: Arc<OnceLock<ForeignHook>>,
+    pub(crate) attachment_bytes: Arc<OnceLock<AttachmentBytes>>,
+    /// The `cwd` of the header of a transcript loopchat starts.
+    pub(crate) cwd: String,
 }
 
 impl Shared {
@@ -84,6 +102,10 @@ impl Shared {
             decorate,
             window_bytes: DEFAULT_WINDOW_BYTES,
             foreign: Arc::default(),
+            attachment_bytes: Arc::default(),
+            cwd: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "/".into()),
         }
     }
 }
@@ -99,6 +121,9 @@ struct Writer {
     /// Device and inode of `file`, to notice that the path names another
     /// file now.
     identity: (u64, u64),
+    /// The id of the last entry in the file, whatever its type: the leaf,
+    /// whose path to the root is the conversation. `None` before the first.
+    leaf: Option<String>,
 }
 
 impl Writer {
@@ -159,6 +184,13 @@ struct Recent {
     complete: bool,
     /// The last [`RECENT_CAP`] messages, oldest first.
     heads: VecDeque<Head>,
+    /// A `compaction` is among `messages`: an agent's context cannot be
+    /// taken from the window as it is.
+    compacted: bool,
+    /// The newest model and thinking level set on the path, as far back as
+    /// the window reaches.
+    model: Option<Setting>,
+    thinking: Option<Setting>,
 }
 
 impl Recent {
@@ -171,6 +203,7 @@ impl Recent {
         if self.heads.len() > RECENT_CAP {
             self.heads.pop_front();
         }
+        self.compacted |= m.message.kind.as_deref() == Some("compaction");
         self.messages.push_back(m.clone());
         self.bytes += message_bytes(&m.message);
         while self.bytes > budget || self.messages.len() > RECENT_CAP {
@@ -189,6 +222,15 @@ impl Recent {
     }
 }
 
+/// The shape of a transcript's tree: see [`Transcript::tree`].
+#[derive(Debug, Clone)]
+pub struct TreeSkeleton {
+    /// The last entry of the file.
+    pub leaf: Option<String>,
+    /// (id, parent id, role if it is a message), in file order.
+    pub entries: Vec<(String, Option<String>, Option<loopchat_proto::Role>)>,
+}
+
 /// A stored user message and, if it was answered, the reply.
 pub type StoredTurn = (Arc<StoredMessage>, Option<Arc<StoredMessage>>);
 
@@ -197,6 +239,61 @@ pub type StoredTurn = (Arc<StoredMessage>, Option<Arc<StoredMessage>>);
 pub struct Page {
     pub messages: Vec<Arc<StoredMessage>>,
     pub has_more: bool,
+}
+
+/// Where entries are in the file, by id, so that a walk to a parent far
+/// back jumps there instead of parsing every line in between. Bounded by
+/// [`INDEX_CAP`]; forgotten entries are found again by scanning.
+#[derive(Default)]
+struct IdIndex {
+    /// Offset and length (without the newline) of each entry's line.
+    lines: HashMap<String, (u64, u64)>,
+}
+
+impl IdIndex {
+    fn note(&mut self, id: &str, offset: u64, len: u64) {
+        if id.len() > HEAD_FIELD_MAX {
+            return;
+        }
+        if self.lines.len() >= INDEX_CAP && !self.lines.contains_key(id) {
+            self.lines.clear();
+        }
+        self.lines.insert(id.to_owned(), (offset, len));
+    }
+
+    /// Where a backward scan must start to see the entry `id` first.
+    fn end_of(&self, id: &str) -> Option<u64> {
+        self.lines.get(id).map(|(offset, len)| offset + len + 1)
+    }
+}
+
+/// Which entry a walk up the tree takes next.
+#[derive(Debug, Clone)]
+enum Want {
+    /// The next one back in the file (the leaf, or a child without a
+    /// `parentId`).
+    First,
+    Id(String),
+}
+
+impl Want {
+    /// What comes after an entry with `parent` on its path; `None` at the
+    /// root.
+    fn after(parent: &Parent) -> Option<Self> {
+        match parent {
+            Parent::Root => None,
+            Parent::Previous => Some(Self::First),
+            Parent::Id(p) => Some(Self::Id(p.clone())),
+        }
+    }
+}
+
+/// What a scan does after one line.
+enum Step {
+    Next,
+    Stop,
+    /// Go on from this offset back (the end of a line before this one).
+    Jump(u64),
 }
 
 pub struct Transcript {
@@ -208,6 +305,10 @@ pub struct Transcript {
     commit: GroupCommit,
     recent: Mutex<Recent>,
     marks: Mutex<PageMarks>,
+    index: Mutex<IdIndex>,
+    /// The name of the newest `session_info` entry: `None` until looked
+    /// for, then `Some(None)` when there is none (or an empty one).
+    name: Mutex<Option<Option<String>>>,
     shared: Shared,
     opened: Instant,
     /// Milliseconds after `opened` when the file was last looked at.
@@ -301,8 +402,17 @@ impl Transcript {
             }
             file.sync_data()?;
         }
+        let (file, meta) =
+            if super::upgrade::upgrade_if_needed(path, session_id, &file, len, &shared)? {
+                let file = open_file(path, false)?;
+                let meta = file.metadata()?;
+                len = meta.len();
+                (file, meta)
+            } else {
+                (file, meta)
+            };
         let file = Arc::new(file);
-        Ok(Self {
+        let t = Self {
             path: path.to_owned(),
             session_id: session_id.to_owned(),
             writer: Mutex::new(Writer {
@@ -310,15 +420,31 @@ impl Transcript {
                 len,
                 fragment: false,
                 identity: identity(&meta),
+                leaf: None,
             }),
             file: Mutex::new(file),
             commit: GroupCommit::new(FlushKind::Appended),
             recent: Mutex::new(Recent::default()),
             marks: Mutex::new(PageMarks::default()),
+            index: Mutex::new(IdIndex::default()),
+            name: Mutex::new(None),
             shared,
             opened: Instant::now(),
             checked_ms: AtomicU64::new(0),
-        })
+        };
+        let leaf = t.last_entry(len)?;
+        t.writer.lock().unwrap_or_else(|e| e.into_inner()).leaf = leaf;
+        Ok(t)
+    }
+
+    /// The id of the last entry before `end`.
+    fn last_entry(&self, end: u64) -> Result<Option<String>, StoreError> {
+        let mut leaf = None;
+        self.scan_backwards(end, |e, _| {
+            leaf = Some(e.id);
+            Step::Stop
+        })?;
+        Ok(leaf)
     }
 
     pub fn path(&self) -> &Path {
@@ -357,22 +483,192 @@ impl Transcript {
         new: &NewMessage,
         written: impl FnOnce(&Arc<StoredMessage>),
     ) -> Result<(Arc<StoredMessage>, u64), StoreError> {
-        let line = new.to_line();
-        // Decorate outside the lock: rendering can take a while.
+        // Decorate outside the lock: rendering can take a while. The id and
+        // parent are known only under it.
         let mut stored = self.decorated(StoredMessage {
             offset: 0,
-            message: new.to_message(),
+            message: new.to_message("", None),
             client_id: new.client_id.clone(),
             reply_to: new.reply_to.clone(),
+            parent: Parent::Root,
         });
         self.ensure_recent()?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        // The file is in append mode: a line written after a fragment, or
-        // after another program's unfinished line, would join it, and both
-        // would be lost as one unreadable line.
         self.sync_with_file(&mut w, Check::Append)?;
+        let id = if new.id.is_empty() {
+            self.fresh_id()
+        } else {
+            new.id.clone()
+        };
+        let parent = new.parent_id.clone().or_else(|| w.leaf.clone());
+        let line = new.to_line(&id, parent.as_deref());
+        stored.message.id = id;
+        stored.message.parent_id = parent.clone();
+        stored.parent = parent.map_or(Parent::Root, Parent::Id);
+        stored.offset = self.write_entry(&mut w, &line)?;
+        let generation = self.commit.bump();
+        let stored = Arc::new(stored);
+        // Still under the writer lock so `recent` stays in file order.
+        let len = line.len() as u64 - 1;
+        let id = stored.message.id.clone();
+        self.note_entry(
+            &mut w,
+            &id,
+            &stored.parent,
+            stored.offset,
+            len,
+            Some(&stored),
+            None,
+        );
+        written(&stored);
+        Ok((stored, generation))
+    }
+
+    /// Appends pi's `model_change` / `thinking_level_change` entries for
+    /// what differs from the newest ones on the conversation's path (as far
+    /// back as the recent window reaches), as pi does when either changes,
+    /// under the leaf. Made durable with the next append's flush.
+    pub fn note_settings(
+        &self,
+        model: Option<(&str, &str)>,
+        thinking: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.ensure_recent()?;
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_with_file(&mut w, Check::Append)?;
+        let wanted = [
+            model.map(|(provider, model)| Setting::Model {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+            }),
+            thinking.map(|t| Setting::Thinking(t.to_owned())),
+        ];
+        for setting in wanted.into_iter().flatten() {
+            let known = {
+                let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                match &setting {
+                    Setting::Model { .. } => recent.model.clone(),
+                    Setting::Thinking(_) => recent.thinking.clone(),
+                }
+            };
+            if known.as_ref() == Some(&setting) {
+                continue;
+            }
+            let id = self.fresh_id();
+            let p = w.leaf.clone();
+            let line = setting.to_line(&id, p.as_deref(), crate::clock::now_millis());
+            let offset = self.write_entry(&mut w, &line)?;
+            self.commit.bump();
+            let p = p.map_or(Parent::Root, Parent::Id);
+            let len = line.len() as u64 - 1;
+            self.note_entry(&mut w, &id, &p, offset, len, None, Some(setting));
+        }
+        Ok(())
+    }
+
+    /// The message (or marker) with id `id`, read from the file if it is
+    /// not in the window; `None` if the session has no such entry.
+    pub fn message(&self, id: &str) -> Result<Option<Arc<StoredMessage>>, StoreError> {
+        self.check_before_read()?;
+        let Some(offset) = self.offset_of(id)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .entry_at(offset)?
+            .filter(|e| e.id == id)
+            .and_then(Entry::into_message)
+            .map(Arc::new))
+    }
+
+    /// The session's name: the newest `session_info` entry in the file (as
+    /// pi's `getSessionName`), looked for in its last [`NAME_SCAN_BYTES`].
+    pub fn name(&self) -> Result<Option<String>, StoreError> {
+        self.check_before_read()?;
+        if let Some(known) = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(known);
+        }
+        let end = self.len();
+        let floor = end.saturating_sub(NAME_SCAN_BYTES);
+        let mut found = None;
+        self.scan_backwards(end, |e, _| {
+            if e.offset < floor {
+                return Step::Stop;
+            }
+            match e.name {
+                Some(n) => {
+                    found = Some(n);
+                    Step::Stop
+                }
+                None => Step::Next,
+            }
+        })?;
+        let name = found.filter(|n| !n.is_empty());
+        let mut known = self.name.lock().unwrap_or_else(|e| e.into_inner());
+        // An append may have named it meanwhile: that one is newer.
+        Ok(known.get_or_insert(name).clone())
+    }
+
+    fn set_name(&self, name: String) {
+        *self.name.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Some(name).filter(|n| !n.is_empty()));
+    }
+
+    /// Names the session: appends pi's `session_info` entry under the leaf
+    /// (an empty name clears it, as in pi). Returns the generation to wait
+    /// for with [`Transcript::durable`].
+    pub fn rename(&self, name: &str) -> Result<u64, StoreError> {
+        let name = name.trim();
+        self.ensure_recent()?;
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_with_file(&mut w, Check::Append)?;
+        let id = self.fresh_id();
+        let parent = w.leaf.clone();
+        let line = super::line::session_info_line(
+            &id,
+            parent.as_deref(),
+            crate::clock::now_millis(),
+            name,
+        );
+        let offset = self.write_entry(&mut w, &line)?;
+        let generation = self.commit.bump();
+        let parent = parent.map_or(Parent::Root, Parent::Id);
+        let len = line.len() as u64 - 1;
+        self.note_entry(&mut w, &id, &parent, offset, len, None, None);
+        self.set_name(name.to_owned());
+        Ok(generation)
+    }
+
+    /// An entry id not in use, as far as the index and the window know.
+    fn fresh_id(&self) -> String {
+        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..100 {
+            let id = new_entry_id();
+            if !index.lines.contains_key(&id) && !recent.heads.iter().any(|h| h.id == id) {
+                return id;
+            }
+        }
+        // As pi does when its short ids keep colliding.
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Writes one entry's line (after the header, if the file has nothing
+    /// yet), coping with another program's writes; returns where the line
+    /// starts and moves `w.len` past it.
+    fn write_entry(&self, w: &mut Writer, line: &[u8]) -> Result<u64, StoreError> {
+        if w.len == 0 {
+            let header = header_line(
+                &self.session_id,
+                &self.shared.cwd,
+                crate::clock::now_millis(),
+            );
+            let start = self.write_line(w, &header)?;
+            if start == 0 {
+                w.len = header.len() as u64;
+            }
+        }
         let started = Instant::now();
-        let mut start = self.write_line(&mut w, &line)?;
+        let mut start = self.write_line(w, line)?;
         note_slow_io("a transcript write", started);
         if start != w.len {
             // Another program wrote between the check and the write.
@@ -381,25 +677,58 @@ impl Transcript {
                 "another program wrote to the transcript during an append"
             );
             if start < w.len {
-                self.reload(&mut w, start + line.len() as u64)?;
-            } else if self.ingest(&mut w, start)? {
+                self.reload(w, start + line.len() as u64)?;
+            } else if self.ingest(w, start)? {
                 // Our line was glued to its unfinished one: write it again,
                 // on a line of its own now (ours ended with a newline).
-                start = self.write_line(&mut w, &line)?;
+                start = self.write_line(w, line)?;
             }
         }
-        stored.offset = start;
         w.len = start + line.len() as u64;
-        let generation = self.commit.bump();
-        let stored = Arc::new(stored);
-        // Still under the writer lock so `recent` stays in file order.
-        self.recent.lock().unwrap_or_else(|e| e.into_inner()).push(
-            &stored,
-            line.len() as u64 - 1,
-            self.shared.window_bytes,
-        );
-        written(&stored);
-        Ok((stored, generation))
+        Ok(start)
+    }
+
+    /// Records an entry now at the end of the file: it is the leaf, and it
+    /// either continues the conversation's path (its message joins the
+    /// window) or starts another branch (the window is read again when next
+    /// needed). True when it continued the path.
+    #[allow(clippy::too_many_arguments)]
+    fn note_entry(
+        &self,
+        w: &mut Writer,
+        id: &str,
+        parent: &Parent,
+        offset: u64,
+        len: u64,
+        message: Option<&Arc<StoredMessage>>,
+        setting: Option<Setting>,
+    ) -> bool {
+        let continues = match parent {
+            Parent::Previous => true,
+            Parent::Root => w.leaf.is_none(),
+            Parent::Id(p) => w.leaf.as_deref() == Some(p.as_str()),
+        };
+        w.leaf = Some(id.to_owned());
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(id, offset, len);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if !continues {
+            *recent = Recent::default();
+            return false;
+        }
+        if let Some(m) = message {
+            recent.push(m, len, self.shared.window_bytes);
+        }
+        if recent.loaded {
+            match setting {
+                Some(s @ Setting::Model { .. }) => recent.model = Some(s),
+                Some(s @ Setting::Thinking(_)) => recent.thinking = Some(s),
+                None => {}
+            }
+        }
+        true
     }
 
     /// Writes `line` at the end of the file; returns where it starts.
@@ -485,6 +814,9 @@ impl Transcript {
         w.len = last_newline_end(&w.file, size)?;
         *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
         *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = PageMarks::default();
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = IdIndex::default();
+        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        w.leaf = self.last_entry(w.len)?;
         if let Some(hook) = self.shared.foreign.get() {
             hook(&self.session_id, Foreign::Replaced);
         }
@@ -507,15 +839,43 @@ impl Transcript {
             let mut rest = &chunk[..n];
             while let Some(i) = rest.iter().position(|b| *b == b'\n') {
                 line.extend_from_slice(&rest[..i]);
-                if let Some(m) = parse_line(&line, line_start) {
-                    let m = Arc::new(self.decorated(m));
-                    self.recent.lock().unwrap_or_else(|e| e.into_inner()).push(
-                        &m,
-                        line.len() as u64,
-                        self.shared.window_bytes,
+                if let Some(entry) = parse_entry(&line, line_start) {
+                    let Entry {
+                        id,
+                        parent,
+                        kind,
+                        name,
+                        ..
+                    } = entry;
+                    if let Some(name) = name {
+                        self.set_name(name);
+                    }
+                    let (message, setting) = match kind {
+                        Kind::Message(m) | Kind::Compaction { marker: m, .. } => {
+                            (Some(Arc::new(self.decorated(m))), None)
+                        }
+                        Kind::ModelChange { provider, model } => {
+                            (None, Some(Setting::Model { provider, model }))
+                        }
+                        Kind::ThinkingChange(level) => (None, Some(Setting::Thinking(level))),
+                        Kind::Other => (None, None),
+                    };
+                    let len = line.len() as u64;
+                    let continued = self.note_entry(
+                        w,
+                        &id,
+                        &parent,
+                        line_start,
+                        len,
+                        message.as_ref(),
+                        setting,
                     );
                     if let Some(hook) = self.shared.foreign.get() {
-                        hook(&self.session_id, Foreign::Message(&m));
+                        match (&message, continued) {
+                            (Some(m), true) => hook(&self.session_id, Foreign::Message(m)),
+                            (_, false) => hook(&self.session_id, Foreign::Replaced),
+                            (None, true) => {}
+                        }
                     }
                     count += 1;
                 }
@@ -571,19 +931,9 @@ impl Transcript {
             .map_err(StoreError::from)
     }
 
-    /// The last `limit` messages.
+    /// The last `limit` messages of the conversation (the leaf's path),
+    /// compaction markers included.
     pub fn latest(&self, limit: usize) -> Result<Page, StoreError> {
-        self.latest_as(limit, true)
-    }
-
-    /// The last `limit` messages, without decorating those read from the
-    /// file: for a reader that needs only their content (an agent's
-    /// history), where rendering large messages again would be wasted.
-    pub fn latest_plain(&self, limit: usize) -> Result<Page, StoreError> {
-        self.latest_as(limit, false)
-    }
-
-    fn latest_as(&self, limit: usize, decorate: bool) -> Result<Page, StoreError> {
         self.check_before_read()?;
         self.ensure_recent()?;
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -596,22 +946,132 @@ impl Transcript {
         }
         drop(recent);
         let end = self.len();
-        self.read_before(end, limit, decorate)
+        self.read_path(end, Want::First, limit, true)
     }
 
-    /// Up to `limit` messages older than the message `before_id`.
+    /// The last `limit` messages an agent is given: the leaf's path after
+    /// its newest compaction (whose summary comes first, as pi sends it),
+    /// without decorating what is read from the file (rendering would be
+    /// wasted on an agent).
+    pub fn latest_plain(&self, limit: usize) -> Result<Page, StoreError> {
+        self.check_before_read()?;
+        self.ensure_recent()?;
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if !recent.compacted && (limit <= recent.messages.len() || recent.complete) {
+            let skip = recent.messages.len().saturating_sub(limit);
+            return Ok(Page {
+                messages: recent
+                    .messages
+                    .iter()
+                    .skip(skip)
+                    .map(|m| for_agent(m.clone()))
+                    .collect(),
+                has_more: skip > 0 || !recent.complete,
+            });
+        }
+        drop(recent);
+        let end = self.len();
+        self.read_context(end, Some(Want::First), limit)
+    }
+
+    /// Up to `limit` messages before the message `before_id` on its path.
     /// `None` when that message is unknown.
     pub fn before(&self, before_id: &str, limit: usize) -> Result<Option<Page>, StoreError> {
         self.check_before_read()?;
         let Some(offset) = self.offset_of(before_id)? else {
             return Ok(None);
         };
-        Ok(Some(self.read_before(offset, limit, true)?))
+        let Some(entry) = self.entry_at(offset)? else {
+            return Ok(None);
+        };
+        let page = match Want::after(&entry.parent) {
+            Some(want) => self.read_path(offset, want, limit, true)?,
+            None => Page {
+                messages: Vec::new(),
+                has_more: false,
+            },
+        };
+        Ok(Some(page))
+    }
+
+    /// The last `limit` messages of the path that ends with the entry
+    /// `leaf` (another branch than the conversation, to look at it); `None`
+    /// when the session has no such entry.
+    pub fn path_to(&self, leaf: &str, limit: usize) -> Result<Option<Page>, StoreError> {
+        self.check_before_read()?;
+        let Some(offset) = self.offset_of(leaf)? else {
+            return Ok(None);
+        };
+        // The walk starts just after the leaf's line, which it takes first.
+        let end = self.line_end(offset)?;
+        Ok(Some(self.read_path(
+            end,
+            Want::Id(leaf.to_owned()),
+            limit,
+            true,
+        )?))
+    }
+
+    /// Every entry of the tree, in file order, as (id, parent id, role of
+    /// a message): what a client needs to show and switch branches. `None`
+    /// when the file has more than `cap` entries (the whole file is read).
+    pub fn tree(&self, cap: usize) -> Result<Option<TreeSkeleton>, StoreError> {
+        self.check_before_read()?;
+        let end = self.len();
+        let mut newest_first = Vec::new();
+        let mut too_many = false;
+        self.scan_backwards(end, |e, _| {
+            if newest_first.len() == cap {
+                too_many = true;
+                return Step::Stop;
+            }
+            let role = e.message().map(|m| m.message.role);
+            newest_first.push((e.id, e.parent, role));
+            Step::Next
+        })?;
+        if too_many {
+            return Ok(None);
+        }
+        newest_first.reverse();
+        let mut entries = Vec::with_capacity(newest_first.len());
+        let mut previous: Option<String> = None;
+        for (id, parent, role) in newest_first {
+            let parent = match parent {
+                Parent::Root => None,
+                Parent::Previous => previous.clone(),
+                Parent::Id(p) => Some(p),
+            };
+            previous = Some(id.clone());
+            entries.push((id, parent, role));
+        }
+        let leaf = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leaf
+            .clone();
+        Ok(Some(TreeSkeleton { leaf, entries }))
+    }
+
+    /// The offset just past the newline of the line that starts at `offset`.
+    fn line_end(&self, offset: u64) -> Result<u64, StoreError> {
+        let reader = self.reader();
+        let end = self.len();
+        let mut pos = offset;
+        while pos < end {
+            let n = (end - pos).min(CHUNK) as usize;
+            let mut buf = vec![0u8; n];
+            reader.read_exact_at(&mut buf, pos)?;
+            if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                return Ok(pos + i as u64 + 1);
+            }
+            pos += n as u64;
+        }
+        Ok(end)
     }
 
     /// The last `limit` messages up to and including `last`: the context
-    /// the turn that wrote `last` had (undecorated, like
-    /// [`Transcript::latest_plain`]).
+    /// the turn that wrote `last` had (as [`Transcript::latest_plain`]).
     pub fn through(&self, last: &Arc<StoredMessage>, limit: usize) -> Result<Page, StoreError> {
         if limit == 0 {
             return Ok(Page {
@@ -619,23 +1079,25 @@ impl Transcript {
                 has_more: true,
             });
         }
-        let mut page = self.read_before(last.offset, limit - 1, false)?;
-        page.messages.push(last.clone());
+        let mut page = self.read_context(last.offset, Want::after(&last.parent), limit - 1)?;
+        page.messages.push(for_agent(last.clone()));
         Ok(page)
     }
 
-    /// Gives back the memory of the recent-message window and the page
-    /// marks; the next read loads the window from the file again.
+    /// Gives back the memory of the recent-message window, the page marks
+    /// and the id index; the next read loads them from the file again.
     pub fn release_recent(&self) {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
         *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = PageMarks::default();
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = IdIndex::default();
     }
 
     /// The message written for idempotency key `client_id`, and the reply
     /// to it if one was stored — looked up among the last [`RECENT_CAP`]
-    /// messages, which is where a retry finds its first attempt. Messages
-    /// the byte budget keeps out of the window are read from the file.
+    /// messages of the conversation, which is where a retry finds its first
+    /// attempt. Messages the byte budget keeps out of the window are read
+    /// from the file.
     ///
     /// A turn found after a flush of this file failed is an error instead:
     /// the failure may have lost any of it on disk, so nothing may be built
@@ -686,7 +1148,31 @@ impl Transcript {
     fn read_at(&self, offset: u64, len: u64) -> Result<Option<Arc<StoredMessage>>, StoreError> {
         let mut line = vec![0u8; len as usize];
         self.reader().read_exact_at(&mut line, offset)?;
-        Ok(parse_line(&line, offset).map(|m| Arc::new(self.decorated(m))))
+        Ok(parse_entry(&line, offset)
+            .and_then(Entry::into_message)
+            .map(|m| Arc::new(self.decorated(m))))
+    }
+
+    /// The entry on the line that starts at `offset`.
+    fn entry_at(&self, offset: u64) -> Result<Option<Entry>, StoreError> {
+        let reader = self.reader();
+        let end = self.len();
+        let mut line = Vec::new();
+        let mut pos = offset;
+        let mut step = CHUNK;
+        while pos < end {
+            let n = (end - pos).min(step) as usize;
+            let mut buf = vec![0u8; n];
+            reader.read_exact_at(&mut buf, pos)?;
+            if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                line.extend_from_slice(&buf[..i]);
+                return Ok(parse_entry(&line, offset));
+            }
+            line.extend_from_slice(&buf);
+            pos += n as u64;
+            step = (step * 2).min(MAX_STEP);
+        }
+        Ok(parse_entry(&line, offset))
     }
 
     fn offset_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
@@ -703,14 +1189,27 @@ impl Transcript {
         if let Some(off) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Ok(Some(off));
         }
+        if let Some(&(off, _)) = self
+            .index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .get(id)
+        {
+            return Ok(Some(off));
+        }
         // Unknown: a backward scan until it is found.
         let mut found = None;
-        self.scan_backwards(self.len(), |m, _| {
-            if m.message.id == id {
-                found = Some(m.offset);
-                false
+        self.scan_backwards(self.len(), |e, len| {
+            self.index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .note(&e.id, e.offset, len);
+            if e.id == id {
+                found = Some(e.offset);
+                Step::Stop
             } else {
-                true
+                Step::Next
             }
         })?;
         Ok(found)
@@ -735,7 +1234,21 @@ impl Transcript {
         // Decoded from the newest back while they fit; heads for all.
         let mut decoding = true;
         let mut more = false;
-        self.scan_backwards(w.len, |m, len| {
+        self.walk(w.len, Want::First, |e, len| {
+            let m = match e.kind {
+                Kind::ModelChange { provider, model } => {
+                    loaded
+                        .model
+                        .get_or_insert(Setting::Model { provider, model });
+                    return true;
+                }
+                Kind::ThinkingChange(level) => {
+                    loaded.thinking.get_or_insert(Setting::Thinking(level));
+                    return true;
+                }
+                Kind::Other => return true,
+                Kind::Message(m) | Kind::Compaction { marker: m, .. } => m,
+            };
             if loaded.heads.len() == RECENT_CAP {
                 more = true;
                 return false;
@@ -745,6 +1258,7 @@ impl Transcript {
                 let m = self.decorated(m);
                 let size = message_bytes(&m.message);
                 if loaded.bytes + size <= budget {
+                    loaded.compacted |= m.message.kind.as_deref() == Some("compaction");
                     loaded.bytes += size;
                     loaded.messages.push_front(Arc::new(m));
                     return true;
@@ -758,10 +1272,21 @@ impl Transcript {
         Ok(())
     }
 
-    fn read_before(&self, end: u64, limit: usize, decorate: bool) -> Result<Page, StoreError> {
+    /// Up to `limit` messages of the path that goes on with `want` from
+    /// `end` back, oldest first.
+    fn read_path(
+        &self,
+        end: u64,
+        want: Want,
+        limit: usize,
+        decorate: bool,
+    ) -> Result<Page, StoreError> {
         let mut newest_first = Vec::with_capacity(limit.min(1024));
         let mut has_more = false;
-        self.scan_backwards(end, |m, _| {
+        self.walk(end, want, |e, _| {
+            let Some(m) = e.into_message() else {
+                return true;
+            };
             if newest_first.len() == limit {
                 has_more = true;
                 return false;
@@ -783,13 +1308,134 @@ impl Transcript {
         })
     }
 
-    /// Visits messages from `end` towards the start of the file, newest
-    /// first, with the length of each one's line, until `visit` returns
-    /// false. The messages are not decorated.
+    /// What an agent is given of the path that goes on with `want` from
+    /// `end` back, as pi builds its context: after the newest compaction,
+    /// its summary, then the entries from its `firstKeptEntryId` on (none if
+    /// that entry is not on the path); summaries as user messages.
+    fn read_context(&self, end: u64, want: Option<Want>, limit: usize) -> Result<Page, StoreError> {
+        let mut newest_first: Vec<Arc<StoredMessage>> = Vec::new();
+        // After a compaction: the messages before it, kept only if its
+        // first kept entry turns up.
+        let mut kept: Vec<Arc<StoredMessage>> = Vec::new();
+        let mut compaction: Option<(StoredMessage, Option<String>)> = None;
+        let mut has_more = false;
+        let mut found_first_kept = false;
+        if let Some(want) = want {
+            self.walk(end, want, |e, _| {
+                let is_first_kept = matches!(&compaction, Some((_, Some(k))) if *k == e.id);
+                match e.kind {
+                    Kind::Compaction { marker, first_kept } if compaction.is_none() => {
+                        let none_kept = first_kept.is_none();
+                        compaction = Some((marker, first_kept));
+                        if none_kept {
+                            return false;
+                        }
+                    }
+                    Kind::Message(m) => {
+                        if newest_first.len() + kept.len() == limit {
+                            has_more = true;
+                            found_first_kept = compaction.is_some();
+                            return false;
+                        }
+                        let m = for_agent(Arc::new(m));
+                        if compaction.is_some() {
+                            kept.push(m);
+                        } else {
+                            newest_first.push(m);
+                        }
+                    }
+                    _ => {}
+                }
+                if is_first_kept {
+                    found_first_kept = true;
+                    return false;
+                }
+                true
+            })?;
+        }
+        if let Some((summary, _)) = compaction {
+            if found_first_kept {
+                newest_first.append(&mut kept);
+            }
+            newest_first.push(for_agent(Arc::new(summary)));
+            has_more = false;
+        }
+        newest_first.reverse();
+        Ok(Page {
+            messages: newest_first,
+            has_more,
+        })
+    }
+
+    /// Visits the entries on a path up the tree, newest first, with the
+    /// length of each one's line: from `end` back, the entry `want` names,
+    /// then its parent, and so on to the root, until `visit` returns false.
+    /// Entries passed over (other branches) are remembered in the index, so
+    /// that the next walk past them jumps.
+    fn walk(
+        &self,
+        end: u64,
+        want: Want,
+        mut visit: impl FnMut(Entry, u64) -> bool,
+    ) -> Result<(), StoreError> {
+        let index_end = |id: &str| {
+            self.index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .end_of(id)
+        };
+        let mut end = end;
+        if let Want::Id(id) = &want
+            && let Some(to) = index_end(id)
+            && to < end
+        {
+            end = to;
+        }
+        let mut want = want;
+        self.scan_backwards(end, |e, len| {
+            self.index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .note(&e.id, e.offset, len);
+            let on_path = match &want {
+                Want::First => true,
+                Want::Id(id) => *id == e.id,
+            };
+            if !on_path {
+                return match &want {
+                    Want::Id(id) => match index_end(id) {
+                        Some(to) if to < e.offset => Step::Jump(to),
+                        _ => Step::Next,
+                    },
+                    Want::First => Step::Next,
+                };
+            }
+            let offset = e.offset;
+            let next = Want::after(&e.parent);
+            if !visit(e, len) {
+                return Step::Stop;
+            }
+            match next {
+                None => Step::Stop,
+                Some(next) => {
+                    let jump = match &next {
+                        Want::Id(id) => index_end(id).filter(|to| *to < offset),
+                        Want::First => None,
+                    };
+                    want = next;
+                    jump.map_or(Step::Next, Step::Jump)
+                }
+            }
+        })
+    }
+
+    /// Visits entries from `end` towards the start of the file, newest
+    /// first, with the length of each one's line, as `visit` steps. The
+    /// messages are not decorated.
     fn scan_backwards(
         &self,
         end: u64,
-        mut visit: impl FnMut(StoredMessage, u64) -> bool,
+        mut visit: impl FnMut(Entry, u64) -> Step,
     ) -> Result<(), StoreError> {
         let reader = self.reader();
         let mut pos = end;
@@ -799,7 +1445,7 @@ impl Transcript {
         // O(n) to assemble rather than n²/CHUNK (a 900 KB message was
         // copied fourteen times over).
         let mut step = CHUNK;
-        while pos > 0 {
+        'chunks: while pos > 0 {
             let start = pos.saturating_sub(step);
             let mut buf = vec![0u8; (pos - start) as usize];
             reader.read_exact_at(&mut buf, start)?;
@@ -832,10 +1478,18 @@ impl Transcript {
                     line = &line[..line.len() - 1];
                 }
                 let offset = start + i as u64;
-                if let Some(m) = parse_line(line, offset)
-                    && !visit(m, line.len() as u64)
-                {
-                    return Ok(());
+                if let Some(e) = parse_entry(line, offset) {
+                    match visit(e, line.len() as u64) {
+                        Step::Next => {}
+                        Step::Stop => return Ok(()),
+                        Step::Jump(to) if to < offset => {
+                            pos = to;
+                            tail.clear();
+                            step = CHUNK;
+                            continue 'chunks;
+                        }
+                        Step::Jump(_) => {}
+                    }
                 }
                 line_end = i;
             }
@@ -845,6 +1499,28 @@ impl Transcript {
         }
         Ok(())
     }
+}
+
+/// A message as an agent is given it: a summary pi sends as the user's, with
+/// pi's framing (`COMPACTION_SUMMARY_PREFIX` / `BRANCH_SUMMARY_PREFIX` in
+/// pi's messages.ts).
+fn for_agent(m: Arc<StoredMessage>) -> Arc<StoredMessage> {
+    let (prefix, suffix) = match m.message.kind.as_deref() {
+        Some("compaction") => (
+            "The conversation history before this point was compacted into the following summary:\n\n<summary>\n",
+            "\n</summary>",
+        ),
+        Some("branch_summary") => (
+            "The following is a summary of a branch that this conversation came back from:\n\n<summary>\n",
+            "</summary>",
+        ),
+        _ => return m,
+    };
+    let mut agent = (*m).clone();
+    agent.message.role = loopchat_proto::Role::User;
+    agent.message.content =
+        loopchat_proto::Content::Text(format!("{prefix}{}{suffix}", m.message.content.text()));
+    Arc::new(agent)
 }
 
 /// Length of the prefix of the file that ends with a newline (0 if none).
