@@ -25,3 +25,4 @@ pub mod pipeline;
 pub mod render;
 pub mod server;
 pub mod store;
+pub mod tools;
