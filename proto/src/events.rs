@@ -22,6 +22,44 @@ impl RunState {
     }
 }
 
+/// What was decided about a tool call that asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum ApprovalDecision {
+    Approved,
+    /// Approved, and the tool runs without asking for the rest of the
+    /// session's life in this relay.
+    ApprovedForSession,
+    Denied,
+    /// Nobody answered in time: denied.
+    Expired,
+    /// The run ended (Stop, shutdown) before anyone answered.
+    Cancelled,
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ToolStatus {
+    Ok,
+    Error,
+    Denied,
+    Aborted,
+}
+
+impl ToolStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Denied => "denied",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
 /// A notification (alert) as stored, replayed and delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -66,6 +104,47 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A tool call of a run, as the model made it, waits for the user's
+    /// decision (policy `ask`). `args` is the exact JSON object it will run
+    /// with; `expiresAt` (RFC 3339) is when it counts as denied.
+    #[serde(rename = "tool.approval", rename_all = "camelCase")]
+    ToolApproval {
+        run_id: String,
+        call_id: String,
+        name: String,
+        args: serde_json::Value,
+        expires_at: String,
+    },
+    /// The decision on a `tool.approval`.
+    #[serde(rename = "tool.approval.resolved", rename_all = "camelCase")]
+    ToolApprovalResolved {
+        run_id: String,
+        call_id: String,
+        decision: ApprovalDecision,
+    },
+    /// A tool call starts running (after its approval, if it needed one).
+    #[serde(rename = "tool.start", rename_all = "camelCase")]
+    ToolStart {
+        run_id: String,
+        call_id: String,
+        name: String,
+        args: serde_json::Value,
+    },
+    /// Output of a running call (`bash`), in order.
+    #[serde(rename = "tool.update", rename_all = "camelCase")]
+    ToolUpdate {
+        run_id: String,
+        call_id: String,
+        text: String,
+    },
+    /// A call ended; its result is the `toolResult` message that follows.
+    #[serde(rename = "tool.end", rename_all = "camelCase")]
+    ToolEnd {
+        run_id: String,
+        call_id: String,
+        status: ToolStatus,
+        duration_ms: u64,
+    },
     #[serde(rename = "notification")]
     Notification { notification: Notification },
     /// The log cannot replay from the client's `since` (evicted, or the relay
@@ -89,6 +168,32 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_event_shapes() {
+        let e = Event {
+            seq: 3,
+            body: EventBody::ToolEnd {
+                run_id: "r".into(),
+                call_id: "c".into(),
+                status: ToolStatus::Denied,
+                duration_ms: 5,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type":"tool.end","seq":3,"runId":"r","callId":"c","status":"denied","durationMs":5})
+        );
+        let r = EventBody::ToolApprovalResolved {
+            run_id: "r".into(),
+            call_id: "c".into(),
+            decision: ApprovalDecision::ApprovedForSession,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["decision"],
+            "approvedForSession"
+        );
+    }
 
     #[test]
     fn event_shape() {

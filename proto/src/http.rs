@@ -109,6 +109,46 @@ pub struct InfoResponse {
     /// so far (replayed from the event log from `runStartSeq - 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_run: Option<ActiveRun>,
+    /// Tool calls of the active run waiting for a decision, so that a page
+    /// opened or reloaded later still shows their approval cards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<PendingApproval>,
+}
+
+/// A tool call waiting for approval (the `tool.approval` event's fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    pub run_id: String,
+    pub call_id: String,
+    pub name: String,
+    pub args: serde_json::Value,
+    pub expires_at: String,
+}
+
+/// What the user decides about a pending tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum ApprovalChoice {
+    Approve,
+    Deny,
+    /// Approve, and let this tool run without asking for the rest of the
+    /// session (until the relay restarts).
+    AllowSession,
+}
+
+/// `POST /webchat/approve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The session key (default `main`).
+    #[serde(default)]
+    pub session: Option<String>,
+    pub call_id: String,
+    pub decision: ApprovalChoice,
 }
 
 /// A run that has started and not yet ended.

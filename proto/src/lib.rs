@@ -18,7 +18,7 @@ mod session_key;
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
 pub use discovery::{Discovery, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode};
-pub use events::{Event, EventBody, Notification, RunState};
+pub use events::{ApprovalDecision, Event, EventBody, Notification, RunState, ToolStatus};
 pub use http::*;
 pub use message::{Content, Message, Role};
 pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};

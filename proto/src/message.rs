@@ -57,9 +57,17 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
     /// Set on an assistant message whose run did not finish normally
-    /// (`aborted` or `error`); absent for a complete reply.
+    /// (`aborted` or `error`), and `toolUse` on one that ends in tool calls
+    /// (its content has pi's `toolCall` blocks); absent for a complete reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// A `toolResult` message: the call it answers (pi's `toolCallId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ fn message(i: usize, role: Role) -> NewMessage {
         reply_to: None,
         stop_reason: None,
         error_message: None,
+        tool_result: None,
     }
 }
 

@@ -68,6 +68,7 @@ pub fn store_line(data: &[u8]) {
         reply_to: m.reply_to.clone(),
         stop_reason: m.message.stop_reason.clone(),
         error_message: None,
+        tool_result: None,
     };
     let line = written.to_line();
     assert_eq!(line.last(), Some(&b'\n'));
@@ -241,8 +242,9 @@ pub fn openai_sse(data: &[u8]) {
     const URL: &str = "http://model.test/v1/chat/completions";
     let whole = decode_reply(URL, [body]);
     for e in &whole.0 {
-        let (AgentEvent::Delta(t) | AgentEvent::Thinking(t)) = e;
-        assert!(!t.is_empty(), "an empty event is never passed on");
+        if let AgentEvent::Delta(t) | AgentEvent::Thinking(t) = e {
+            assert!(!t.is_empty(), "an empty event is never passed on");
+        }
     }
     let split = decode_reply(URL, chunks);
     assert_eq!(split, whole, "split differently, the reply changed");

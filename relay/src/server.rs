@@ -76,6 +76,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         config.history_messages,
         ring_bytes,
     );
+    if config.tools.enabled {
+        pipeline.set_tools(tool_runtime(&config.tools, &config.agent, &token)?);
+    }
     let notifications = NotificationHub::open(&home.notifications_file())
         .context("cannot open the notification journal")?;
     let presence = Arc::new(Presence::default());
@@ -268,4 +271,34 @@ async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
         _ = signals.int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// The agent's tools as configured: the workspace (default: where `serve`
+/// started) and what `bash` may not see — every `LOOPCHAT_*` variable, the
+/// relay's token and the model's API key.
+fn tool_runtime(
+    tools: &crate::config::ToolsConfig,
+    agent: &crate::config::AgentConfig,
+    token: &str,
+) -> anyhow::Result<crate::pipeline::ToolRuntime> {
+    let root = match &tools.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let workspace = crate::tools::Workspace::new(&root, tools.confine)
+        .with_context(|| format!("the tools' workspace {} cannot be used", root.display()))?;
+    let mut secrets = vec![token.to_owned()];
+    secrets.extend(agent.openai.api_key.clone());
+    let toolbox = crate::tools::Toolbox::new(
+        workspace,
+        tools.bash_limits(),
+        tools.policy.clone(),
+        &secrets,
+    );
+    tracing::info!(workspace = %toolbox.workspace().root().display(), confined = tools.confine, "tools enabled");
+    Ok(crate::pipeline::ToolRuntime {
+        toolbox,
+        max_steps: tools.max_steps,
+        approval_timeout: std::time::Duration::from_secs(tools.approval_timeout_secs.max(1)),
+    })
 }

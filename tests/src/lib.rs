@@ -4,6 +4,8 @@
 //! "Listening" is observed, not guessed: the relay prints its URL line on
 //! stdout only after its socket is bound and its discovery file written.
 
+pub mod llama;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -154,8 +154,11 @@ mod tests {
                 role: Role::User,
                 text: text.into(),
                 images: vec![],
+                ..ChatTurn::new(Role::User, String::new())
             }],
             thinking: Default::default(),
+            tools: std::sync::Arc::from(Vec::new()),
+            tools_ended_at: None,
         }
     }
 

@@ -17,6 +17,7 @@ use futures_util::Stream;
 use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
 
 use crate::config::{AgentConfig, Backend};
+use crate::tools::ToolSpec;
 
 pub use command::CommandAgent;
 pub use echo::EchoAgent;
@@ -30,6 +31,34 @@ pub struct ChatTurn {
     pub text: String,
     /// Images attached to the message, as files under the home.
     pub images: Vec<ImageFile>,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `toolResult` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// Images a tool returned, as `data:` URLs.
+    pub data_images: Vec<String>,
+}
+
+impl ChatTurn {
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            data_images: Vec::new(),
+        }
+    }
+}
+
+/// A tool call as the model made it: `arguments` is the JSON text it sent
+/// (assembled from the streamed pieces), not yet parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone)]
@@ -45,12 +74,20 @@ pub struct AgentRequest {
     /// Oldest first; the last entry is the user's new message.
     pub history: Vec<ChatTurn>,
     pub thinking: ThinkingLevel,
+    /// The tools the model may call (backends that cannot call tools
+    /// ignore them).
+    pub tools: Arc<[ToolSpec]>,
+    /// When the tool step before this request ended, for the relay's
+    /// per-step cost (logged at debug by the backend as it sends).
+    pub tools_ended_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
     Delta(String),
     Thinking(String),
+    /// A complete tool call; sent when the reply is complete, in order.
+    ToolCall(ToolCall),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -189,7 +189,12 @@ fn belongs_to(body: &EventBody, run_id: &str) -> bool {
         EventBody::RunStart { run_id: r }
         | EventBody::Delta { run_id: r, .. }
         | EventBody::Thinking { run_id: r, .. }
-        | EventBody::RunEnd { run_id: r, .. } => r == run_id,
+        | EventBody::RunEnd { run_id: r, .. }
+        | EventBody::ToolApproval { run_id: r, .. }
+        | EventBody::ToolApprovalResolved { run_id: r, .. }
+        | EventBody::ToolStart { run_id: r, .. }
+        | EventBody::ToolUpdate { run_id: r, .. }
+        | EventBody::ToolEnd { run_id: r, .. } => r == run_id,
         EventBody::Notification { .. } | EventBody::Reset => false,
     }
 }

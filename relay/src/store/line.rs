@@ -68,7 +68,9 @@ pub fn parse_line(line: &[u8], offset: u64) -> Option<StoredMessage> {
             _ => None,
         })
         .unwrap_or_default();
-    let stop_reason = str_field(msg, "stopReason").filter(|s| s == "aborted" || s == "error");
+    let stop_reason =
+        str_field(msg, "stopReason").filter(|s| s == "aborted" || s == "error" || s == "toolUse");
+    let is_tool_result = role == Role::ToolResult;
     Some(StoredMessage {
         offset,
         message: Message {
@@ -78,6 +80,12 @@ pub fn parse_line(line: &[u8], offset: u64) -> Option<StoredMessage> {
             timestamp,
             html: None,
             stop_reason,
+            tool_call_id: str_field(msg, "toolCallId").filter(|_| is_tool_result),
+            tool_name: str_field(msg, "toolName").filter(|_| is_tool_result),
+            is_error: msg
+                .get("isError")
+                .and_then(Value::as_bool)
+                .filter(|_| is_tool_result),
         },
         client_id: str_field(&obj, "clientId"),
         reply_to: str_field(&obj, "replyTo"),
@@ -99,6 +107,15 @@ pub struct NewMessage {
     pub reply_to: Option<String>,
     pub stop_reason: Option<String>,
     pub error_message: Option<String>,
+    /// For a `toolResult` message: pi's `toolCallId`, `toolName`, `isError`.
+    pub tool_result: Option<ToolResultMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResultMeta {
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub is_error: bool,
 }
 
 impl NewMessage {
@@ -119,6 +136,11 @@ impl NewMessage {
         }
         if let Some(err) = &self.error_message {
             message.insert("errorMessage".into(), Value::from(err.as_str()));
+        }
+        if let Some(t) = &self.tool_result {
+            message.insert("toolCallId".into(), Value::from(t.tool_call_id.as_str()));
+            message.insert("toolName".into(), Value::from(t.tool_name.as_str()));
+            message.insert("isError".into(), Value::from(t.is_error));
         }
         let mut obj = Map::new();
         obj.insert("type".into(), Value::from("message"));
@@ -148,6 +170,9 @@ impl NewMessage {
             timestamp: crate::clock::rfc3339_from_millis(self.timestamp_ms),
             html: None,
             stop_reason: self.stop_reason.clone(),
+            tool_call_id: self.tool_result.as_ref().map(|t| t.tool_call_id.clone()),
+            tool_name: self.tool_result.as_ref().map(|t| t.tool_name.clone()),
+            is_error: self.tool_result.as_ref().map(|t| t.is_error),
         }
     }
 }
@@ -193,6 +218,7 @@ mod tests {
             reply_to: Some("u1".into()),
             stop_reason: Some("aborted".into()),
             error_message: None,
+            tool_result: None,
         };
         let line = n.to_line();
         assert_eq!(line.last(), Some(&b'\n'));
@@ -201,5 +227,39 @@ mod tests {
         assert_eq!(back.message, n.to_message());
         assert_eq!(back.client_id.as_deref(), Some("c1"));
         assert_eq!(back.reply_to.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn tool_results_round_trip_in_pis_shape() {
+        let n = NewMessage {
+            id: "t".into(),
+            role: Role::ToolResult,
+            content: Content::Parts(vec![serde_json::json!({"type":"text","text":"ok"})]),
+            timestamp_ms: 1,
+            client_id: None,
+            reply_to: None,
+            stop_reason: None,
+            error_message: None,
+            tool_result: Some(ToolResultMeta {
+                tool_call_id: "call_1".into(),
+                tool_name: "bash".into(),
+                is_error: true,
+            }),
+        };
+        let line = n.to_line();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["message"]["role"], "toolResult");
+        assert_eq!(v["message"]["toolCallId"], "call_1");
+        assert_eq!(v["message"]["toolName"], "bash");
+        assert_eq!(v["message"]["isError"], true);
+        let back = parse_line(&line[..line.len() - 1], 0).unwrap();
+        assert_eq!(back.message, n.to_message());
+        // toolUse survives as a stop reason.
+        let a = parse_line(
+            br#"{"type":"message","message":{"role":"assistant","content":[{"type":"toolCall","id":"c","name":"read","arguments":{}}],"stopReason":"toolUse"}}"#,
+            0,
+        )
+        .unwrap();
+        assert_eq!(a.message.stop_reason.as_deref(), Some("toolUse"));
     }
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) use commit::{FlushKind, GroupCommit};
 pub use index::{SessionEntry, index_bytes, parse_index};
-pub use line::{NewMessage, StoredMessage, parse_line};
+pub use line::{NewMessage, StoredMessage, ToolResultMeta, parse_line};
 pub use transcript::{DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript};
 
 pub use index::write_atomically as write_file_atomically;

@@ -21,6 +21,7 @@ pub(super) fn msg(i: usize, role: Role) -> NewMessage {
         reply_to: None,
         stop_reason: None,
         error_message: None,
+        tool_result: None,
     }
 }
 
