@@ -375,6 +375,7 @@ async fn tools_against_real_llama() {
     bad_calls_are_told_to_the_model(&proxy, &s).await;
     step_limit(&proxy, &s).await;
     stop_during_bash(&proxy, &s).await;
+    cli_send_answers_approvals(&proxy, &s).await;
     killed_mid_step_is_marked_interrupted(&proxy, &mut s).await;
     assert_eq!(proxy.left(), 0);
 }
@@ -752,6 +753,37 @@ async fn stop_during_bash(proxy: &Proxy, s: &Setup) {
         !process_alive(&marker),
         "the command's background child survived Stop"
     );
+}
+
+/// `loopchat send --approve` / `--deny-all` answer the turn's approvals
+/// for scripts (no terminal here: without a flag the call would wait).
+async fn cli_send_answers_approvals(proxy: &Proxy, s: &Setup) {
+    for (flag, session, written) in [("--approve", "cli1", true), ("--deny-all", "cli2", false)] {
+        let file = format!("{session}.txt");
+        proxy.script(vec![
+            Force::Call("write", json!({"path": file, "content": "from the cli"})),
+            Force::Text,
+        ]);
+        let home = s.relay.home.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(loopchat_bin())
+                .args(["send", "do it", "--session", session, flag])
+                .env("LOOPCHAT_HOME", home)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(s.ws.join(&file).exists(), written, "{flag}");
+        let m = messages(&s.api, session).await;
+        assert_eq!(results(&m)[0]["isError"], !written);
+    }
 }
 
 /// kill -9 while a call waits for approval: nothing is resumed after the

@@ -9,6 +9,7 @@ use super::Target;
 use crate::discovery;
 use crate::home::Home;
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     /// e.g. `http://127.0.0.1:4000` (no trailing slash, no path).
