@@ -11,6 +11,7 @@ import { EventStream } from './js/events.js';
 import { Transcript } from './js/transcript.js';
 import { messageElement, liveElement, pendingElement, markFailed, thinkingBlock } from './js/render.js';
 import { Outbox } from './js/outbox.js';
+import { handleToolEvent, applyPending, setApprover, watchTranscript } from './js/tools.js';
 import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
 import { Composer } from './js/composer.js';
@@ -115,6 +116,9 @@ const transcript = new Transcript({
 });
 
 ui.jump.addEventListener('click', () => transcript.jumpToLatest());
+
+setApprover((callId, decision) => api.approve(state.session, callId, decision));
+watchTranscript(ui.messages, (id) => transcript.byId.get(id));
 
 function announce(text) {
   ui.announcer.textContent = '';
@@ -376,6 +380,7 @@ function handleEvent(ev) {
       break;
     }
     default:
+      handleToolEvent(ev);
       break;
   }
 }
@@ -645,6 +650,7 @@ async function loadSession(attempt = 0) {
   hideBanner();
   clearLive();
   transcript.reset(info.initialMessages || [], info.hasMore);
+  applyPending(info.pendingApprovals);
   performance.mark('loopchat:rendered');
   if (!store.get(`loopchat.thinking.${key}`)) ui.thinking.value = thinkingFor(key, info.thinkingLevel);
   const agent = info.agent || {};

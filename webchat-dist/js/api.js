@@ -123,6 +123,7 @@ export const api = {
   sessions: () => call('GET', 'sessions'),
   status: () => call('GET', 'status'),
   abort: (session, runId) => call('POST', 'abort', { json: { session, runId: runId || undefined } }),
+  approve: (session, callId, decision) => call('POST', 'approve', { json: { session, callId, decision } }),
   notifications: (since, limit) => call('GET', 'notifications', { params: { since, limit } }),
   presence: (payload) => call('POST', 'presence', { json: payload }),
   uploadAttachment: (file) => call('POST', 'attachments', {

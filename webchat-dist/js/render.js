@@ -4,6 +4,7 @@
 
 import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
 import { loadAttachment } from './api.js';
+import { toolCard } from './tools.js';
 
 const LONG_TOOL_TEXT = 2000;
 
@@ -112,7 +113,8 @@ export function messageElement(msg, extra = {}) {
       if (!p || typeof p !== 'object') continue;
       if (p.type === 'thinking' && typeof p.thinking === 'string' && p.thinking) body.append(thinkingBlock(p.thinking));
       else if (p.type === 'image') { const img = imageElement(p); if (img) images.push(img); }
-      else if (p.type === 'toolCall' || p.type === 'tool_use') body.append(toolBlock(p));
+      else if (p.type === 'toolCall') body.append(toolCard(p));
+      else if (p.type === 'tool_use') body.append(toolBlock(p));
     }
   }
 
