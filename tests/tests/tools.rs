@@ -838,3 +838,94 @@ async fn killed_mid_step_is_marked_interrupted(proxy: &Proxy, s: &mut Setup) {
     let last = proxy.bodies().last().unwrap().clone();
     assert_eq!(tool_messages(&last).len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Benchmark (ignored): the relay's own cost per tool step, from its debug
+// timing log (target `loopchat_relay::timing`): the model's tool_calls
+// complete → the tool started, the tool ended → the next model request
+// sent, and bash spawn → first output byte. Run against a release relay:
+//   cargo build --release -p loopchat-relay &&
+//   LOOPCHAT_BIN=target/release/loopchat cargo test -p loopchat-tests --test tools -- --ignored --nocapture
+
+fn percentiles(mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "n={} p50={} µs p99={} µs max={} µs",
+        v.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+fn timings(logs: &str, step: &str) -> Vec<u64> {
+    logs.lines()
+        .filter(|l| l.contains(&format!("step=\"{step}\"")) || l.contains(&format!("step={step} ")))
+        .filter_map(|l| {
+            let rest = &l[l.find(" us=")? + 4..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore]
+async fn bench_tool_steps() {
+    let Some(llama) = Llama::start().await else {
+        return;
+    };
+    let proxy = Proxy::start(llama.addr()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("note.txt"), "hello").unwrap();
+    let relay = Relay::start_with(
+        RelayOptions {
+            home: Some(tmp.path().join("home")),
+            ..Default::default()
+        }
+        .config(&format!(
+            "[agent.openai]\nmax_tokens = 6\n[tools]\nworkspace = \"{}\"\nmax_steps = 100\n[tools.policy]\nbash = \"allow\"\n",
+            ws.display()
+        ))
+        .env("LOOPCHAT_AGENT", "openai")
+        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
+        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+        .env("RUST_LOG", "info,loopchat_relay::timing=debug"),
+    );
+    let api = relay.client();
+    for round in 0..4 {
+        let mut script: Vec<Force> = (0..25)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Force::Call("read", json!({"path": "note.txt"}))
+                } else {
+                    Force::Call("bash", json!({"command": "echo hi"}))
+                }
+            })
+            .collect();
+        script.push(Force::Text);
+        proxy.script(script);
+        let (s, v) = api
+            .rpc(json!({"session": format!("bench{round}"), "text": "go"}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let logs = relay.logs();
+    println!(
+        "tool_calls → tool started: {}",
+        percentiles(timings(&logs, "tool_calls_to_start"))
+    );
+    println!(
+        "tool ended → next request sent: {}",
+        percentiles(timings(&logs, "tool_end_to_request"))
+    );
+    println!(
+        "bash spawn → first byte: {}",
+        percentiles(timings(&logs, "bash_first_byte"))
+    );
+}

@@ -91,6 +91,7 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    let spawned = std::time::Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Output::error(format!("Could not start bash: {e}")),
@@ -119,7 +120,12 @@ pub async fn run(
             () = &mut deadline => break Ended::Timeout(timeout),
             n = out.read(&mut b1), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => sink.push(&b1[..n]),
+                Ok(n) => {
+                    if sink.total == 0 {
+                        tracing::debug!(target: "loopchat_relay::timing", step = "bash_first_byte", us = spawned.elapsed().as_micros() as u64, "bash spawn to first output byte");
+                    }
+                    sink.push(&b1[..n]);
+                }
             },
             n = err.read(&mut b2), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
