@@ -139,6 +139,35 @@ pub enum ApprovalChoice {
     AllowSession,
 }
 
+/// One tool the agent is offered (`GET /webchat/tools`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ToolInfo {
+    pub name: String,
+    /// `builtin` (MCP servers would name themselves here).
+    pub source: String,
+    /// `allow`, `ask` or `deny`.
+    pub policy: String,
+    pub description: String,
+}
+
+/// `GET /webchat/tools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ToolsResponse {
+    pub ok: bool,
+    /// False when `[tools] enabled = false`: no tool is offered.
+    pub enabled: bool,
+    /// The tools' working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Whether the file tools are kept inside the workspace.
+    pub confined: bool,
+    pub tools: Vec<ToolInfo>,
+}
+
 /// `POST /webchat/approve`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

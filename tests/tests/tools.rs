@@ -367,6 +367,7 @@ async fn tools_against_real_llama() {
     let proxy = Proxy::start(llama.addr()).await;
     let mut s = start(&proxy);
 
+    tools_listing(&s).await;
     allowed_read_round_trip(&proxy, &s).await;
     approved_write(&proxy, &s).await;
     denied_write(&proxy, &s).await;
@@ -378,6 +379,45 @@ async fn tools_against_real_llama() {
     cli_send_answers_approvals(&proxy, &s).await;
     killed_mid_step_is_marked_interrupted(&proxy, &mut s).await;
     assert_eq!(proxy.left(), 0);
+}
+
+/// `loopchat tools` lists every tool with its source and policy.
+async fn tools_listing(s: &Setup) {
+    let out = std::process::Command::new(loopchat_bin())
+        .args(["tools", "--json"])
+        .env("LOOPCHAT_HOME", &s.relay.home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["workspace"], s.ws.to_str().unwrap());
+    assert_eq!(v["confined"], true);
+    let rows: Vec<(String, String, String)> = v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let f = |k: &str| t[k].as_str().unwrap().to_owned();
+            (f("name"), f("source"), f("policy"))
+        })
+        .collect();
+    let want = [
+        ("read", "allow"),
+        ("write", "ask"),
+        ("edit", "allow"),
+        ("bash", "ask"),
+    ];
+    for ((name, source, policy), (wn, wp)) in rows.iter().zip(want) {
+        assert_eq!(
+            (name.as_str(), source.as_str(), policy.as_str()),
+            (wn, "builtin", wp)
+        );
+    }
+    assert_eq!(rows.len(), 4);
 }
 
 /// `read` is allowed by default: it runs unasked, the model gets the file

@@ -15,6 +15,33 @@ use super::Target;
 use super::client::{Client, Refused, json, send as send_request};
 use crate::agent::sse::SseStream;
 
+pub async fn tools(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let t: loopchat_proto::ToolsResponse = json(client.get("/webchat/tools")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !t.enabled {
+        println!("tools are off ([tools] enabled = false)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "workspace  {}{}",
+        t.workspace.as_deref().unwrap_or("?"),
+        if t.confined {
+            " (file tools confined)"
+        } else {
+            ""
+        }
+    );
+    println!("{:<24} {:<10} policy", "tool", "source");
+    for tool in &t.tools {
+        println!("{:<24} {:<10} {}", tool.name, tool.source, tool.policy);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
     let s: loopchat_proto::StatusResponse = json(client.get("/webchat/status")).await?;

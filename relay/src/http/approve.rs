@@ -1,8 +1,9 @@
-//! `POST /webchat/approve`: the user's decision on a tool call that asks.
+//! `POST /webchat/approve`: the user's decision on a tool call that asks;
+//! `GET /webchat/tools`: what the agent is offered, under which policy.
 
 use axum::Json;
 use axum::extract::State;
-use loopchat_proto::{ApproveRequest, ErrorCode};
+use loopchat_proto::{ApproveRequest, ErrorCode, ToolInfo, ToolsResponse};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -51,4 +52,48 @@ pub async fn approve(
         .map_err(|e| ApiError::new(ErrorCode::NotFound, e.to_string()))?;
     tracing::info!(session = %key, call = %req.call_id, decision = ?req.decision, "tool call decided");
     Ok(Json(json!({"ok": true, "callId": req.call_id})))
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/tools",
+    tag = "chat",
+    summary = "The agent's tools, their source and policy",
+    description = "Every tool the relay knows, with its policy (`allow`, `ask`, `deny`: a denied \
+                   tool is listed but not offered to the model), the workspace and whether the \
+                   file tools are confined to it. `loopchat tools` prints it.",
+    responses(
+        (status = 200, description = "The tools", body = ToolsResponse),
+        (status = 403, description = "`forbidden`: a notify-only token", body = loopchat_proto::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn tools(_: Authed, State(state): State<AppState>) -> Json<ToolsResponse> {
+    let Some(t) = state.pipeline.tools() else {
+        return Json(ToolsResponse {
+            ok: true,
+            enabled: false,
+            workspace: None,
+            confined: false,
+            tools: Vec::new(),
+        });
+    };
+    let ws = t.toolbox.workspace();
+    Json(ToolsResponse {
+        ok: true,
+        enabled: true,
+        workspace: Some(ws.root().display().to_string()),
+        confined: ws.confined(),
+        tools: t
+            .toolbox
+            .listing()
+            .into_iter()
+            .map(|(spec, policy)| ToolInfo {
+                name: spec.name,
+                source: "builtin".into(),
+                policy: policy.as_str().into(),
+                description: spec.description,
+            })
+            .collect(),
+    })
 }

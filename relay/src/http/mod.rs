@@ -81,6 +81,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))
         .route("/webchat/approve", post(approve::approve))
+        .route("/webchat/tools", get(approve::tools))
         .route("/webchat/events", get(events::sse))
         .route("/webchat/socket", get(events::socket))
         .route("/webchat/attachments/{id}", get(uploads::download))

@@ -93,6 +93,7 @@ pub struct Binary(pub Vec<u8>);
         rpc::rpc,
         rpc::abort,
         approve::approve,
+        approve::tools,
         events::sse,
         events::socket,
         uploads::upload,

@@ -124,6 +124,11 @@ impl Toolbox {
             .collect()
     }
 
+    /// Every tool with its policy, denied ones included (for listings).
+    pub fn listing(&self) -> Vec<(ToolSpec, Policy)> {
+        BUILTIN.iter().map(|n| (spec(n), self.policy(n))).collect()
+    }
+
     pub fn knows(&self, name: &str) -> bool {
         BUILTIN.contains(&name)
     }
