@@ -396,6 +396,10 @@ fn http_error_message(url: &str, status: reqwest::StatusCode, body: &[u8]) -> St
     let hint = match status.as_u16() {
         401 | 403 => " — check the API key (LOOPCHAT_OPENAI_API_KEY or [agent.openai] api_key_env)",
         404 => " — check [agent.openai] base_url (it usually ends in /v1) and model",
+        // The relay offers tools by default; some servers refuse them.
+        _ if detail.to_ascii_lowercase().contains("tool") => {
+            " — the server may not support tools (start llama-server with --jinja, or set [tools] enabled = false)"
+        }
         _ => "",
     };
     format!("{url} answered HTTP {status}: {detail}{hint}")
@@ -1257,6 +1261,15 @@ mod tests {
         );
         let m = http_error_message("u", StatusCode::BAD_GATEWAY, b"  <html>oops</html>\n");
         assert_eq!(m, "u answered HTTP 502 Bad Gateway: <html>oops</html>");
+        let m = http_error_message(
+            "u",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"message":"tools param requires --jinja flag"}}"#,
+        );
+        assert!(
+            m.contains("--jinja") && m.contains("[tools] enabled = false"),
+            "{m}"
+        );
         let m = http_error_message("u", StatusCode::UNAUTHORIZED, b"");
         assert!(m.contains("(empty body)") && m.contains("API key"), "{m}");
         let long = "x".repeat(5000);
