@@ -77,7 +77,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         ring_bytes,
     );
     if config.tools.enabled {
-        pipeline.set_tools(tool_runtime(&config.tools, &config.agent, &token)?);
+        match tool_runtime(&config.tools, &config.agent, &token) {
+            Ok(t) => pipeline.set_tools(t),
+            // A configured workspace that cannot be used is the user's
+            // mistake to hear about; the default one (the current directory,
+            // which may be gone) only turns the tools off.
+            Err(e) if config.tools.workspace.is_none() => {
+                tracing::warn!(error = %format!("{e:#}"), "tools are off: the current directory cannot be their workspace; set [tools] workspace");
+            }
+            Err(e) => return Err(e),
+        }
     }
     let notifications = NotificationHub::open(&home.notifications_file())
         .context("cannot open the notification journal")?;

@@ -969,3 +969,22 @@ async fn bench_tool_steps() {
         percentiles(timings(&logs, "bash_first_byte"))
     );
 }
+
+/// A configured workspace that does not exist stops `serve` with a message
+/// naming it, instead of tools that fail on every call.
+#[tokio::test]
+async fn a_missing_workspace_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("config.toml"),
+        "[tools]\nworkspace = \"/nonexistent/loopchat-ws\"\n",
+    )
+    .unwrap();
+    let err = match Relay::spawn(&home, &[], &[]) {
+        Ok(_) => panic!("the relay started with a missing workspace"),
+        Err(e) => e,
+    };
+    assert!(err.contains("/nonexistent/loopchat-ws"), "{err}");
+}
