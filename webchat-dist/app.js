@@ -11,7 +11,7 @@ import { EventStream } from './js/events.js';
 import { Transcript } from './js/transcript.js';
 import { messageElement, liveElement, pendingElement, markFailed, thinkingBlock } from './js/render.js';
 import { Outbox } from './js/outbox.js';
-import { toolCard, cardsFor, noteToolEvent } from './js/toolcard.js';
+import { toolCard, handleToolEvent, applyPending, setApprover, watchTranscript } from './js/tools.js';
 import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
 import { Composer } from './js/composer.js';
@@ -118,6 +118,9 @@ const transcript = new Transcript({
 });
 
 ui.jump.addEventListener('click', () => transcript.jumpToLatest());
+
+setApprover((callId, decision) => api.approve(state.session, callId, decision));
+watchTranscript(ui.messages, (id) => transcript.byId.get(id));
 
 function announce(text) {
   ui.announcer.textContent = '';
@@ -352,21 +355,19 @@ function handleEvent(ev) {
       });
       break;
     }
-    case 'tool.args':
-    case 'tool.start':
-    case 'tool.update':
-    case 'tool.end': {
+    case 'tool.start': {
       if (!ev.runId || typeof ev.callId !== 'string') return;
-      noteToolEvent(ev);
-      // Until the stored message that holds the call arrives, the card
-      // lives in the run's bubble.
-      if (!cardsFor(ev.callId).length) {
+      // A backend that runs its own tools (pi) reports a call before its
+      // stored message arrives: until then the card lives in the run's
+      // bubble. The relay's own tool loop stores the call first.
+      if (!document.querySelector(`.tool-card[data-call-id="${CSS.escape(ev.callId)}"]`)) {
         const run = runFor(ev.runId);
         if (!state.activeRunId) setActiveRun(ev.runId);
         transcript.atBottomChange(() => {
-          run.node.querySelector('.msg-body').append(toolCard({ callId: ev.callId, name: ev.name, args: ev.args }));
+          run.node.querySelector('.msg-body').append(toolCard({ id: ev.callId, name: ev.name, arguments: ev.args }));
         });
       }
+      handleToolEvent(ev);
       break;
     }
     case 'run.end': {
@@ -396,6 +397,7 @@ function handleEvent(ev) {
       break;
     }
     default:
+      handleToolEvent(ev);
       break;
   }
 }
@@ -760,6 +762,7 @@ async function loadSession(attempt = 0) {
   clearLive();
   transcript.reset(info.initialMessages || [], info.hasMore);
   state.viewLeaf = null;
+  applyPending(info.pendingApprovals);
   performance.mark('loopchat:rendered');
   refreshTree(key);
   if (!store.get(`loopchat.thinking.${key}`)) ui.thinking.value = thinkingFor(key, info.thinkingLevel);

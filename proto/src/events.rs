@@ -22,6 +22,44 @@ impl RunState {
     }
 }
 
+/// What was decided about a tool call that asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum ApprovalDecision {
+    Approved,
+    /// Approved, and the tool runs without asking for the rest of the
+    /// session's life in this relay.
+    ApprovedForSession,
+    Denied,
+    /// Nobody answered in time: denied.
+    Expired,
+    /// The run ended (Stop, shutdown) before anyone answered.
+    Cancelled,
+}
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ToolStatus {
+    Ok,
+    Error,
+    Denied,
+    Aborted,
+}
+
+impl ToolStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Denied => "denied",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
 /// A notification (alert) as stored, replayed and delivered.
 ///
 /// A later version of the same `id` (a new seq) replaces it: an update by
@@ -110,40 +148,54 @@ pub enum EventBody {
         name: String,
         delta: String,
     },
-    /// A tool call began to run (the agent's own tool loop, or pi's).
-    #[serde(rename = "tool.start", rename_all = "camelCase")]
-    ToolStart {
-        run_id: String,
-        /// The model's id for the call; correlates start, updates and end.
-        call_id: String,
-        name: String,
-        /// The call's arguments as the model sent them.
-        args: serde_json::Value,
-    },
-    /// The output of a running tool so far: the whole of it, not a delta,
-    /// so a client that missed one simply shows the newest.
-    #[serde(rename = "tool.update", rename_all = "camelCase")]
-    ToolUpdate {
-        run_id: String,
-        call_id: String,
-        name: String,
-        output: String,
-    },
-    /// The tool finished; `output` is its result as text.
-    #[serde(rename = "tool.end", rename_all = "camelCase")]
-    ToolEnd {
-        run_id: String,
-        call_id: String,
-        name: String,
-        output: String,
-        is_error: bool,
-    },
     #[serde(rename = "run.end", rename_all = "camelCase")]
     RunEnd {
         run_id: String,
         state: RunState,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// A tool call of a run, as the model made it, waits for the user's
+    /// decision (policy `ask`). `args` is the exact JSON object it will run
+    /// with; `expiresAt` (RFC 3339) is when it counts as denied.
+    #[serde(rename = "tool.approval", rename_all = "camelCase")]
+    ToolApproval {
+        run_id: String,
+        call_id: String,
+        name: String,
+        args: serde_json::Value,
+        expires_at: String,
+    },
+    /// The decision on a `tool.approval`.
+    #[serde(rename = "tool.approval.resolved", rename_all = "camelCase")]
+    ToolApprovalResolved {
+        run_id: String,
+        call_id: String,
+        decision: ApprovalDecision,
+    },
+    /// A tool call starts running (after its approval, if it needed one):
+    /// the relay's own tool loop, or a backend that runs tools itself (pi).
+    #[serde(rename = "tool.start", rename_all = "camelCase")]
+    ToolStart {
+        run_id: String,
+        call_id: String,
+        name: String,
+        args: serde_json::Value,
+    },
+    /// Output of a running call (`bash`), in order.
+    #[serde(rename = "tool.update", rename_all = "camelCase")]
+    ToolUpdate {
+        run_id: String,
+        call_id: String,
+        text: String,
+    },
+    /// A call ended; its result is the `toolResult` message that follows.
+    #[serde(rename = "tool.end", rename_all = "camelCase")]
+    ToolEnd {
+        run_id: String,
+        call_id: String,
+        status: ToolStatus,
+        duration_ms: u64,
     },
     #[serde(rename = "notification")]
     Notification { notification: Notification },
@@ -168,6 +220,32 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_event_shapes() {
+        let e = Event {
+            seq: 3,
+            body: EventBody::ToolEnd {
+                run_id: "r".into(),
+                call_id: "c".into(),
+                status: ToolStatus::Denied,
+                duration_ms: 5,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type":"tool.end","seq":3,"runId":"r","callId":"c","status":"denied","durationMs":5})
+        );
+        let r = EventBody::ToolApprovalResolved {
+            run_id: "r".into(),
+            call_id: "c".into(),
+            decision: ApprovalDecision::ApprovedForSession,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["decision"],
+            "approvedForSession"
+        );
+    }
 
     #[test]
     fn event_shape() {
@@ -199,18 +277,17 @@ mod tests {
         );
         let tool = Event {
             seq: 9,
-            body: EventBody::ToolEnd {
+            body: EventBody::ToolArgs {
                 run_id: "r1".into(),
                 call_id: "c1".into(),
                 name: "bash".into(),
-                output: "ok".into(),
-                is_error: false,
+                delta: "{\"com".into(),
             },
         };
         let v = serde_json::to_value(&tool).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"type":"tool.end","seq":9,"runId":"r1","callId":"c1","name":"bash","output":"ok","isError":false})
+            serde_json::json!({"type":"tool.args","seq":9,"runId":"r1","callId":"c1","name":"bash","delta":"{\"com"})
         );
         assert_eq!(serde_json::from_value::<Event>(v).unwrap(), tool);
     }

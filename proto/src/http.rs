@@ -115,6 +115,75 @@ pub struct InfoResponse {
     /// so far (replayed from the event log from `runStartSeq - 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_run: Option<ActiveRun>,
+    /// Tool calls of the active run waiting for a decision, so that a page
+    /// opened or reloaded later still shows their approval cards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<PendingApproval>,
+}
+
+/// A tool call waiting for approval (the `tool.approval` event's fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PendingApproval {
+    pub run_id: String,
+    pub call_id: String,
+    pub name: String,
+    pub args: serde_json::Value,
+    pub expires_at: String,
+}
+
+/// What the user decides about a pending tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum ApprovalChoice {
+    Approve,
+    Deny,
+    /// Approve, and let this tool run without asking for the rest of the
+    /// session (until the relay restarts).
+    AllowSession,
+}
+
+/// One tool the agent is offered (`GET /webchat/tools`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ToolInfo {
+    pub name: String,
+    /// `builtin` (MCP servers would name themselves here).
+    pub source: String,
+    /// `allow`, `ask` or `deny`.
+    pub policy: String,
+    pub description: String,
+}
+
+/// `GET /webchat/tools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ToolsResponse {
+    pub ok: bool,
+    /// False when `[tools] enabled = false`: no tool is offered.
+    pub enabled: bool,
+    /// The tools' working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Whether the file tools are kept inside the workspace.
+    pub confined: bool,
+    pub tools: Vec<ToolInfo>,
+}
+
+/// `POST /webchat/approve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The session key (default `main`).
+    #[serde(default)]
+    pub session: Option<String>,
+    pub call_id: String,
+    pub decision: ApprovalChoice,
 }
 
 /// A run that has started and not yet ended.

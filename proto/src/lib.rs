@@ -22,7 +22,9 @@ pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
 pub use command::{COMMAND_INPUT_VERSION, CommandImage, CommandInput, CommandMessage};
 pub use discovery::{Discovery, DiscoveryError, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode, error_chain};
-pub use events::{CheckOutcome, Event, EventBody, Notification, RunState};
+pub use events::{
+    ApprovalDecision, CheckOutcome, Event, EventBody, Notification, RunState, ToolStatus,
+};
 pub use http::*;
 pub use message::{Content, Message, Role};
 pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};

@@ -57,7 +57,8 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
     /// Set on an assistant message whose run did not finish normally
-    /// (`aborted` or `error`); absent for a complete reply.
+    /// (`aborted` or `error`), and `toolUse` on one that ends in tool calls
+    /// (its content has pi's `toolCall` blocks); absent for a complete reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
     /// The id of the entry this one follows in the session tree (pi's
@@ -71,6 +72,13 @@ pub struct Message {
     /// from). The summary is the content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// A `toolResult` message: the call it answers (pi's `toolCallId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ pub struct Config {
     /// decoded recent messages. Older ones are read from the transcript.
     pub session_memory_bytes: usize,
     pub agent: AgentConfig,
+    /// The agent's tools (`read`, `write`, `edit`, `bash`): workspace,
+    /// limits and the approval policy.
+    pub tools: ToolsConfig,
     /// Named places a reply can be delivered to with rpc `to` (besides the
     /// default: every connected window and shell).
     pub targets: BTreeMap<String, TargetConfig>,
@@ -84,6 +87,7 @@ impl Default for Config {
             idle_session_secs: 600,
             session_memory_bytes: 8 * 1024 * 1024,
             agent: AgentConfig::default(),
+            tools: ToolsConfig::default(),
             targets: BTreeMap::new(),
             checks: Vec::new(),
         }
@@ -223,6 +227,58 @@ pub enum CommandStdin {
     /// The turn and the session's history as one JSON document
     /// (`loopchat_proto::CommandInput`).
     Json,
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Offer the tools to the model (backends that can call tools: openai).
+    pub enabled: bool,
+    /// Where the tools work; default: the directory `serve` started in.
+    pub workspace: Option<std::path::PathBuf>,
+    /// Keep the file tools inside the workspace (symlinks followed first).
+    pub confine: bool,
+    /// Tool steps one run may take before it ends with an error.
+    pub max_steps: usize,
+    /// An `ask` nobody answers within this many seconds is denied.
+    pub approval_timeout_secs: u64,
+    /// `bash` timeout when the call gives none, and the most it may ask.
+    pub bash_timeout_secs: u64,
+    pub bash_max_timeout_secs: u64,
+    /// Output (stdout + stderr) past which a `bash` command is killed.
+    pub bash_output_limit_bytes: usize,
+    /// Output of one call streamed to the windows; the rest only counts.
+    pub bash_stream_limit_bytes: usize,
+    /// `allow`, `ask` or `deny` per tool name (`read`, `bash`,
+    /// `server__tool`…). Defaults: `read` allow, everything else ask.
+    pub policy: BTreeMap<String, crate::tools::Policy>,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        let bash = crate::tools::BashLimits::default();
+        Self {
+            enabled: true,
+            workspace: None,
+            confine: true,
+            max_steps: 25,
+            approval_timeout_secs: 300,
+            bash_timeout_secs: bash.default_timeout.as_secs(),
+            bash_max_timeout_secs: bash.max_timeout.as_secs(),
+            bash_output_limit_bytes: bash.output_limit,
+            bash_stream_limit_bytes: bash.stream_limit,
+            policy: BTreeMap::new(),
+        }
+    }
+}
+
+impl ToolsConfig {
+    pub fn bash_limits(&self) -> crate::tools::BashLimits {
+        crate::tools::BashLimits {
+            default_timeout: Duration::from_secs(self.bash_timeout_secs.max(1)),
+            max_timeout: Duration::from_secs(self.bash_max_timeout_secs.max(1)),
+            output_limit: self.bash_output_limit_bytes.max(1024),
+            stream_limit: self.bash_stream_limit_bytes,
+        }
+    }
 }
 
 /// A delivery target: exactly one of `webhook` and `command`.
@@ -344,6 +400,9 @@ impl Config {
                 "session_memory_bytes is at least {MIN_SESSION_MEMORY} (64 KiB), not {}",
                 self.session_memory_bytes
             ));
+        }
+        if self.tools.max_steps == 0 {
+            return Err("tools.max_steps is at least 1".into());
         }
         self.targets
             .iter()

@@ -122,7 +122,7 @@ pub fn store_line(data: &[u8]) {
         assert_eq!(elsewhere.message, m.message);
     }
     if let Some(reason) = &m.message.stop_reason {
-        assert!(reason == "aborted" || reason == "error", "{reason:?}");
+        assert!(reason == "aborted" || reason == "error" || reason == "toolUse", "{reason:?}");
     }
 
     let timestamp_ms = OffsetDateTime::parse(&m.message.timestamp, &Rfc3339)
@@ -133,6 +133,13 @@ pub fn store_line(data: &[u8]) {
     written.client_id = m.client_id.clone();
     written.reply_to = m.reply_to.clone();
     written.stop_reason = m.message.stop_reason.clone();
+    if let (Some(tool_call_id), Some(tool_name)) = (&m.message.tool_call_id, &m.message.tool_name) {
+        written.tool_result = Some(crate::store::ToolResultMeta {
+            tool_call_id: tool_call_id.clone(),
+            tool_name: tool_name.clone(),
+            is_error: m.message.is_error.unwrap_or(false),
+        });
+    }
     let parent = m.message.parent_id.as_deref();
     let line = written.to_line(&m.message.id, parent);
     assert_eq!(line.last(), Some(&b'\n'));

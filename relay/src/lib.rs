@@ -27,3 +27,4 @@ pub mod pipeline;
 pub mod render;
 pub mod server;
 pub mod store;
+pub mod tools;

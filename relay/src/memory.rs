@@ -44,6 +44,8 @@ pub fn message_bytes(m: &Message) -> usize {
         + content
         + m.html.as_ref().map_or(0, String::len)
         + m.stop_reason.as_ref().map_or(0, String::len)
+        + m.tool_call_id.as_ref().map_or(0, String::len)
+        + m.tool_name.as_ref().map_or(0, String::len)
 }
 
 /// Bytes held by one event of a session's log.
@@ -56,31 +58,36 @@ pub fn event_bytes(e: &Event) -> usize {
             run_id.len() + text.len()
         }
         EventBody::RunStart { run_id } => run_id.len(),
+        EventBody::ToolApproval {
+            run_id,
+            call_id,
+            name,
+            args,
+            expires_at,
+        } => run_id.len() + call_id.len() + name.len() + value_bytes(args) + expires_at.len(),
         EventBody::ToolStart {
             run_id,
             call_id,
             name,
             args,
-        } => run_id.len() + call_id.len() + name.len() + args.to_string().len(),
+        } => run_id.len() + call_id.len() + name.len() + value_bytes(args),
         EventBody::ToolArgs {
             run_id,
             call_id,
             name,
-            delta: output,
-        }
-        | EventBody::ToolUpdate {
+            delta,
+        } => run_id.len() + call_id.len() + name.len() + delta.len(),
+        EventBody::ToolUpdate {
             run_id,
             call_id,
-            name,
-            output,
+            text,
+        } => run_id.len() + call_id.len() + text.len(),
+        EventBody::ToolApprovalResolved {
+            run_id, call_id, ..
         }
         | EventBody::ToolEnd {
-            run_id,
-            call_id,
-            name,
-            output,
-            ..
-        } => run_id.len() + call_id.len() + name.len() + output.len(),
+            run_id, call_id, ..
+        } => run_id.len() + call_id.len(),
         EventBody::RunEnd { run_id, error, .. } => {
             run_id.len() + error.as_ref().map_or(0, String::len)
         }
@@ -126,6 +133,9 @@ mod tests {
             stop_reason: None,
             parent_id: None,
             kind: None,
+            tool_call_id: None,
+            tool_name: None,
+            is_error: None,
         };
         let plain = message_bytes(&m);
         assert!(plain > 10_000 && plain < 11_000, "{plain}");

@@ -80,6 +80,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         config.history_messages,
         ring_bytes,
     );
+    if config.tools.enabled {
+        match tool_runtime(&config.tools, &config.agent, &token) {
+            Ok(t) => pipeline.set_tools(t),
+            // A configured workspace that cannot be used is the user's
+            // mistake to hear about; the default one (the current directory,
+            // which may be gone) only turns the tools off.
+            Err(e) if config.tools.workspace.is_none() => {
+                tracing::warn!(error = %format!("{e:#}"), "tools are off: the current directory cannot be their workspace; set [tools] workspace");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let notifications = NotificationHub::open(&home.notifications_file())
         .context("cannot open the notification journal")?;
     let checks = crate::checks::Checks::open(
@@ -288,4 +300,34 @@ async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
         _ = signals.int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// The agent's tools as configured: the workspace (default: where `serve`
+/// started) and what `bash` may not see — every `LOOPCHAT_*` variable, the
+/// relay's token and the model's API key.
+fn tool_runtime(
+    tools: &crate::config::ToolsConfig,
+    agent: &crate::config::AgentConfig,
+    token: &str,
+) -> anyhow::Result<crate::pipeline::ToolRuntime> {
+    let root = match &tools.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let workspace = crate::tools::Workspace::new(&root, tools.confine)
+        .with_context(|| format!("the tools' workspace {} cannot be used", root.display()))?;
+    let mut secrets = vec![token.to_owned()];
+    secrets.extend(agent.openai.api_key.clone());
+    let toolbox = crate::tools::Toolbox::new(
+        workspace,
+        tools.bash_limits(),
+        tools.policy.clone(),
+        &secrets,
+    );
+    tracing::info!(workspace = %toolbox.workspace().root().display(), confined = tools.confine, "tools enabled");
+    Ok(crate::pipeline::ToolRuntime {
+        toolbox,
+        max_steps: tools.max_steps,
+        approval_timeout: std::time::Duration::from_secs(tools.approval_timeout_secs.max(1)),
+    })
 }

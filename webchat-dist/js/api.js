@@ -126,6 +126,7 @@ export const api = {
   rename: (session, name) => call('POST', 'rename', { json: { session, name } }),
   status: () => call('GET', 'status'),
   abort: (session, runId) => call('POST', 'abort', { json: { session, runId: runId || undefined } }),
+  approve: (session, callId, decision) => call('POST', 'approve', { json: { session, callId, decision } }),
   notifications: (since, limit) => call('GET', 'notifications', { params: { since, limit } }),
   presence: (payload) => call('POST', 'presence', { json: payload }),
   notify: (payload) => call('POST', 'notify', { json: payload }),

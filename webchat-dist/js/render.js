@@ -4,7 +4,7 @@
 
 import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
 import { loadAttachment } from './api.js';
-import { toolCard } from './toolcard.js';
+import { toolCard } from './tools.js';
 
 const LONG_TOOL_TEXT = 2000;
 
@@ -84,11 +84,12 @@ function imageElement(part) {
   return img;
 }
 
+/** A tool call in another agent's shape (`tool_use`), drawn as the same card. */
 function toolBlock(part) {
   return toolCard({
-    callId: typeof part.id === 'string' ? part.id : '',
+    id: typeof part.id === 'string' ? part.id : '',
     name: part.name || part.toolName || 'tool',
-    args: part.arguments ?? part.args ?? part.input ?? '',
+    arguments: part.arguments ?? part.args ?? part.input ?? '',
   });
 }
 
@@ -110,7 +111,8 @@ export function messageElement(msg, extra = {}) {
       if (!p || typeof p !== 'object') continue;
       if (p.type === 'thinking' && typeof p.thinking === 'string' && p.thinking) body.append(thinkingBlock(p.thinking));
       else if (p.type === 'image') { const img = imageElement(p); if (img) images.push(img); }
-      else if (p.type === 'toolCall' || p.type === 'tool_use') body.append(toolBlock(p));
+      else if (p.type === 'toolCall') body.append(toolCard(p));
+      else if (p.type === 'tool_use') body.append(toolBlock(p));
     }
   }
 

@@ -100,12 +100,12 @@ export class Transcript {
     return this.nodes.get(id) || null;
   }
 
-  /** The id of the stored assistant message of a run, if it arrived. */
+  /** The id of the stored reply of a run, if it arrived (not a tool step's message). */
   assistantIdForRun(runId) {
     for (const [id, extra] of this.extras) {
       if (extra && extra.runId === runId) {
         const m = this.byId.get(id);
-        if (m && m.role === 'assistant') return id;
+        if (m && m.role === 'assistant' && m.stopReason !== 'toolUse') return id;
       }
     }
     return null;

@@ -224,10 +224,13 @@ mod tests {
                 role: Role::User,
                 text: text.into(),
                 images: vec![],
+                ..ChatTurn::new(Role::User, String::new())
             }],
             thinking: Default::default(),
             transcript: None,
             abort: Default::default(),
+            tools: std::sync::Arc::from(Vec::new()),
+            tools_ended_at: None,
         }
     }
 

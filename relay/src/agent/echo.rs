@@ -81,10 +81,13 @@ mod tests {
                 role: Role::User,
                 text: "hello  big\nworld".into(),
                 images: vec![],
+                ..ChatTurn::new(Role::User, String::new())
             }],
             thinking: Default::default(),
             transcript: None,
             abort: Default::default(),
+            tools: std::sync::Arc::from(Vec::new()),
+            tools_ended_at: None,
         });
         let mut out = String::new();
         let mut n = 0;

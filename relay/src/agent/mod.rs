@@ -17,6 +17,7 @@ use futures_util::Stream;
 use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
 
 use crate::config::{AgentConfig, Backend};
+use crate::tools::ToolSpec;
 
 pub use command::CommandAgent;
 pub use echo::EchoAgent;
@@ -32,6 +33,34 @@ pub struct ChatTurn {
     pub text: String,
     /// Images attached to the message, as files under the home.
     pub images: Vec<ImageFile>,
+    /// An assistant message's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `toolResult` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// Images a tool returned, as `data:` URLs.
+    pub data_images: Vec<String>,
+}
+
+impl ChatTurn {
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            data_images: Vec::new(),
+        }
+    }
+}
+
+/// A tool call as the model made it: `arguments` is the JSON text it sent
+/// (assembled from the streamed pieces), not yet parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone)]
@@ -54,36 +83,42 @@ pub struct AgentRequest {
     /// dropping their stream instead; one that writes the transcript is
     /// told here and ends its stream once it has stopped.
     pub abort: tokio_util::sync::CancellationToken,
+    /// The tools the model may call (backends that cannot call tools
+    /// ignore them).
+    pub tools: Arc<[ToolSpec]>,
+    /// When the tool step before this request ended, for the relay's
+    /// per-step cost (logged at debug by the backend as it sends).
+    pub tools_ended_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
     Delta(String),
     Thinking(String),
-    /// The next piece of a tool call's arguments as the model writes them.
+    /// The next piece of a tool call's arguments as the model writes them
+    /// (pi: shown while the call is written).
     ToolArgs {
         call_id: String,
         name: String,
         delta: String,
     },
-    /// A tool call began to run.
+    /// A tool call the backend runs itself (pi) began to run.
     ToolStart {
         call_id: String,
         name: String,
         args: serde_json::Value,
     },
-    /// A running tool's output so far (all of it).
-    ToolUpdate {
-        call_id: String,
-        name: String,
-        output: String,
-    },
+    /// The next piece of such a call's output, in order.
+    ToolOutput { call_id: String, text: String },
+    /// Such a call ended.
     ToolEnd {
         call_id: String,
-        name: String,
-        output: String,
         is_error: bool,
+        duration_ms: u64,
     },
+    /// A complete tool call for the relay to run; sent when the reply is
+    /// complete, in order.
+    ToolCall(ToolCall),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -36,6 +36,7 @@ use super::{
 use crate::config::OpenAiConfig;
 use crate::diagnostics::{error_chain, read_start};
 use loopchat_proto::sse::{MAX_EVENT_BYTES, SseError, SseStream};
+use crate::tools::ToolSpec;
 
 /// Bytes of an error response kept for the message.
 const ERROR_BODY_KEEP: usize = 16 * 1024;
@@ -161,7 +162,13 @@ impl Call {
         tx: &Sender,
     ) -> Result<Option<EventStream>, AgentError> {
         let images = load_images(&request.history).await;
-        let body = request_body(&self.config, &request.history, request.thinking, &images);
+        let body = request_body(
+            &self.config,
+            &request.history,
+            request.thinking,
+            &images,
+            &request.tools,
+        );
         tracing::debug!(url = %self.url, model = %self.config.model, run = %request.run_id, "openai request");
         let mut builder = self
             .client
@@ -170,6 +177,9 @@ impl Call {
             .json(&body);
         if let Some(key) = self.config.api_key.as_deref().filter(|k| !k.is_empty()) {
             builder = builder.bearer_auth(key);
+        }
+        if let Some(t) = request.tools_ended_at {
+            tracing::debug!(target: "loopchat_relay::timing", step = "tool_end_to_request", us = t.elapsed().as_micros() as u64, "tool step cost");
         }
         // The head must come within connect + idle time.
         let head_wait =
@@ -206,6 +216,7 @@ impl Call {
 
         let mut events: EventStream = Box::pin(SseStream::new(body));
         let mut seen_any = false;
+        let mut calls = CallAssembler::default();
         loop {
             let (out, complete) = match step(events.next().await, seen_any) {
                 Step::More(out) => (out, false),
@@ -213,7 +224,12 @@ impl Call {
                 Step::Failed(f) => return Err(failure(&self.url, f, |e| self.read_error(e))),
             };
             seen_any = true;
-            for e in out {
+            let mut events_out = out.events;
+            calls.add_all(out.pieces);
+            if complete {
+                events_out.extend(calls.finish().into_iter().map(AgentEvent::ToolCall));
+            }
+            for e in events_out {
                 if tx.send(Ok(e)).await.is_err() {
                     return Ok(None);
                 }
@@ -274,6 +290,11 @@ impl Call {
         }
         if let Some(t) = text_of(&message["content"]) {
             let _ = tx.send(Ok(AgentEvent::Delta(t))).await;
+        }
+        let mut calls = CallAssembler::default();
+        calls.add_all(call_pieces(&message["tool_calls"]));
+        for c in calls.finish() {
+            let _ = tx.send(Ok(AgentEvent::ToolCall(c))).await;
         }
         Ok(())
     }
@@ -375,6 +396,10 @@ fn http_error_message(url: &str, status: reqwest::StatusCode, body: &[u8]) -> St
     let hint = match status.as_u16() {
         401 | 403 => " — check the API key (LOOPCHAT_OPENAI_API_KEY or [agent.openai] api_key_env)",
         404 => " — check [agent.openai] base_url (it usually ends in /v1) and model",
+        // The relay offers tools by default; some servers refuse them.
+        _ if detail.to_ascii_lowercase().contains("tool") => {
+            " — the server may not support tools (start llama-server with --jinja, or set [tools] enabled = false)"
+        }
         _ => "",
     };
     format!("{url} answered HTTP {status}: {detail}{hint}")
@@ -433,7 +458,9 @@ fn request_body(
     history: &[ChatTurn],
     thinking: ThinkingLevel,
     images: &HashMap<PathBuf, String>,
+    tools: &[ToolSpec],
 ) -> Value {
+    let answered = answered_calls(history);
     let mut messages = Vec::with_capacity(history.len() + 1);
     if let Some(system) = config
         .system_prompt
@@ -443,9 +470,47 @@ fn request_body(
         messages.push(json!({"role": "system", "content": system}));
     }
     for turn in history {
+        if turn.role == Role::ToolResult {
+            if let Some(id) = turn
+                .tool_call_id
+                .as_deref()
+                .filter(|id| answered.contains(*id))
+            {
+                messages.push(json!({"role": "tool", "tool_call_id": id, "content": turn.text}));
+                if !turn.data_images.is_empty() {
+                    // Tool messages carry text only; the images follow as
+                    // the user's, as pi does for this API.
+                    let mut parts = vec![
+                        json!({"type": "text", "text": "Attached image(s) from tool result:"}),
+                    ];
+                    parts.extend(
+                        turn.data_images
+                            .iter()
+                            .map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
+                    );
+                    messages.push(json!({"role": "user", "content": parts}));
+                }
+            }
+            continue;
+        }
         let Some(role) = role_name(turn.role) else {
             continue;
         };
+        let calls: Vec<&super::ToolCall> = turn
+            .tool_calls
+            .iter()
+            .filter(|c| answered.contains(c.id.as_str()))
+            .collect();
+        if turn.role == Role::Assistant && !calls.is_empty() {
+            let calls: Vec<Value> = calls
+                .iter()
+                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+            // `content: ""`, not null: llama.cpp's Python server answers
+            // 500 to a null content.
+            messages.push(json!({"role": "assistant", "content": turn.text, "tool_calls": calls}));
+            continue;
+        }
         let urls: Vec<&String> = if turn.role == Role::User {
             turn.images
                 .iter()
@@ -483,17 +548,153 @@ fn request_body(
     if let Some(effort) = reasoning_effort(thinking) {
         body.insert("reasoning_effort".into(), effort.into());
     }
+    if !tools.is_empty() {
+        let list: Vec<Value> = tools
+            .iter()
+            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+            .collect();
+        body.insert("tools".into(), list.into());
+    }
     Value::Object(body)
+}
+
+/// The ids of tool calls that have both their call and their result in the
+/// history. Only those are sent: the API refuses a result without its call
+/// and a call without its result (a history window can cut between them,
+/// and a run killed mid-step leaves a call unanswered).
+fn answered_calls(history: &[ChatTurn]) -> std::collections::HashSet<&str> {
+    let results: std::collections::HashSet<&str> = history
+        .iter()
+        .filter(|t| t.role == Role::ToolResult)
+        .filter_map(|t| t.tool_call_id.as_deref())
+        .collect();
+    history
+        .iter()
+        .flat_map(|t| &t.tool_calls)
+        .map(|c| c.id.as_str())
+        .filter(|id| results.contains(id))
+        .collect()
+}
+
+/// A piece of a streamed tool call (`delta.tool_calls[i]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CallPiece {
+    index: usize,
+    id: Option<String>,
+    name: Option<String>,
+    arguments: String,
+}
+
+/// The pieces of a `tool_calls` array (a delta's or a whole message's).
+fn call_pieces(v: &Value) -> Vec<CallPiece> {
+    let Some(list) = v.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(pos, c)| {
+            let f = c.get("function")?;
+            let index = c
+                .get("index")
+                .and_then(Value::as_u64)
+                .map_or(pos, |i| i as usize);
+            let nonempty = |v: Option<&Value>| {
+                v.and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            };
+            let arguments = match f.get("arguments") {
+                Some(Value::String(s)) => s.clone(),
+                // Some servers send the arguments as an object.
+                Some(o @ Value::Object(_)) => o.to_string(),
+                _ => String::new(),
+            };
+            Some(CallPiece {
+                index,
+                id: nonempty(c.get("id")),
+                name: nonempty(f.get("name")),
+                arguments,
+            })
+        })
+        .collect()
+}
+
+/// Tool calls assembled from their pieces, by index. The first id wins;
+/// a name is taken once and a repeated one (some servers repeat id and
+/// name in every chunk) is not appended again; arguments are appended.
+#[derive(Debug, Default)]
+struct CallAssembler {
+    calls: Vec<(usize, Option<String>, String, String)>,
+}
+
+/// Arguments kept for one call; more is cut (the model is told the JSON is
+/// invalid) rather than held.
+const MAX_CALL_ARGUMENT_BYTES: usize = 4 * 1024 * 1024;
+
+impl CallAssembler {
+    fn add_all(&mut self, pieces: Vec<CallPiece>) {
+        for p in pieces {
+            let pos = match self.calls.iter().position(|c| c.0 == p.index) {
+                Some(pos) => pos,
+                None => {
+                    self.calls
+                        .push((p.index, None, String::new(), String::new()));
+                    self.calls.len() - 1
+                }
+            };
+            let call = &mut self.calls[pos];
+            if call.1.is_none() {
+                call.1 = p.id;
+            }
+            if let Some(name) = p.name
+                && call.2 != name
+            {
+                call.2.push_str(&name);
+            }
+            if call.3.len() + p.arguments.len() <= MAX_CALL_ARGUMENT_BYTES {
+                call.3.push_str(&p.arguments);
+            }
+        }
+    }
+
+    /// The calls in index order; a call without an id gets one, and ids are
+    /// made unique within the reply.
+    fn finish(&mut self) -> Vec<super::ToolCall> {
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.sort_by_key(|c| c.0);
+        let mut seen = std::collections::HashSet::new();
+        calls
+            .into_iter()
+            .map(|(index, id, name, arguments)| {
+                let mut id = id.unwrap_or_else(|| format!("call_{index}"));
+                while !seen.insert(id.clone()) {
+                    id.push('_');
+                }
+                super::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                }
+            })
+            .collect()
+    }
 }
 
 /// What one item of the reply's event stream means for the run.
 #[derive(Debug)]
 enum Step<E> {
     /// Events to pass on; the reply goes on.
-    More(Vec<AgentEvent>),
+    More(Out),
     /// The last events: `[DONE]` or a `finish_reason` ended the reply.
-    Complete(Vec<AgentEvent>),
+    Complete(Out),
     Failed(Failure<E>),
+}
+
+/// What one chunk adds: events to pass on and pieces of tool calls.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Out {
+    events: Vec<AgentEvent>,
+    pieces: Vec<CallPiece>,
 }
 
 /// Why a streamed reply failed, before it is worded for the user.
@@ -520,9 +721,19 @@ fn step<E>(item: Option<Result<String, SseError<E>>>, seen_any: bool) -> Step<E>
     };
     match parse_data(&data) {
         Err(detail) => Step::Failed(Failure::Data(detail)),
-        Ok(Parsed::Done) => Step::Complete(Vec::new()),
-        Ok(Parsed::Chunk { events, finished }) if finished => Step::Complete(events),
-        Ok(Parsed::Chunk { events, .. }) => Step::More(events),
+        Ok(Parsed::Done) => Step::Complete(Out::default()),
+        Ok(Parsed::Chunk {
+            events,
+            pieces,
+            finished,
+        }) => {
+            let out = Out { events, pieces };
+            if finished {
+                Step::Complete(out)
+            } else {
+                Step::More(out)
+            }
+        }
     }
 }
 
@@ -565,15 +776,21 @@ pub(crate) fn decode_reply<B: AsRef<[u8]>>(
     ));
     let mut out = Vec::new();
     let mut seen_any = false;
+    let mut calls = CallAssembler::default();
     loop {
         // An iterator-backed stream is always ready.
         let Some(item) = events.next().now_or_never() else {
             unreachable!("an in-memory stream is never pending");
         };
         match step(item, seen_any) {
-            Step::More(e) => out.extend(e),
+            Step::More(e) => {
+                out.extend(e.events);
+                calls.add_all(e.pieces);
+            }
             Step::Complete(e) => {
-                out.extend(e);
+                out.extend(e.events);
+                calls.add_all(e.pieces);
+                out.extend(calls.finish().into_iter().map(AgentEvent::ToolCall));
                 return (out, Ok(()));
             }
             Step::Failed(f) => return (out, Err(failure(url, f, |e| match e {}))),
@@ -589,6 +806,7 @@ enum Parsed {
     Done,
     Chunk {
         events: Vec<AgentEvent>,
+        pieces: Vec<CallPiece>,
         /// A `finish_reason` was set: the reply is complete.
         finished: bool,
     },
@@ -616,6 +834,7 @@ fn parse_data(data: &str) -> Result<Parsed, String> {
         return Err(format!("the server reported an error mid-reply: {m}"));
     }
     let mut events = Vec::new();
+    let mut pieces = Vec::new();
     let mut finished = false;
     // `choices` is empty in a trailing usage chunk.
     if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
@@ -626,11 +845,16 @@ fn parse_data(data: &str) -> Result<Parsed, String> {
         if let Some(t) = text_of(&delta["content"]) {
             events.push(AgentEvent::Delta(t));
         }
+        pieces = call_pieces(&delta["tool_calls"]);
         finished = choice
             .get("finish_reason")
             .is_some_and(|r| r.as_str().is_some_and(|s| !s.is_empty()));
     }
-    Ok(Parsed::Chunk { events, finished })
+    Ok(Parsed::Chunk {
+        events,
+        pieces,
+        finished,
+    })
 }
 
 /// Reasoning text of a delta or message: `reasoning_content` (llama.cpp,
@@ -663,6 +887,7 @@ mod tests {
             role,
             text: text.into(),
             images: vec![],
+            ..ChatTurn::new(Role::User, String::new())
         }
     }
 
@@ -700,6 +925,7 @@ mod tests {
             &[turn(Role::User, "hi")],
             ThinkingLevel::Off,
             &HashMap::new(),
+            &[],
         );
         assert_eq!(
             body,
@@ -728,6 +954,7 @@ mod tests {
                 role: Role::User,
                 text: "look".into(),
                 images: vec![img.clone(), missing],
+                ..ChatTurn::new(Role::User, String::new())
             },
             turn(Role::Assistant, "a cat"),
             turn(Role::ToolResult, "ignored"),
@@ -735,13 +962,14 @@ mod tests {
                 role: Role::User,
                 text: " ".into(),
                 images: vec![img],
+                ..ChatTurn::new(Role::User, String::new())
             },
         ];
         let images = HashMap::from([(
             PathBuf::from("/x/a.png"),
             "data:image/png;base64,AAA".to_owned(),
         )]);
-        let body = request_body(&c, &history, ThinkingLevel::High, &images);
+        let body = request_body(&c, &history, ThinkingLevel::High, &images, &[]);
         let image_part =
             json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}});
         assert_eq!(
@@ -766,9 +994,138 @@ mod tests {
     }
 
     #[test]
+    fn tool_calls_assemble_from_pieces() {
+        // llama-cpp-python repeats id and name in every chunk; OpenAI sends
+        // them once; arguments come in pieces either way.
+        let chunk = |id: &str, name: &str, args: &str| {
+            format!(
+                r#"{{"choices":[{{"delta":{{"content":null,"tool_calls":[{{"index":0,"id":"{id}","type":"function","function":{{"name":"{name}","arguments":"{args}"}}}}]}},"finish_reason":null}}]}}"#
+            )
+        };
+        let repeated = [
+            chunk("call_a", "write", "{\\\"pa"),
+            chunk("call_a", "write", "th\\\": \\\"x\\\"}"),
+        ];
+        let once = [
+            chunk("call_a", "write", "{\\\"pa"),
+            chunk("", "", "th\\\": \\\"x\\\"}"),
+        ];
+        for chunks in [repeated, once] {
+            let mut body = String::new();
+            for c in &chunks {
+                body.push_str(&format!("data: {c}\n\n"));
+            }
+            body.push_str("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n");
+            let (events, end) = decode_reply("u", [body.as_bytes()]);
+            end.unwrap();
+            assert_eq!(
+                events,
+                vec![AgentEvent::ToolCall(super::super::ToolCall {
+                    id: "call_a".into(),
+                    name: "write".into(),
+                    arguments: r#"{"path": "x"}"#.into(),
+                })]
+            );
+        }
+        // Two calls by index, one without an id; duplicate ids made unique.
+        let mut a = CallAssembler::default();
+        a.add_all(vec![
+            CallPiece {
+                index: 1,
+                id: None,
+                name: Some("bash".into()),
+                arguments: "{}".into(),
+            },
+            CallPiece {
+                index: 0,
+                id: Some("c".into()),
+                name: Some("read".into()),
+                arguments: "{".into(),
+            },
+            CallPiece {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "}".into(),
+            },
+            CallPiece {
+                index: 2,
+                id: Some("c".into()),
+                name: Some("edit".into()),
+                arguments: String::new(),
+            },
+        ]);
+        let calls = a.finish();
+        let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c", "call_1", "c_"]);
+        assert_eq!(calls[0].arguments, "{}");
+        assert_eq!(calls[1].name, "bash");
+    }
+
+    #[test]
+    fn body_with_tools_and_results() {
+        let tools = [ToolSpec {
+            name: "read".into(),
+            description: "d".into(),
+            parameters: json!({"type": "object"}),
+        }];
+        let call = |id: &str| super::super::ToolCall {
+            id: id.into(),
+            name: "read".into(),
+            arguments: r#"{"path":"a"}"#.into(),
+        };
+        let mut asked = turn(Role::Assistant, "");
+        asked.tool_calls = vec![call("c1"), call("c2")];
+        let mut result = turn(Role::ToolResult, "file text");
+        result.tool_call_id = Some("c1".into());
+        result.data_images = vec!["data:image/png;base64,AA".into()];
+        let mut orphan = turn(Role::ToolResult, "lost");
+        orphan.tool_call_id = Some("c9".into());
+        let history = vec![orphan, turn(Role::User, "hi"), asked, result];
+        let body = request_body(
+            &config("http://h/v1"),
+            &history,
+            ThinkingLevel::Off,
+            &HashMap::new(),
+            &tools,
+        );
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "function", "function": {"name": "read", "description": "d", "parameters": {"type": "object"}}})
+        );
+        let m = body["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m[0]["role"], "user");
+        // content "" (never null) beside tool_calls; only the answered call.
+        assert_eq!(
+            m[1],
+            json!({"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"a\"}"}}]})
+        );
+        assert_eq!(
+            m[2],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "file text"})
+        );
+        assert_eq!(m[3]["role"], "user");
+        assert_eq!(
+            m[3]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,AA"
+        );
+        // No tools: no `tools` key.
+        let body = request_body(
+            &config("http://h/v1"),
+            &[],
+            ThinkingLevel::Off,
+            &HashMap::new(),
+            &[],
+        );
+        assert!(body.get("tools").is_none());
+    }
+
+    #[test]
     fn thinking_levels() {
         let effort = |t| {
-            request_body(&config("http://h/v1"), &[], t, &HashMap::new())
+            request_body(&config("http://h/v1"), &[], t, &HashMap::new(), &[])
                 .get("reasoning_effort")
                 .cloned()
         };
@@ -802,6 +1159,7 @@ mod tests {
                     path: dir.join("missing.png"),
                 },
             ],
+            ..ChatTurn::new(Role::User, String::new())
         }];
         let images = load_images(&history).await;
         assert_eq!(images.len(), 1);
@@ -810,7 +1168,11 @@ mod tests {
     }
 
     fn chunk(events: Vec<AgentEvent>, finished: bool) -> Parsed {
-        Parsed::Chunk { events, finished }
+        Parsed::Chunk {
+            events,
+            pieces: Vec::new(),
+            finished,
+        }
     }
 
     #[test]
@@ -900,6 +1262,15 @@ mod tests {
         );
         let m = http_error_message("u", StatusCode::BAD_GATEWAY, b"  <html>oops</html>\n");
         assert_eq!(m, "u answered HTTP 502 Bad Gateway: <html>oops</html>");
+        let m = http_error_message(
+            "u",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"message":"tools param requires --jinja flag"}}"#,
+        );
+        assert!(
+            m.contains("--jinja") && m.contains("[tools] enabled = false"),
+            "{m}"
+        );
         let m = http_error_message("u", StatusCode::UNAUTHORIZED, b"");
         assert!(m.contains("(empty body)") && m.contains("API key"), "{m}");
         let long = "x".repeat(5000);
@@ -917,6 +1288,8 @@ mod tests {
             thinking: ThinkingLevel::Off,
             transcript: None,
             abort: Default::default(),
+            tools: std::sync::Arc::from(Vec::new()),
+            tools_ended_at: None,
         }
     }
 

@@ -567,6 +567,9 @@ async fn drive(
 
     let abort_grace = Duration::from_secs(config.abort_grace_secs.max(1));
     let mut abort_deadline: Option<tokio::time::Instant> = None;
+    // pi reports a running tool's whole output so far; the events carry
+    // what is new, and the relay times each call.
+    let mut calls: HashMap<String, (std::time::Instant, String)> = HashMap::new();
     loop {
         let give_up = async {
             match abort_deadline {
@@ -628,22 +631,49 @@ async fn drive(
                     _ => continue,
                 }
             }
-            "tool_execution_start" => AgentEvent::ToolStart {
-                call_id: v["toolCallId"].as_str().unwrap_or_default().to_owned(),
-                name: v["toolName"].as_str().unwrap_or_default().to_owned(),
-                args: v["args"].clone(),
-            },
-            "tool_execution_update" => AgentEvent::ToolUpdate {
-                call_id: v["toolCallId"].as_str().unwrap_or_default().to_owned(),
-                name: v["toolName"].as_str().unwrap_or_default().to_owned(),
-                output: result_text(&v["partialResult"]),
-            },
-            "tool_execution_end" => AgentEvent::ToolEnd {
-                call_id: v["toolCallId"].as_str().unwrap_or_default().to_owned(),
-                name: v["toolName"].as_str().unwrap_or_default().to_owned(),
-                output: result_text(&v["result"]),
-                is_error: v["isError"] == true,
-            },
+            "tool_execution_start" => {
+                let call_id = v["toolCallId"].as_str().unwrap_or_default().to_owned();
+                calls.insert(call_id.clone(), (std::time::Instant::now(), String::new()));
+                AgentEvent::ToolStart {
+                    call_id,
+                    name: v["toolName"].as_str().unwrap_or_default().to_owned(),
+                    args: v["args"].clone(),
+                }
+            }
+            "tool_execution_update" | "tool_execution_end" => {
+                let call_id = v["toolCallId"].as_str().unwrap_or_default().to_owned();
+                let end = v["type"] == "tool_execution_end";
+                let output = result_text(if end { &v["result"] } else { &v["partialResult"] });
+                let (started, sent) = calls
+                    .entry(call_id.clone())
+                    .or_insert_with(|| (std::time::Instant::now(), String::new()));
+                // Output that does not continue what was shown (pi keeps a
+                // bounded tail) is shown again from a new line.
+                let new = match output.strip_prefix(sent.as_str()) {
+                    Some(rest) => rest.to_owned(),
+                    None if sent.is_empty() => output.clone(),
+                    None => format!("\n…\n{output}"),
+                };
+                *sent = output;
+                if !new.is_empty() {
+                    let _ = tx
+                        .send(Ok(AgentEvent::ToolOutput {
+                            call_id: call_id.clone(),
+                            text: new,
+                        }))
+                        .await;
+                }
+                if !end {
+                    continue;
+                }
+                let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                calls.remove(&call_id);
+                AgentEvent::ToolEnd {
+                    call_id,
+                    is_error: v["isError"] == true,
+                    duration_ms,
+                }
+            }
             "extension_ui_request" => {
                 // No one can answer an extension's dialog from the chat:
                 // dismiss it rather than leave pi waiting.

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use super::Target;
 use crate::home::Home;
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     /// e.g. `http://127.0.0.1:4000` (no trailing slash, no path).

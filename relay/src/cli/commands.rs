@@ -15,6 +15,33 @@ use super::Target;
 use super::client::{Client, Refused, json, send as send_request};
 use loopchat_proto::sse::SseStream;
 
+pub async fn tools(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let t: loopchat_proto::ToolsResponse = json(client.get("/webchat/tools")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !t.enabled {
+        println!("tools are off ([tools] enabled = false)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "workspace  {}{}",
+        t.workspace.as_deref().unwrap_or("?"),
+        if t.confined {
+            " (file tools confined)"
+        } else {
+            ""
+        }
+    );
+    println!("{:<24} {:<10} policy", "tool", "source");
+    for tool in &t.tools {
+        println!("{:<24} {:<10} {}", tool.name, tool.source, tool.policy);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
     let s: loopchat_proto::StatusResponse = json(client.get("/webchat/status")).await?;
@@ -166,6 +193,54 @@ pub struct SendArgs {
     pub to: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// Approve every tool call of this turn that asks (for scripts).
+    #[arg(long, conflicts_with = "deny_all")]
+    pub approve: bool,
+    /// Deny every tool call of this turn that asks (for scripts).
+    #[arg(long)]
+    pub deny_all: bool,
+}
+
+/// How `send` answers a `tool.approval`: the flag, else a question on the
+/// terminal; without either the call waits for a window (or its expiry).
+#[derive(Clone, Copy)]
+enum Answer {
+    All(&'static str),
+    Ask,
+    Leave,
+}
+
+async fn answer_approval(client: &Client, session: &str, v: &Value, how: Answer) {
+    let call = v["callId"].as_str().unwrap_or_default().to_owned();
+    let name = v["name"].as_str().unwrap_or("?").to_owned();
+    let shown = match v["args"].get("command").and_then(Value::as_str) {
+        Some(cmd) => cmd.to_owned(),
+        None => v["args"].to_string(),
+    };
+    let decision = match how {
+        Answer::All(d) => d,
+        Answer::Leave => {
+            eprintln!("[tool {name} waits for approval in a window: {shown}]");
+            return;
+        }
+        Answer::Ask => {
+            eprint!("\nAllow {name}: {shown}\n[y]es / [n]o / [a]lways this session? ");
+            let line = tokio::task::spawn_blocking(|| {
+                let mut l = String::new();
+                std::io::stdin().read_line(&mut l).map(|_| l)
+            })
+            .await;
+            match line.ok().and_then(Result::ok).as_deref().map(str::trim) {
+                Some("y" | "yes") => "approve",
+                Some("a" | "always") => "allowSession",
+                _ => "deny",
+            }
+        }
+    };
+    let body = serde_json::json!({"session": session, "callId": call, "decision": decision});
+    if let Err(e) = send_request(client.post("/webchat/approve").json(&body)).await {
+        eprintln!("could not answer the approval of {name}: {e}");
+    }
 }
 
 pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
@@ -180,8 +255,41 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
         to: args.to,
         ..Default::default()
     };
+    use std::io::IsTerminal as _;
+    let how = if args.approve {
+        Answer::All("approve")
+    } else if args.deny_all {
+        Answer::All("deny")
+    } else if std::io::stdin().is_terminal() {
+        Answer::Ask
+    } else {
+        Answer::Leave
+    };
     if !args.stream {
-        let reply: RpcResponse = json(client.post("/webchat/rpc").json(&body)).await?;
+        // The session's events beside the rpc, subscribed first, for the
+        // approvals the turn may ask for.
+        let events =
+            send_request(client.get(&format!("/webchat/events?session={}", args.session))).await?;
+        let watch = {
+            let client = client.clone();
+            let session = args.session.clone();
+            async move {
+                let mut events = SseStream::new(Box::pin(events.bytes_stream()));
+                while let Some(Ok(data)) = events.next().await {
+                    let Ok(v) = serde_json::from_str::<Value>(&data) else {
+                        continue;
+                    };
+                    if v["type"] == "tool.approval" {
+                        answer_approval(&client, &session, &v, how).await;
+                    }
+                }
+                std::future::pending::<()>().await;
+            }
+        };
+        let reply: RpcResponse = tokio::select! {
+            r = json(client.post("/webchat/rpc").json(&body)) => r?,
+            () = watch => unreachable!("the watch never ends"),
+        };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&reply)?);
         } else {
@@ -215,6 +323,7 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
         }
         match v.get("type").and_then(Value::as_str) {
             Some("run.start") => run_id = v["runId"].as_str().map(str::to_owned),
+            Some("tool.approval") => answer_approval(&client, &args.session, &v, how).await,
             Some("delta") if !args.json => {
                 let _ = write!(stdout, "{}", v["text"].as_str().unwrap_or(""));
                 let _ = stdout.flush();

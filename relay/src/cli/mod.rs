@@ -95,6 +95,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List the agent's tools with their source and policy.
+    Tools {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Send one message and print the reply.
     Send {
         #[command(flatten)]
@@ -270,6 +277,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             target,
         } => commands::history(&target, &session, limit, json).await,
         Command::Send { args, target } => commands::send(&target, args).await,
+        Command::Tools { json, target } => commands::tools(&target, json).await,
         Command::Notify { args, target } => commands::notify(&target, args).await,
         Command::Token { action } => token(action),
         Command::Check { action, target } => match action {

@@ -94,6 +94,10 @@ pub async fn info(
         .as_ref()
         .map_or(state.pipeline.seq_base(), |rt| rt.events.last_seq());
     let active_run = runtime.as_ref().and_then(|rt| rt.active_run());
+    let pending_approvals = runtime
+        .as_ref()
+        .map(|rt| rt.approvals.pending())
+        .unwrap_or_default();
     let (initial_messages, has_more) = match &entry {
         Some(e) => {
             let page = store.transcript(&e.session_id)?.latest(limit)?;
@@ -117,6 +121,7 @@ pub async fn info(
         has_more,
         last_seq,
         active_run,
+        pending_approvals,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP surface: routing, the guards every request passes, and thin
 //! handlers that call into the pipeline and the store.
 
+mod approve;
 mod assets;
 mod chat;
 mod checks;
@@ -83,6 +84,8 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/tree", get(chat::tree))
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))
+        .route("/webchat/approve", post(approve::approve))
+        .route("/webchat/tools", get(approve::tools))
         .route("/webchat/events", get(events::sse))
         .route("/webchat/socket", get(events::socket))
         .route("/webchat/attachments/{id}", get(uploads::download))

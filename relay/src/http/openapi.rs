@@ -25,7 +25,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
-use super::{assets, chat, checks, events, notify, rpc, status, uploads};
+use super::{approve, assets, chat, checks, events, notify, rpc, status, uploads};
 
 /// The document, as utoipa builds it from `ApiDoc`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -94,6 +94,8 @@ pub struct Binary(pub Vec<u8>);
         status::status,
         rpc::rpc,
         rpc::abort,
+        approve::approve,
+        approve::tools,
         events::sse,
         events::socket,
         uploads::upload,

@@ -192,6 +192,8 @@ fn belongs_to(body: &EventBody, run_id: &str) -> bool {
         | EventBody::Delta { run_id: r, .. }
         | EventBody::Thinking { run_id: r, .. }
         | EventBody::ToolArgs { run_id: r, .. }
+        | EventBody::ToolApproval { run_id: r, .. }
+        | EventBody::ToolApprovalResolved { run_id: r, .. }
         | EventBody::ToolStart { run_id: r, .. }
         | EventBody::ToolUpdate { run_id: r, .. }
         | EventBody::ToolEnd { run_id: r, .. }

@@ -9,7 +9,11 @@
 //! it durable, outside the turn order, so many turns share one flush.
 
 mod agent_written;
+pub mod approvals;
+mod tool_step;
 mod turn;
+
+pub use tool_step::ToolRuntime;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,6 +139,8 @@ struct SessionState {
 pub struct SessionRuntime {
     pub key: String,
     pub events: Arc<EventLog>,
+    /// Tool calls of this session's run waiting for the user.
+    pub approvals: approvals::Approvals,
     queue: mpsc::UnboundedSender<QueuedTurn>,
     state: Mutex<SessionState>,
 }
@@ -211,6 +217,8 @@ pub(crate) struct Inner {
     hard_stop: CancellationToken,
     closing: std::sync::atomic::AtomicBool,
     observers: Mutex<Vec<Arc<dyn RunObserver>>>,
+    /// The agent's tools; none: the model is offered no tools.
+    pub(crate) tools: std::sync::OnceLock<Arc<ToolRuntime>>,
 }
 
 #[derive(Clone)]
@@ -257,6 +265,7 @@ impl Pipeline {
                 hard_stop: CancellationToken::new(),
                 closing: Default::default(),
                 observers: Mutex::new(Vec::new()),
+                tools: std::sync::OnceLock::new(),
             }),
         };
         // Weak: the store outlives nothing here, and a strong reference
@@ -275,6 +284,15 @@ impl Pipeline {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Gives runs these tools (once; a second call is ignored).
+    pub fn set_tools(&self, tools: ToolRuntime) {
+        let _ = self.inner.tools.set(Arc::new(tools));
+    }
+
+    pub fn tools(&self) -> Option<&ToolRuntime> {
+        self.inner.tools.get().map(|t| &**t)
     }
 
     pub fn attachments(&self) -> &Attachments {
@@ -346,6 +364,7 @@ impl Pipeline {
                 self.inner.seq_base,
                 self.inner.ring_bytes,
             )),
+            approvals: Default::default(),
             queue: tx,
             state: Mutex::new(SessionState {
                 idle_since: Some(Instant::now()),

@@ -3,15 +3,17 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use loopchat_proto::{ActiveRun, Content, EventBody, Role, RunState, ThinkingLevel};
+use loopchat_proto::{ActiveRun, Content, EventBody, Role, RunState, ThinkingLevel, ToolStatus};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::tool_step;
 use super::{Inner, QueuedTurn, SessionRuntime, TurnError, TurnOutcome, TurnResult};
-use crate::agent::{AgentError, AgentEvent, AgentRequest, ChatTurn, ImageFile};
+use crate::agent::{AgentError, AgentEvent, AgentRequest, ChatTurn, ImageFile, ToolCall};
 use crate::attachments::Attachments;
 use crate::clock::now_millis;
-use crate::store::{NewMessage, Origin, StoredMessage, Transcript};
+use crate::store::{NewMessage, Origin, StoredMessage, ToolResultMeta, Transcript};
+use crate::tools::ToolSpec;
 use base64::Engine;
 
 pub(super) async fn worker(
@@ -148,6 +150,9 @@ async fn run(
             id
         }
         None => {
+            if let Err(e) = close_interrupted(&transcript, rt) {
+                return (Err(e.into()), None);
+            }
             let mut new = NewMessage::new(
                 Role::User,
                 user_content(&request.text, &request.attachment_ids, &inner.attachments),
@@ -225,31 +230,127 @@ async fn run(
             return end_with_error(rt, run_id, e.into());
         }
     };
-    let mut stream = inner.agent.run(AgentRequest {
-        session_key: key.clone(),
-        run_id: run_id.to_owned(),
-        history,
-        thinking,
-        transcript: None,
-        abort: cancel.clone(),
-    });
-
+    let tools = inner.tools.get().cloned();
+    let specs: Arc<[ToolSpec]> = match &tools {
+        Some(t) => t.toolbox.specs().into(),
+        None => Arc::from(Vec::new()),
+    };
+    let mut history: Vec<ChatTurn> = history;
+    // A regenerated reply is a new child of the message it answers: the
+    // first assistant entry of the run hangs there, the rest follow it. (A
+    // turn resumed after a crash goes on at the leaf instead: hanging it
+    // under its message would hide the turns that landed since.)
+    let mut regenerated_under = request.regenerate.is_some().then(|| user_id.clone());
+    let mut steps = 0usize;
+    let mut tools_ended_at = None;
     let mut text = String::new();
     let mut thought = String::new();
     let ended: Result<RunState, AgentError> = loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break Ok(RunState::Aborted),
-            item = stream.next() => match item {
-                Some(Ok(event)) => publish_agent_event(rt, run_id, event, &mut text, &mut thought),
-                Some(Err(e)) => break Err(e),
-                None => break Ok(RunState::Final),
-            },
+        let mut stream = inner.agent.run(AgentRequest {
+            session_key: key.clone(),
+            run_id: run_id.to_owned(),
+            history: history.clone(),
+            thinking,
+            tools: specs.clone(),
+            tools_ended_at: tools_ended_at.take(),
+            transcript: None,
+            abort: cancel.clone(),
+        });
+        text.clear();
+        thought.clear();
+        let mut calls: Vec<ToolCall> = Vec::new();
+        let ended: Result<RunState, AgentError> = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Ok(RunState::Aborted),
+                item = stream.next() => match item {
+                    Some(Ok(AgentEvent::ToolCall(c))) => calls.push(c),
+                    Some(Ok(event)) => publish_agent_event(rt, run_id, event, &mut text, &mut thought),
+                    Some(Err(e)) => break Err(e),
+                    None => break Ok(RunState::Final),
+                },
+            }
+        };
+        // Dropping the stream is what stops the backend (closes the upstream
+        // request, kills the command).
+        drop(stream);
+        let arrived = std::time::Instant::now();
+        let Some(tools) = tools.as_deref() else {
+            break ended;
+        };
+        if !matches!(ended, Ok(RunState::Final)) || calls.is_empty() {
+            break ended;
         }
+        // The model asked for tools: its message (text and toolCall
+        // blocks, pi's shape), then one toolResult per call, each stored
+        // as it is known.
+        steps += 1;
+        let mut new = NewMessage::new(
+            Role::Assistant,
+            tool_use_content(&text, &thought, &calls),
+            now_millis(),
+        );
+        new.stop_reason = Some("toolUse".into());
+        new.origin = Some(origin_of(&inner.agent.info()));
+        new.parent_id = regenerated_under.take();
+        if let Err(e) = append_published(&transcript, rt, run_id, &new) {
+            return end_with_error(rt, run_id, e.into());
+        }
+        let mut turn = ChatTurn::new(Role::Assistant, text.clone());
+        turn.tool_calls = calls.clone();
+        history.push(turn);
+        let over = steps > tools.max_steps;
+        let step = tool_step::Step {
+            tools,
+            rt,
+            run_id,
+            cancel,
+        };
+        for call in &calls {
+            let result = if over {
+                tool_step::not_run(
+                    &step,
+                    call,
+                    ToolStatus::Error,
+                    format!(
+                        "Not run: this run reached its limit of {} tool steps.",
+                        tools.max_steps
+                    ),
+                )
+            } else if cancel.is_cancelled() {
+                tool_step::not_run(&step, call, ToolStatus::Aborted, "Operation aborted".into())
+            } else {
+                step.run(call, arrived).await
+            };
+            let mut stored = NewMessage::new(
+                Role::ToolResult,
+                Content::Parts(result.content.clone()),
+                now_millis(),
+            );
+            stored.tool_result = Some(ToolResultMeta {
+                tool_call_id: call.id.clone(),
+                tool_name: call.name.clone(),
+                is_error: result.is_error,
+            });
+            if let Err(e) = append_published(&transcript, rt, run_id, &stored) {
+                return end_with_error(rt, run_id, e.into());
+            }
+            history.push(tool_result_turn(&call.id, &stored.content));
+        }
+        text.clear();
+        thought.clear();
+        if cancel.is_cancelled() {
+            break Ok(RunState::Aborted);
+        }
+        if over {
+            break Err(AgentError::Failed(format!(
+                "the run stopped after {} tool steps: the model kept calling tools \
+                 (raise [tools] max_steps to allow more)",
+                tools.max_steps
+            )));
+        }
+        tools_ended_at = Some(std::time::Instant::now());
     };
-    // Dropping the stream is what stops the backend (closes the upstream
-    // request, kills the command).
-    drop(stream);
 
     let (state, error) = match &ended {
         Ok(s) => (*s, None),
@@ -257,7 +358,9 @@ async fn run(
     };
     // Keep what was generated: a complete or stopped reply always, a failed
     // one only if it produced something.
-    let keep = state != RunState::Error || !text.is_empty() || !thought.is_empty();
+    // After tool steps, always: the transcript must not end in a tool
+    // result, which reads as a run that was cut off.
+    let keep = state != RunState::Error || !text.is_empty() || !thought.is_empty() || steps > 0;
     let mut reply = None;
     if keep {
         let mut new = NewMessage::new(
@@ -272,9 +375,7 @@ async fn run(
         // A regenerated reply is a new child of the message it answers. (A
         // turn resumed after a crash goes on at the leaf instead: hanging it
         // under its message would hide the turns that landed since.)
-        if request.regenerate.is_some() {
-            new.parent_id = new.reply_to.clone();
-        }
+        new.parent_id = regenerated_under.take();
         let published = transcript.append_then(&new, |stored| {
             rt.events.publish(EventBody::Message {
                 message: stored.message.clone(),
@@ -343,28 +444,28 @@ pub(super) fn publish_agent_event(
             name,
             args,
         },
-        AgentEvent::ToolUpdate {
-            call_id,
-            name,
-            output,
-        } => EventBody::ToolUpdate {
+        AgentEvent::ToolOutput { call_id, text } => EventBody::ToolUpdate {
             run_id,
             call_id,
-            name,
-            output,
+            text,
         },
         AgentEvent::ToolEnd {
             call_id,
-            name,
-            output,
             is_error,
+            duration_ms,
         } => EventBody::ToolEnd {
             run_id,
             call_id,
-            name,
-            output,
-            is_error,
+            status: if is_error {
+                ToolStatus::Error
+            } else {
+                ToolStatus::Ok
+            },
+            duration_ms,
         },
+        // The relay's own tool loop takes complete calls (`run`); a backend
+        // that runs its tools itself sends none.
+        AgentEvent::ToolCall(_) => return,
     };
     rt.events.publish(body);
 }
@@ -438,6 +539,174 @@ pub(super) fn user_content(
     Content::Parts(parts)
 }
 
+/// A transcript that ends inside a tool step belongs to a run the relay
+/// did not finish (it was killed, or the machine went down): that run is
+/// marked interrupted before the next turn, and nothing of it is resumed.
+/// Each call left without a result gets one ("not run"), so that the
+/// history stays valid for the model and for pi, then an assistant message
+/// with `stopReason: "error"` says what happened.
+fn close_interrupted(
+    transcript: &Transcript,
+    rt: &SessionRuntime,
+) -> Result<(), crate::store::StoreError> {
+    let page = transcript.latest_plain(64)?;
+    let Some(last) = page.messages.last() else {
+        return Ok(());
+    };
+    let dangling = last.message.role == Role::ToolResult
+        || last.message.stop_reason.as_deref() == Some("toolUse");
+    if !dangling {
+        return Ok(());
+    }
+    let Some(pos) = page
+        .messages
+        .iter()
+        .rposition(|m| m.message.stop_reason.as_deref() == Some("toolUse"))
+    else {
+        return Ok(());
+    };
+    let answered: std::collections::HashSet<&str> = page.messages[pos + 1..]
+        .iter()
+        .filter_map(|m| m.message.tool_call_id.as_deref())
+        .collect();
+    let mut marks: Vec<NewMessage> = tool_calls_of(&page.messages[pos].message.content)
+        .into_iter()
+        .filter(|c| !answered.contains(c.id.as_str()))
+        .map(|c| NewMessage {
+            id: uuid::Uuid::new_v4().to_string(),
+            role: Role::ToolResult,
+            content: Content::Parts(vec![
+                json!({"type": "text", "text": "Not run: the relay stopped before this call ran."}),
+            ]),
+            timestamp_ms: now_millis(),
+            client_id: None,
+            reply_to: None,
+            stop_reason: None,
+            error_message: None,
+            tool_result: Some(ToolResultMeta {
+                tool_call_id: c.id,
+                tool_name: c.name,
+                is_error: true,
+            }),
+        })
+        .collect();
+    marks.push(NewMessage {
+        id: uuid::Uuid::new_v4().to_string(),
+        role: Role::Assistant,
+        content: Content::Text(String::new()),
+        timestamp_ms: now_millis(),
+        client_id: None,
+        reply_to: None,
+        stop_reason: Some(RunState::Error.as_str().to_owned()),
+        error_message: Some(INTERRUPTED.to_owned()),
+        tool_result: None,
+    });
+    for m in &marks {
+        transcript.append_then(m, |stored| {
+            rt.events.publish(EventBody::Message {
+                message: stored.message.clone(),
+                run_id: None,
+            });
+        })?;
+    }
+    tracing::info!(session = %rt.key, "a run cut off in a tool step was marked interrupted");
+    Ok(())
+}
+
+pub(crate) const INTERRUPTED: &str =
+    "interrupted: the relay stopped during this run's tool step; nothing of it was resumed";
+
+/// Appends `new` and publishes it as the run's `message` event.
+fn append_published(
+    transcript: &Transcript,
+    rt: &SessionRuntime,
+    run_id: &str,
+    new: &NewMessage,
+) -> Result<(), crate::store::StoreError> {
+    transcript
+        .append_then(new, |stored| {
+            rt.events.publish(EventBody::Message {
+                message: stored.message.clone(),
+                run_id: Some(run_id.to_owned()),
+            });
+        })
+        .map(|_| ())
+}
+
+/// An assistant message that ends in tool calls, in pi's shape: thinking,
+/// text, then one `toolCall` block per call with its arguments as an
+/// object. Arguments that are not a JSON object are kept as they came in
+/// `rawArguments` (pi reads `arguments` only), so the transcript shows what
+/// the model sent.
+fn tool_use_content(text: &str, thought: &str, calls: &[ToolCall]) -> Content {
+    let mut parts = Vec::new();
+    if !thought.is_empty() {
+        parts.push(json!({"type": "thinking", "thinking": thought}));
+    }
+    if !text.is_empty() {
+        parts.push(json!({"type": "text", "text": text}));
+    }
+    for c in calls {
+        let raw = if c.arguments.trim().is_empty() {
+            "{}"
+        } else {
+            &c.arguments
+        };
+        let mut block = json!({"type": "toolCall", "id": c.id, "name": c.name});
+        match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(v @ serde_json::Value::Object(_)) => block["arguments"] = v,
+            _ => {
+                block["arguments"] = json!({});
+                block["rawArguments"] = c.arguments.clone().into();
+            }
+        }
+        parts.push(block);
+    }
+    Content::Parts(parts)
+}
+
+/// The calls of a stored assistant message, as the model made them.
+fn tool_calls_of(content: &Content) -> Vec<ToolCall> {
+    let Content::Parts(parts) = content else {
+        return Vec::new();
+    };
+    parts
+        .iter()
+        .filter(|p| p.get("type").and_then(|t| t.as_str()) == Some("toolCall"))
+        .filter_map(|p| {
+            let arguments = match p.get("rawArguments").and_then(|r| r.as_str()) {
+                Some(raw) => raw.to_owned(),
+                None => p
+                    .get("arguments")
+                    .map_or_else(|| "{}".to_owned(), |a| a.to_string()),
+            };
+            Some(ToolCall {
+                id: p.get("id")?.as_str()?.to_owned(),
+                name: p.get("name")?.as_str()?.to_owned(),
+                arguments,
+            })
+        })
+        .collect()
+}
+
+/// A tool result as history: its text, and its images as `data:` URLs.
+fn tool_result_turn(call_id: &str, content: &Content) -> ChatTurn {
+    let mut turn = ChatTurn::new(Role::ToolResult, content.text());
+    turn.tool_call_id = Some(call_id.to_owned());
+    if let Content::Parts(parts) = content {
+        turn.data_images = parts
+            .iter()
+            .filter(|p| p.get("type").and_then(|t| t.as_str()) == Some("image"))
+            .filter_map(|p| {
+                let mime = p.get("mimeType")?.as_str()?;
+                let data = p.get("data")?.as_str()?;
+                Some(format!("data:{mime};base64,{data}"))
+            })
+            .collect();
+    }
+    turn
+}
+
 fn assistant_content(text: &str, thought: &str) -> Content {
     if thought.is_empty() {
         return Content::Text(text.to_owned());
@@ -452,9 +721,15 @@ fn assistant_content(text: &str, thought: &str) -> Content {
 /// should not see again (empty stopped replies, tool plumbing).
 fn chat_turn(m: &StoredMessage, attachments: &Attachments) -> Option<ChatTurn> {
     let role = m.message.role;
-    if !matches!(role, Role::User | Role::Assistant | Role::System) {
-        return None;
+    if role == Role::ToolResult {
+        let id = m.message.tool_call_id.as_deref()?;
+        return Some(tool_result_turn(id, &m.message.content));
     }
+    let tool_calls = if role == Role::Assistant {
+        tool_calls_of(&m.message.content)
+    } else {
+        Vec::new()
+    };
     let text = m.message.content.text();
     let images: Vec<ImageFile> = match &m.message.content {
         Content::Parts(parts) => parts
@@ -469,8 +744,11 @@ fn chat_turn(m: &StoredMessage, attachments: &Attachments) -> Option<ChatTurn> {
             .collect(),
         Content::Text(_) => Vec::new(),
     };
-    if text.is_empty() && images.is_empty() {
+    if text.is_empty() && images.is_empty() && tool_calls.is_empty() {
         return None;
     }
-    Some(ChatTurn { role, text, images })
+    let mut turn = ChatTurn::new(role, text);
+    turn.images = images;
+    turn.tool_calls = tool_calls;
+    Some(turn)
 }

@@ -235,7 +235,9 @@ fn message_of(
         (None, Some(inner)) => inner,
         _ => id.to_owned(),
     };
-    let stop_reason = str_field(msg, "stopReason").filter(|s| s == "aborted" || s == "error");
+    let stop_reason =
+        str_field(msg, "stopReason").filter(|s| s == "aborted" || s == "error" || s == "toolUse");
+    let is_tool_result = role == Role::ToolResult;
     Some(StoredMessage {
         offset,
         message: Message {
@@ -250,6 +252,12 @@ fn message_of(
                 _ => None,
             },
             kind: None,
+            tool_call_id: str_field(msg, "toolCallId").filter(|_| is_tool_result),
+            tool_name: str_field(msg, "toolName").filter(|_| is_tool_result),
+            is_error: msg
+                .get("isError")
+                .and_then(Value::as_bool)
+                .filter(|_| is_tool_result),
         },
         client_id: str_field(obj, "clientId"),
         reply_to: str_field(obj, "replyTo"),
@@ -354,6 +362,15 @@ pub struct NewMessage {
     /// `toolResult`'s `toolCallId`, `toolName`, `isError`; `usage` when the
     /// backend reports it.
     pub extra: Map<String, Value>,
+    /// For a `toolResult` message: pi's `toolCallId`, `toolName`, `isError`.
+    pub tool_result: Option<ToolResultMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResultMeta {
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub is_error: bool,
 }
 
 impl NewMessage {
@@ -371,6 +388,7 @@ impl NewMessage {
             parent_id: None,
             origin: None,
             extra: Map::new(),
+            tool_result: None,
         }
     }
 
@@ -417,6 +435,11 @@ impl NewMessage {
         if let Some(err) = &self.error_message {
             message.insert("errorMessage".into(), Value::from(err.as_str()));
         }
+        if let Some(t) = &self.tool_result {
+            message.insert("toolCallId".into(), Value::from(t.tool_call_id.as_str()));
+            message.insert("toolName".into(), Value::from(t.tool_name.as_str()));
+            message.insert("isError".into(), Value::from(t.is_error));
+        }
         let mut obj = Map::new();
         obj.insert("type".into(), Value::from("message"));
         obj.insert("id".into(), Value::from(id));
@@ -450,9 +473,12 @@ impl NewMessage {
             stop_reason: self
                 .stop_reason
                 .clone()
-                .filter(|s| s == "aborted" || s == "error"),
+                .filter(|s| s == "aborted" || s == "error" || s == "toolUse"),
             parent_id: parent.map(str::to_owned),
             kind: None,
+            tool_call_id: self.tool_result.as_ref().map(|t| t.tool_call_id.clone()),
+            tool_name: self.tool_result.as_ref().map(|t| t.tool_name.clone()),
+            is_error: self.tool_result.as_ref().map(|t| t.is_error),
         }
     }
 }
@@ -601,5 +627,34 @@ mod tests {
         assert_eq!(v["message"]["usage"]["cost"]["total"], 0);
         assert_eq!(v["message"]["api"], "loopchat");
         assert_eq!(v["message"]["content"][0]["text"], "hello\nworld");
+    }
+
+    #[test]
+    fn tool_results_round_trip_in_pis_shape() {
+        let mut n = NewMessage::new(
+            Role::ToolResult,
+            Content::Parts(vec![serde_json::json!({"type":"text","text":"ok"})]),
+            1,
+        );
+        n.tool_result = Some(ToolResultMeta {
+            tool_call_id: "call_1".into(),
+            tool_name: "bash".into(),
+            is_error: true,
+        });
+        let line = n.to_line("t", None);
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["message"]["role"], "toolResult");
+        assert_eq!(v["message"]["toolCallId"], "call_1");
+        assert_eq!(v["message"]["toolName"], "bash");
+        assert_eq!(v["message"]["isError"], true);
+        let back = parse_line(&line[..line.len() - 1], 0).unwrap();
+        assert_eq!(back.message, n.to_message("t", None));
+        // toolUse survives as a stop reason.
+        let a = parse_line(
+            br#"{"type":"message","message":{"role":"assistant","content":[{"type":"toolCall","id":"c","name":"read","arguments":{}}],"stopReason":"toolUse"}}"#,
+            0,
+        )
+        .unwrap();
+        assert_eq!(a.message.stop_reason.as_deref(), Some("toolUse"));
     }
 }

@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 pub(crate) use commit::{FlushKind, GroupCommit};
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
-    Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, new_entry_id,
+    Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
+    new_entry_id,
     parse_entry, parse_line,
 };
 pub use transcript::{
