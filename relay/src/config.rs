@@ -227,6 +227,8 @@ pub enum CommandStdin {
     /// The turn and the session's history as one JSON document
     /// (`loopchat_proto::CommandInput`).
     Json,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolsConfig {

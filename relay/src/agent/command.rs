@@ -296,11 +296,7 @@ mod tests {
         let mut req = request("second");
         req.history.insert(
             0,
-            ChatTurn {
-                role: Role::Assistant,
-                text: "first\u{2028}reply".into(),
-                images: vec![],
-            },
+            ChatTurn::new(Role::Assistant, "first\u{2028}reply"),
         );
         let mut s = a.run(req);
         let mut out = String::new();

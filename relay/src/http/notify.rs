@@ -476,6 +476,8 @@ pub async fn ask(
         client_id: None,
         queue: true,
         deliver: Default::default(),
+        parent_id: None,
+        regenerate: None,
     })?;
     let linked = key.clone();
     if let Some(p) = state.notifications.amend(&id, move |n| {

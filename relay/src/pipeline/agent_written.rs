@@ -74,13 +74,15 @@ pub(super) async fn run(
         run_id: run_id.to_owned(),
         // The backend keeps its own context, from the file.
         history: vec![ChatTurn {
-            role: Role::User,
-            text: request.text.clone(),
             images,
+            ..ChatTurn::new(Role::User, request.text.clone())
         }],
         thinking,
         transcript: Some(transcript.path().to_owned()),
         abort: cancel.clone(),
+        // pi offers its own tools.
+        tools: std::sync::Arc::from(Vec::new()),
+        tools_ended_at: None,
     });
     let (mut text, mut thought) = (String::new(), String::new());
     // Not cut short on abort: the backend is told through `cancel`, stops,

@@ -573,33 +573,24 @@ fn close_interrupted(
         .into_iter()
         .filter(|c| !answered.contains(c.id.as_str()))
         .map(|c| NewMessage {
-            id: uuid::Uuid::new_v4().to_string(),
-            role: Role::ToolResult,
-            content: Content::Parts(vec![
-                json!({"type": "text", "text": "Not run: the relay stopped before this call ran."}),
-            ]),
-            timestamp_ms: now_millis(),
-            client_id: None,
-            reply_to: None,
-            stop_reason: None,
-            error_message: None,
             tool_result: Some(ToolResultMeta {
                 tool_call_id: c.id,
                 tool_name: c.name,
                 is_error: true,
             }),
+            ..NewMessage::new(
+                Role::ToolResult,
+                Content::Parts(vec![
+                    json!({"type": "text", "text": "Not run: the relay stopped before this call ran."}),
+                ]),
+                now_millis(),
+            )
         })
         .collect();
     marks.push(NewMessage {
-        id: uuid::Uuid::new_v4().to_string(),
-        role: Role::Assistant,
-        content: Content::Text(String::new()),
-        timestamp_ms: now_millis(),
-        client_id: None,
-        reply_to: None,
         stop_reason: Some(RunState::Error.as_str().to_owned()),
         error_message: Some(INTERRUPTED.to_owned()),
-        tool_result: None,
+        ..NewMessage::new(Role::Assistant, Content::Text(String::new()), now_millis())
     });
     for m in &marks {
         transcript.append_then(m, |stored| {
