@@ -173,7 +173,11 @@ async fn real_pi_and_loopchat_share_sessions() {
         json!({"session": "pi", "text": "what is in this picture", "attachments": [{"id": image_id}]}),
     )
     .await;
-    rpc(&api, json!({"session": "pi", "text": "second question"})).await;
+    rpc(
+        &api,
+        json!({"session": "pi", "text": "second question", "id": "client-2"}),
+    )
+    .await;
     let session_id = first["sessionId"].as_str().unwrap().to_owned();
     let file = relay
         .home
@@ -279,6 +283,9 @@ async fn real_pi_and_loopchat_share_sessions() {
 
     // pi kept every line loopchat wrote and hung its own under our leaf.
     let after = std::fs::read(&file).unwrap();
+    // pi keeps loopchat's extra fields (it never rewrites a v3 file).
+    assert!(ours.iter().any(|e| e["clientId"] == "client-2"));
+    assert!(ours.iter().any(|e| e["replyTo"].is_string()));
     assert!(after.starts_with(&before), "pi rewrote loopchat's lines");
     let theirs = lines(&after[before.len()..]);
     assert!(!theirs.is_empty(), "pi appended nothing");

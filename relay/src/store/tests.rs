@@ -650,3 +650,41 @@ fn every_pi_entry_type_is_kept_byte_for_byte() {
     assert_eq!(&now[..original.len()], &original[..]);
     assert!(!backup_path(&path).exists(), "a v3 file is never rewritten");
 }
+
+/// A v2 file is migrated as pi migrates it (version 3, `hookMessage` →
+/// `custom`), its tree and every other byte of meaning kept, the original
+/// copied aside.
+#[test]
+fn a_v2_file_is_migrated_as_pi_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.jsonl");
+    let old = concat!(
+        r#"{"type":"session","version":2,"id":"s2","timestamp":"2025-06-01T00:00:00.000Z","cwd":"/w"}"#,
+        "\n",
+        r#"{"type":"message","id":"aaaa0001","parentId":null,"timestamp":"2025-06-01T00:00:01.000Z","message":{"role":"user","content":[{"type":"text","text":"q"}],"timestamp":1}}"#,
+        "\n",
+        r#"{"type":"message","id":"aaaa0002","parentId":"aaaa0001","timestamp":"2025-06-01T00:00:02.000Z","message":{"role":"hookMessage","content":"note","timestamp":2}}"#,
+        "\n",
+        r#"{"type":"message","id":"aaaa0003","parentId":"aaaa0001","timestamp":"2025-06-01T00:00:03.000Z","message":{"role":"assistant","content":[{"type":"text","text":"a"}],"api":"x","provider":"p","model":"m","usage":{"input":1,"output":2,"cacheRead":0,"cacheWrite":0,"totalTokens":3,"cost":{"input":0,"output":0,"cacheRead":0,"cacheWrite":0,"total":0}},"stopReason":"stop","timestamp":3}}"#,
+        "\n",
+    );
+    fs::write(&path, old).unwrap();
+    let t = Transcript::open(&path, plain()).unwrap();
+    assert_eq!(fs::read_to_string(backup_path(&path)).unwrap(), old);
+    let lines: Vec<serde_json::Value> = fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["version"], 3);
+    assert_eq!(lines[0]["id"], "s2");
+    assert_eq!(lines[2]["message"]["role"], "custom");
+    assert_eq!(lines[3]["parentId"], "aaaa0001", "the branch is kept");
+    assert_eq!(
+        lines[3]["message"]["usage"]["totalTokens"], 3,
+        "nothing overwritten"
+    );
+    // The leaf's path: the hook message's branch is not on it.
+    assert_eq!(ids_of(&t.latest(10).unwrap()), ["aaaa0001", "aaaa0003"]);
+}
