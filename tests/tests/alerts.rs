@@ -655,6 +655,19 @@ async fn unknown_checks_and_bad_config_get_clear_errors() {
     );
     let (s, _) = main.get_json("/webchat/checks/nope").await;
     assert_eq!(s, 404);
+    // Not even UTF-8: still the protocol's JSON, not axum's plain text.
+    for path in [
+        "/webchat/checks/%FF",
+        "/webchat/notifications/%FF",
+        "/webchat/notifications/%FF/image",
+    ] {
+        let (s, v) = main.get_json(path).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {v}"
+        );
+    }
     let out = cli(&relay.home, &["check", "run", "nope"], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
