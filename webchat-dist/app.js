@@ -1072,8 +1072,12 @@ async function refreshLiveStatus() {
     const c = s.connections.byKind;
     const windows = c.sse + c.websocket + c.shell;
     const runs = s.runsInFlight;
-    ui.liveStatus.textContent = `${windows} ${windows === 1 ? 'window' : 'windows'} · ${runs} ${runs === 1 ? 'run' : 'runs'}`;
-    ui.liveStatus.title = `relay up ${s.uptimeSecs} s · ${s.sessions} sessions · alert journal ${s.journal.entries} entries`;
+    const failing = (s.checks && s.checks.failing) || 0;
+    // Failing checks only: a healthy relay's line stays short.
+    ui.liveStatus.textContent = `${windows} ${windows === 1 ? 'window' : 'windows'} · ${runs} ${runs === 1 ? 'run' : 'runs'}`
+      + (failing ? ` · ${failing} failing ${failing === 1 ? 'check' : 'checks'}` : '');
+    const checks = s.checks ? ` · checks ${s.checks.ok} ok, ${s.checks.failing} failing, ${s.checks.running} running` : '';
+    ui.liveStatus.title = `relay up ${s.uptimeSecs} s · ${s.sessions} sessions · alert journal ${s.journal.entries} entries${checks}`;
     ui.liveStatus.hidden = false;
   } catch {
     ui.liveStatus.hidden = true;

@@ -36,6 +36,10 @@ const TESTS: &[desktop::Test<Desktop>] = &[
     ),
     ("paused_alerts_are_not_raised", paused_alerts_are_not_raised),
     (
+        "an_image_reaches_the_popup_and_a_read_version_is_not_raised",
+        an_image_reaches_the_popup_and_a_read_version_is_not_raised,
+    ),
+    (
         "a_focused_window_keeps_alerts_quiet",
         a_focused_window_keeps_alerts_quiet,
     ),
@@ -605,6 +609,65 @@ fn paused_alerts_are_not_raised(desktop: &Desktop) {
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].summary, "After the pause");
+    a.stop();
+}
+
+/// Issue 13: the image of an alert is fetched (main token) into
+/// `shell-alert-images/` for the popup's `image-path` hint; when the alert
+/// is then read in a window, the relay's read version is not raised again.
+fn an_image_reaches_the_popup_and_a_read_version_is_not_raised(desktop: &Desktop) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("loopchat");
+    let relay = fast_ping_relay(&home);
+    let mut a = Proc::alerts("shell", &home);
+    a.wait_for(&["alert stream open"], Duration::from_secs(20));
+    // A real 1x1 PNG.
+    let png: &[u8] = &[
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0,
+        0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89, 0, 0, 0, 13, 0x49, 0x44, 0x41,
+        0x54, 0x78, 0xda, 0x63, 0xfc, 0xcf, 0xc0, 0x50, 0x0f, 0, 0x04, 0x85, 0x01, 0x80, 0x84,
+        0xa9, 0x8c, 0x21, 0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    let chart = dir.path().join("chart.png");
+    std::fs::write(&chart, png).expect("chart");
+    post(
+        &home,
+        "With a chart",
+        "see image",
+        &["--id", "chart-1", "--image", chart.to_str().expect("utf-8")],
+    );
+    let got = desktop.wait_received(1);
+    assert_eq!(got[0].summary, "With a chart");
+    let images: Vec<_> = std::fs::read_dir(home.join("shell-alert-images"))
+        .expect("the image was fetched")
+        .flatten()
+        .collect();
+    assert_eq!(images.len(), 1);
+    assert_eq!(std::fs::read(images[0].path()).expect("image"), png);
+
+    let body = r#"{"ids":["chart-1"]}"#;
+    let request = format!(
+        "POST /webchat/notifications/read HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        relay.port,
+        relay.token,
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", relay.port)).expect("connect");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""marked":1"#), "{answer}");
+    // Ordered after the read version: once this one is raised, the read
+    // version has been handled (and was not raised).
+    post(&home, "Marker", "after the read", &[]);
+    let got = desktop.wait_received(2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[1].summary, "Marker",
+        "the read version was raised: {got:?}"
+    );
     a.stop();
 }
 

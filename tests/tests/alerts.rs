@@ -521,6 +521,32 @@ async fn a_hanging_check_is_killed_at_its_timeout_with_its_whole_group() {
 }
 
 #[tokio::test]
+async fn a_relay_stopped_mid_run_leaves_no_check_process_behind() {
+    let mut relay = with_checks(
+        "[[checks]]\nname = \"long\"\ncommand = [\"sh\", \"-c\", \"sleep 7741 & sleep 7742\"]\n\
+         every = \"1s\"\ntimeout = \"1h\"\n",
+    );
+    let main = relay.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = main.get_json("/webchat/checks/long").await;
+        if v["check"]["running"] == true && !processes_matching("sleep 7741").is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ran: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay.stop(), Some(0));
+    for n in ["sleep 7741", "sleep 7742"] {
+        assert_eq!(
+            processes_matching(n),
+            Vec::<String>::new(),
+            "{n} outlived the relay"
+        );
+    }
+}
+
+#[tokio::test]
 async fn overlapping_schedules_never_overlap_runs_and_history_survives_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
@@ -629,6 +655,19 @@ async fn unknown_checks_and_bad_config_get_clear_errors() {
     );
     let (s, _) = main.get_json("/webchat/checks/nope").await;
     assert_eq!(s, 404);
+    // Not even UTF-8: still the protocol's JSON, not axum's plain text.
+    for path in [
+        "/webchat/checks/%FF",
+        "/webchat/notifications/%FF",
+        "/webchat/notifications/%FF/image",
+    ] {
+        let (s, v) = main.get_json(path).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {v}"
+        );
+    }
     let out = cli(&relay.home, &["check", "run", "nope"], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -127,6 +127,8 @@ describe('alert detail view, checks panel, ask the agent', () => {
     assert.match(await item.textContent(), /pending/);
     await item.locator('.check-run').click();
     await page.waitForSelector('#checks-list .check-item.check-failing[data-check="flaky"]');
+    // The sidebar's status line counts it (refreshed every few seconds).
+    await page.waitForFunction(() => /· 1 failing check$/.test(document.getElementById('live-status').textContent), null, { timeout: 15000 });
     await row('flaky failing').waitFor();
     await row('flaky failing').locator('.alert-more').click();
     await page.waitForSelector('#alert-detail[open]');

@@ -59,6 +59,9 @@ pub struct DesktopAlert {
     /// The desktop id of a popup this one replaces (an update of the same
     /// alert).
     pub replaces: Option<u32>,
+    /// A local copy of the alert's image, for the `image-path` hint (shown
+    /// by servers that support it, ignored by the rest).
+    pub image: Option<std::path::PathBuf>,
 }
 
 /// A popup on screen.
@@ -111,6 +114,9 @@ impl Desktop for FreedesktopNotifications {
             }
             if let Some(id) = alert.replaces {
                 n.id(id);
+            }
+            if let Some(path) = &alert.image {
+                n.hint(notify_rust::Hint::ImagePath(path.display().to_string()));
             }
             let handle = n
                 .show_async()

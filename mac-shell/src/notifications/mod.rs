@@ -558,6 +558,7 @@ pub fn alert_for(n: &Notification, replaces: Option<u32>) -> DesktopAlert {
         body: n.body.clone(),
         urgency: urgency(n.priority),
         replaces,
+        image: None,
     }
 }
 
@@ -594,11 +595,24 @@ pub fn summary_for(rest: &[&Notification]) -> DesktopAlert {
             .max()
             .unwrap_or(Urgency::Normal),
         replaces: None,
+        image: None,
     }
 }
 
 async fn raise(ctx: &Arc<Ctx>, ep: &Endpoint, n: &Notification, replaces: Option<u32>) {
-    let alert = alert_for(n, replaces);
+    let mut alert = alert_for(n, replaces);
+    if n.image.is_some() {
+        // Best effort: without the image the popup still says everything.
+        let dir = ctx.config.home.join("shell-alert-images");
+        let fetched = match stream::http_client() {
+            Ok(client) => stream::fetch_image(&client, ep, n, &dir).await,
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(path) => alert.image = Some(path),
+            Err(e) => tracing::debug!(seq = n.seq, error = %e, "alert raised without its image"),
+        }
+    }
     let urgency = alert.urgency;
     let relay = ctx.config.relay_key.clone();
     let shown = match ctx.desktop.show(alert).await {

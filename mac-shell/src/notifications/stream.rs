@@ -76,6 +76,73 @@ pub async fn list(
     Ok(body.notifications)
 }
 
+/// An alert's image (`GET notifications/<id>/image`), written to
+/// `dir/<image id>` (0600) for the popup's `image-path` hint. Files there
+/// older than a day are removed first, so the directory does not grow.
+pub async fn fetch_image(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    n: &Notification,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let image = n.image.as_deref().ok_or("no image")?;
+    // The relay names images `<sha256 hex>.<ext>`; nothing else becomes a path.
+    if !image
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        || image.starts_with('.')
+    {
+        return Err(format!("odd image id {image:?}"));
+    }
+    let url = format!("{}notifications/{}/image", slash(&ep.base_url), n.id);
+    let response = client
+        .get(&url)
+        .bearer_auth(&ep.token)
+        .send()
+        .await
+        .map_err(|e| format!("GET …/image: {}", error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(format!("GET …/image: HTTP {}", response.status().as_u16()));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("GET …/image: {}", error_chain(&e)))?;
+    let dir = dir.to_owned();
+    let path = dir.join(image);
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let day = Duration::from_secs(24 * 3600);
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&target)?;
+        std::io::Write::write_all(&mut f, &bytes)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot keep the alert image: {e}"))?;
+    Ok(path)
+}
+
 /// The HTTP client for the relay: loopback or our own tunnel, so no proxy
 /// from the environment (it could see the token).
 pub fn http_client() -> Result<reqwest::Client, String> {

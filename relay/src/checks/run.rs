@@ -3,7 +3,6 @@
 //! timeout, and the group ended after the command exits too, so nothing a
 //! check started outlives its run.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -67,7 +66,15 @@ async fn spawn_and_wait(spec: &Spec<'_>, run: &mut CheckRun) -> std::io::Result<
     // The parent's copies of the write end are gone with `cmd`.
     drop(cmd);
     let pgid = child.id().map(|p| p as i32);
-    let collector = tokio::task::spawn_blocking(move || collect(reader));
+    // If this future is dropped mid-run (the relay shutting down), the
+    // group still goes: `kill_on_drop` alone would spare its children.
+    let _group = GroupGuard(pgid);
+    // Async, not a blocking thread: a process that escaped the group (its
+    // own session) and holds the pipe open must not keep a thread, or the
+    // relay's shutdown, waiting for its EOF.
+    let reader =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+    let collector = tokio::spawn(collect(reader));
     let status = tokio::select! {
         s = child.wait() => Some(s?),
         _ = tokio::time::sleep(spec.timeout) => None,
@@ -98,9 +105,13 @@ async fn spawn_and_wait(spec: &Spec<'_>, run: &mut CheckRun) -> std::io::Result<
             let _ = child.wait().await;
         }
     }
+    let abort = collector.abort_handle();
     let (tail, dropped) = match tokio::time::timeout(DRAIN, collector).await {
         Ok(Ok(r)) => r,
-        _ => (Vec::new(), 0),
+        _ => {
+            abort.abort();
+            (Vec::new(), 0)
+        }
     };
     run.output = String::from_utf8_lossy(&tail).into_owned();
     run.output_dropped = dropped;
@@ -113,6 +124,16 @@ async fn spawn_and_wait(spec: &Spec<'_>, run: &mut CheckRun) -> std::io::Result<
     Ok(())
 }
 
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            signal_group(g, libc::SIGKILL);
+        }
+    }
+}
+
 fn signal_group(pgid: i32, sig: i32) {
     // SAFETY: kill(2) with a negative pid signals that process group; the
     // group is the child's own (process_group(0)), never the relay's.
@@ -123,12 +144,13 @@ fn signal_group(pgid: i32, sig: i32) {
 
 /// Reads to EOF, keeping the last [`OUTPUT_TAIL`] bytes; returns them and
 /// how many were dropped before.
-fn collect(mut reader: std::io::PipeReader) -> (Vec<u8>, u64) {
+async fn collect(mut reader: tokio::net::unix::pipe::Receiver) -> (Vec<u8>, u64) {
+    use tokio::io::AsyncReadExt;
     let mut tail: Vec<u8> = Vec::with_capacity(OUTPUT_TAIL * 2);
     let mut dropped = 0u64;
     let mut buf = [0u8; 8192];
     loop {
-        match reader.read(&mut buf) {
+        match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 tail.extend_from_slice(&buf[..n]);

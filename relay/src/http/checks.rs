@@ -4,6 +4,7 @@
 //! config file only.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use loopchat_proto::{CheckDetailResponse, CheckRunResponse, ChecksResponse, ErrorCode};
 
@@ -56,8 +57,9 @@ pub async fn list(_: Authed, State(state): State<AppState>) -> Json<ChecksRespon
 pub async fn detail(
     _: Authed,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CheckDetailResponse>, ApiError> {
+    let name = super::extract::path_segment(name)?;
     let (check, runs) = state.checks.detail(&name).ok_or(RunError::Unknown(name))?;
     Ok(Json(CheckDetailResponse {
         ok: true,
@@ -85,8 +87,9 @@ pub async fn detail(
 pub async fn run(
     _: Authed,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CheckRunResponse>, ApiError> {
+    let name = super::extract::path_segment(name)?;
     let run = state.checks.run_now(&name).await?;
     Ok(Json(CheckRunResponse { ok: true, run }))
 }

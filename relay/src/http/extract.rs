@@ -220,3 +220,13 @@ pub fn session_key(raw: Option<&str>) -> Result<String, ApiError> {
     })?;
     Ok(key.to_owned())
 }
+
+/// A path segment (an alert id, a check name). One that does not even
+/// decode (invalid UTF-8) names nothing: 404 in the protocol's JSON, where
+/// axum's own rejection would be plain text.
+pub fn path_segment(
+    raw: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    raw.map(|axum::extract::Path(s)| s)
+        .map_err(|_| ApiError::not_found("no such alert or check"))
+}

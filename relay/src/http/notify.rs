@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -316,8 +317,9 @@ pub(super) fn client_id(raw: &str) -> Result<String, ApiError> {
 pub async fn image(
     _: Authed,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = super::extract::path_segment(id)?;
     let image = state
         .notifications
         .get(&id)
@@ -406,8 +408,9 @@ pub async fn mark_read(
 pub async fn dismiss(
     _: Authed,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OkResponse>, ApiError> {
+    let id = super::extract::path_segment(id)?;
     let pending = state
         .notifications
         .amend(&id, |n| {
@@ -441,9 +444,10 @@ pub async fn dismiss(
 pub async fn ask(
     _: Authed,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     ApiJson(req): ApiJson<AskAlertRequest>,
 ) -> Result<Json<AskAlertResponse>, ApiError> {
+    let id = super::extract::path_segment(id)?;
     let alert = state
         .notifications
         .get(&id)
@@ -511,8 +515,9 @@ pub async fn ask(
 pub async fn detail(
     _: Authed,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<NotificationDetailResponse>, ApiError> {
+    let id = super::extract::path_segment(id)?;
     let notification = state
         .notifications
         .get(&id)

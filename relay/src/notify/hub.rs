@@ -474,6 +474,34 @@ mod tests {
         );
     }
 
+    /// An image goes when its alert falls out of the kept 500, and a save
+    /// in flight (pinned, not yet submitted) is never collected.
+    #[tokio::test]
+    async fn images_leave_with_their_alert_and_pins_protect_saves_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = NotificationHub::open(&dir.path().join("n.jsonl")).unwrap();
+        let png = b"\x89PNG\r\n\x1a\nfirst".to_vec();
+        let (pin, saved) = hub.images().save("image/png", &png).unwrap();
+        let mut d = draft("with image", None);
+        d.image = Some(pin.id.clone());
+        hub.post(d).await.unwrap();
+        drop(pin);
+        let file = dir.path().join("alert-images").join(&saved.id);
+        assert!(file.exists());
+        let in_flight = b"\x89PNG\r\n\x1a\nsecond".to_vec();
+        let (held, other) = hub.images().save("image/png", &in_flight).unwrap();
+        for i in 0..KEEP {
+            hub.post(draft(&i.to_string(), None)).await.unwrap();
+        }
+        assert!(!file.exists(), "evicted with its alert");
+        let held_file = dir.path().join("alert-images").join(&other.id);
+        assert!(held_file.exists(), "pinned: a post is about to use it");
+        drop(held);
+        drop(hub);
+        NotificationHub::open(&dir.path().join("n.jsonl")).unwrap();
+        assert!(!held_file.exists(), "never used: gone at the next start");
+    }
+
     #[tokio::test]
     async fn keeps_the_last_500_and_compacts() {
         let dir = tempfile::tempdir().unwrap();
