@@ -122,7 +122,10 @@ pub fn store_line(data: &[u8]) {
         assert_eq!(elsewhere.message, m.message);
     }
     if let Some(reason) = &m.message.stop_reason {
-        assert!(reason == "aborted" || reason == "error" || reason == "toolUse", "{reason:?}");
+        assert!(
+            reason == "aborted" || reason == "error" || reason == "toolUse",
+            "{reason:?}"
+        );
     }
 
     let timestamp_ms = OffsetDateTime::parse(&m.message.timestamp, &Rfc3339)

@@ -294,10 +294,8 @@ mod tests {
         let mut a = agent(&["/bin/cat"], 5);
         a.config.stdin = CommandStdin::Json;
         let mut req = request("second");
-        req.history.insert(
-            0,
-            ChatTurn::new(Role::Assistant, "first\u{2028}reply"),
-        );
+        req.history
+            .insert(0, ChatTurn::new(Role::Assistant, "first\u{2028}reply"));
         let mut s = a.run(req);
         let mut out = String::new();
         while let Some(Ok(AgentEvent::Delta(d))) = s.next().await {

@@ -109,7 +109,10 @@ pub enum AgentEvent {
         args: serde_json::Value,
     },
     /// The next piece of such a call's output, in order.
-    ToolOutput { call_id: String, text: String },
+    ToolOutput {
+        call_id: String,
+        text: String,
+    },
     /// Such a call ended.
     ToolEnd {
         call_id: String,

@@ -35,8 +35,8 @@ use super::{
 };
 use crate::config::OpenAiConfig;
 use crate::diagnostics::{error_chain, read_start};
-use loopchat_proto::sse::{MAX_EVENT_BYTES, SseError, SseStream};
 use crate::tools::ToolSpec;
+use loopchat_proto::sse::{MAX_EVENT_BYTES, SseError, SseStream};
 
 /// Bytes of an error response kept for the message.
 const ERROR_BODY_KEEP: usize = 16 * 1024;

@@ -643,7 +643,11 @@ async fn drive(
             "tool_execution_update" | "tool_execution_end" => {
                 let call_id = v["toolCallId"].as_str().unwrap_or_default().to_owned();
                 let end = v["type"] == "tool_execution_end";
-                let output = result_text(if end { &v["result"] } else { &v["partialResult"] });
+                let output = result_text(if end {
+                    &v["result"]
+                } else {
+                    &v["partialResult"]
+                });
                 let (started, sent) = calls
                     .entry(call_id.clone())
                     .or_insert_with(|| (std::time::Instant::now(), String::new()));
