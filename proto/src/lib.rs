@@ -12,6 +12,7 @@ mod discovery;
 mod error;
 mod events;
 mod http;
+pub mod log_filter;
 mod message;
 mod session_key;
 
