@@ -75,6 +75,30 @@ impl fmt::Display for Step {
     }
 }
 
+/// The crates whose logs are the shell's own (they never log a token,
+/// passphrase or message text): a bare `RUST_LOG` level reaches them in
+/// full and every other crate only up to `info` (`loopchat_proto::log_filter`,
+/// the relay's rule too: tungstenite at debug would log the WebSocket
+/// handshake, whose subprotocol carries the token).
+// `loopchat_shell` also covers `loopchat_shell_window` (targets match by
+// prefix); naming that one apart would make a bare level override a
+// user's `loopchat_shell=…`.
+pub const LOG_TARGETS: &[&str] = &["loopchat_shell", "loopchat_proto"];
+
+/// The log filter for `RUST_LOG` (if set and valid), else `default`.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let rewrite = |s: &str| loopchat_proto::log_filter::rewrite(s, LOG_TARGETS);
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .and_then(|s| {
+            tracing_subscriber::EnvFilter::builder()
+                .parse(rewrite(&s))
+                .ok()
+        })
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(rewrite(default)))
+}
+
 /// The tunnel's runtime: one thread, like `ssh` itself. Every forwarded
 /// byte hops between tasks (socket → channel → SSH session → socket); on
 /// one thread those hops are plain function calls instead of cross-thread

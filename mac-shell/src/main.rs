@@ -77,8 +77,7 @@ fn exec_window() -> anyhow::Result<()> {
 /// Logs go to stderr (stdout is the `tunnel --json` line). `RUST_LOG`
 /// overrides the default of info for the shell, warnings for libraries.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,loopchat_shell=info"));
+    let filter = loopchat_shell::log_filter("warn,loopchat_shell=info");
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -16,9 +16,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,loopchat_shell=info,loopchat_shell_window=info")
-    });
+    let filter = loopchat_shell::log_filter("warn,loopchat_shell=info,loopchat_shell_window=info");
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

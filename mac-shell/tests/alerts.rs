@@ -95,7 +95,14 @@ struct Received {
 
 impl Desktop {
     fn start() -> Self {
-        for tool in ["dbus-daemon", "dunst", "dunstctl", "import", "xwininfo"] {
+        for tool in [
+            "dbus-daemon",
+            "dbus-send",
+            "dunst",
+            "dunstctl",
+            "import",
+            "xwininfo",
+        ] {
             assert!(
                 Command::new("sh")
                     .args(["-c", &format!("command -v {tool}")])
@@ -165,10 +172,25 @@ impl Desktop {
             .spawn()
             .expect("start dunst");
         let desktop = Self { dir, bus, dunst };
-        // Ready once it answers on the bus.
+        // Ready once it owns the name. Asked with NameHasOwner, which never
+        // starts anything: `dunstctl` (a method call to the name) lets the
+        // bus *activate* the system's dunst (its D-Bus service file) when
+        // ours has not claimed the name yet, and under load that one won
+        // the name, without our logging script: every test then saw nothing.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if dunstctl(&["is-paused"]).is_ok() {
+            let owned = Command::new("dbus-send")
+                .args([
+                    "--session",
+                    "--print-reply=literal",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.Notifications",
+                ])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"));
+            if owned && dunstctl(&["is-paused"]).is_ok() {
                 break;
             }
             assert!(
@@ -192,7 +214,17 @@ impl Desktop {
         let _ = std::fs::remove_file(self.log_path());
     }
 
+    /// In the order the daemon received them: by its notification id. The
+    /// log's own order is not that: dunst runs the `script` of each
+    /// notification in its own process, and two of them started close
+    /// together may append in either order (this made a test flaky).
     fn received(&self) -> Vec<Received> {
+        let mut all = self.logged();
+        all.sort_by_key(|r| r.id.parse::<u64>().unwrap_or(u64::MAX));
+        all
+    }
+
+    fn logged(&self) -> Vec<Received> {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         text.split('\u{1e}')
             .filter(|r| !r.is_empty())

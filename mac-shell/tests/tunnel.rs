@@ -553,3 +553,27 @@ fn bad_destination_and_missing_config_fail_fast() {
     let r = expect_refused(cmd);
     assert!(r.stderr.contains("connect failed"), "{}", r.stderr);
 }
+
+/// `RUST_LOG=trace` means the shell's own crates: dependencies (russh,
+/// tungstenite, hyper) stay at info, so the bytes they carry — the
+/// discovery file with the token, HTTP through the tunnel — are not logged.
+#[test]
+fn a_bare_trace_level_keeps_dependencies_at_info() {
+    let s = Setup::new();
+    let mut cmd = s.command(&[]);
+    cmd.env("RUST_LOG", "trace");
+    let t = expect_up(cmd);
+    info(&t.local_url, &t.token).expect("info through the tunnel");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = t.stderr();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the shell's own debug lines are missing: {log}"
+    );
+    for line in log.lines() {
+        let dependency_debug = (line.contains(" DEBUG ") || line.contains(" TRACE "))
+            && !line.contains("loopchat_shell");
+        assert!(!dependency_debug, "a dependency logged below info: {line}");
+    }
+    assert!(!log.contains(&t.token), "token in the logs");
+}

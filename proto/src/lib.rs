@@ -14,6 +14,7 @@ mod error;
 mod events;
 pub mod home;
 mod http;
+pub mod log_filter;
 mod message;
 mod session_key;
 pub mod sse;

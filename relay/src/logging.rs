@@ -1,24 +1,13 @@
-//! The log filter: `RUST_LOG` as the user means it, without the chat.
-//!
-//! Some dependencies log what passes through them at debug and trace:
-//! html5ever (under ammonia) logs the tree builder's tokens, which are the
-//! text of every rendered reply, and tungstenite logs whole WebSocket frames.
-//! A user who sets `RUST_LOG=debug` to look at the relay does not mean to
-//! write their conversations to a log file. So a bare level (`debug`,
-//! `trace`) applies in full to loopchat's own crates only, and the other
-//! crates get at most `info` from it. A directive that names a target
-//! (`html5ever=trace`, `tower_http=debug`) is taken as written: naming a
-//! crate is how a user says "yes, that one's output too".
+//! The log filter: `RUST_LOG` as the user means it, without the chat. The
+//! rule (a bare level reaches other crates only up to `info`) is
+//! `loopchat_proto::log_filter`, shared with the shell; this module names the
+//! relay's own crates and builds the `EnvFilter`.
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
 
 /// The crates whose logs are loopchat's own: they never log message text,
 /// tokens or attachment bytes at any level.
 pub const OWN_TARGETS: &[&str] = &["loopchat", "loopchat_relay", "loopchat_proto"];
-
-/// The most a bare level gives to every other crate.
-const DEPENDENCY_CAP: LevelFilter = LevelFilter::INFO;
 
 /// The filter for `spec` (the value of `RUST_LOG`, if set), else for
 /// `default`. A `spec` that does not parse falls back to `default`, as
@@ -29,26 +18,9 @@ pub fn filter(spec: Option<&str>, default: &str) -> EnvFilter {
         .unwrap_or_else(|| EnvFilter::new(rewrite(default)))
 }
 
-/// `RUST_LOG`'s directives with every bare level split into "this level for
-/// our crates" and "at most [`DEPENDENCY_CAP`] for the rest". Directives that
-/// name a target come last, so that they win over what a bare level implied
-/// (`trace,loopchat_relay::store=info` keeps the store at info).
+/// [`loopchat_proto::log_filter::rewrite`] for the relay's crates.
 pub fn rewrite(spec: &str) -> String {
-    let mut bare = Vec::new();
-    let mut named = Vec::new();
-    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        match directive.parse::<LevelFilter>() {
-            Ok(level) => {
-                bare.push(std::cmp::min(level, DEPENDENCY_CAP).to_string());
-                bare.extend(OWN_TARGETS.iter().map(|t| format!("{t}={level}")));
-            }
-            // A target, a target with a level, or a span filter: the user
-            // named what they want.
-            Err(_) => named.push(directive.to_owned()),
-        }
-    }
-    bare.extend(named);
-    bare.join(",")
+    loopchat_proto::log_filter::rewrite(spec, OWN_TARGETS)
 }
 
 #[cfg(test)]

@@ -197,6 +197,16 @@ where
 {
     let event_loop = EventLoopBuilder::<Internal>::with_user_event().build();
     let proxy = event_loop.create_proxy();
+    // The app starts before the window and the web view are built: finding
+    // (or starting) the relay then overlaps with GTK's and WebKit's start-up
+    // instead of following it. Its events wait in the loop's queue.
+    let (actions_tx, actions_rx) = mpsc::unbounded_channel();
+    start(
+        UiHandle {
+            proxy: proxy.clone(),
+        },
+        actions_rx,
+    );
     let WindowConfig {
         host,
         mut settings,
@@ -254,9 +264,6 @@ where
             .build_gtk(vbox)
             .context("cannot create the web view (WebKitGTK)")?
     };
-
-    let (actions_tx, actions_rx) = mpsc::unbounded_channel();
-    start(UiHandle { proxy }, actions_rx);
 
     let mut showing = Showing::Status;
     let mut base_url: Option<String> = None;
