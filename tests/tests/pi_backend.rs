@@ -436,10 +436,10 @@ async fn an_old_transcript_is_upgraded_before_pi_gets_it() {
         .await;
     assert_eq!(status, 502, "{v}");
     let file = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        file.starts_with("{\"type\":\"session\""),
-        "upgraded to pi's format: {file}"
-    );
+    let header: serde_json::Value =
+        serde_json::from_str(file.lines().next().unwrap_or_default()).unwrap();
+    assert_eq!(header["type"], "session", "upgraded to pi's format: {file}");
+    assert_eq!(header["version"], 3, "{file}");
     assert!(
         file.contains("old words"),
         "the old message is kept: {file}"
