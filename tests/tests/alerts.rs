@@ -721,12 +721,32 @@ async fn ask_alert_starts_a_turn_carrying_the_alert_and_links_it_back() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let session = text(&out.stdout).trim().to_owned();
     assert!(session.starts_with("alert-"), "{session}");
-    let r = main
-        .get(&format!("/webchat/events?session={session}&since=0"))
+    // The turn may be queued, running or done: from a snapshot of the
+    // session, its events after the snapshot (or from the running turn's
+    // start) show the rest, so waiting for its end cannot miss it.
+    let info: Value = main
+        .get(&format!("/webchat/info?session={session}"))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-    SseReader::new(r).until("run.end").await;
+    let answered = info["initialMessages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["role"] == "assistant"));
+    if !answered {
+        let since = match info["activeRun"]["startSeq"].as_u64() {
+            Some(start) => start - 1,
+            None => info["lastSeq"].as_u64().expect("lastSeq"),
+        };
+        let r = main
+            .get(&format!("/webchat/events?session={session}&since={since}"))
+            .send()
+            .await
+            .unwrap();
+        SseReader::new(r).until("run.end").await;
+    }
     let messages = loopchat_tests::all_messages(&main, &session).await;
     let first = messages.first().expect("a turn was started");
     assert_eq!(first["role"], "user");
