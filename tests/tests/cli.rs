@@ -140,7 +140,7 @@ fn no_relay_and_stale_discovery_file() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("not running any more") && err.contains("loopchat serve"),
+        err.contains("is gone") && err.contains("stale") && err.contains("loopchat serve"),
         "{err}"
     );
 
