@@ -181,6 +181,10 @@ pub struct ToolsResponse {
 pub struct ApproveRequest {
     /// The session key (default `main`).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
     pub session: Option<String>,
     pub call_id: String,
     pub decision: ApprovalChoice,
@@ -264,7 +268,10 @@ pub struct RenameRequest {
     pub session: Option<String>,
     /// The new name (trimmed; empty clears it). At most 200 characters, no
     /// control characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
     pub name: String,
 }
 

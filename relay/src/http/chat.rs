@@ -135,7 +135,8 @@ pub struct HistoryQuery {
     /// A message id: the page ends just before it. Absent: the latest page.
     before: Option<String>,
     /// An entry id: the page is the end of the path to it (another branch
-    /// than the conversation) instead of the leaf's. Not with `before`.
+    /// than the conversation) instead of the leaf's. With `before`, the page
+    /// is the one before that message, on whichever branch it is.
     leaf: Option<String>,
     /// Page size (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -175,12 +176,11 @@ pub async fn history(
         }));
     };
     let transcript = store.transcript(&entry.session_id)?;
+    // Paging back walks the parents of `before`, which are the same on every
+    // branch it is on: with `before`, `leaf` changes nothing.
     let page = match (q.before.as_deref(), q.leaf.as_deref()) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("before and leaf exclude each other"));
-        }
         (None, None) => transcript.latest(limit)?,
-        (Some(id), None) => transcript
+        (Some(id), _) => transcript
             .before(id, limit)?
             .ok_or_else(|| ApiError::not_found(format!("no message {id:?} in session {key:?}")))?,
         (None, Some(id)) => transcript
