@@ -612,10 +612,27 @@ function setUrl(key, push) {
   else history.replaceState({ session: key }, '', u.pathname + u.search + u.hash);
 }
 
+/** The composer's unsent text of each session, kept across reloads. */
+const draftKey = (session) => `loopchat.draft.${session}`;
+function saveDraft() {
+  if (!state.session) return;
+  const text = ui.input.value;
+  if (text) store.set(draftKey(state.session), text);
+  else store.remove(draftKey(state.session));
+}
+function restoreDraft() {
+  composer.setText(store.get(draftKey(state.session), '') || '');
+}
+ui.input.addEventListener('input', saveDraft);
+
 async function openSession(key, { push = false } = {}) {
   if (state.stream) state.stream.close();
   state.stream = null;
-  state.session = key;
+  if (key !== state.session) {
+    saveDraft();
+    state.session = key;
+    restoreDraft();
+  }
   setUrl(key, push);
   updateTitle();
   ui.title.textContent = sessions.titleOf(key) || key;
@@ -983,6 +1000,33 @@ ui.sidebarToggle.addEventListener('click', () => {
 });
 ui.scrim.addEventListener('click', closeSidebar);
 
+const SHORTCUTS = [
+  ['Enter', 'Send the message'],
+  ['Shift+Enter', 'New line in the message'],
+  ['Ctrl+Shift+O', 'New chat'],
+  ['/', 'Go to the message box'],
+  ['Shift+Esc', 'Go to the message box'],
+  ['Esc', 'Stop the reply, or close a panel'],
+  ['?', 'Show this list'],
+];
+
+/** The shortcut sheet (`?`): a modal dialog, closed by Esc or its button. */
+function toggleShortcuts() {
+  let dialog = document.getElementById('shortcuts');
+  if (dialog?.open) { dialog.close(); return; }
+  if (!dialog) {
+    const rows = SHORTCUTS.map(([keys, what]) => el('tr', {}, el('th', { scope: 'row' }, el('kbd', { text: keys })), el('td', { text: what })));
+    const close = el('button', { class: 'btn btn-small', type: 'button', text: 'Close' });
+    dialog = el('dialog', { id: 'shortcuts', class: 'shortcuts', 'aria-labelledby': 'shortcuts-title' },
+      el('h2', { id: 'shortcuts-title', text: 'Keyboard shortcuts' }),
+      el('table', {}, el('tbody', {}, ...rows)),
+      close);
+    close.addEventListener('click', () => dialog.close());
+    document.body.append(dialog);
+  }
+  dialog.showModal();
+}
+
 function isEditable(t) {
   return t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
 }
@@ -997,6 +1041,11 @@ document.addEventListener('keydown', (e) => {
   if (e.key === 'Escape' && e.shiftKey) {
     e.preventDefault();
     composer.focus();
+    return;
+  }
+  if (e.key === '?' && !mod && !e.altKey && !isEditable(e.target)) {
+    e.preventDefault();
+    toggleShortcuts();
     return;
   }
   if (e.key === '/' && !mod && !e.altKey && !isEditable(e.target)) {
@@ -1024,7 +1073,10 @@ const composer = new Composer({
   error: $('composer-error'),
   dropZone: document.querySelector('.main'),
   dropOverlay: $('drop-overlay'),
-  onSubmit: ({ text, files, previews }) => enqueue({ text, files, previews }),
+  onSubmit: ({ text, files, previews }) => {
+    store.remove(draftKey(state.session));
+    return enqueue({ text, files, previews });
+  },
 });
 
 // ---------------------------------------------------------------- start

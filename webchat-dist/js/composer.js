@@ -141,4 +141,10 @@ export class Composer {
   focus() {
     this.input.focus();
   }
+
+  /** Replaces the text (a session's saved draft). */
+  setText(text) {
+    this.input.value = text;
+    this.autosize();
+  }
 }

@@ -145,6 +145,11 @@ export function messageElement(msg, extra = {}) {
   // Branches (pi's tree): editing a message or answering it again appends a
   // new child of the right entry; the old branch stays in the file.
   const actions = [];
+  if (role === 'assistant' || role === 'user') {
+    const copy = el('button', { class: 'msg-action copy-msg-btn', type: 'button', text: 'Copy', 'aria-label': 'Copy the message' });
+    copy.addEventListener('click', () => copyText(contentText(msg.content), copy));
+    actions.push(copy);
+  }
   if (extra.onEdit) actions.push(el('button', { class: 'msg-action edit-btn', type: 'button', text: 'Edit', onclick: extra.onEdit }));
   if (extra.onRegenerate) actions.push(el('button', { class: 'msg-action regenerate-btn', type: 'button', text: 'Regenerate', onclick: extra.onRegenerate }));
   if (actions.length) node.append(el('div', { class: 'msg-actions' }, ...actions));
