@@ -1063,6 +1063,17 @@ document.addEventListener('keydown', (e) => {
   }
 });
 
+// The theme picker: boot.js applies the choice (and the system's, live).
+const themePick = $('theme');
+if (window.loopchatTheme) {
+  themePick.value = window.loopchatTheme.chosen();
+  themePick.addEventListener('change', () => {
+    if (themePick.value === 'system') store.remove(window.loopchatTheme.key);
+    else store.set(window.loopchatTheme.key, themePick.value);
+    window.loopchatTheme.apply();
+  });
+}
+
 const composer = new Composer({
   form: $('composer'),
   input: ui.input,

@@ -9,9 +9,30 @@
 // 2. The session's /info request starts while the modules are still loading:
 //    opening a session then waits for the slower of the two, not for both in
 //    turn. app.js takes the answer over.
+// 3. The theme: light, dark or the system's (the default, followed live), set
+//    as data-theme on <html> before the first paint, so that no page flashes
+//    the wrong one. The sidebar's picker stores the choice (loopchat.theme).
 (function () {
   'use strict';
   var TOKEN_KEY = 'loopchat.token';
+  var THEME_KEY = 'loopchat.theme';
+
+  var systemDark = window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null;
+  function chosenTheme() {
+    try {
+      var t = JSON.parse(localStorage.getItem(THEME_KEY));
+      return t === 'light' || t === 'dark' ? t : 'system';
+    } catch (e) {
+      return 'system';
+    }
+  }
+  function applyTheme() {
+    var t = chosenTheme();
+    document.documentElement.dataset.theme = t === 'system' ? (systemDark && systemDark.matches ? 'dark' : 'light') : t;
+  }
+  applyTheme();
+  if (systemDark && systemDark.addEventListener) systemDark.addEventListener('change', applyTheme);
+  window.loopchatTheme = { key: THEME_KEY, chosen: chosenTheme, apply: applyTheme };
 
   /** Take #token= out of the address bar; store it and return it (null: none given). */
   function takeFragmentToken() {

@@ -1,5 +1,6 @@
 // Small things people notice: a copy button for a whole message, drafts kept
-// per session across reloads, and the shortcut sheet on `?`.
+// per session across reloads, the shortcut sheet on `?`, and the theme
+// picker (system, light, dark).
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,6 +65,35 @@ describe('niceties', () => {
     await page.type('#input', 'why?');
     assert.equal(await page.inputValue('#input'), 'why?');
     assert.equal(await sheet.isVisible(), false);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  it('picks light, dark or the system theme, before the first paint and across reloads', async () => {
+    const page = await newPage(fx.browser, { colorScheme: 'light' });
+    await openChat(page, fx.relay, { session: 'theme' });
+    const look = () => page.evaluate(() => ({
+      theme: document.documentElement.dataset.theme,
+      bg: getComputedStyle(document.body).backgroundColor,
+      pick: document.getElementById('theme').value,
+    }));
+    assert.deepEqual(await look(), { theme: 'light', bg: 'rgb(255, 255, 255)', pick: 'system' });
+    await page.selectOption('#theme', 'dark');
+    assert.deepEqual(await look(), { theme: 'dark', bg: 'rgb(21, 23, 28)', pick: 'dark' });
+    // Set by boot.js before the modules run: the first paint is already dark.
+    await page.reload({ waitUntil: 'commit' });
+    await page.waitForFunction(() => document.documentElement.dataset.theme !== undefined);
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
+    await page.waitForSelector('#app[data-state="ready"]');
+    assert.deepEqual(await look(), { theme: 'dark', bg: 'rgb(21, 23, 28)', pick: 'dark' });
+    // A dark system with "light" chosen stays light; "system" then follows it.
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.selectOption('#theme', 'light');
+    assert.equal((await look()).theme, 'light');
+    await page.selectOption('#theme', 'system');
+    assert.equal((await look()).theme, 'dark');
+    await page.emulateMedia({ colorScheme: 'light' });
+    assert.equal((await look()).theme, 'light');
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });

@@ -63,7 +63,8 @@ fn highlighted(lang: &str, code: &str) -> Option<String> {
 }
 
 /// The stylesheet for the highlighter's classes: a light theme, and a dark
-/// one for `prefers-color-scheme: dark`. Committed as
+/// one under `:root[data-theme="dark"]` (the page's theme, which boot.js
+/// sets from the user's choice or the system's). Committed as
 /// `webchat-dist/css/highlight.css`; a test keeps the file equal to this.
 pub fn stylesheet() -> String {
     let themes = syntect::highlighting::ThemeSet::load_defaults();
@@ -79,13 +80,22 @@ pub fn stylesheet() -> String {
          the test render::highlight::tests::stylesheet_is_current keeps this file equal to it. */\n",
     );
     out.push_str(&css("InspiredGitHub"));
-    out.push_str("\n@media (prefers-color-scheme: dark) {\n");
+    out.push('\n');
     for line in css("base16-ocean.dark").lines() {
-        out.push_str("  ");
-        out.push_str(line);
+        match line.strip_suffix('{') {
+            Some(selectors) if !line.trim_start().starts_with("/*") => {
+                let scoped: Vec<String> = selectors
+                    .trim_end()
+                    .split(", ")
+                    .map(|s| format!(":root[data-theme=\"dark\"] {s}"))
+                    .collect();
+                out.push_str(&scoped.join(", "));
+                out.push_str(" {");
+            }
+            _ => out.push_str(line),
+        }
         out.push('\n');
     }
-    out.push_str("}\n");
     out
 }
 
