@@ -127,6 +127,54 @@ fn parse_session_key(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+impl Command {
+    /// Runs a headless command: the same in both binaries, so that either
+    /// can be called directly.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Tunnel(args) => match args.remote.spec(HostKeyPolicy::Strict) {
+                Some(spec) => loopchat_shell::headless::run_tunnel(
+                    spec,
+                    &args
+                        .home
+                        .unwrap_or_else(loopchat_shell::relay::default_home),
+                    args.json,
+                ),
+                None => Err(anyhow::anyhow!(
+                    "`tunnel` needs --remote [USER@]HOST[:PORT]"
+                )),
+            },
+            Command::Alerts(args) => loopchat_shell::headless::run_alerts(
+                args.home
+                    .unwrap_or_else(loopchat_shell::relay::default_home),
+                args.remote.spec(HostKeyPolicy::Strict),
+            ),
+        }
+    }
+}
+
+/// Logs go to stderr (stdout is the `tunnel --json` line). `RUST_LOG`
+/// overrides `default` under the relay's rule (`proto::log_filter`).
+pub fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(loopchat_shell::log_filter(default))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The process's exit: the error and its causes on stderr.
+pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loopchat-shell: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
