@@ -22,7 +22,7 @@ mod upgrade;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -382,7 +382,11 @@ impl Store {
     fn create_pi_session(&self, key: &str, session_id: &str) -> Result<SessionEntry, StoreError> {
         let cwd = self.inner.shared.cwd.clone();
         let folder = self.inner.dir.join(source::pi_cwd_folder(&cwd));
-        crate::home::create_private_dir(&folder)?;
+        // pi's folder for this cwd, if it exists, is left as pi made it.
+        match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
+            _ => {}
+        }
         let now = crate::clock::now_millis();
         let path = folder.join(source::pi_file_name(now, session_id));
         let mut file = std::fs::OpenOptions::new()
