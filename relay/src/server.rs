@@ -180,7 +180,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             base_url: base_url.clone(),
             token: token.clone(),
             started_at: crate::clock::now_rfc3339(),
-            store: store.index_path().display().to_string(),
+            store: if matches!(opts.store, crate::store::Source::Pi(_)) {
+                store.dir().display().to_string()
+            } else {
+                store.index_path().display().to_string()
+            },
         },
     )
     .context("cannot write the discovery file")?;

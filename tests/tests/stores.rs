@@ -237,6 +237,29 @@ async fn the_pi_store_is_pis_folder_both_ways() {
     assert_eq!(text, "second from pi", "{live}");
     assert_eq!(shown(&api, &id).await.len(), 4);
 
+    // A session pi starts while loopchat runs joins the list. There is no
+    // event for a new session: the list is asked until the folder's next
+    // listing (every 250 ms) has it, within a bound.
+    pi.prompt(None, "another session of pi").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let other = loop {
+        let list = sessions(&api).await;
+        if let Some(s) = list.iter().find(|s| s["key"] != id.as_str()) {
+            break s.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pi's new session never appeared: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let other_id = other["key"].as_str().unwrap().to_owned();
+    assert_eq!(other["cwd"], work.to_str().unwrap());
+    assert_eq!(
+        shown(&api, &other_id).await[0],
+        ("user".into(), "another session of pi".into())
+    );
+
     // A loopchat turn goes into pi's file (no copy in the home), and pi
     // sends it to its model when it continues.
     let (status, v) = api
@@ -278,7 +301,7 @@ async fn the_pi_store_is_pis_folder_both_ways() {
     let new_id = v["sessionId"].as_str().unwrap().to_owned();
     let created: Vec<_> = pi_files(&sessions_dir)
         .into_iter()
-        .filter(|p| p != &file)
+        .filter(|p| header(p)["id"] == new_id.as_str())
         .collect();
     assert_eq!(created.len(), 1, "{created:?}");
     let relay_cwd = std::env::current_dir().unwrap();
@@ -432,6 +455,21 @@ async fn a_bad_store_is_a_clear_error_and_nothing_is_written() {
         &["--store", "openclaw"],
     );
     assert!(err.contains("pass --store openclaw=DIR"), "{err}");
+
+    // A folder others can write: they could slip sessions in.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = fails_to_start(&[], &["--store", &format!("pi={}", open.display())]);
+        assert!(err.contains("group or others could add sessions"), "{err}");
+        assert_eq!(
+            std::fs::metadata(&open).unwrap().permissions().mode() & 0o777,
+            0o777,
+            "the relay changed another tool's folder"
+        );
+    }
 
     // Not a store loopchat knows.
     let err = fails_to_start(&[], &["--store", "clawd"]);

@@ -118,6 +118,29 @@ pub(crate) fn check_foreign_dir(dir: &Path) -> io::Result<()> {
             format!("the store folder {} is not a directory", dir.display()),
         ));
     }
+    // Its sessions go to the agent as the user's own: a folder someone else
+    // can write would let them put words in the user's mouth.
+    if !crate::home::trusted_owner(meta.uid()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the store folder {} belongs to uid {}, not to you",
+                dir.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the store folder {} has mode {mode:04o}: group or others could add sessions to it                  (chmod go-w {})",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
     fs::read_dir(dir).map_err(|e| {
         io::Error::new(
             e.kind(),
