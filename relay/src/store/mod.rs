@@ -285,6 +285,10 @@ impl Store {
         }
         let session_id = uuid::Uuid::new_v4().to_string();
         if self.inner.pi.is_some() {
+            // pi may have started this very session since the last listing.
+            if let Some(entry) = self.session(key) {
+                return Ok(entry);
+            }
             let store = self.clone();
             let key = key.to_owned();
             return tokio::task::spawn_blocking(move || store.create_pi_session(&key, &session_id))

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -163,12 +163,11 @@ pub(crate) struct PiHeader {
 /// The header of the session file at `path`, if its first line is one.
 pub(crate) fn read_header(path: &Path) -> Option<PiHeader> {
     let mut first = Vec::new();
-    fs::File::open(path)
-        .ok()?
-        .take(HEADER_PEEK)
-        .read_to_end(&mut first)
+    // Only the first line is read (a buffer's worth, not the file).
+    io::BufReader::new(fs::File::open(path).ok()?.take(HEADER_PEEK))
+        .read_until(b'\n', &mut first)
         .ok()?;
-    let line = first.split(|b| *b == b'\n').next()?;
+    let line = first.strip_suffix(b"\n").unwrap_or(&first);
     let Value::Object(obj) = serde_json::from_slice::<Value>(line).ok()? else {
         return None;
     };
