@@ -385,7 +385,11 @@ impl Store {
     /// included, before the session is used: pi has no index to make it so.
     fn create_pi_session(&self, key: &str, session_id: &str) -> Result<SessionEntry, StoreError> {
         let cwd = self.inner.shared.cwd.clone();
-        let folder = self.inner.dir.join(source::pi_cwd_folder(&cwd));
+        let folder = if source::pi_per_cwd(&self.inner.dir) {
+            self.inner.dir.join(source::pi_cwd_folder(&cwd))
+        } else {
+            self.inner.dir.clone()
+        };
         // pi's folder for this cwd, if it exists, is left as pi made it.
         match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),

@@ -54,9 +54,13 @@ impl Source {
             "home" if dir.is_none() => Ok(Self::Home),
             "pi" => match dir {
                 Some(d) => Ok(Self::Pi(d)),
-                None => match std::env::var_os("PI_CODING_AGENT_DIR").filter(|d| !d.is_empty()) {
-                    Some(agent) => Ok(Self::Pi(PathBuf::from(agent).join("sessions"))),
-                    None => home()
+                None => match (
+                    pi_env("PI_CODING_AGENT_SESSION_DIR", home()),
+                    pi_env("PI_CODING_AGENT_DIR", home()),
+                ) {
+                    (Some(sessions), _) => Ok(Self::Pi(sessions)),
+                    (None, Some(agent)) => Ok(Self::Pi(agent.join("sessions"))),
+                    (None, None) => home()
                         .map(|h| Self::Pi(h.join(".pi/agent/sessions")))
                         .ok_or_else(|| {
                             SourceError::NoDefault(
@@ -101,6 +105,33 @@ impl Source {
     pub fn is_foreign(&self) -> bool {
         !matches!(self, Self::Home)
     }
+}
+
+/// A directory from pi's environment, `~` expanded as pi's
+/// `expandTildePath` does.
+fn pi_env(name: &str, home: Option<PathBuf>) -> Option<PathBuf> {
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+    match (v.as_str(), v.strip_prefix("~/"), home) {
+        ("~", _, Some(h)) => Some(h),
+        (_, Some(rest), Some(h)) => Some(h.join(rest)),
+        _ => Some(PathBuf::from(v)),
+    }
+}
+
+/// Whether pi keeps the sessions of `dir` in one `--<cwd>--` folder per
+/// working directory (its agent folder, `…/agent/sessions`) or all in `dir`
+/// itself (a `--session-dir` / `PI_CODING_AGENT_SESSION_DIR`): the former
+/// when such folders are there or the path is the agent's.
+pub(crate) fn pi_per_cwd(dir: &Path) -> bool {
+    dir.ends_with("agent/sessions")
+        || fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_type().is_ok_and(|k| k.is_dir())
+                    && e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.len() > 4 && n.starts_with("--") && n.ends_with("--"))
+            })
+        })
 }
 
 /// A foreign store's folder must already be there and be readable: the

@@ -798,3 +798,24 @@ async fn an_openclaw_index_is_read_where_it_is() {
         missing.join("x_s1.jsonl")
     );
 }
+
+#[tokio::test]
+async fn a_flat_pi_session_dir_gets_its_new_sessions_flat() {
+    // pi's --session-dir: no per-cwd folders, pi writes into it directly.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("2026-12-02T16-04-49-156Z_pi-1.jsonl"),
+        format!("{PI_HEADER}\n"),
+    )
+    .unwrap();
+    let store = Store::open_source(
+        &Source::Pi(dir.path().to_owned()),
+        Path::new("/nonexistent"),
+        plain(),
+        1 << 20,
+    )
+    .unwrap();
+    let fresh = store.get_or_create("fresh").await.unwrap();
+    let t = store.transcript(&fresh.session_id).unwrap();
+    assert_eq!(t.path().parent().unwrap(), dir.path());
+}
