@@ -406,6 +406,42 @@ async fn an_openclaw_store_is_listed_and_shown_as_openclaw_keeps_it() {
     assert_eq!(status, 200, "{v}");
     let now = std::fs::read(dir.join("01a23780-5d7d-7562-b477-3a104b514a33.jsonl")).unwrap();
     assert!(now.starts_with(&original) && now.len() > original.len());
+    // OpenClaw adds a session while loopchat runs (it rewrites its index by
+    // rename): the list has it once the index's next check (every 250 ms)
+    // has seen it; there is no event for that, so the list is asked within
+    // a bound.
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sessions.json")).unwrap()).unwrap();
+    index["agent:main:discord:7"] =
+        serde_json::json!({"sessionId": "bc143340-59f2-412f-89a5-0e3e86e49832", "updatedAt": 9});
+    std::fs::copy(
+        fixtures().join("pi-0.73.1/compaction.jsonl"),
+        dir.join("bc143340-59f2-412f-89a5-0e3e86e49832.jsonl"),
+    )
+    .unwrap();
+    let tmp_index = dir.join(".sessions.json.openclaw");
+    std::fs::write(&tmp_index, index.to_string()).unwrap();
+    std::fs::rename(&tmp_index, dir.join("sessions.json")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = sessions(&api).await;
+        if list.iter().any(|s| s["key"] == "agent:main:discord:7") {
+            assert_eq!(summary(&list, "agent:main:discord:7")["cwd"], "/tmp/pfx");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "OpenClaw's new session never appeared: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown(&api, "agent:main:discord:7")
+            .await
+            .iter()
+            .any(|(_, t)| t == "third question")
+    );
+
     // OpenClaw's fields survive in its index.
     let index: Value =
         serde_json::from_slice(&std::fs::read(dir.join("sessions.json")).unwrap()).unwrap();
