@@ -224,6 +224,10 @@ pub struct SessionSummary {
     /// title; absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// The working directory the session was started in (its header's
+    /// `cwd`, as pi and OpenClaw show it); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// One entry of `GET /webchat/tree`.

@@ -84,5 +84,40 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// `--store pi`: the folder is listed again with every index check (every
+/// 250 ms), a stat per known file; what that costs per check for 100 and
+/// 1,000 pi session files in 10 cwd folders.
+fn pi_folder(c: &mut Criterion) {
+    use loopchat_relay::store::Source;
+    let mut group = c.benchmark_group("pi_folder_rescan");
+    for n in [100usize, 1_000] {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            let folder = dir.path().join(format!("--home-me-p{}--", i % 10));
+            std::fs::create_dir_all(&folder).unwrap();
+            let id = format!("0000000{i:05}-pi");
+            std::fs::write(
+                folder.join(format!("2026-12-02T16-04-49-156Z_{id}.jsonl")),
+                format!(
+                    "{{\"type\":\"session\",\"version\":3,\"id\":\"{id}\",\"timestamp\":\"2026-12-02T16:04:49.156Z\",\"cwd\":\"/home/me\"}}\n"
+                ),
+            )
+            .unwrap();
+        }
+        let store = Store::open_source(
+            &Source::Pi(dir.path().to_owned()),
+            dir.path(),
+            Arc::new(|_| {}),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(store.sessions().len(), n);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(store.refresh_index().unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, pi_folder);
 criterion_main!(benches);

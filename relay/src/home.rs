@@ -285,7 +285,7 @@ fn euid() -> u32 {
 /// fallback, rootless containers) files of unmapped users, root's `/` and
 /// `/tmp` among them, show up as the overflow uid, so it counts as root
 /// there and only there.
-fn trusted_owner(uid: u32) -> bool {
+pub(crate) fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == euid() || Some(uid) == *namespace_overflow_uid()
 }
 

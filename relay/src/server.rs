@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub port: Option<u16>,
     pub bind: Option<IpAddr>,
     pub unsafe_bind: bool,
+    /// Where the sessions are (the home keeps everything else).
+    pub store: crate::store::Source,
 }
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
@@ -62,12 +64,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let token = credentials.main_token();
     let (ring_bytes, window_bytes) = config.session_memory_split();
-    let store = Store::open_with(
+    let store = Store::open_source(
+        &opts.store,
         &home.sessions_dir(),
         Arc::new(crate::render::decorate),
         window_bytes,
     )
     .context("cannot open the session store")?;
+    if opts.store.is_foreign() {
+        tracing::info!(dir = %store.dir().display(), "sessions are in another tool's store");
+    }
     {
         let attachments = Attachments::new(home.attachments_dir());
         store.on_attachment_bytes(Arc::new(move |id| attachments.read(id)));
@@ -174,7 +180,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             base_url: base_url.clone(),
             token: token.clone(),
             started_at: crate::clock::now_rfc3339(),
-            store: store.index_path().display().to_string(),
+            store: if matches!(opts.store, crate::store::Source::Pi(_)) {
+                store.dir().display().to_string()
+            } else {
+                store.index_path().display().to_string()
+            },
         },
     )
     .context("cannot write the discovery file")?;

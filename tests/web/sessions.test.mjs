@@ -38,6 +38,9 @@ describe('sessions', () => {
     assert.match(preview, /beta question/);
     assert.equal(await page.getAttribute('#session-list .session-item[data-key="alpha"]', 'aria-current'), 'page');
     assert.deepEqual(await transcriptTexts(page), ['alpha question', 'echo: alpha question']);
+    // Each session says where it was started: its header's cwd, the
+    // relay's working directory (this process's).
+    assert.equal(await page.getAttribute('#session-list .session-item[data-key="beta"]', 'title'), process.cwd());
   });
 
   it('switches sessions from the sidebar without reloading, and puts the key in the URL', async () => {

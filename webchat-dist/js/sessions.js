@@ -39,7 +39,7 @@ export class SessionList {
       const res = await api.sessions();
       if (mine !== this.seq) return;
       this.sessions = (res.sessions || []).slice().sort((a, b) => (b.updatedAt || 0) - (a.updatedAt || 0));
-      store.set(CACHE_KEY, this.sessions.map((x) => ({ key: x.key, updatedAt: x.updatedAt, preview: x.preview, title: x.title })));
+      store.set(CACHE_KEY, this.sessions.map((x) => ({ key: x.key, updatedAt: x.updatedAt, preview: x.preview, title: x.title, cwd: x.cwd })));
       this.status.hidden = true;
     } catch (err) {
       if (mine !== this.seq) return;
@@ -70,6 +70,8 @@ export class SessionList {
           el('span', { class: 'session-name', text: s.title || s.key }),
           s.updatedAt ? el('span', { class: 'session-time', text: relativeTime(s.updatedAt, now) }) : null),
         el('span', { class: 'session-preview', text: s.isNew ? 'New chat' : (s.preview || '') }));
+      // Where the session was started, as pi and OpenClaw show it.
+      if (s.cwd) btn.setAttribute('title', s.cwd);
       if (s.key === this.current) btn.setAttribute('aria-current', 'page');
       btn.addEventListener('click', () => this.onSelect(s.key));
       return el('li', {}, btn);

@@ -62,6 +62,13 @@ enum Command {
         bind: Option<IpAddr>,
         #[arg(long)]
         unsafe_bind: bool,
+        /// Where the sessions are: `home` (the loopchat home's), `pi[=DIR]`
+        /// (pi's session folder, default $PI_CODING_AGENT_DIR/sessions or
+        /// ~/.pi/agent/sessions) or `openclaw[=DIR]` (an OpenClaw agent's
+        /// sessions folder, default ~/.openclaw/agents/main/sessions, else
+        /// ~/.clawdbot/agents/main/sessions).
+        #[arg(long, default_value = "home")]
+        store: String,
     },
     /// Show the running relay (with --json: its discovery file).
     Info {
@@ -256,13 +263,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             bind,
             unsafe_bind,
+            store,
         } => {
+            let store = crate::store::Source::parse(&store)?;
             crate::server::run(crate::server::ServeOptions {
                 home,
                 config,
                 port,
                 bind,
                 unsafe_bind,
+                store,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

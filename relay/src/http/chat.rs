@@ -219,6 +219,7 @@ pub async fn sessions(
                     .map(|m| preview(&m.message.content.text()))
             });
         let title = transcript.and_then(|t| t.name().ok().flatten());
+        let cwd = store.cwd(&e);
         sessions.push(SessionSummary {
             key: e.key,
             session_id: e.session_id,
@@ -226,6 +227,7 @@ pub async fn sessions(
             thinking_level: e.thinking_level,
             preview,
             title,
+            cwd,
         });
     }
     Ok(Json(SessionsResponse { ok: true, sessions }))

@@ -16,11 +16,13 @@
 mod commit;
 mod index;
 mod line;
+mod source;
 mod transcript;
 mod upgrade;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +32,7 @@ pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
     new_entry_id, parse_entry, parse_line,
 };
+pub use source::{Source, SourceError};
 pub use transcript::{
     AttachmentBytes, DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript,
     TreeSkeleton,
@@ -81,6 +84,11 @@ struct Inner {
     shared: Shared,
     /// A delayed index write is pending (see [`Store::touch`]).
     flush_scheduled: std::sync::atomic::AtomicBool,
+    /// Set for `--store pi`: there is no index, the folder is listed instead.
+    pi: Option<Mutex<source::PiFolder>>,
+    /// Sessions this run created in a foreign store: the only ones whose
+    /// missing transcript the relay may create there.
+    created: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Shared handle to the store; cheap to clone.
@@ -120,8 +128,88 @@ impl Store {
                 transcripts: Mutex::new(HashMap::new()),
                 shared,
                 flush_scheduled: Default::default(),
+                pi: None,
+                created: Default::default(),
             }),
         })
+    }
+
+    /// Opens the sessions of `source`; `home_sessions` is the loopchat
+    /// home's, used for [`Source::Home`]. A foreign store is opened where it
+    /// is and nothing is written on opening it: its folder must exist and,
+    /// for OpenClaw, its `sessions.json` must parse.
+    pub fn open_source(
+        source: &Source,
+        home_sessions: &Path,
+        decorate: Decorate,
+        window_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let (dir, pi) = match source {
+            Source::Home => return Self::open_with(home_sessions, decorate, window_bytes),
+            Source::Pi(dir) => (dir, true),
+            Source::OpenClaw(dir) => (dir, false),
+        };
+        source::check_foreign_dir(dir)?;
+        let index_path = dir.join("sessions.json");
+        let mut folder = source::PiFolder::default();
+        let (entries, stamp) = if pi {
+            (folder.scan(dir)?, None)
+        } else {
+            match read_index(&index_path)? {
+                (_, None) => {
+                    return Err(StoreError::Io(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "{} has no sessions.json: not an OpenClaw sessions folder",
+                            dir.display()
+                        ),
+                    )));
+                }
+                read => read,
+            }
+        };
+        let mut shared = Shared::new(decorate);
+        shared.window_bytes = window_bytes;
+        shared.foreign_store = true;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                index_path,
+                on_disk: Mutex::new(OnDisk {
+                    stamp,
+                    base: entries.clone(),
+                }),
+                entries: Mutex::new(entries),
+                index_commit: GroupCommit::new(FlushKind::Rewritten),
+                transcripts: Mutex::new(HashMap::new()),
+                shared,
+                flush_scheduled: Default::default(),
+                pi: pi.then(|| Mutex::new(folder)),
+                created: Default::default(),
+            }),
+        })
+    }
+
+    /// The folder the sessions are in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The `cwd` of a session as its owning tool shows it: its transcript
+    /// header's. Blocking (reads the file's first line).
+    pub fn cwd(&self, entry: &SessionEntry) -> Option<String> {
+        if let Some(cwd) = self
+            .inner
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&entry.key)
+            .and_then(|raw| raw.get("cwd"))
+            .and_then(serde_json::Value::as_str)
+        {
+            return Some(cwd.to_owned());
+        }
+        source::read_header(&self.inner.transcript_path(&entry.session_id)).and_then(|h| h.cwd)
     }
 
     /// Sets who is told of what other programs do to transcripts (once;
@@ -196,6 +284,17 @@ impl Store {
             Ok(Ok(_)) => {}
         }
         let session_id = uuid::Uuid::new_v4().to_string();
+        if self.inner.pi.is_some() {
+            // pi may have started this very session since the last listing.
+            if let Some(entry) = self.session(key) {
+                return Ok(entry);
+            }
+            let store = self.clone();
+            let key = key.to_owned();
+            return tokio::task::spawn_blocking(move || store.create_pi_session(&key, &session_id))
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        }
         let (generation, previous) = {
             let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = entries
@@ -214,6 +313,11 @@ impl Store {
             raw.entry("thinkingLevel").or_insert_with(|| "off".into());
             (self.inner.index_commit.bump(), previous)
         };
+        self.inner
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(session_id.clone());
         if let Err(e) = self.persist_index(generation).await {
             let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
             let ours = entries
@@ -275,7 +379,52 @@ impl Store {
         self.persist_index(generation).await
     }
 
+    /// A new session in pi's folder, named as pi names it, under `key` for
+    /// this run (pi itself knows it by its id, which is its key after a
+    /// restart). The file and its header are durable, directory entry
+    /// included, before the session is used: pi has no index to make it so.
+    fn create_pi_session(&self, key: &str, session_id: &str) -> Result<SessionEntry, StoreError> {
+        let cwd = self.inner.shared.cwd.clone();
+        let folder = if source::pi_per_cwd(&self.inner.dir) {
+            self.inner.dir.join(source::pi_cwd_folder(&cwd))
+        } else {
+            self.inner.dir.clone()
+        };
+        // pi's folder for this cwd, if it exists, is left as pi made it.
+        match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e.into()),
+            _ => {}
+        }
+        let now = crate::clock::now_millis();
+        let path = folder.join(source::pi_file_name(now, session_id));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(&line::header_line(session_id, &cwd, now))?;
+        file.sync_all()?;
+        std::fs::File::open(&folder)?.sync_all()?;
+        std::fs::File::open(&self.inner.dir)?.sync_all()?;
+        if let Some(pi) = &self.inner.pi {
+            let mut pi = pi.lock().unwrap_or_else(|e| e.into_inner());
+            pi.files.insert(session_id.to_owned(), path);
+        }
+        let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let raw = entries.entry(key.to_owned()).or_default();
+        raw.insert("sessionId".into(), session_id.into());
+        raw.insert("updatedAt".into(), now.into());
+        raw.insert("cwd".into(), cwd.into());
+        raw.entry("thinkingLevel").or_insert_with(|| "off".into());
+        SessionEntry::from_raw(key, raw)
+            .ok_or_else(|| StoreError::Io(io::Error::other("session vanished after creation")))
+    }
+
     async fn persist_index(&self, generation: u64) -> Result<(), StoreError> {
+        if self.inner.pi.is_some() {
+            // No index: each session is its file, durable when created.
+            return Ok(());
+        }
         let inner = self.inner.clone();
         self.inner
             .index_commit
@@ -328,7 +477,22 @@ impl Store {
                 "unsafe sessionId",
             )));
         }
-        let path = self.inner.dir.join(format!("{session_id}.jsonl"));
+        let path = self.inner.transcript_path(session_id);
+        if self.inner.shared.foreign_store
+            && !path.exists()
+            && !self
+                .inner
+                .created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(session_id)
+        {
+            // Reading a foreign index must not leave empty files in it.
+            return Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no transcript {}", path.display()),
+            )));
+        }
         let t = Arc::new(Transcript::open_shared(
             &path,
             session_id,
@@ -340,7 +504,95 @@ impl Store {
 }
 
 impl Inner {
+    /// Where the transcript of `session_id` (a safe id) is: pi's file for
+    /// it, the file an OpenClaw entry names (`sessionFile`, only by its name
+    /// inside this folder, so a foreign index cannot point elsewhere), or
+    /// `<sessionId>.jsonl`.
+    fn transcript_path(&self, session_id: &str) -> PathBuf {
+        if let Some(pi) = &self.pi
+            && let Some(path) = pi
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .files
+                .get(session_id)
+        {
+            return path.clone();
+        }
+        let named = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|raw| {
+                raw.get("sessionId").and_then(serde_json::Value::as_str) == Some(session_id)
+            })
+            .find_map(|raw| {
+                let file = raw.get("sessionFile")?.as_str()?;
+                let name = Path::new(file).file_name()?.to_str()?;
+                name.ends_with(".jsonl").then(|| name.to_owned())
+            });
+        self.dir
+            .join(named.unwrap_or_else(|| format!("{session_id}.jsonl")))
+    }
+
+    /// pi's folder listed again, merged into the relay's entries: the keys
+    /// this run created for new sessions stay, the relay's thinking level
+    /// and a later `updatedAt` win.
+    fn rescan_pi(&self, pi: &Mutex<source::PiFolder>) -> std::io::Result<bool> {
+        let scanned = pi
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .scan(&self.dir)?;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let aliased: std::collections::HashSet<String> = entries
+            .iter()
+            .filter(|(k, raw)| {
+                let id = raw.get("sessionId").and_then(serde_json::Value::as_str);
+                id.is_some_and(|id| id != k.as_str())
+            })
+            .filter_map(|(_, raw)| raw.get("sessionId")?.as_str().map(str::to_owned))
+            .collect();
+        let mut merged = index::Entries::new();
+        for (key, mut raw) in scanned.clone() {
+            let target = if aliased.contains(&key) {
+                match entries
+                    .iter()
+                    .find(|(k, r)| {
+                        k.as_str() != key
+                            && r.get("sessionId").and_then(serde_json::Value::as_str)
+                                == Some(key.as_str())
+                    })
+                    .map(|(k, _)| k.clone())
+                {
+                    Some(k) => k,
+                    None => key,
+                }
+            } else {
+                key
+            };
+            if let Some(ours) = entries.get(&target) {
+                let theirs = raw.get("updatedAt").and_then(serde_json::Value::as_i64);
+                let mine = ours.get("updatedAt").and_then(serde_json::Value::as_i64);
+                if mine > theirs
+                    && let Some(m) = mine
+                {
+                    raw.insert("updatedAt".into(), m.into());
+                }
+                if let Some(level) = ours.get("thinkingLevel") {
+                    raw.insert("thinkingLevel".into(), level.clone());
+                }
+            }
+            merged.insert(target, raw);
+        }
+        let changed = merged != *entries;
+        *entries = merged;
+        Ok(changed)
+    }
+
     fn refresh_index_locked(&self, on_disk: &mut OnDisk) -> std::io::Result<bool> {
+        if let Some(pi) = &self.pi {
+            return self.rescan_pi(pi);
+        }
         let now = index::stamp(&self.index_path)?;
         // A missing file is not "every session removed": the next write
         // puts the relay's entries back.

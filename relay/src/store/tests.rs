@@ -688,3 +688,134 @@ fn a_v2_file_is_migrated_as_pi_does() {
     // The leaf's path: the hook message's branch is not on it.
     assert_eq!(ids_of(&t.latest(10).unwrap()), ["aaaa0001", "aaaa0003"]);
 }
+
+const PI_HEADER: &str = r#"{"type":"session","version":3,"id":"pi-1","timestamp":"2026-12-02T16:04:49.156Z","cwd":"/w"}"#;
+
+#[tokio::test]
+async fn a_pi_folder_is_listed_and_new_sessions_keep_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("--w--");
+    fs::create_dir(&folder).unwrap();
+    fs::write(
+        folder.join("2026-12-02T16-04-49-156Z_pi-1.jsonl"),
+        format!("{PI_HEADER}\n"),
+    )
+    .unwrap();
+    // Not sessions: no header, another extension.
+    fs::write(folder.join("notes.jsonl"), "{\"type\":\"message\"}\n").unwrap();
+    fs::write(folder.join("pi-1.txt"), format!("{PI_HEADER}\n")).unwrap();
+    let source = Source::Pi(dir.path().to_owned());
+    let store = Store::open_source(&source, Path::new("/nonexistent"), plain(), 1 << 20).unwrap();
+    let keys: Vec<_> = store.sessions().into_iter().map(|s| s.key).collect();
+    assert_eq!(keys, ["pi-1"]);
+    assert_eq!(
+        store.cwd(&store.session("pi-1").unwrap()).as_deref(),
+        Some("/w")
+    );
+
+    let fresh = store.get_or_create("fresh").await.unwrap();
+    assert_ne!(fresh.session_id, "fresh");
+    // Listed again (as the watcher does): the new file is one session, still
+    // under the key it was made for, not a second one under its id.
+    store.refresh_index().unwrap();
+    let mut keys: Vec<_> = store.sessions().into_iter().map(|s| s.key).collect();
+    keys.sort();
+    assert_eq!(keys, ["fresh", "pi-1"]);
+    let t = store.transcript(&fresh.session_id).unwrap();
+    assert!(t.path().starts_with(dir.path()));
+    assert!(
+        t.path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with(&format!("_{}.jsonl", fresh.session_id))
+    );
+    let (_, g) = t.append(&msg(1, Role::User)).unwrap();
+    t.durable(g).await.unwrap();
+    // One header only: the file was created with it.
+    let headers = fs::read_to_string(t.path())
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"] == "session")
+        .count();
+    assert_eq!(headers, 1);
+}
+
+#[tokio::test]
+async fn a_foreign_store_never_cuts_a_line_another_tool_is_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("2026-12-02T16-04-49-156Z_pi-1.jsonl");
+    // pi's line half written: a home store would cut it as torn.
+    let torn = format!("{PI_HEADER}\n{{\"type\":\"message\",\"id\":\"a\",\"par");
+    fs::write(&file, &torn).unwrap();
+    let store = Store::open_source(
+        &Source::Pi(dir.path().to_owned()),
+        Path::new("/nonexistent"),
+        plain(),
+        1 << 20,
+    )
+    .unwrap();
+    let t = store.transcript("pi-1").unwrap();
+    assert!(t.latest(10).unwrap().messages.is_empty());
+    assert_eq!(fs::read_to_string(&file).unwrap(), torn);
+}
+
+#[tokio::test]
+async fn an_openclaw_index_is_read_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("sessions");
+    let err = Store::open_source(
+        &Source::OpenClaw(missing.clone()),
+        dir.path(),
+        plain(),
+        1 << 20,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("cannot open the store folder"),
+        "{err}"
+    );
+    assert!(!missing.exists());
+    fs::create_dir(&missing).unwrap();
+    fs::write(
+        missing.join("sessions.json"),
+        r#"{"agent:main:main": {"sessionId": "s1", "sessionFile": "/elsewhere/x_s1.jsonl", "updatedAt": 5}}"#,
+    )
+    .unwrap();
+    fs::write(missing.join("x_s1.jsonl"), "").unwrap();
+    let store = Store::open_source(
+        &Source::OpenClaw(missing.clone()),
+        dir.path(),
+        plain(),
+        1 << 20,
+    )
+    .unwrap();
+    let s = store.session("agent:main:main").unwrap();
+    assert_eq!(
+        store.transcript(&s.session_id).unwrap().path(),
+        missing.join("x_s1.jsonl")
+    );
+}
+
+#[tokio::test]
+async fn a_flat_pi_session_dir_gets_its_new_sessions_flat() {
+    // pi's --session-dir: no per-cwd folders, pi writes into it directly.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("2026-12-02T16-04-49-156Z_pi-1.jsonl"),
+        format!("{PI_HEADER}\n"),
+    )
+    .unwrap();
+    let store = Store::open_source(
+        &Source::Pi(dir.path().to_owned()),
+        Path::new("/nonexistent"),
+        plain(),
+        1 << 20,
+    )
+    .unwrap();
+    let fresh = store.get_or_create("fresh").await.unwrap();
+    let t = store.transcript(&fresh.session_id).unwrap();
+    assert_eq!(t.path().parent().unwrap(), dir.path());
+}

@@ -94,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) attachment_bytes: Arc<OnceLock<AttachmentBytes>>,
     /// The `cwd` of the header of a transcript loopchat starts.
     pub(crate) cwd: String,
+    /// The files belong to another tool (`--store pi|openclaw`): a torn
+    /// last line may be its write in progress and is left to it, and an old
+    /// format is read as it is, never rewritten.
+    pub(crate) foreign_store: bool,
 }
 
 impl Shared {
@@ -106,6 +110,7 @@ impl Shared {
             cwd: std::env::current_dir()
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|_| "/".into()),
+            foreign_store: false,
         }
     }
 }
@@ -381,7 +386,12 @@ impl Transcript {
         let meta = file.metadata()?;
         let mut len = meta.len();
         let complete = last_newline_end(&file, len)?;
-        if complete != len {
+        if complete != len && shared.foreign_store {
+            // Treated as any unfinished line of another program: read once
+            // finished, terminated before the relay appends (see
+            // `sync_with_file`).
+            len = complete;
+        } else if complete != len {
             let mut tail = vec![0u8; (len - complete) as usize];
             file.read_exact_at(&mut tail, complete)?;
             if serde_json::from_slice::<serde::de::IgnoredAny>(&tail).is_ok() {
@@ -402,15 +412,16 @@ impl Transcript {
             }
             file.sync_data()?;
         }
-        let (file, meta) =
-            if super::upgrade::upgrade_if_needed(path, session_id, &file, len, &shared)? {
-                let file = open_file(path, false)?;
-                let meta = file.metadata()?;
-                len = meta.len();
-                (file, meta)
-            } else {
-                (file, meta)
-            };
+        let (file, meta) = if !shared.foreign_store
+            && super::upgrade::upgrade_if_needed(path, session_id, &file, len, &shared)?
+        {
+            let file = open_file(path, false)?;
+            let meta = file.metadata()?;
+            len = meta.len();
+            (file, meta)
+        } else {
+            (file, meta)
+        };
         let file = Arc::new(file);
         let t = Self {
             path: path.to_owned(),
