@@ -235,6 +235,13 @@ async fn the_pi_store_is_pis_folder_both_ways() {
         parts => parts[0]["text"].as_str().unwrap_or_default().to_owned(),
     };
     assert_eq!(text, "second from pi", "{live}");
+    // pi's reply follows on the same stream; then the history has both.
+    loop {
+        let (_, event) = events.next().await.expect("an event");
+        if event["type"] == "message" && event["message"]["role"] == "assistant" {
+            break;
+        }
+    }
     assert_eq!(shown(&api, &id).await.len(), 4);
 
     // A session pi starts while loopchat runs joins the list. There is no
