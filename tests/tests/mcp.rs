@@ -419,3 +419,69 @@ fn bad_mcp_configs_are_refused_at_start() {
         assert!(err.contains(want), "{config}: {err}");
     }
 }
+
+// Benchmark (ignored): an MCP stdio round trip through the relay — the
+// `tool_run` timing of the relay's debug log, from the checked call handed
+// to the MCP client to its pi-shaped result — over forced `echo` calls.
+// Compare with tests/mcp/bench-direct.mjs (the SDK client, no relay):
+//   LOOPCHAT_BIN=target/release/loopchat cargo test -p loopchat-tests --test mcp -- --ignored --nocapture
+//   node tests/mcp/bench-direct.mjs 100
+#[tokio::test]
+#[ignore]
+async fn bench_mcp_round_trip() {
+    let Some(llama) = Llama::start().await else {
+        return;
+    };
+    let proxy = Proxy::start(llama.addr()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = stdio_config(&ws).replace("max_steps = 4", "max_steps = 100");
+    let relay = Relay::start_with(
+        RelayOptions {
+            home: Some(tmp.path().join("home")),
+            ..Default::default()
+        }
+        .config(&config)
+        .env("LOOPCHAT_AGENT", "openai")
+        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
+        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+        .env("RUST_LOG", "info,loopchat_relay::timing=debug"),
+    );
+    let api = relay.client();
+    wait_listing(&api, |v| available(v, "everything__echo")).await;
+    for round in 0..5 {
+        let mut script: Vec<Force> = (0..22)
+            .map(|_| Force::Call("everything__echo", json!({"message": "hi"})))
+            .collect();
+        script.push(Force::Text);
+        proxy.script(script);
+        let (s, v) = api
+            .rpc(json!({"session": format!("bench{round}"), "text": "go"}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let logs = relay.logs();
+    let mut us: Vec<u64> = logs
+        .lines()
+        .filter(|l| l.contains("step=\"tool_run\"") || l.contains("step=tool_run "))
+        .filter_map(|l| {
+            let rest = &l[l.find(" us=")? + 4..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // The first calls warm the server's JIT, as in bench-direct.mjs.
+    us.drain(..us.len().min(10));
+    us.sort_unstable();
+    assert!(!us.is_empty(), "no tool_run timings in the log");
+    let q = |p: f64| us[((us.len() as f64 * p) as usize).min(us.len() - 1)] as f64 / 1000.0;
+    println!(
+        "relay echo round trip (n={}): p50 {:.3} ms, p99 {:.3} ms",
+        us.len(),
+        q(0.5),
+        q(0.99)
+    );
+}
