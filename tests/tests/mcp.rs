@@ -39,6 +39,8 @@ approval_timeout_secs = 30
 
 [tools.policy]
 everything__echo = "allow"
+changing__add-tool = "allow"
+changing__added = "allow"
 
 [[mcp_servers]]
 name = "everything"
@@ -46,11 +48,22 @@ command = "node"
 args = ["{js}", "stdio"]
 
 [[mcp_servers]]
+name = "changing"
+command = "node"
+args = ["{changing}"]
+
+[[mcp_servers]]
 name = "broken"
 command = "/nonexistent/loopchat-mcp-server"
 "#,
         ws = ws.display(),
-        js = everything_js().display()
+        js = everything_js().display(),
+        changing = everything_js()
+            .ancestors()
+            .nth(5)
+            .unwrap()
+            .join("changing-server.mjs")
+            .display()
     )
 }
 
@@ -193,6 +206,7 @@ async fn mcp_stdio_against_real_servers() {
     listing(&s).await;
     echo_round_trip(&proxy, &s).await;
     tiny_image_after_approval(&proxy, &s).await;
+    list_changed_is_honoured(&proxy, &s).await;
     broken_server_is_told_to_the_model(&proxy, &s).await;
     killed_server_is_restarted(&proxy, &s).await;
     assert_eq!(proxy.left(), 0);
@@ -332,6 +346,37 @@ async fn tiny_image_after_approval(proxy: &Proxy, s: &Setup) {
             "The image above is the MCP logo."
         ]
     );
+}
+
+/// A tool the server adds later (it sends `tools/list_changed`) is offered
+/// and runs; before, it was not there.
+async fn list_changed_is_honoured(proxy: &Proxy, s: &Setup) {
+    let v = wait_listing(&s.api, |v| available(v, "changing__add-tool")).await;
+    assert!(tool(&v, "changing__added").is_none(), "{v}");
+    proxy.script(vec![
+        Force::Call("changing__add-tool", json!({})),
+        Force::Text,
+    ]);
+    let (st, v) = s
+        .api
+        .rpc(json!({"session": "changing", "text": "add"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = results(&messages(&s.api, "changing").await);
+    assert_eq!(texts(&r[0]), ["added"]);
+    // The relay re-lists on the notification; nothing else would show it.
+    wait_listing(&s.api, |v| available(v, "changing__added")).await;
+    proxy.script(vec![Force::Call("changing__added", json!({})), Force::Text]);
+    let (st, v) = s
+        .api
+        .rpc(json!({"session": "added", "text": "run it"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let bodies = proxy.bodies();
+    let offered = bodies[bodies.len() - 2]["tools"].to_string();
+    assert!(offered.contains("changing__added"), "{offered}");
+    let r = results(&messages(&s.api, "added").await);
+    assert_eq!(texts(&r[0]), ["the added tool ran"]);
 }
 
 /// A server that cannot start: a call of one of its tools gets a sentence,
