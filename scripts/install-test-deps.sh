@@ -41,6 +41,12 @@ if [ ! -d tests/pi/node_modules ] || [ tests/pi/package-lock.json -nt tests/pi/n
   (cd tests/pi && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The real MCP servers (pinned in tests/mcp/package-lock.json) for the MCP suite.
+if [ ! -d tests/mcp/node_modules ] || [ tests/mcp/package-lock.json -nt tests/mcp/node_modules/.package-lock.json ]; then
+  echo "==> npm ci (tests/mcp)" >&2
+  (cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 bash scripts/schemathesis.sh --install-only
 
 if [ "${LOOPCHAT_SKIP_LLAMA:-0}" != "1" ]; then

@@ -151,11 +151,18 @@ pub enum ApprovalChoice {
 #[serde(rename_all = "camelCase")]
 pub struct ToolInfo {
     pub name: String,
-    /// `builtin` (MCP servers would name themselves here).
+    /// `builtin`, or the name of the MCP server (`[[mcp_servers]]`).
     pub source: String,
     /// `allow`, `ask` or `deny`.
     pub policy: String,
+    /// False while its MCP server is down (being restarted): not offered.
+    #[serde(default = "available_default")]
+    pub available: bool,
     pub description: String,
+}
+
+fn available_default() -> bool {
+    true
 }
 
 /// `GET /webchat/tools`.

@@ -69,6 +69,9 @@ pub struct Config {
     pub targets: BTreeMap<String, TargetConfig>,
     /// The owner's scheduled scripts (`[[checks]]`), see `crate::checks`.
     pub checks: Vec<crate::checks::config::CheckConfig>,
+    /// MCP servers whose tools the agent may call (`[[mcp_servers]]`),
+    /// see `crate::tools::mcp`.
+    pub mcp_servers: Vec<crate::tools::mcp::McpServerConfig>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             tools: ToolsConfig::default(),
             targets: BTreeMap::new(),
             checks: Vec::new(),
+            mcp_servers: Vec::new(),
         }
     }
 }
@@ -409,6 +413,13 @@ impl Config {
         self.targets
             .iter()
             .try_for_each(|(name, target)| target.check(name))?;
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.mcp_servers {
+            m.validate()?;
+            if !names.insert(m.name.as_str()) {
+                return Err(format!("mcp_servers: the name {} is used twice", m.name));
+            }
+        }
         crate::checks::config::check_all(&self.checks)
     }
 

@@ -86,8 +86,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         config.history_messages,
         ring_bytes,
     );
+    let shutdown = CancellationToken::new();
     if config.tools.enabled {
-        match tool_runtime(&config.tools, &config.agent, &token) {
+        match tool_runtime(&config, &token, &shutdown) {
             Ok(t) => pipeline.set_tools(t),
             // A configured workspace that cannot be used is the user's
             // mistake to hear about; the default one (the current directory,
@@ -125,7 +126,6 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         IpAddr::V4(_) => config.bind.to_string(),
     };
     let base_url = format!("http://{host}:{port}/webchat/");
-    let shutdown = CancellationToken::new();
     let state = AppState {
         pipeline: pipeline.clone(),
         credentials: credentials.clone(),
@@ -316,10 +316,11 @@ async fn watch_signals(mut signals: Signals, shutdown: CancellationToken) {
 /// started) and what `bash` may not see — every `LOOPCHAT_*` variable, the
 /// relay's token and the model's API key.
 fn tool_runtime(
-    tools: &crate::config::ToolsConfig,
-    agent: &crate::config::AgentConfig,
+    config: &crate::config::Config,
     token: &str,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<crate::pipeline::ToolRuntime> {
+    let (tools, agent) = (&config.tools, &config.agent);
     let root = match &tools.workspace {
         Some(w) => w.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -334,6 +335,17 @@ fn tool_runtime(
         tools.policy.clone(),
         &secrets,
     );
+    let toolbox = if config.mcp_servers.is_empty() {
+        toolbox
+    } else {
+        let hub = crate::tools::mcp::McpHub::start(
+            config.mcp_servers.clone(),
+            toolbox.command_env().to_vec(),
+            toolbox.workspace().root().to_path_buf(),
+            shutdown.clone(),
+        );
+        toolbox.with_mcp(hub)
+    };
     tracing::info!(workspace = %toolbox.workspace().root().display(), confined = tools.confine, "tools enabled");
     Ok(crate::pipeline::ToolRuntime {
         toolbox,

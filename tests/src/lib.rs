@@ -4,6 +4,7 @@
 //! "Listening" is observed, not guessed: the relay prints its URL line on
 //! stdout only after its socket is bound and its discovery file written.
 
+pub mod forcing;
 pub mod llama;
 pub mod pi;
 

@@ -14,188 +14,13 @@
 //! The server handles one request at a time, so everything runs inside ONE
 //! `#[tokio::test]`, in order. `LOOPCHAT_SKIP_LLAMA=1` skips it.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use loopchat_tests::forcing::{Force, Proxy};
 use loopchat_tests::llama::Llama;
 use loopchat_tests::{Api, Relay, RelayOptions, SseReader, loopchat_bin};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-// ---------------------------------------------------------------------------
-// The scripted proxy
-
-/// What the model is made to do for one request.
-#[derive(Clone, Debug)]
-enum Force {
-    /// Call `name` with exactly these arguments.
-    Call(&'static str, Value),
-    /// Answer in words (no tools offered).
-    Text,
-}
-
-struct Script {
-    steps: Mutex<VecDeque<Force>>,
-    bodies: Mutex<Vec<Value>>,
-    upstream: SocketAddr,
-}
-
-struct Proxy {
-    port: u16,
-    script: Arc<Script>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let script = Arc::new(Script {
-            steps: Mutex::new(VecDeque::new()),
-            bodies: Mutex::new(Vec::new()),
-            upstream,
-        });
-        let s = script.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(forward(sock, s.clone()));
-            }
-        });
-        Proxy { port, script, task }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
-
-    fn script(&self, steps: Vec<Force>) {
-        let mut q = self.script.steps.lock().unwrap();
-        assert!(q.is_empty(), "the last script was not used up: {q:?}");
-        q.extend(steps);
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.script.bodies.lock().unwrap().clone()
-    }
-
-    fn left(&self) -> usize {
-        self.script.steps.lock().unwrap().len()
-    }
-}
-
-/// The forced tool: one function, every argument an enum of its one value.
-fn forced(name: &str, args: &Value) -> (Value, Value) {
-    let mut props = serde_json::Map::new();
-    let mut required = Vec::new();
-    for (k, v) in args.as_object().unwrap() {
-        let ty = if v.is_number() { "number" } else { "string" };
-        props.insert(k.clone(), json!({"type": ty, "enum": [v]}));
-        required.push(k.clone());
-    }
-    let tools = json!([{"type": "function", "function": {
-        "name": name,
-        "description": "forced by the test",
-        "parameters": {"type": "object", "properties": props, "required": required},
-    }}]);
-    (
-        tools,
-        json!({"type": "function", "function": {"name": name}}),
-    )
-}
-
-/// One request per connection (the answer says `connection: close`).
-async fn forward(mut client: TcpStream, script: Arc<Script>) {
-    {
-        let mut buf = Vec::new();
-        // One request: head, then Content-Length bytes.
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            match client.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().unwrap())
-            })
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let mut chunk = [0u8; 65536];
-            match client.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let mut body: Value = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap();
-        script.bodies.lock().unwrap().push(body.clone());
-        let step = script
-            .steps
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Force::Text);
-        let obj = body.as_object_mut().unwrap();
-        match &step {
-            Force::Call(name, args) => {
-                let (tools, choice) = forced(name, args);
-                obj.insert("tools".into(), tools);
-                obj.insert("tool_choice".into(), choice);
-                obj.insert("max_tokens".into(), 400.into());
-            }
-            Force::Text => {
-                obj.remove("tools");
-                obj.remove("tool_choice");
-                obj.insert("max_tokens".into(), 6.into());
-            }
-        }
-        let http = reqwest::Client::new();
-        let up = http
-            .post(format!("http://{}/v1/chat/completions", script.upstream))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = up.status().as_u16();
-        let ctype = up
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("text/event-stream")
-            .to_owned();
-        let head =
-            format!("HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\nconnection: close\r\n\r\n");
-        if client.write_all(head.as_bytes()).await.is_err() {
-            return;
-        }
-        let mut stream = up.bytes_stream();
-        use futures_util::StreamExt;
-        while let Some(Ok(chunk)) = stream.next().await {
-            if client.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = client.shutdown().await;
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -754,7 +579,7 @@ async fn step_limit(proxy: &Proxy, s: &Setup) {
     );
     // The Text step was never asked for.
     assert_eq!(proxy.left(), 1);
-    proxy.script.steps.lock().unwrap().clear();
+    proxy.clear();
     let m = messages(&s.api, "loop").await;
     let r = results(&m);
     assert_eq!(r.len(), 5);

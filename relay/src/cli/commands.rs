@@ -35,9 +35,19 @@ pub async fn tools(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    println!("{:<24} {:<10} policy", "tool", "source");
+    println!("{:<32} {:<12} policy", "tool", "source");
     for tool in &t.tools {
-        println!("{:<24} {:<10} {}", tool.name, tool.source, tool.policy);
+        println!(
+            "{:<32} {:<12} {}{}",
+            tool.name,
+            tool.source,
+            tool.policy,
+            if tool.available {
+                ""
+            } else {
+                " (unavailable: server restarting)"
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -88,11 +88,12 @@ pub async fn tools(_: Authed, State(state): State<AppState>) -> Json<ToolsRespon
             .toolbox
             .listing()
             .into_iter()
-            .map(|(spec, policy)| ToolInfo {
-                name: spec.name,
-                source: "builtin".into(),
-                policy: policy.as_str().into(),
-                description: spec.description,
+            .map(|t| ToolInfo {
+                name: t.spec.name,
+                source: t.source,
+                policy: t.policy.as_str().into(),
+                available: t.available,
+                description: t.spec.description,
             })
             .collect(),
     })

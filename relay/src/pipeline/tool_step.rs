@@ -116,9 +116,11 @@ impl Step<'_> {
                 text,
             });
         };
+        let ran = Instant::now();
         let out = toolbox
             .run(&call.name, &args, &on_output, self.cancel)
             .await;
+        tracing::debug!(target: "loopchat_relay::timing", step = "tool_run", us = ran.elapsed().as_micros() as u64, "tool run");
         let status = if self.cancel.is_cancelled() {
             ToolStatus::Aborted
         } else if out.is_error {

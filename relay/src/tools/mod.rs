@@ -8,6 +8,7 @@
 
 pub mod bash;
 pub mod edit;
+pub mod mcp;
 pub mod policy;
 pub mod read;
 pub mod schema;
@@ -17,6 +18,7 @@ pub mod write;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -77,6 +79,17 @@ pub struct Toolbox {
     bash: BashLimits,
     policies: BTreeMap<String, Policy>,
     env: Vec<(OsString, OsString)>,
+    mcp: Option<Arc<mcp::McpHub>>,
+}
+
+/// A tool in a listing: where it comes from (`builtin` or the MCP server's
+/// name), its policy, and whether it can be called right now.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub spec: ToolSpec,
+    pub source: String,
+    pub policy: Policy,
+    pub available: bool,
 }
 
 impl Toolbox {
@@ -104,7 +117,14 @@ impl Toolbox {
             bash,
             policies,
             env,
+            mcp: None,
         }
+    }
+
+    /// Offers the tools of these MCP servers too.
+    pub fn with_mcp(mut self, hub: Arc<mcp::McpHub>) -> Self {
+        self.mcp = Some(hub);
+        self
     }
 
     pub fn workspace(&self) -> &Workspace {
@@ -116,21 +136,48 @@ impl Toolbox {
         &self.env
     }
 
+    /// The tools a request offers: not denied, and (MCP) their server up.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        BUILTIN
-            .iter()
-            .filter(|n| self.policy(n) != Policy::Deny)
-            .map(|n| spec(n))
+        self.listing()
+            .into_iter()
+            .filter(|t| t.available && t.policy != Policy::Deny)
+            .map(|t| t.spec)
             .collect()
     }
 
-    /// Every tool with its policy, denied ones included (for listings).
-    pub fn listing(&self) -> Vec<(ToolSpec, Policy)> {
-        BUILTIN.iter().map(|n| (spec(n), self.policy(n))).collect()
+    /// Every tool with its source and policy, denied and unavailable ones
+    /// included (for listings).
+    pub fn listing(&self) -> Vec<Listed> {
+        let mut out: Vec<Listed> = BUILTIN
+            .iter()
+            .map(|n| Listed {
+                spec: spec(n),
+                source: "builtin".into(),
+                policy: self.policy(n),
+                available: true,
+            })
+            .collect();
+        if let Some(hub) = &self.mcp {
+            out.extend(hub.tools().into_iter().map(|t| Listed {
+                policy: self.policy(&t.spec.name),
+                spec: t.spec,
+                source: t.server,
+                available: t.available,
+            }));
+        }
+        out
     }
 
     pub fn knows(&self, name: &str) -> bool {
         BUILTIN.contains(&name)
+    }
+
+    fn mcp_server_of(&self, name: &str) -> bool {
+        !BUILTIN.contains(&name)
+            && self
+                .mcp
+                .as_ref()
+                .is_some_and(|h| h.server_of(name).is_some())
     }
 
     pub fn policy(&self, name: &str) -> Policy {
@@ -140,7 +187,11 @@ impl Toolbox {
     /// The call's arguments, parsed and checked against the tool's schema;
     /// the error is a sentence for the model.
     pub fn prepare(&self, name: &str, arguments: &str) -> Result<Value, String> {
-        if !self.knows(name) {
+        let mcp_spec = match &self.mcp {
+            Some(hub) if self.mcp_server_of(name) => Some(hub.spec_of(name)?),
+            _ => None,
+        };
+        if mcp_spec.is_none() && !self.knows(name) {
             return Err(format!(
                 "Tool {name} not found. The tools are: {}",
                 self.specs()
@@ -163,7 +214,14 @@ impl Toolbox {
         } else {
             args
         };
-        schema::check(&spec(name).parameters, &args)
+        if !args.is_object() {
+            return Err(format!("The arguments of {name} must be one JSON object"));
+        }
+        let parameters = match mcp_spec {
+            Some(s) => s.parameters,
+            None => spec(name).parameters,
+        };
+        schema::check(&parameters, &args)
             .map_err(|e| format!("Invalid arguments for {name}: {e}"))?;
         Ok(args)
     }
@@ -183,6 +241,10 @@ impl Toolbox {
                 "write" => write::run(ws, args).await,
                 "edit" => edit::run(ws, args).await,
                 "bash" => bash::run(ws, args, &self.env, &self.bash, on_output, cancel).await,
+                other if self.mcp_server_of(other) => match &self.mcp {
+                    Some(hub) => hub.call(other, args, cancel).await,
+                    None => Output::error(format!("Tool {other} not found")),
+                },
                 other => Output::error(format!("Tool {other} not found")),
             }
         };
