@@ -92,8 +92,9 @@ describe('niceties', () => {
     assert.equal((await look()).theme, 'light');
     await page.selectOption('#theme', 'system');
     assert.equal((await look()).theme, 'dark');
+    // The system's change arrives as a media-query event: waited for.
     await page.emulateMedia({ colorScheme: 'light' });
-    assert.equal((await look()).theme, 'light');
+    await page.waitForFunction(() => document.documentElement.dataset.theme === 'light', null, { timeout: 5000 });
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });
