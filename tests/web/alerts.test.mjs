@@ -89,7 +89,7 @@ describe('alerts', { skip }, () => {
     if (await page.isHidden('#alerts-panel')) await page.click('#bell');
     await page.waitForSelector('#alerts-list .alert-item >> text=<img src=x');
     assert.equal(await page.locator('#alerts-list img, #alerts-list script, #alerts-list b').count(), 0);
-    assert.match(await page.innerText('#alerts-list .alert-item .alert-body'), /<script>window.__pwned=2<\/script><b>bold\?<\/b>/);
+    assert.match(await page.innerText('#alerts-list .alert-item:has-text("<img src=x") .alert-body'), /<script>window.__pwned=2<\/script><b>bold\?<\/b>/);
     assert.equal(await page.evaluate(() => window.__pwned), 0);
     await page.keyboard.press('Escape');
   });

@@ -14,7 +14,9 @@ import { enhanceMarkdown } from './render.js';
 const KEEP = 200;
 
 const key = (n) => (n.id != null ? `id:${n.id}` : `seq:${n.seq}`);
-const newestFirst = (a, b) => (String(b.timestamp || '').localeCompare(String(a.timestamp || '')) || b.seq - a.seq);
+// By time, not by string: stamps from other writers may trim their fraction.
+const stampMs = (n) => Date.parse(n.timestamp || '') || 0;
+const newestFirst = (a, b) => (stampMs(b) - stampMs(a) || b.seq - a.seq);
 
 export class Alerts {
   constructor({ bell, count, panel, list, empty, markRead, onOpenSession, onUnread = () => {} }) {
