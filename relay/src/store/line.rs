@@ -556,7 +556,7 @@ mod tests {
         // bare message object, numeric timestamp
         let m = parse_line(br#"{"role":"assistant","content":"yo","timestamp":0}"#, 0).unwrap();
         assert_eq!(m.message.role, Role::Assistant);
-        assert_eq!(m.message.timestamp, "1970-01-01T00:00:00Z");
+        assert_eq!(m.message.timestamp, "1970-01-01T00:00:00.000Z");
         for skip in [
             &br#"{"type":"session","id":"x"}"#[..],
             br#"{"type":"compaction","summary":"x"}"#,
