@@ -121,7 +121,8 @@ fn tool<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
 /// The server starts in the background; nothing announces it, so this
 /// polls the listing (bounded) until `ok` accepts it.
 async fn wait_listing(api: &Api, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Generous: a server coming back may wait out a 30 s backoff.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let (s, v) = api.get_json("/webchat/tools").await;
         assert_eq!(s, 200, "{v}");
@@ -778,39 +779,58 @@ fn bad_mcp_configs_are_refused_at_start() {
     }
 }
 
-// Benchmark (ignored): an MCP stdio round trip through the relay — the
+// Benchmark (ignored): an MCP round trip through the relay — the
 // `tool_run` timing of the relay's debug log, from the checked call handed
-// to the MCP client to its pi-shaped result — over forced `echo` calls.
+// to the MCP client to its pi-shaped result — over forced `echo` calls, with
+// the server over stdio and over streamable HTTP (bound to 127.0.0.1).
 // Compare with tests/mcp/bench-direct.mjs (the SDK client, no relay):
-//   LOOPCHAT_BIN=target/release/loopchat cargo test -p loopchat-tests --test mcp -- --ignored --nocapture
+//   LOOPCHAT_BIN=target/release/loopchat cargo test -p loopchat-tests --test mcp bench_ -- --ignored --nocapture --test-threads 1
 //   node tests/mcp/bench-direct.mjs 100
+//   node tests/mcp/bench-direct.mjs 100 http
 #[tokio::test]
 #[ignore]
 async fn bench_mcp_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = stdio_config(&ws).replace("max_steps = 4", "max_steps = 100");
+    bench_round_trip(&config, "everything__echo", "stdio").await;
+}
+
+#[tokio::test]
+#[ignore]
+async fn bench_mcp_http_round_trip() {
+    let port = loopchat_tests::llama::free_port();
+    let _server = everything_http(port).await;
+    let config = format!(
+        "[agent.openai]\nmax_tokens = 6\n[tools]\nmax_steps = 100\n[tools.policy]\nweb__echo = \"allow\"\n\
+         [[mcp_servers]]\nname = \"web\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    );
+    bench_round_trip(&config, "web__echo", "http").await;
+}
+
+async fn bench_round_trip(config: &str, echo: &'static str, transport: &str) {
     let Some(llama) = Llama::start().await else {
         return;
     };
     let proxy = Proxy::start(llama.addr()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    let config = stdio_config(&ws).replace("max_steps = 4", "max_steps = 100");
     let relay = Relay::start_with(
         RelayOptions {
             home: Some(tmp.path().join("home")),
             ..Default::default()
         }
-        .config(&config)
+        .config(config)
         .env("LOOPCHAT_AGENT", "openai")
         .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
         .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
         .env("RUST_LOG", "info,loopchat_relay::timing=debug"),
     );
     let api = relay.client();
-    wait_listing(&api, |v| available(v, "everything__echo")).await;
+    wait_listing(&api, |v| available(v, echo)).await;
     for round in 0..5 {
         let mut script: Vec<Force> = (0..22)
-            .map(|_| Force::Call("everything__echo", json!({"message": "hi"})))
+            .map(|_| Force::Call(echo, json!({"message": "hi"})))
             .collect();
         script.push(Force::Text);
         proxy.script(script);
@@ -837,7 +857,7 @@ async fn bench_mcp_round_trip() {
     assert!(!us.is_empty(), "no tool_run timings in the log");
     let q = |p: f64| us[((us.len() as f64 * p) as usize).min(us.len() - 1)] as f64 / 1000.0;
     println!(
-        "relay echo round trip (n={}): p50 {:.3} ms, p99 {:.3} ms",
+        "relay echo round trip over {transport} (n={}): p50 {:.3} ms, p99 {:.3} ms",
         us.len(),
         q(0.5),
         q(0.99)
