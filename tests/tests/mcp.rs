@@ -121,7 +121,8 @@ fn tool<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
 /// The server starts in the background; nothing announces it, so this
 /// polls the listing (bounded) until `ok` accepts it.
 async fn wait_listing(api: &Api, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Generous: a server coming back may wait out a 30 s backoff.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let (s, v) = api.get_json("/webchat/tools").await;
         assert_eq!(s, 200, "{v}");
@@ -435,6 +436,307 @@ async fn killed_server_is_restarted(proxy: &Proxy, s: &Setup) {
     assert_eq!(texts(&r[0]), ["Echo: again"]);
 }
 
+/// server-everything's streamable HTTP transport on `port`, bound to
+/// 127.0.0.1 (tests/mcp/loopback.mjs), once it listens.
+async fn everything_http(port: u16) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mcp = everything_js().ancestors().nth(5).unwrap().to_path_buf();
+    let mut child = tokio::process::Command::new("node")
+        .arg("--import")
+        .arg(mcp.join("loopback.mjs"))
+        .arg(everything_js())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("listening on port") {
+                return;
+            }
+        }
+        panic!("server-everything ended before it listened");
+    };
+    tokio::time::timeout(Duration::from_secs(60), listening)
+        .await
+        .expect("server-everything listened within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+/// Between the relay and the HTTP server: forwards each request as it is
+/// (streaming the answer back) and records its method and headers.
+struct HeaderProxy {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, reqwest::header::HeaderMap)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeaderProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HeaderProxy {
+    async fn start(upstream: u16) -> HeaderProxy {
+        use axum::body::Body;
+        use axum::response::Response;
+        use futures_util::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let http = reqwest::Client::new();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let http = http.clone();
+            let record = record.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                record
+                    .lock()
+                    .unwrap()
+                    .push((parts.method.to_string(), parts.headers.clone()));
+                let bytes = axum::body::to_bytes(body, 16 << 20)
+                    .await
+                    .unwrap_or_default();
+                let url = format!(
+                    "http://127.0.0.1:{upstream}{}",
+                    parts.uri.path_and_query().map_or("/", |p| p.as_str())
+                );
+                let mut up = http.request(parts.method, url).body(bytes);
+                for (k, v) in &parts.headers {
+                    if k != "host" && k != "content-length" {
+                        up = up.header(k, v);
+                    }
+                }
+                match up.send().await {
+                    Ok(r) => {
+                        let mut out = Response::builder().status(r.status().as_u16());
+                        for (k, v) in r.headers() {
+                            if k != "content-length"
+                                && k != "transfer-encoding"
+                                && k != "connection"
+                            {
+                                out = out.header(k, v);
+                            }
+                        }
+                        let stream = r.bytes_stream().map(|c| c.map_err(std::io::Error::other));
+                        out.body(Body::from_stream(stream)).unwrap()
+                    }
+                    Err(e) => Response::builder()
+                        .status(502)
+                        .body(Body::from(e.to_string()))
+                        .unwrap(),
+                }
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HeaderProxy { port, seen, task }
+    }
+
+    fn seen(&self) -> Vec<(String, reqwest::header::HeaderMap)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+const HEADER_SECRET: &str = "Bearer mcp-header-secret-4711";
+
+/// Issue 16 item 5 over streamable HTTP: the same server, bound to loopback
+/// and reached through [`HeaderProxy`], and a URL where nothing listens.
+#[tokio::test]
+async fn mcp_http_against_the_real_server() {
+    let Some(llama) = Llama::start().await else {
+        return;
+    };
+    let proxy = Proxy::start(llama.addr()).await;
+    let server_port = loopchat_tests::llama::free_port();
+    let mut server = everything_http(server_port).await;
+    let headers = HeaderProxy::start(server_port).await;
+    let dead_port = loopchat_tests::llama::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = format!(
+        r#"
+[agent.openai]
+max_tokens = 6
+
+[tools]
+workspace = "{ws}"
+max_steps = 4
+
+[tools.policy]
+web__echo = "allow"
+web__get-tiny-image = "allow"
+
+[[mcp_servers]]
+name = "web"
+url = "http://127.0.0.1:{port}/mcp"
+headers = {{ Authorization = "{HEADER_SECRET}", X-Loopchat-Test = "yes" }}
+
+[[mcp_servers]]
+name = "dead"
+url = "http://127.0.0.1:{dead_port}/mcp"
+"#,
+        ws = ws.display(),
+        port = headers.port,
+    );
+    let relay = Relay::start_with(
+        RelayOptions {
+            home: Some(tmp.path().join("home")),
+            ..Default::default()
+        }
+        .config(&config)
+        .env("LOOPCHAT_AGENT", "openai")
+        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
+        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+        // Everything the relay and rmcp log, to look for the header in.
+        .env("RUST_LOG", "trace,rmcp=trace,hyper=info,h2=info"),
+    );
+    let api = relay.client();
+    let s = Setup {
+        relay,
+        api: api.clone(),
+        _tmp: tmp,
+    };
+
+    // Listed as web__…, with the server as source.
+    let v = wait_listing(&api, |v| available(v, "web__echo")).await;
+    assert_eq!(tool(&v, "web__echo").unwrap()["source"], "web");
+    assert!(tool(&v, "web__get-tiny-image").is_some(), "{v}");
+
+    // echo, end to end.
+    proxy.script(vec![
+        Force::Call("web__echo", json!({"message": "hello over http"})),
+        Force::Text,
+    ]);
+    let (st, v) = api
+        .rpc(json!({"session": "web-echo", "text": "echo something"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = results(&messages(&api, "web-echo").await);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["toolName"], "web__echo");
+    assert_eq!(r[0]["isError"], false);
+    assert_eq!(texts(&r[0]), ["Echo: hello over http"]);
+    let told = tool_messages(proxy.bodies().last().unwrap());
+    assert!(
+        told[0]["content"]
+            .to_string()
+            .contains("Echo: hello over http"),
+        "{told:?}"
+    );
+
+    // get-tiny-image: text and a PNG, in pi's shape.
+    proxy.script(vec![
+        Force::Call("web__get-tiny-image", json!({})),
+        Force::Text,
+    ]);
+    let (st, v) = api
+        .rpc(json!({"session": "web-image", "text": "show the image"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = results(&messages(&api, "web-image").await);
+    assert_eq!(r[0]["isError"], false, "{r:?}");
+    let content = r[0]["content"].as_array().unwrap();
+    let image = content
+        .iter()
+        .find(|c| c["type"] == "image")
+        .unwrap_or_else(|| panic!("no image block: {content:?}"));
+    assert_eq!(image["mimeType"], "image/png");
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(image["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // The configured headers reached the server on every request, the
+    // session's id on every one after `initialize`; none is in the log.
+    let seen = headers.seen();
+    assert!(seen.len() >= 4, "{} requests", seen.len());
+    for (method, h) in &seen {
+        assert_eq!(h["authorization"], HEADER_SECRET, "{method}");
+        assert_eq!(h["x-loopchat-test"], "yes", "{method}");
+    }
+    let posts: Vec<_> = seen.iter().filter(|(m, _)| m == "POST").collect();
+    assert!(posts[0].1.get("mcp-session-id").is_none());
+    let session = posts[1].1["mcp-session-id"].clone();
+    assert!(
+        posts[1..]
+            .iter()
+            .all(|(_, h)| h["mcp-session-id"] == session)
+    );
+    let secret = HEADER_SECRET.trim_start_matches("Bearer ");
+    assert!(!s.relay.logs().contains(secret), "the header is in the log");
+
+    // Nothing listens at the dead URL: the relay serves on, and a call of
+    // its tools is told why.
+    proxy.script(vec![Force::Call("dead__anything", json!({})), Force::Text]);
+    let (st, v) = api.rpc(json!({"session": "dead", "text": "use it"})).await;
+    assert_eq!(st, 200, "{v}");
+    let r = results(&messages(&api, "dead").await);
+    assert_eq!(r[0]["isError"], true);
+    let t = texts(&r[0]).join(" ");
+    assert!(t.contains("dead") && t.contains("is not running"), "{t}");
+    assert!(t.to_lowercase().contains("connect"), "no reason given: {t}");
+    let logs = s.relay.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("mcp server failed to start") && l.contains("dead")),
+        "{logs}"
+    );
+
+    // The server is killed: its tools become unavailable, and a call is
+    // told so; it comes back (same port, a new process knowing no session):
+    // the relay connects again on its own.
+    server.kill().await.unwrap();
+    let v = wait_listing(&api, |v| {
+        tool(v, "web__echo").is_some_and(|t| t["available"] == false)
+    })
+    .await;
+    assert_eq!(tool(&v, "web__get-tiny-image").unwrap()["available"], false);
+    proxy.script(vec![
+        Force::Call("web__echo", json!({"message": "while down"})),
+        Force::Text,
+    ]);
+    let (st, v) = api
+        .rpc(json!({"session": "web-down", "text": "echo"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = results(&messages(&api, "web-down").await);
+    assert_eq!(r[0]["isError"], true);
+    assert!(texts(&r[0]).join(" ").contains("is not running"), "{r:?}");
+    let before = headers.seen().len();
+    let _server = everything_http(server_port).await;
+    wait_listing(&api, |v| available(v, "web__echo")).await;
+    proxy.script(vec![
+        Force::Call("web__echo", json!({"message": "again"})),
+        Force::Text,
+    ]);
+    let (st, v) = api
+        .rpc(json!({"session": "web-again", "text": "echo"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r = results(&messages(&api, "web-again").await);
+    assert_eq!(texts(&r[0]), ["Echo: again"]);
+    // A new session was opened with the new process.
+    let after = headers.seen();
+    let new_session = after[before..]
+        .iter()
+        .find_map(|(m, h)| (m == "POST").then(|| h.get("mcp-session-id").cloned()))
+        .flatten();
+    assert_ne!(new_session.as_ref(), Some(&session));
+    assert_eq!(proxy.left(), 0);
+}
+
 /// Configs the relay cannot use stop `serve` with a message naming them.
 #[test]
 fn bad_mcp_configs_are_refused_at_start() {
@@ -452,6 +754,18 @@ fn bad_mcp_configs_are_refused_at_start() {
             "[[mcp_servers]]\nname = \"x\"\ncommand = \"a\"\nbogus = 1\n",
             "bogus",
         ),
+        (
+            "[[mcp_servers]]\nname = \"x\"\nurl = \"http://example.com/mcp\"\n",
+            "use https",
+        ),
+        (
+            "[[mcp_servers]]\nname = \"x\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = { \"Bad Name\" = \"v\" }\n",
+            "not a valid HTTP header name",
+        ),
+        (
+            "[[mcp_servers]]\nname = \"x\"\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = { X-Key = \"line\\nbreak-secret\" }\n",
+            "the header X-Key",
+        ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("home");
@@ -465,39 +779,58 @@ fn bad_mcp_configs_are_refused_at_start() {
     }
 }
 
-// Benchmark (ignored): an MCP stdio round trip through the relay — the
+// Benchmark (ignored): an MCP round trip through the relay — the
 // `tool_run` timing of the relay's debug log, from the checked call handed
-// to the MCP client to its pi-shaped result — over forced `echo` calls.
+// to the MCP client to its pi-shaped result — over forced `echo` calls, with
+// the server over stdio and over streamable HTTP (bound to 127.0.0.1).
 // Compare with tests/mcp/bench-direct.mjs (the SDK client, no relay):
-//   LOOPCHAT_BIN=target/release/loopchat cargo test -p loopchat-tests --test mcp -- --ignored --nocapture
+//   LOOPCHAT_BIN=target/release/loopchat cargo test -p loopchat-tests --test mcp bench_ -- --ignored --nocapture --test-threads 1
 //   node tests/mcp/bench-direct.mjs 100
+//   node tests/mcp/bench-direct.mjs 100 http
 #[tokio::test]
 #[ignore]
 async fn bench_mcp_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let config = stdio_config(&ws).replace("max_steps = 4", "max_steps = 100");
+    bench_round_trip(&config, "everything__echo", "stdio").await;
+}
+
+#[tokio::test]
+#[ignore]
+async fn bench_mcp_http_round_trip() {
+    let port = loopchat_tests::llama::free_port();
+    let _server = everything_http(port).await;
+    let config = format!(
+        "[agent.openai]\nmax_tokens = 6\n[tools]\nmax_steps = 100\n[tools.policy]\nweb__echo = \"allow\"\n\
+         [[mcp_servers]]\nname = \"web\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    );
+    bench_round_trip(&config, "web__echo", "http").await;
+}
+
+async fn bench_round_trip(config: &str, echo: &'static str, transport: &str) {
     let Some(llama) = Llama::start().await else {
         return;
     };
     let proxy = Proxy::start(llama.addr()).await;
     let tmp = tempfile::tempdir().unwrap();
-    let ws = tmp.path().join("ws");
-    std::fs::create_dir_all(&ws).unwrap();
-    let config = stdio_config(&ws).replace("max_steps = 4", "max_steps = 100");
     let relay = Relay::start_with(
         RelayOptions {
             home: Some(tmp.path().join("home")),
             ..Default::default()
         }
-        .config(&config)
+        .config(config)
         .env("LOOPCHAT_AGENT", "openai")
         .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
         .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
         .env("RUST_LOG", "info,loopchat_relay::timing=debug"),
     );
     let api = relay.client();
-    wait_listing(&api, |v| available(v, "everything__echo")).await;
+    wait_listing(&api, |v| available(v, echo)).await;
     for round in 0..5 {
         let mut script: Vec<Force> = (0..22)
-            .map(|_| Force::Call("everything__echo", json!({"message": "hi"})))
+            .map(|_| Force::Call(echo, json!({"message": "hi"})))
             .collect();
         script.push(Force::Text);
         proxy.script(script);
@@ -524,7 +857,7 @@ async fn bench_mcp_round_trip() {
     assert!(!us.is_empty(), "no tool_run timings in the log");
     let q = |p: f64| us[((us.len() as f64 * p) as usize).min(us.len() - 1)] as f64 / 1000.0;
     println!(
-        "relay echo round trip (n={}): p50 {:.3} ms, p99 {:.3} ms",
+        "relay echo round trip over {transport} (n={}): p50 {:.3} ms, p99 {:.3} ms",
         us.len(),
         q(0.5),
         q(0.99)

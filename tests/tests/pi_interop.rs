@@ -344,7 +344,118 @@ async fn real_pi_and_loopchat_share_sessions() {
     // --- pi writes a session with a tool call and branches it; loopchat
     // shows the live path only.
     pi_session_with_a_tool_call_and_a_branch(&proxy, &pi).await;
+
+    // --- loopchat's own tool loop runs `read`; pi continues that session.
+    pi_continues_loopchats_tool_calls(&llama, &proxy, &pi).await;
     drop(llama);
+}
+
+/// Issue 16: a transcript whose tool call and result loopchat's tool loop
+/// wrote is continued by the real `pi --session`, which sends the model the
+/// assistant's call and the result, in order, under the same id.
+async fn pi_continues_loopchats_tool_calls(llama: &Llama, proxy: &RecordingProxy, pi: &Pi) {
+    use loopchat_tests::forcing::{Force, Proxy};
+    let forcing = Proxy::start(llama.addr()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("notes.txt"), "loopchat wrote this note\n").unwrap();
+    let relay = Relay::start_with(
+        loopchat_tests::RelayOptions {
+            home: Some(tmp.path().join("home")),
+            ..Default::default()
+        }
+        .config(&format!(
+            "[agent.openai]\nmax_tokens = 6\n[tools]\nworkspace = \"{}\"\nmax_steps = 4\n",
+            ws.display()
+        ))
+        .env("LOOPCHAT_AGENT", "openai")
+        .env("LOOPCHAT_OPENAI_BASE_URL", &forcing.base_url())
+        .env("LOOPCHAT_OPENAI_MODEL", MODEL),
+    );
+    let api = relay.client();
+    forcing.script(vec![
+        Force::Call("read", json!({"path": "notes.txt"})),
+        Force::Text,
+    ]);
+    let turn = rpc(&api, json!({"session": "acts", "text": "read my notes"})).await;
+    assert_eq!(forcing.left(), 0);
+    let file = relay
+        .home
+        .join("sessions")
+        .join(format!("{}.jsonl", turn["sessionId"].as_str().unwrap()));
+    let before = std::fs::read(&file).unwrap();
+    let ours = lines(&before);
+    let message = |e: &Value| e["message"].clone();
+    let call = ours
+        .iter()
+        .map(message)
+        .find(|m| m["role"] == "assistant" && m["content"][0]["type"] == "toolCall")
+        .unwrap_or_else(|| panic!("loopchat stored no tool call: {ours:?}"));
+    assert_eq!(call["stopReason"], "toolUse");
+    let call_id = call["content"][0]["id"].as_str().unwrap().to_owned();
+    let result = ours
+        .iter()
+        .map(message)
+        .find(|m| m["role"] == "toolResult")
+        .expect("loopchat stored the result");
+    assert_eq!(result["toolCallId"], call_id.as_str());
+    let our_leaf = ours.last().unwrap()["id"].as_str().unwrap().to_owned();
+
+    proxy.set_rewrite(Some(std::sync::Arc::new(content_beside_tool_calls)));
+    pi.prompt(&file, "and now continue").await;
+    proxy.set_rewrite(None);
+
+    let bodies = proxy.bodies();
+    let sent = bodies
+        .iter()
+        .rfind(|b| request_texts(b).0.iter().any(|t| t == "and now continue"))
+        .unwrap_or_else(|| panic!("no request had the new prompt: {bodies:?}"));
+    let msgs = sent["messages"].as_array().unwrap();
+    let at = msgs
+        .iter()
+        .position(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .unwrap_or_else(|| panic!("pi sent no tool call: {msgs:?}"));
+    let calls = msgs[at]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["id"], call_id.as_str(), "{calls:?}");
+    assert_eq!(calls[0]["function"]["name"], "read");
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"path": "notes.txt"}));
+    let answer = &msgs[at + 1];
+    assert_eq!(
+        answer["role"], "tool",
+        "the result right after the call: {msgs:?}"
+    );
+    assert_eq!(answer["tool_call_id"], call_id.as_str());
+    assert!(
+        answer["content"]
+            .to_string()
+            .contains("loopchat wrote this note"),
+        "{answer}"
+    );
+    let asked = msgs
+        .iter()
+        .position(|m| m["role"] == "user" && m["content"].to_string().contains("read my notes"))
+        .expect("the question before the call");
+    assert!(asked < at, "{msgs:?}");
+    assert!(
+        msgs.last().unwrap()["content"]
+            .to_string()
+            .contains("and now continue"),
+        "{msgs:?}"
+    );
+
+    // pi kept loopchat's lines and hung its own under our leaf.
+    let after = std::fs::read(&file).unwrap();
+    assert!(after.starts_with(&before), "pi rewrote loopchat's lines");
+    let theirs = lines(&after[before.len()..]);
+    assert_eq!(theirs[0]["parentId"], our_leaf.as_str());
+    assert!(
+        theirs.iter().any(|e| e["message"]["role"] == "assistant"),
+        "pi stored no reply: {theirs:?}"
+    );
 }
 
 /// The server makes a tool call reliably only when forced, with arguments

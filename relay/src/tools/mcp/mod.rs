@@ -2,8 +2,10 @@
 //! connection (rmcp) whose tools are offered as `server__tool`, under the
 //! same policy and approval as the built-in ones.
 //!
-//! A supervisor task per server connects (spawns the stdio command),
-//! initialises, lists the tools and then waits for the connection to end.
+//! A supervisor task per server connects (spawns the stdio command,
+//! `stdio.rs`, or opens a streamable-HTTP session, `http.rs`), initialises,
+//! lists the tools and then waits for the connection to end (a child that
+//! exits; an HTTP server that stops answering pings).
 //! While it is down the server's tools are unavailable — left out of the
 //! tools a request offers, and a call gets a sentence saying so — and it is
 //! started again after a backoff that doubles up to [`MAX_BACKOFF`] (reset
@@ -17,15 +19,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, Tool};
-use rmcp::service::{NotificationContext, Peer, RoleClient};
-use rmcp::transport::TokioChildProcess;
+use rmcp::service::{NotificationContext, Peer, RoleClient, ServiceError};
 use rmcp::{ClientHandler, ServiceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Output, ToolSpec};
+
+mod http;
+mod stdio;
 
 /// Between a server's name and its tool's name in `server__tool`.
 pub const SEPARATOR: &str = "__";
@@ -47,9 +51,10 @@ pub struct McpServerConfig {
     /// `LOOPCHAT_*` variable and not the relay's token).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// A streamable-HTTP server: its URL (not supported yet; refused by
-    /// [`McpServerConfig::validate`]).
+    /// A streamable-HTTP server: its URL (https, or http on loopback)…
     pub url: Option<String>,
+    /// …and headers sent with every request (`Authorization`, say); their
+    /// values are never logged or quoted in an error.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Longest wait for one tool call, seconds.
@@ -75,10 +80,26 @@ impl McpServerConfig {
             ));
         }
         match (&self.command, &self.url) {
-            (Some(c), None) if !c.trim().is_empty() => Ok(()),
-            (None, Some(_)) => Err(format!(
-                "mcp_servers {n}: streamable-HTTP servers (url) are not supported yet; run it over stdio (command)"
-            )),
+            (Some(c), None) if !c.trim().is_empty() => {
+                if self.headers.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "mcp_servers {n}: headers are for url servers; a command gets env"
+                    ))
+                }
+            }
+            (None, Some(url)) => {
+                if !self.args.is_empty() || !self.env.is_empty() {
+                    return Err(format!(
+                        "mcp_servers {n}: args and env are for command servers; a url server gets headers"
+                    ));
+                }
+                http::check_url(url).map_err(|e| format!("mcp_servers {n}: {e}"))?;
+                http::header_map(&self.headers)
+                    .map(drop)
+                    .map_err(|e| format!("mcp_servers {n}: {e}"))
+            }
             _ => Err(format!(
                 "mcp_servers {n}: give exactly one of command (stdio) and url (streamable HTTP)"
             )),
@@ -91,11 +112,16 @@ impl McpServerConfig {
 struct Live {
     peer: Option<Peer<RoleClient>>,
     tools: Vec<Tool>,
+    /// Why the last connection failed or ended, for the model.
+    last_error: Option<String>,
 }
 
 struct Server {
     config: McpServerConfig,
     live: RwLock<Live>,
+    /// A call failed: an HTTP server is asked at once whether it is still
+    /// there.
+    nudge: Notify,
 }
 
 impl Server {
@@ -104,9 +130,24 @@ impl Server {
         live.tools = tools;
     }
 
-    fn down(&self) {
+    fn down(&self, why: String) {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         live.peer = None;
+        live.last_error = Some(why);
+    }
+
+    /// The sentence a call of `name` gets while the server is down.
+    fn not_running(&self, name: &str, what: &str) -> String {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let server = &self.config.name;
+        match &live.last_error {
+            Some(why) => format!(
+                "The MCP server {server} is not running (it is being restarted; {why}); {name} {what}."
+            ),
+            None => format!(
+                "The MCP server {server} is not running (it is being restarted); {name} {what}."
+            ),
+        }
     }
 }
 
@@ -161,6 +202,7 @@ impl McpHub {
                 Arc::new(Server {
                     config,
                     live: RwLock::new(Live::default()),
+                    nudge: Notify::new(),
                 })
             })
             .collect();
@@ -209,12 +251,15 @@ impl McpHub {
         let Some(s) = self.servers.iter().find(|s| s.config.name == server) else {
             return Err(format!("Tool {name} not found"));
         };
-        let live = s.live.read().unwrap_or_else(|e| e.into_inner());
-        if live.peer.is_none() {
-            return Err(format!(
-                "The MCP server {server} is not running (it is being restarted); {name} cannot be called now."
-            ));
+        if s.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .peer
+            .is_none()
+        {
+            return Err(s.not_running(name, "cannot be called now"));
         }
+        let live = s.live.read().unwrap_or_else(|e| e.into_inner());
         live.tools
             .iter()
             .find(|t| t.name == tool)
@@ -237,9 +282,7 @@ impl McpHub {
             .peer
             .clone();
         let Some(peer) = peer else {
-            return Output::error(format!(
-                "The MCP server {server} is not running (it is being restarted); {name} was not run."
-            ));
+            return Output::error(s.not_running(name, "was not run"));
         };
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = args.as_object().cloned();
@@ -255,7 +298,14 @@ impl McpHub {
                 "The MCP server {server} did not answer {name} within {} seconds.",
                 timeout.as_secs()
             )),
-            Ok(Err(e)) => Output::error(format!("The MCP server {server} failed {name}: {e}")),
+            Ok(Err(e)) => {
+                // The server's own JSON-RPC error says nothing about the
+                // connection; anything else may mean it is gone.
+                if !matches!(e, ServiceError::McpError(_)) {
+                    s.nudge.notify_one();
+                }
+                Output::error(format!("The MCP server {server} failed {name}: {e}"))
+            }
             Ok(Ok(r)) => match serde_json::to_value(&r) {
                 Ok(v) => output_of(&v),
                 Err(e) => Output::error(format!("The result of {name} cannot be read: {e}")),
@@ -360,22 +410,33 @@ async fn supervise(
             Ok(running) => {
                 tracing::info!(server = %name, "mcp server connected");
                 let token = running.cancellation_token();
-                let quit = tokio::select! {
-                    r = running.waiting() => Some(r),
-                    () = shutdown.cancelled() => {
-                        token.cancel();
-                        None
+                let peer = running.peer().clone();
+                let lost = async {
+                    if server.config.url.is_some() {
+                        http::watch(peer, &server.nudge).await
+                    } else {
+                        std::future::pending().await
                     }
                 };
-                server.down();
-                match quit {
-                    None => return,
-                    Some(r) => {
-                        tracing::warn!(server = %name, reason = ?r.ok(), "mcp server ended; restarting")
+                let why = tokio::select! {
+                    r = running.waiting() => format!("the connection ended ({:?})", r.ok()),
+                    why = lost => {
+                        token.cancel();
+                        why
                     }
-                }
+                    () = shutdown.cancelled() => {
+                        token.cancel();
+                        server.down("the relay is shutting down".into());
+                        return;
+                    }
+                };
+                tracing::warn!(server = %name, reason = %why, "mcp server lost; restarting");
+                server.down(why);
             }
-            Err(e) => tracing::warn!(server = %name, error = %e, "mcp server failed to start"),
+            Err(e) => {
+                tracing::warn!(server = %name, error = %e, "mcp server failed to start");
+                server.down(e);
+            }
         }
         if started.elapsed() >= STABLE_AFTER {
             backoff = FIRST_BACKOFF;
@@ -396,44 +457,26 @@ async fn connect(
     cwd: &std::path::Path,
 ) -> Result<Running, String> {
     let c = &server.config;
-    let program = c.command.as_deref().ok_or("no command")?;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(&c.args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .envs(&c.env)
-        .current_dir(cwd)
-        .kill_on_drop(true);
-    let (transport, stderr) = TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let Some(stderr) = stderr {
-        let name = c.name.clone();
-        // What a server prints on stderr is its log: kept at debug, so a
-        // chatty server cannot fill the relay's log.
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(target: "loopchat_relay::mcp", server = %name, "{line}");
-            }
-        });
-    }
     let handler = Handler {
         server: server.clone(),
     };
-    let running = tokio::time::timeout(Duration::from_secs(30), handler.serve(transport))
+    let init = Duration::from_secs(30);
+    let served = if c.url.is_some() {
+        tokio::time::timeout(init, handler.serve(http::transport(c)?)).await
+    } else {
+        tokio::time::timeout(init, handler.serve(stdio::spawn(c, env, cwd)?)).await
+    };
+    let running = served
+        .map_err(|_| format!("no answer to initialize within {} s", init.as_secs()))?
+        .map_err(|e| format!("initialize failed: {}", loopchat_proto::error_chain(&e)))?;
+    let tools = tokio::time::timeout(init, running.peer().list_all_tools())
         .await
-        .map_err(|_| "no answer to initialize within 30 s".to_owned())?
-        .map_err(|e| format!("initialize failed: {e}"))?;
-    let tools = running
-        .peer()
-        .list_all_tools()
-        .await
+        .map_err(|_| format!("no answer to tools/list within {} s", init.as_secs()))?
         .map_err(|e| format!("tools/list failed: {e}"))?;
     let mut live = server.live.write().unwrap_or_else(|e| e.into_inner());
     live.tools = tools;
     live.peer = Some(running.peer().clone());
+    live.last_error = None;
     drop(live);
     Ok(running)
 }
@@ -462,6 +505,23 @@ mod tests {
         assert!(cfg("", Some("x"), None).validate().is_err());
         assert!(cfg("x", None, None).validate().is_err());
         assert!(cfg("x", Some("c"), Some("http://h")).validate().is_err());
+        assert!(
+            cfg("web", None, Some("http://127.0.0.1:3001/mcp"))
+                .validate()
+                .is_ok()
+        );
+        let e = cfg("web", None, Some("http://example.com/mcp"))
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("https"), "{e}");
+        let mut with_args = cfg("web", None, Some("https://example.com/mcp"));
+        with_args.args = vec!["x".into()];
+        assert!(with_args.validate().is_err());
+        let mut with_headers = cfg("cmd", Some("c"), None);
+        with_headers
+            .headers
+            .insert("Authorization".into(), "x".into());
+        assert!(with_headers.validate().is_err());
     }
 
     #[test]
