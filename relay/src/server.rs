@@ -88,6 +88,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     );
     pipeline.set_auto_title(config.auto_title);
     pipeline.set_archive_keep_days(config.archive_keep_days);
+    // Before the first request, so no client sees what is past its time.
+    pipeline.sweep_archive_once().await;
     let shutdown = CancellationToken::new();
     if config.tools.enabled {
         match tool_runtime(&config, &token, &shutdown) {

@@ -151,32 +151,36 @@ impl Pipeline {
         }
     }
 
-    /// Purges what was archived longer ago than the configured days, now
-    /// and then every [`SWEEP_EVERY`] until `stop`.
+    /// Purges what was archived longer ago than the configured days.
+    pub async fn sweep_archive_once(&self) {
+        let Some(keep) = self.purge_at(0) else {
+            return;
+        };
+        let cutoff = crate::clock::now_millis() - keep;
+        match self
+            .inner
+            .store
+            .purge(crate::store::Purge::ArchivedBefore(cutoff))
+            .await
+        {
+            Ok(0) | Err(crate::store::ArchiveError::Foreign) => {}
+            Ok(n) => tracing::info!(purged = n, "purged archived sessions past their time"),
+            Err(e) => tracing::warn!(error = %e, "could not purge the archive"),
+        }
+    }
+
+    /// [`Pipeline::sweep_archive_once`] every [`SWEEP_EVERY`] until `stop`
+    /// (the start's sweep is the server's, before it listens).
     pub async fn sweep_archive(self, stop: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Some(cutoff) = self
-                .purge_at(0)
-                .map(|keep| crate::clock::now_millis() - keep)
-            else {
-                continue;
-            };
-            match self
-                .inner
-                .store
-                .purge(crate::store::Purge::ArchivedBefore(cutoff))
-                .await
-            {
-                Ok(0) | Err(crate::store::ArchiveError::Foreign) => {}
-                Ok(n) => tracing::info!(purged = n, "purged archived sessions past their time"),
-                Err(e) => tracing::warn!(error = %e, "could not purge the archive"),
-            }
+            self.sweep_archive_once().await;
         }
     }
 
