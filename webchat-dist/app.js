@@ -300,7 +300,6 @@ function handleEvent(ev) {
           state.runUserIds.set(runId, msg.id);
         }
         transcript.add(msg, runId ? { runId } : undefined);
-        sessions.refreshSoon();
       } else {
         const run = runId ? state.runs.get(runId) : null;
         const extra = runId ? { runId } : undefined;
@@ -318,7 +317,6 @@ function handleEvent(ev) {
           transcript.add(msg, extra);
         });
         if (msg.role === 'assistant') announce(`Assistant: ${contentText(msg.content).slice(0, 200)}`);
-        sessions.refreshSoon();
       }
       renderPending();
       break;
@@ -393,7 +391,6 @@ function handleEvent(ev) {
         finishRun(runId);
       }
       if (state.activeRunId === runId) setActiveRun(null);
-      sessions.refreshSoon();
       break;
     }
     default:
@@ -815,9 +812,9 @@ function startStream(since) {
     notifySince: alerts.maxSeq,
     client: clientId,
     onEvent: (ev) => handleEvent(ev),
-    onNotification: (n) => {
-      if (alerts.add(n) && n.session && n.session !== state.session) sessions.refreshSoon();
-    },
+    onNotification: (n) => { alerts.add(n); },
+    // The session list is pushed: no polling.
+    onSessions: (ev) => sessions.apply(ev),
     onState: (s) => onStreamState(stream, s),
     onReset: (seq) => {
       // The relay cannot replay what we missed (it restarted, or its log moved
@@ -843,6 +840,12 @@ function onStreamState(stream, s) {
   state.connected = s.connected;
   ui.app.classList.toggle('offline', !s.connected);
   if (s.connected) {
+    // Changes while no stream was open are not replayed: fetch the list
+    // once per stream (a session switch opens a new one).
+    if (!stream.listFetched) {
+      stream.listFetched = true;
+      sessions.refreshSoon(0);
+    }
     state.offlineSince = 0;
     hideBanner();
     // This window's own stream is counted now.
@@ -886,6 +889,9 @@ document.addEventListener('visibilitychange', () => {
 const sessions = new SessionList({
   list: $('session-list'),
   status: $('session-list-status'),
+  archivedToggle: $('archived-toggle'),
+  // Deleting the open chat leaves it for a new one.
+  onDeleted: (key) => { if (key === state.session) newChat(); },
   onSelect: (key) => {
     if (key === state.session) { closeSidebar(); return; }
     openSession(key, { push: true });
@@ -1110,14 +1116,9 @@ function start() {
       alerts.load();
     }
   });
-  // Other sessions have no event stream here: refresh the list now and then while visible.
-  setInterval(() => {
-    if (document.visibilityState === 'visible' && state.connected) sessions.refresh();
-  }, 10000);
   setInterval(() => {
     if (document.visibilityState === 'visible' && state.connected) refreshLiveStatus();
   }, LIVE_STATUS_EVERY);
-  window.addEventListener('focus', () => { if (state.connected) sessions.refreshSoon(0); });
   composer.focus();
 }
 

@@ -17,6 +17,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     RequestTimeout,
     TurnInProgress,
+    /// The request contradicts the state of what it names: a restore onto a
+    /// key in use again, an archive in a store the relay does not own.
+    Conflict,
     /// A check asked to run now is already running.
     CheckRunning,
     PayloadTooLarge,
@@ -38,7 +41,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
-            Self::TurnInProgress | Self::CheckRunning => 409,
+            Self::TurnInProgress | Self::Conflict | Self::CheckRunning => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -63,6 +66,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::TurnInProgress => "turn_in_progress",
+            Self::Conflict => "conflict",
             Self::CheckRunning => "check_running",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

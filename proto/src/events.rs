@@ -121,6 +121,24 @@ pub struct CheckOutcome {
     pub state: String,
 }
 
+/// What happened to the session list (`sessions` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SessionChange {
+    /// A new session (its first message is stored).
+    Created,
+    /// A new turn, title or setting: the row is replaced.
+    Updated,
+    Pinned,
+    /// Gone from the list (deleted to the archive).
+    Archived,
+    /// Back in the list from the archive.
+    Restored,
+    /// Changes were missed: fetch `GET /webchat/sessions` again.
+    Resync,
+}
+
 /// What happened, without its position in a log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -199,6 +217,18 @@ pub enum EventBody {
     },
     #[serde(rename = "notification")]
     Notification { notification: Notification },
+    /// The session list changed (every stream carries these, live only,
+    /// with `seq` 0). `session` is the row as `GET /webchat/sessions` now
+    /// lists it (absent for `archived`); `resync`: changes were missed,
+    /// fetch the list again.
+    #[serde(rename = "sessions", rename_all = "camelCase")]
+    Sessions {
+        change: SessionChange,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<crate::SessionSummary>,
+    },
     /// The log cannot replay from the client's `since` (evicted, or the relay
     /// restarted): reload the session from `/webchat/info` and go on from `seq`.
     #[serde(rename = "reset")]

@@ -23,6 +23,10 @@ pub const LOCK_FILE: &str = "relay.lock";
 pub const CONFIG_FILE: &str = "config.toml";
 /// Transcripts and their index (`sessions.json`).
 pub const SESSIONS_DIR: &str = "sessions";
+/// Deleted sessions, kept until purged: their transcripts and `archive.json`.
+pub const ARCHIVE_DIR: &str = "archive";
+/// The archive's index, inside [`ARCHIVE_DIR`].
+pub const ARCHIVE_INDEX_FILE: &str = "archive.json";
 /// Uploaded images, content-addressed.
 pub const ATTACHMENTS_DIR: &str = "attachments";
 /// The notification journal.

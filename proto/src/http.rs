@@ -218,7 +218,7 @@ pub struct HistoryResponse {
 }
 
 /// One row of `GET /webchat/sessions`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
@@ -235,6 +235,117 @@ pub struct SessionSummary {
     /// `cwd`, as pi and OpenClaw show it); absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Pinned to the top of the list (the index entry's `pinned`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+}
+
+/// One archived (deleted) session, as `GET /webchat/archived` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedSession {
+    pub key: String,
+    /// What restore and purge name it by: a key may be archived more than once.
+    pub session_id: String,
+    pub updated_at: i64,
+    /// When it was archived (epoch ms).
+    pub archived_at: i64,
+    /// When the sweeper purges it (epoch ms); absent when archives are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<i64>,
+    /// Its title when it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ArchivedResponse {
+    pub ok: bool,
+    /// Most recently archived first.
+    pub sessions: Vec<ArchivedSession>,
+}
+
+/// `POST /webchat/archive`: names a session by key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArchiveRequest {
+    /// The session key; `main` when absent.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ArchiveResponse {
+    pub ok: bool,
+    pub archived: ArchivedSession,
+}
+
+/// `POST /webchat/restore` and one archived session of `POST /webchat/purge`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The archived session's id (`GET /webchat/archived`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session_id: String,
+}
+
+/// A restored or pinned session, as the list now shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionResponse {
+    pub ok: bool,
+    pub session: SessionSummary,
+}
+
+/// `POST /webchat/purge`: one archived session (`sessionId`) or, with
+/// `all: true`, every one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9_-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurgeResponse {
+    pub ok: bool,
+    /// How many archived sessions were deleted for good.
+    pub purged: usize,
+}
+
+/// `POST /webchat/pin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PinRequest {
+    /// The session key; `main` when absent.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
+    )]
+    pub session: Option<String>,
+    pub pinned: bool,
 }
 
 /// One entry of `GET /webchat/tree`.

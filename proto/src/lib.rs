@@ -24,7 +24,8 @@ pub use command::{COMMAND_INPUT_VERSION, CommandImage, CommandInput, CommandMess
 pub use discovery::{Discovery, DiscoveryError, NotAlive, pid_exists};
 pub use error::{ErrorBody, ErrorCode, error_chain};
 pub use events::{
-    ApprovalDecision, CheckOutcome, Event, EventBody, Notification, RunState, ToolStatus,
+    ApprovalDecision, CheckOutcome, Event, EventBody, Notification, RunState, SessionChange,
+    ToolStatus,
 };
 pub use http::*;
 pub use message::{Content, Message, Role};

@@ -60,6 +60,12 @@ pub struct Config {
     /// size of its messages: half for the event replay ring, half for the
     /// decoded recent messages. Older ones are read from the transcript.
     pub session_memory_bytes: usize,
+    /// A new session's title is written by the agent after its first reply
+    /// (in the background), instead of staying its first message's line.
+    pub auto_title: bool,
+    /// Days a deleted (archived) session is kept before it is purged; 0
+    /// keeps archives until purged by hand.
+    pub archive_keep_days: u64,
     pub agent: AgentConfig,
     /// The agent's tools (`read`, `write`, `edit`, `bash`): workspace,
     /// limits and the approval policy.
@@ -89,6 +95,8 @@ impl Default for Config {
             body_read_timeout_secs: 30,
             idle_session_secs: 600,
             session_memory_bytes: 8 * 1024 * 1024,
+            auto_title: false,
+            archive_keep_days: 30,
             agent: AgentConfig::default(),
             tools: ToolsConfig::default(),
             targets: BTreeMap::new(),

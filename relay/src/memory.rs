@@ -97,7 +97,8 @@ pub fn event_bytes(e: &Event) -> usize {
                 + notification.body.len()
                 + notification.tags.iter().map(String::len).sum::<usize>()
         }
-        EventBody::Reset => 0,
+        // Never kept in a session's log.
+        EventBody::Reset | EventBody::Sessions { .. } => 0,
     };
     // The Arc, the event itself and its strings.
     3 * OVERHEAD + body

@@ -86,6 +86,10 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         config.history_messages,
         ring_bytes,
     );
+    pipeline.set_auto_title(config.auto_title);
+    pipeline.set_archive_keep_days(config.archive_keep_days);
+    // Before the first request, so no client sees what is past its time.
+    pipeline.sweep_archive_once().await;
     let shutdown = CancellationToken::new();
     if config.tools.enabled {
         match tool_runtime(&config, &token, &shutdown) {
@@ -206,6 +210,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     checks.start(shutdown.clone());
     // Rotations and revocations end the streams they opened (credentials.rs).
     tokio::spawn(credentials.watch_files(shutdown.clone()));
+    tokio::spawn(pipeline.clone().sweep_archive(shutdown.clone()));
     tokio::spawn(pipeline.clone().trim_idle_sessions(
         Duration::from_secs(config.idle_session_secs),
         shutdown.clone(),

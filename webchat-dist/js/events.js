@@ -21,18 +21,20 @@ export class EventStream {
    * @param {number} o.since        last session seq already reflected in the UI
    * @param {number|null} o.notifySince  last notification seq already known (null: none wanted replayed)
    * @param {(ev: object) => void} o.onEvent     session events, in order, deduplicated
+   * @param {(ev: object) => void} [o.onSessions] `sessions` events (a change of the session list)
    * @param {(n: object, ev: object) => void} o.onNotification
    * @param {(state: {connected: boolean, refused?: boolean, retryIn?: number, attempt?: number}) => void} o.onState
    *        `refused`: the relay refused the token (401/403); the stream does not retry
    * @param {(seq: number) => void} o.onReset   the relay cannot replay from `since`
    */
-  constructor({ session, since, notifySince, client, onEvent, onNotification, onState, onReset }) {
+  constructor({ session, since, notifySince, client, onEvent, onNotification, onSessions, onState, onReset }) {
     this.session = session;
     this.client = client;
     this.lastSeq = Number(since) || 0;
     this.notifySince = notifySince;
     this.onEvent = onEvent;
     this.onNotification = onNotification;
+    this.onSessions = onSessions;
     this.onState = onState;
     this.onReset = onReset;
     this.conn = null;
@@ -133,6 +135,11 @@ export class EventStream {
       return;
     }
     if (ev.type === 'ping') return;
+    // The session list's changes: live only, not positions in the log.
+    if (ev.type === 'sessions') {
+      if (this.onSessions) this.onSessions(ev);
+      return;
+    }
     if (ev.type === 'reset') {
       // The relay lost the log we asked to resume from (e.g. it restarted):
       // the app reloads the session and resubscribes.

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use futures_util::StreamExt;
 use loopchat_proto::{
-    AbortRequest, HistoryResponse, InfoResponse, Message, NotifyRequest, NotifyResponse, Role,
+    AbortRequest, ArchiveRequest, ArchivedResponse, HistoryResponse, InfoResponse, Message,
+    NotifyRequest, NotifyResponse, PinRequest, PurgeRequest, RenameRequest, RestoreRequest, Role,
     RpcRequest, RpcResponse, SessionsResponse,
 };
 use serde_json::Value;
@@ -120,8 +121,28 @@ pub async fn info(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn sessions(target: &Target, as_json: bool) -> anyhow::Result<ExitCode> {
+pub async fn sessions(target: &Target, archived: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
+    if archived {
+        let list: ArchivedResponse = json(client.get("/webchat/archived")).await?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if list.sessions.is_empty() {
+            println!("no archived sessions");
+        }
+        for s in list.sessions {
+            println!(
+                "{:<36} {:<24} archived {}  {}",
+                s.session_id,
+                s.key,
+                crate::clock::rfc3339_from_millis(s.archived_at),
+                s.title.unwrap_or_default()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let list: SessionsResponse = json(client.get("/webchat/sessions")).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -132,11 +153,76 @@ pub async fn sessions(target: &Target, as_json: bool) -> anyhow::Result<ExitCode
     }
     for s in list.sessions {
         println!(
-            "{:<24} {}  {}",
+            "{}{:<24} {}  {}",
+            if s.pinned { "* " } else { "  " },
             s.key,
             crate::clock::rfc3339_from_millis(s.updated_at),
-            s.preview.unwrap_or_default()
+            s.title.or(s.preview).unwrap_or_default()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sessions_action(
+    target: &Target,
+    action: super::SessionsAction,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    use super::SessionsAction as A;
+    let client = Client::connect(target)?;
+    let answer: Value = match &action {
+        A::Rename { key, title } => {
+            let body = RenameRequest {
+                session: Some(key.clone()),
+                name: title.clone(),
+            };
+            json(client.post("/webchat/rename").json(&body)).await?
+        }
+        A::Delete { key } => {
+            let body = ArchiveRequest {
+                session: Some(key.clone()),
+            };
+            json(client.post("/webchat/archive").json(&body)).await?
+        }
+        A::Restore { session_id } => {
+            let body = RestoreRequest {
+                session_id: session_id.clone(),
+            };
+            json(client.post("/webchat/restore").json(&body)).await?
+        }
+        A::Purge { session_id, all } => {
+            let body = PurgeRequest {
+                session_id: session_id.clone(),
+                all: *all,
+            };
+            json(client.post("/webchat/purge").json(&body)).await?
+        }
+        A::Pin { key } | A::Unpin { key } => {
+            let body = PinRequest {
+                session: Some(key.clone()),
+                pinned: matches!(action, A::Pin { .. }),
+            };
+            json(client.post("/webchat/pin").json(&body)).await?
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &action {
+        A::Rename { key, title } if title.trim().is_empty() => println!("{key}: title cleared"),
+        A::Rename { key, title } => println!("{key}: renamed to {:?}", title.trim()),
+        A::Delete { key } => println!(
+            "{key}: archived as {} (loopchat sessions restore {0})",
+            answer["archived"]["sessionId"].as_str().unwrap_or("?")
+        ),
+        A::Restore { .. } => println!(
+            "restored as {}",
+            answer["session"]["key"].as_str().unwrap_or("?")
+        ),
+        A::Purge { .. } => println!("purged {}", answer["purged"].as_u64().unwrap_or_default()),
+        A::Pin { key } => println!("{key}: pinned"),
+        A::Unpin { key } => println!("{key}: unpinned"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,8 +84,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// List sessions, newest first.
+    /// List sessions (pinned first, then newest), or tidy them.
     Sessions {
+        #[command(subcommand)]
+        action: Option<SessionsAction>,
+        /// List the archived (deleted) sessions instead.
+        #[arg(long)]
+        archived: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -152,6 +157,28 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+}
+
+#[derive(Subcommand)]
+pub enum SessionsAction {
+    /// Name a session (an empty title clears it).
+    Rename { key: String, title: String },
+    /// Delete a session: move it to the archive, where it is kept until
+    /// purged (`archive_keep_days`).
+    Delete { key: String },
+    /// Put an archived session back (by the id `--archived` lists).
+    Restore { session_id: String },
+    /// Delete an archived session for good (or, with `--all`, every one).
+    Purge {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        session_id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Pin a session to the top of the list.
+    Pin { key: String },
+    /// Unpin a session.
+    Unpin { key: String },
 }
 
 #[derive(Subcommand)]
@@ -279,7 +306,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Info { json, target } => commands::info(&target, json).await,
         Command::Status { json, target } => commands::status(&target, json).await,
-        Command::Sessions { json, target } => commands::sessions(&target, json).await,
+        Command::Sessions {
+            action: None,
+            archived,
+            json,
+            target,
+        } => commands::sessions(&target, archived, json).await,
+        Command::Sessions {
+            action: Some(action),
+            json,
+            target,
+            ..
+        } => commands::sessions_action(&target, action, json).await,
         Command::History {
             session,
             limit,

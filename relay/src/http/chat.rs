@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
     ErrorBody, Health, HistoryResponse, InfoResponse, Message, RenameRequest, RenameResponse,
-    SessionSummary, SessionsResponse, TreeEntry, TreeResponse,
+    SessionsResponse, TreeEntry, TreeResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -16,7 +16,6 @@ use crate::store::Page;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
-const PREVIEW_CHARS: usize = 140;
 
 #[utoipa::path(
     get,
@@ -198,7 +197,9 @@ pub async fn history(
     get,
     path = "/webchat/sessions",
     tag = "chat",
-    summary = "Every session, most recently updated first",
+    summary = "Every session: pinned first, then most recently updated",
+    description = "Archived (deleted) sessions are not listed: see `GET /webchat/archived`. \
+                   Changes are pushed to every event stream as `sessions` events.",
     responses((status = 200, description = "The sessions", body = SessionsResponse)),
     security(("bearer" = [])),
 )]
@@ -206,30 +207,10 @@ pub async fn sessions(
     _: Authed,
     State(state): State<AppState>,
 ) -> Result<Json<SessionsResponse>, ApiError> {
-    let store = state.pipeline.store();
-    let mut sessions = Vec::new();
-    for e in store.sessions() {
-        let transcript = store.transcript(&e.session_id).ok();
-        let preview = transcript
-            .as_ref()
-            .and_then(|t| t.latest(1).ok())
-            .and_then(|p| {
-                p.messages
-                    .last()
-                    .map(|m| preview(&m.message.content.text()))
-            });
-        let title = transcript.and_then(|t| t.name().ok().flatten());
-        let cwd = store.cwd(&e);
-        sessions.push(SessionSummary {
-            key: e.key,
-            session_id: e.session_id,
-            updated_at: e.updated_at,
-            thinking_level: e.thinking_level,
-            preview,
-            title,
-            cwd,
-        });
-    }
+    let pipeline = state.pipeline.clone();
+    let sessions = tokio::task::spawn_blocking(move || pipeline.session_list())
+        .await
+        .map_err(|e| ApiError::new(loopchat_proto::ErrorCode::Internal, e.to_string()))?;
     Ok(Json(SessionsResponse { ok: true, sessions }))
 }
 
@@ -346,16 +327,11 @@ pub async fn rename(
             .map_err(|e| ApiError::new(loopchat_proto::ErrorCode::Internal, e.to_string()))??
     };
     transcript.durable(generation).await?;
+    state
+        .pipeline
+        .list_changed(&key, loopchat_proto::SessionChange::Updated);
     Ok(Json(RenameResponse {
         ok: true,
         title: Some(name.to_owned()).filter(|n| !n.is_empty()),
     }))
-}
-
-fn preview(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(PREVIEW_CHARS) {
-        Some((i, _)) => format!("{}…", &flat[..i]),
-        None => flat,
-    }
 }

@@ -79,7 +79,7 @@ impl From<&TurnError> for ApiError {
         let code = match e {
             TurnError::EmptyText => ErrorCode::EmptyText,
             TurnError::UnknownAttachment(_) | TurnError::UnknownEntry(_) => ErrorCode::BadRequest,
-            TurnError::TurnInProgress(_) => ErrorCode::TurnInProgress,
+            TurnError::TurnInProgress(_) | TurnError::Archiving(_) => ErrorCode::TurnInProgress,
             TurnError::ShuttingDown => ErrorCode::Unavailable,
             TurnError::Agent(_) => ErrorCode::AgentError,
             TurnError::AgentTimeout(_) => ErrorCode::AgentTimeout,
@@ -104,5 +104,27 @@ impl From<&TurnError> for ApiError {
 impl From<TurnError> for ApiError {
     fn from(e: TurnError) -> Self {
         Self::from(&e)
+    }
+}
+
+impl From<crate::store::ArchiveError> for ApiError {
+    fn from(e: crate::store::ArchiveError) -> Self {
+        use crate::store::ArchiveError;
+        match e {
+            ArchiveError::NotFound(m) => Self::new(ErrorCode::NotFound, m),
+            ArchiveError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
+            ArchiveError::Foreign => Self::new(ErrorCode::Conflict, e.to_string()),
+            ArchiveError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::pipeline::ArchiveRefused> for ApiError {
+    fn from(e: crate::pipeline::ArchiveRefused) -> Self {
+        use crate::pipeline::ArchiveRefused;
+        match e {
+            ArchiveRefused::Running(_) => Self::new(ErrorCode::TurnInProgress, e.to_string()),
+            ArchiveRefused::Store(e) => e.into(),
+        }
     }
 }

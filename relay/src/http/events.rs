@@ -1,7 +1,8 @@
 //! Live events: `GET /webchat/events` (SSE) and `GET /webchat/socket`
 //! (WebSocket), both replaying from `since`/`Last-Event-ID` then going live.
 //! Every stream also carries every notification (replayed from
-//! `notifySince` when given); a stream without `session` carries only those.
+//! `notifySince` when given) and every change of the session list (live
+//! only); a stream without `session` carries only those.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::credentials::{Grant, Revocation};
 use crate::events::Subscription;
 use crate::live::{LiveGuard, Transport};
 use crate::notify::{NotificationSubscription, PresenceLease};
+use crate::pipeline::listing::ListSubscription;
 
 /// Largest WebSocket frame or message a client may send (and the socket's
 /// read buffer): a pong is a dozen bytes.
@@ -77,6 +79,7 @@ fn start_seq(headers: &HeaderMap, since: Option<u64>) -> Result<Option<u64>, Api
 struct Feed {
     session: Option<Subscription>,
     notifications: NotificationSubscription,
+    list: ListSubscription,
     _presence: Option<PresenceLease>,
     /// Counts the stream in `/webchat/status` while it is open.
     _live: LiveGuard,
@@ -105,6 +108,7 @@ impl Feed {
         Ok(Self {
             session,
             notifications: state.notifications.subscribe(q.notify_since),
+            list: state.pipeline.subscribe_list(),
             _presence: presence,
             _live: state.live.open(headers, transport, &grant.caller),
         })
@@ -121,6 +125,7 @@ impl Feed {
             biased;
             e = next_session_event(&mut self.session) => e,
             e = self.notifications.next() => e,
+            e = self.list.next() => e,
         }
     }
 }

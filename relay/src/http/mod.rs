@@ -13,6 +13,7 @@ mod guard;
 pub(crate) mod notify;
 pub mod openapi;
 pub(crate) mod rpc;
+mod sessions;
 mod status;
 mod uploads;
 
@@ -81,6 +82,11 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/history", get(chat::history))
         .route("/webchat/sessions", get(chat::sessions))
         .route("/webchat/rename", post(chat::rename))
+        .route("/webchat/archive", post(sessions::archive))
+        .route("/webchat/archived", get(sessions::archived))
+        .route("/webchat/restore", post(sessions::restore))
+        .route("/webchat/purge", post(sessions::purge))
+        .route("/webchat/pin", post(sessions::pin))
         .route("/webchat/tree", get(chat::tree))
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))

@@ -25,7 +25,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
-use super::{approve, assets, chat, checks, events, notify, rpc, status, uploads};
+use super::{approve, assets, chat, checks, events, notify, rpc, sessions, status, uploads};
 
 /// The document, as utoipa builds it from `ApiDoc`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -90,6 +90,11 @@ pub struct Binary(pub Vec<u8>);
         chat::history,
         chat::sessions,
         chat::rename,
+        sessions::archive,
+        sessions::archived,
+        sessions::restore,
+        sessions::purge,
+        sessions::pin,
         chat::tree,
         status::status,
         rpc::rpc,
@@ -118,6 +123,7 @@ pub struct Binary(pub Vec<u8>);
         (name = "meta", description = "Health and this document"),
         (name = "ui", description = "The web UI (open without a token)"),
         (name = "chat", description = "Sessions, history and turns"),
+        (name = "sessions", description = "Delete (archive), restore, purge and pin sessions"),
         (name = "events", description = "Live events: SSE and WebSocket"),
         (name = "attachments", description = "Image uploads"),
         (name = "notifications", description = "Notifications and window presence (docs/notifications.md)"),

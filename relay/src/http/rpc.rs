@@ -198,7 +198,7 @@ fn belongs_to(body: &EventBody, run_id: &str) -> bool {
         | EventBody::ToolUpdate { run_id: r, .. }
         | EventBody::ToolEnd { run_id: r, .. }
         | EventBody::RunEnd { run_id: r, .. } => r == run_id,
-        EventBody::Notification { .. } | EventBody::Reset => false,
+        EventBody::Notification { .. } | EventBody::Reset | EventBody::Sessions { .. } => false,
     }
 }
 
@@ -295,7 +295,8 @@ pub(crate) fn sse_event(event: &Arc<loopchat_proto::Event>) -> SseEvent {
     let data = serde_json::to_string(&**event).unwrap_or_else(|_| json!({}).to_string());
     let e = SseEvent::default().data(data);
     match event.body {
-        EventBody::Notification { .. } => e,
+        // Not positions in the session's log: a resume must not start there.
+        EventBody::Notification { .. } | EventBody::Sessions { .. } => e,
         _ => e.id(event.seq.to_string()),
     }
 }

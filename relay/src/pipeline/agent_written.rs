@@ -136,6 +136,7 @@ pub(super) async fn run(
         now_millis(),
         request.thinking.map(ThinkingLevel::as_str),
     );
+    inner.list_changed(key, loopchat_proto::SessionChange::Updated);
     // pi never syncs: the ack waits for the relay's fdatasync of its file.
     let durable = Some((transcript.clone(), transcript.barrier()));
     let reply = written

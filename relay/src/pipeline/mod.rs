@@ -10,6 +10,7 @@
 
 mod agent_written;
 pub mod approvals;
+pub mod listing;
 mod tool_step;
 mod turn;
 
@@ -45,6 +46,8 @@ pub enum TurnError {
     UnknownEntry(String),
     #[error("a turn is already running in session {0:?}")]
     TurnInProgress(String),
+    #[error("session {0:?} is being deleted")]
+    Archiving(String),
     #[error("the relay is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -53,6 +56,15 @@ pub enum TurnError {
     AgentTimeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why [`Pipeline::archive`] did not archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveRefused {
+    #[error("a turn of session {0:?} is running or queued: stop it before deleting the session")]
+    Running(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::ArchiveError),
 }
 
 /// A validated turn request.
@@ -133,6 +145,8 @@ struct SessionState {
     /// When the last turn ended; `None` while turns are pending or once
     /// the idle session was trimmed.
     idle_since: Option<Instant>,
+    /// Being moved to the archive: no turn may start.
+    archiving: bool,
 }
 
 /// Per-session runtime: its event log, its queue and its run state.
@@ -219,6 +233,11 @@ pub(crate) struct Inner {
     observers: Mutex<Vec<Arc<dyn RunObserver>>>,
     /// The agent's tools; none: the model is offered no tools.
     pub(crate) tools: std::sync::OnceLock<Arc<ToolRuntime>>,
+    /// `sessions` events, to every stream.
+    list_events: tokio::sync::broadcast::Sender<Arc<loopchat_proto::Event>>,
+    auto_title: std::sync::atomic::AtomicBool,
+    /// Days an archived session is kept; 0: until purged by hand.
+    archive_keep_days: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -266,6 +285,9 @@ impl Pipeline {
                 closing: Default::default(),
                 observers: Mutex::new(Vec::new()),
                 tools: std::sync::OnceLock::new(),
+                list_events: tokio::sync::broadcast::channel(listing::LIST_EVENTS).0,
+                auto_title: Default::default(),
+                archive_keep_days: std::sync::atomic::AtomicU64::new(30),
             }),
         };
         // Weak: the store outlives nothing here, and a strong reference
@@ -410,6 +432,9 @@ impl Pipeline {
                 outcome: known.outcome.clone(),
             });
         }
+        if st.archiving {
+            return Err(TurnError::Archiving(request.session_key.clone()));
+        }
         if !request.queue && st.pending > 0 {
             return Err(TurnError::TurnInProgress(request.session_key.clone()));
         }
@@ -456,6 +481,31 @@ impl Pipeline {
             session: rt,
             outcome,
         })
+    }
+
+    /// Deletes `key` to the archive. Refused while a turn of it is queued
+    /// or running (stop it first): the turn would write to a transcript on
+    /// its way out. Turns submitted meanwhile are refused.
+    pub async fn archive(
+        &self,
+        key: &str,
+    ) -> Result<(String, crate::store::ArchivedEntry), ArchiveRefused> {
+        let rt = self.session(key);
+        {
+            let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.pending > 0 {
+                return Err(ArchiveRefused::Running(key.to_owned()));
+            }
+            if st.archiving {
+                return Err(ArchiveRefused::Running(key.to_owned()));
+            }
+            st.archiving = true;
+        }
+        let result = self.inner.store.archive(key).await;
+        rt.state.lock().unwrap_or_else(|e| e.into_inner()).archiving = false;
+        let archived = result?;
+        self.list_changed(key, loopchat_proto::SessionChange::Archived);
+        Ok(archived)
     }
 
     /// Stops the running turn of `key` (or the queued/running turn

@@ -79,7 +79,7 @@ pub(super) async fn worker(
 pub(super) type Durable = Option<(Arc<Transcript>, u64)>;
 
 async fn run(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     rt: &SessionRuntime,
     run_id: &str,
     request: &super::TurnRequest,
@@ -132,6 +132,8 @@ async fn run(
     // A keyed turn run again after a crash answers its own user message in
     // the context it had then, not after turns that landed since.
     let mut resumed = None;
+    // The title a new session got from its first message.
+    let mut first_title = None;
     let user_id = match earlier {
         Some((_, Some(reply))) => {
             let replayed = TurnResult {
@@ -183,6 +185,10 @@ async fn run(
             // was there (as pi's /tree makes it); the settings above the fork
             // still hold on its path.
             new.parent_id = request.parent_id.clone();
+            let first = new.parent_id.is_none()
+                && transcript
+                    .latest(1)
+                    .is_ok_and(|p| p.messages.is_empty() && !p.has_more);
             if new.parent_id.is_none()
                 && let Err(e) = transcript.note_settings(
                     Some((&origin.provider, &origin.model)),
@@ -197,10 +203,24 @@ async fn run(
                     run_id: Some(run_id.to_owned()),
                 });
             });
-            match published {
+            let id = match published {
                 Ok((stored, _)) => stored.message.id.clone(),
                 Err(e) => return (Err(e.into()), None),
+            };
+            if first {
+                // Durable with the reply (same file, earlier generation).
+                first_title = super::listing::title_from(&request.text).filter(|title| {
+                    match transcript.rename_if(None, title) {
+                        Ok(written) => written.is_some(),
+                        Err(e) => {
+                            tracing::warn!(session = %key, error = %e, "could not title a new session");
+                            false
+                        }
+                    }
+                });
+                inner.list_changed(key, loopchat_proto::SessionChange::Created);
             }
+            id
         }
     };
 
@@ -395,6 +415,16 @@ async fn run(
         now_millis(),
         request.thinking.map(ThinkingLevel::as_str),
     );
+    inner.list_changed(key, loopchat_proto::SessionChange::Updated);
+    if let (Some(title), Ok(_), Some((stored, _))) = (first_title, &ended, &reply) {
+        inner.auto_title(
+            key,
+            transcript.clone(),
+            title,
+            request.text.clone(),
+            stored.message.content.text(),
+        );
+    }
     let durable = reply.as_ref().map(|(_, g)| (transcript.clone(), *g));
     let outcome = match (ended, reply) {
         (Ok(_), Some((stored, _))) => Ok(result(stored.message.clone())),

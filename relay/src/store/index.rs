@@ -23,6 +23,8 @@ pub struct SessionEntry {
     pub session_id: String,
     pub updated_at: i64,
     pub thinking_level: String,
+    /// Pinned to the top of the list (loopchat's own field).
+    pub pinned: bool,
 }
 
 impl SessionEntry {
@@ -40,6 +42,7 @@ impl SessionEntry {
                 .and_then(Value::as_str)
                 .unwrap_or("off")
                 .to_owned(),
+            pinned: raw.get("pinned").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 }

@@ -13,6 +13,7 @@
 //! changes are merged into the relay's ([`index::merge`]). Transcripts follow
 //! the rules in [`transcript`].
 
+mod archive;
 mod commit;
 mod index;
 mod line;
@@ -26,7 +27,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use archive::ArchivedEntry;
 pub(crate) use commit::{FlushKind, GroupCommit};
+pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
@@ -42,6 +45,33 @@ pub use upgrade::backup_path;
 pub use index::write_atomically as write_file_atomically;
 use index::{Entries, Stamp, read_index, write_atomically_stamped};
 use transcript::Shared;
+
+/// Why a session could not be archived, restored, purged or pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}")]
+    NotFound(String),
+    /// A restore onto a key that is in use again, and the like.
+    #[error("{0}")]
+    Conflict(String),
+    /// pi's and OpenClaw's folders belong to their tools, which have no
+    /// archive or pins: moving their files would make them lose sessions.
+    #[error(
+        "sessions in a foreign store (--store pi or openclaw) are not archived, restored or pinned by loopchat; use its own tool"
+    )]
+    Foreign,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which archived sessions [`Store::purge`] deletes for good.
+#[derive(Debug, Clone)]
+pub enum Purge {
+    One(String),
+    All,
+    /// Archived before this time (epoch ms).
+    ArchivedBefore(i64),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +119,10 @@ struct Inner {
     /// Sessions this run created in a foreign store: the only ones whose
     /// missing transcript the relay may create there.
     created: Mutex<std::collections::HashSet<String>>,
+    /// Where deleted sessions go; `None` for a foreign store.
+    archive: Option<archive::Paths>,
+    /// One archive, restore, purge or pin at a time.
+    archive_lock: tokio::sync::Mutex<()>,
 }
 
 /// Shared handle to the store; cheap to clone.
@@ -112,7 +146,27 @@ impl Store {
     ) -> Result<Self, StoreError> {
         crate::home::create_private_dir(dir)?;
         let index_path = dir.join("sessions.json");
-        let (entries, stamp) = read_index(&index_path)?;
+        let (mut entries, mut stamp) = read_index(&index_path)?;
+        let archive = archive::Paths::new(
+            dir.parent()
+                .unwrap_or(dir)
+                .join(loopchat_proto::home::ARCHIVE_DIR),
+        );
+        if archive.index.exists() {
+            let mut archived = archive.read()?;
+            let done = archive::reconcile(&archive, dir, &mut entries, &mut archived);
+            // The index first: until the archive's entry is gone, a second
+            // crash comes back to the same decision.
+            if done.live_changed {
+                stamp = Some(write_atomically_stamped(
+                    &index_path,
+                    &index_bytes(&entries)?,
+                )?);
+            }
+            if done.archive_changed {
+                archive.write(&archived)?;
+            }
+        }
         let mut shared = Shared::new(decorate);
         shared.window_bytes = window_bytes;
         Ok(Self {
@@ -130,6 +184,8 @@ impl Store {
                 flush_scheduled: Default::default(),
                 pi: None,
                 created: Default::default(),
+                archive: Some(archive),
+                archive_lock: Default::default(),
             }),
         })
     }
@@ -186,6 +242,8 @@ impl Store {
                 flush_scheduled: Default::default(),
                 pi: pi.then(|| Mutex::new(folder)),
                 created: Default::default(),
+                archive: None,
+                archive_lock: Default::default(),
             }),
         })
     }
@@ -262,8 +320,233 @@ impl Store {
             .iter()
             .filter_map(|(k, raw)| SessionEntry::from_raw(k, raw))
             .collect();
-        list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.key.cmp(&b.key)));
+        list.sort_by(|a, b| {
+            b.pinned
+                .cmp(&a.pinned)
+                .then(b.updated_at.cmp(&a.updated_at))
+                .then(a.key.cmp(&b.key))
+        });
         list
+    }
+
+    /// Pins `key` to the top of the list (or unpins it), durably.
+    pub async fn set_pinned(&self, key: &str, pinned: bool) -> Result<SessionEntry, ArchiveError> {
+        if self.inner.archive.is_none() {
+            return Err(ArchiveError::Foreign);
+        }
+        let _one = self.inner.archive_lock.lock().await;
+        let generation = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let raw = entries
+                .get_mut(key)
+                .filter(|raw| SessionEntry::from_raw(key, raw).is_some())
+                .ok_or_else(|| ArchiveError::NotFound(format!("no session {key:?}")))?;
+            if pinned {
+                raw.insert("pinned".into(), true.into());
+            } else {
+                raw.remove("pinned");
+            }
+            self.inner.index_commit.bump()
+        };
+        self.persist_index(generation).await?;
+        self.session(key)
+            .ok_or_else(|| ArchiveError::NotFound(format!("no session {key:?}")))
+    }
+
+    /// Moves `key` to the archive (see [`archive`] for the order of the
+    /// steps). The caller makes sure no turn of it runs meanwhile.
+    pub async fn archive(&self, key: &str) -> Result<(String, ArchivedEntry), ArchiveError> {
+        if self.inner.archive.is_none() {
+            return Err(ArchiveError::Foreign);
+        }
+        let _one = self.inner.archive_lock.lock().await;
+        let (entry, raw) = {
+            let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let raw = entries.get(key).cloned();
+            match raw.and_then(|raw| Some((SessionEntry::from_raw(key, &raw)?, raw))) {
+                Some(found) => found,
+                None => return Err(ArchiveError::NotFound(format!("no session {key:?}"))),
+            }
+        };
+        let store = self.clone();
+        let session_id = entry.session_id.clone();
+        let key_owned = key.to_owned();
+        let archived = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
+            let paths = store.inner.archive.as_ref().ok_or(ArchiveError::Foreign)?;
+            let from = store.inner.transcript_path(&session_id);
+            let file = from.exists();
+            let title = if file {
+                store
+                    .transcript(&session_id)
+                    .and_then(|t| t.name())
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            let mut archive = paths.read().map_err(StoreError::from)?;
+            let archived = ArchivedEntry {
+                key: key_owned,
+                archived_at: crate::clock::now_millis(),
+                title,
+                file,
+                entry: raw,
+            };
+            archive.insert(session_id.clone(), archived.clone());
+            paths.write(&archive).map_err(StoreError::from)?;
+            // Later reads open the file where it is then.
+            store
+                .inner
+                .transcripts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&session_id);
+            if file {
+                archive::move_durably(&from, &paths.transcript(&session_id))
+                    .map_err(StoreError::from)?;
+            }
+            Ok(archived)
+        })
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        let generation = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries
+                .get(key)
+                .and_then(|raw| raw.get("sessionId"))
+                .and_then(serde_json::Value::as_str)
+                == Some(entry.session_id.as_str())
+            {
+                entries.remove(key);
+            }
+            self.inner.index_commit.bump()
+        };
+        // Failing here leaves the entry on disk: the next start sees the
+        // transcript in the archive and removes it (archive::reconcile).
+        self.persist_index(generation).await?;
+        Ok((entry.session_id, archived))
+    }
+
+    /// The archived sessions, most recently archived first, by sessionId.
+    pub fn archived(&self) -> Result<Vec<(String, ArchivedEntry)>, ArchiveError> {
+        let paths = self.inner.archive.as_ref().ok_or(ArchiveError::Foreign)?;
+        let mut list: Vec<_> = paths
+            .read()
+            .map_err(StoreError::from)?
+            .into_iter()
+            .collect();
+        list.sort_by(|a, b| b.1.archived_at.cmp(&a.1.archived_at).then(a.0.cmp(&b.0)));
+        Ok(list)
+    }
+
+    /// Puts an archived session back under its key, its transcript
+    /// byte for byte as it was.
+    pub async fn restore(&self, session_id: &str) -> Result<SessionEntry, ArchiveError> {
+        if self.inner.archive.is_none() {
+            return Err(ArchiveError::Foreign);
+        }
+        let _one = self.inner.archive_lock.lock().await;
+        let store = self.clone();
+        let id = session_id.to_owned();
+        let archived = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
+            let paths = store.inner.archive.as_ref().ok_or(ArchiveError::Foreign)?;
+            let archive = paths.read().map_err(StoreError::from)?;
+            let archived = archive
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| ArchiveError::NotFound(format!("no archived session {id:?}")))?;
+            if store.session(&archived.key).is_some() {
+                return Err(ArchiveError::Conflict(format!(
+                    "session {:?} exists again: archive or rename that one first",
+                    archived.key
+                )));
+            }
+            let to = store.inner.dir.join(format!("{id}.jsonl"));
+            if archived.file {
+                if to.exists() {
+                    return Err(ArchiveError::Conflict(format!(
+                        "{} exists: not overwritten",
+                        to.display()
+                    )));
+                }
+                archive::move_durably(&paths.transcript(&id), &to).map_err(StoreError::from)?;
+            }
+            Ok(archived)
+        })
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        let generation = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.insert(archived.key.clone(), archived.entry.clone());
+            self.inner.index_commit.bump()
+        };
+        // Failing here leaves the archive's entry: the next start sees the
+        // transcript back in the sessions folder and finishes the restore.
+        self.persist_index(generation).await?;
+        let store = self.clone();
+        let id = session_id.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
+            let paths = store.inner.archive.as_ref().ok_or(ArchiveError::Foreign)?;
+            let mut archive = paths.read().map_err(StoreError::from)?;
+            archive.remove(&id);
+            paths.write(&archive).map_err(StoreError::from)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))??;
+        self.session(&archived.key)
+            .ok_or_else(|| ArchiveError::NotFound(format!("no session {:?}", archived.key)))
+    }
+
+    /// Deletes archived sessions for good: each transcript, then its entry.
+    /// Returns how many went.
+    pub async fn purge(&self, which: Purge) -> Result<usize, ArchiveError> {
+        if self.inner.archive.is_none() {
+            return Err(ArchiveError::Foreign);
+        }
+        let _one = self.inner.archive_lock.lock().await;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<usize, ArchiveError> {
+            let paths = store.inner.archive.as_ref().ok_or(ArchiveError::Foreign)?;
+            let mut archive = paths.read().map_err(StoreError::from)?;
+            let doomed: Vec<String> = match &which {
+                Purge::One(id) => {
+                    if !archive.contains_key(id) {
+                        return Err(ArchiveError::NotFound(format!(
+                            "no archived session {id:?}"
+                        )));
+                    }
+                    vec![id.clone()]
+                }
+                Purge::All => archive.keys().cloned().collect(),
+                Purge::ArchivedBefore(t) => archive
+                    .iter()
+                    .filter(|(_, e)| e.archived_at < *t)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+            };
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            for id in &doomed {
+                match std::fs::remove_file(paths.transcript(id)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(StoreError::from(e).into());
+                    }
+                    _ => {}
+                }
+            }
+            std::fs::File::open(&paths.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::from)?;
+            for id in &doomed {
+                archive.remove(id);
+            }
+            paths.write(&archive).map_err(StoreError::from)?;
+            Ok(doomed.len())
+        })
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))?
     }
 
     /// The session for `key`, created (and durable in the index) if missing.

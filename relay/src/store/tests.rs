@@ -819,3 +819,63 @@ async fn a_flat_pi_session_dir_gets_its_new_sessions_flat() {
     let t = store.transcript(&fresh.session_id).unwrap();
     assert_eq!(t.path().parent().unwrap(), dir.path());
 }
+
+#[tokio::test]
+async fn a_conditional_rename_never_overwrites_a_newer_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("sessions"), plain()).unwrap();
+    let s = store.get_or_create("main").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    t.append(&msg(0, Role::User)).unwrap();
+    assert!(t.rename_if(None, "first line").unwrap().is_some());
+    assert!(
+        t.rename_if(None, "again").unwrap().is_none(),
+        "named already"
+    );
+    // The user renames before the agent's title arrives: the user wins.
+    t.rename("mine").unwrap();
+    assert!(
+        t.rename_if(Some("first line"), "agent's")
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(t.name().unwrap().as_deref(), Some("mine"));
+    assert!(t.rename_if(Some("mine"), "next").unwrap().is_some());
+    assert_eq!(t.name().unwrap().as_deref(), Some("next"));
+}
+
+#[tokio::test]
+async fn archive_restore_and_purge_move_the_file_and_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = dir.path().join("sessions");
+    let store = Store::open(&sessions, plain()).unwrap();
+    let s = store.get_or_create("k").await.unwrap();
+    let t = store.transcript(&s.session_id).unwrap();
+    let (_, g) = t.append(&msg(0, Role::User)).unwrap();
+    t.durable(g).await.unwrap();
+    let file = sessions.join(format!("{}.jsonl", s.session_id));
+    let bytes = fs::read(&file).unwrap();
+    let (id, archived) = store.archive("k").await.unwrap();
+    assert_eq!(id, s.session_id);
+    assert!(archived.file);
+    assert!(store.session("k").is_none());
+    assert!(!file.exists());
+    assert!(matches!(
+        store.archive("k").await,
+        Err(ArchiveError::NotFound(_))
+    ));
+    // A fresh store (a restart) agrees.
+    let store = Store::open(&sessions, plain()).unwrap();
+    assert!(store.session("k").is_none());
+    assert_eq!(store.archived().unwrap().len(), 1);
+    let back = store.restore(&id).await.unwrap();
+    assert_eq!(back.session_id, id);
+    assert_eq!(fs::read(&file).unwrap(), bytes);
+    assert!(store.archived().unwrap().is_empty());
+    // A session never written has no file to move.
+    store.get_or_create("empty").await.unwrap();
+    let (empty, e) = store.archive("empty").await.unwrap();
+    assert!(!e.file);
+    assert_eq!(store.purge(Purge::One(empty)).await.unwrap(), 1);
+    assert_eq!(store.purge(Purge::All).await.unwrap(), 0);
+}

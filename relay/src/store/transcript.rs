@@ -314,6 +314,9 @@ pub struct Transcript {
     /// The name of the newest `session_info` entry: `None` until looked
     /// for, then `Some(None)` when there is none (or an empty one).
     name: Mutex<Option<Option<String>>>,
+    /// Held across a conditional rename's look and write, so a user's
+    /// rename is never overwritten by a title computed before it.
+    naming: Mutex<()>,
     shared: Shared,
     opened: Instant,
     /// Milliseconds after `opened` when the file was last looked at.
@@ -439,6 +442,7 @@ impl Transcript {
             marks: Mutex::new(PageMarks::default()),
             index: Mutex::new(IdIndex::default()),
             name: Mutex::new(None),
+            naming: Mutex::new(()),
             shared,
             opened: Instant::now(),
             checked_ms: AtomicU64::new(0),
@@ -628,6 +632,21 @@ impl Transcript {
     /// (an empty name clears it, as in pi). Returns the generation to wait
     /// for with [`Transcript::durable`].
     pub fn rename(&self, name: &str) -> Result<u64, StoreError> {
+        let _naming = self.naming.lock().unwrap_or_else(|e| e.into_inner());
+        self.rename_locked(name)
+    }
+
+    /// [`Transcript::rename`], only while the session's name is still
+    /// `expected` (`None`: unnamed). `Ok(None)` when it was not.
+    pub fn rename_if(&self, expected: Option<&str>, name: &str) -> Result<Option<u64>, StoreError> {
+        let _naming = self.naming.lock().unwrap_or_else(|e| e.into_inner());
+        if self.name()?.as_deref() != expected {
+            return Ok(None);
+        }
+        self.rename_locked(name).map(Some)
+    }
+
+    fn rename_locked(&self, name: &str) -> Result<u64, StoreError> {
         let name = name.trim();
         self.ensure_recent()?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
