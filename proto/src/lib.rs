@@ -27,7 +27,7 @@ pub use events::{
     ApprovalDecision, CheckOutcome, Event, EventBody, Notification, RunState, ToolStatus,
 };
 pub use http::*;
-pub use message::{Content, Message, Role};
+pub use message::{Content, Message, ReplyStats, Role, Usage};
 pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};
 
 /// Protocol version written into the discovery file.
