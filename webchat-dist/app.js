@@ -619,9 +619,12 @@ async function loadModels(key, current) {
   const models = list && Array.isArray(list.models) ? [...list.models] : [];
   const chosen = store.get(`loopchat.model.${key}`) || current || (list && list.default) || '';
   if (chosen && !models.includes(chosen) && list && list.source !== 'none') models.unshift(chosen);
-  ui.modelPicker.hidden = models.length === 0;
-  ui.modelPicker.title = list && list.error ? `The model list could not be read: ${list.error}` : '';
-  ui.model.replaceChildren(...models.map((m) => el('option', { value: m, text: m })));
+  // a backend that is down: the picker says so (its reason on hover) instead of vanishing
+  const unavailable = models.length === 0 && Boolean(list && list.error);
+  ui.modelPicker.hidden = models.length === 0 && !unavailable;
+  ui.modelPicker.title = unavailable ? `The model list could not be read: ${list.error}` : '';
+  ui.model.disabled = unavailable;
+  ui.model.replaceChildren(...(unavailable ? [el('option', { value: '', text: 'unavailable' })] : models.map((m) => el('option', { value: m, text: m }))));
   if (chosen && models.includes(chosen)) ui.model.value = chosen;
 }
 

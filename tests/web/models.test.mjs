@@ -78,6 +78,23 @@ describe('model picker and reply figures', () => {
     await page.context().close();
   });
 
+  it('a model server that is down: the picker says the list is unavailable, and why', async () => {
+    const home = await tempHome();
+    const port = await deadPort();
+    await fsp.writeFile(path.join(home, 'config.toml'), [
+      '[agent]', 'backend = "openai"', '[agent.openai]', `base_url = "http://127.0.0.1:${port}/v1"`, '',
+    ].join('\n'), { mode: 0o600 });
+    const relay = await Relay.start({ home });
+    relays.push(relay);
+    const page = await newPage(browser);
+    await openChat(page, relay, { session: 'down' });
+    await page.waitForSelector('#model-picker:not([hidden])');
+    assert.equal(await page.isDisabled('#model'), true);
+    assert.equal(await page.innerText('#model'), 'unavailable');
+    assert.match(await page.getAttribute('#model-picker', 'title'), new RegExp(`could not be read: .*127\\.0\\.0\\.1:${port}/v1/models`));
+    await page.context().close();
+  });
+
   it('a backend without models shows no picker; each reply shows its figures, also after a reload', async () => {
     const relay = await Relay.start({ env: { LOOPCHAT_ECHO_DELAY_MS: '20' } });
     relays.push(relay);
