@@ -109,7 +109,7 @@ export function statsElement(msg) {
   if (!s || typeof s !== 'object') return null;
   const parts = [];
   const relay = s.source !== 'server';
-  if (Number.isFinite(s.output)) parts.push(relay ? `${s.output} chunks` : `${s.output} tokens`);
+  if (Number.isFinite(s.output)) parts.push(`${s.output} ${relay ? 'chunk' : 'token'}${s.output === 1 ? '' : 's'}`);
   if (Number.isFinite(s.tokensPerSec)) parts.push(`${s.tokensPerSec.toFixed(1)} ${relay ? 'chunks' : 'tok'}/s`);
   if (Number.isFinite(s.ttftMs)) parts.push(`first token ${(s.ttftMs / 1000).toFixed(2)} s`);
   if (Number.isFinite(s.contextTokens)) parts.push(`context ${s.contextTokens} tokens`);
