@@ -14,7 +14,7 @@ import { Outbox } from './js/outbox.js';
 import { toolCard, handleToolEvent, applyPending, setApprover, watchTranscript } from './js/tools.js';
 import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
-import { Composer } from './js/composer.js';
+import { Composer, uploadType } from './js/composer.js';
 import { registerServiceWorker, setUpInstallPrompt, setBadge } from './js/pwa.js';
 import { uuid, newSessionKey, SESSION_KEY_RE, store, contentText, el, WELCOME_DONE_KEY } from './js/util.js';
 
@@ -33,6 +33,8 @@ const ui = {
   agentInfo: $('agent-info'),
   liveStatus: $('live-status'),
   thinking: $('thinking'),
+  model: $('model'),
+  modelPicker: $('model-picker'),
   banner: $('banner'),
   bannerText: $('banner-text'),
   bannerAction: $('banner-action'),
@@ -449,13 +451,13 @@ function renderPending() {
   });
 }
 
-function retryPending(id) {
+async function retryPending(id) {
   const item = outbox.get(id);
   if (!item) return;
   // A refused message gets a new idempotency key: the first one is spent.
-  const files = outbox.files.get(id);
+  const files = await outbox.filesOf(item);
   outbox.remove(id);
-  outbox.add({ ...item, id: uuid(), state: undefined, error: undefined }, files);
+  outbox.add({ ...item, id: uuid(), state: undefined, error: undefined, fileCount: undefined }, files || []);
   outbox.flush();
 }
 
@@ -472,12 +474,18 @@ function enqueue({ text, files = [], previews = [], attachments = [] }) {
     session: state.session,
     text,
     thinking: ui.thinking.value,
-    attachments, // [{id, url, mimeType}] already uploaded
+    model: ui.modelPicker.hidden ? undefined : (ui.model.value || undefined),
+    attachments, // [{id, url, mimeType, name}] already uploaded
+    // file names for the pending bubble (the files themselves are in the outbox)
+    fileNames: files.filter((f) => !f.type.startsWith('image/')).map((f) => f.name || 'file'),
+    imageNames: files.filter((f) => f.type.startsWith('image/')).map((f) => f.name || 'image'),
     createdAt: new Date().toISOString(),
     // Looking at another branch: the message goes on from there.
     parentId: state.viewLeaf || undefined,
   };
   state.viewLeaf = null;
+  // sent with this turn, the choice is the session's from now on (info.model)
+  store.remove(`loopchat.model.${state.session}`);
   if (previews.length) {
     // previews are memory-only (blob: URLs); registered before the outbox
     // change below renders the pending bubble
@@ -490,12 +498,16 @@ function enqueue({ text, files = [], previews = [], attachments = [] }) {
 }
 
 async function uploadFiles(item) {
-  const files = outbox.files.get(item.id) || [];
   const done = (item.attachments || []).length;
   const attachments = [...(item.attachments || [])];
+  if (done >= (item.fileCount || 0)) return attachments;
+  const files = await outbox.filesOf(item);
+  if (files === null) throw new Error('its files are no longer there (they were not kept for this page)');
+  const types = state.info && state.info.attachments ? state.info.attachments.types : undefined;
   for (let i = done; i < files.length; i++) {
-    const res = await api.uploadAttachment(files[i]);
-    attachments.push({ id: res.id, url: res.url, mimeType: res.mimeType });
+    const file = files[i];
+    const res = await api.uploadAttachment(file, uploadType(file, types) || file.type);
+    attachments.push({ id: res.id, url: res.url, mimeType: res.mimeType, name: file.name || undefined });
     outbox.update(item.id, { attachments });
   }
   return attachments;
@@ -531,7 +543,8 @@ function sendItem(item) {
       const body = { text: item.text, session: item.session, id: item.id };
       if (item.parentId) body.parentId = item.parentId;
       if (item.thinking && THINKING_LEVELS.includes(item.thinking)) body.thinking = item.thinking;
-      if (attachments.length) body.attachments = attachments.map((a) => ({ id: a.id }));
+      if (attachments.length) body.attachments = attachments.map((a) => (a.name ? { id: a.id, name: a.name } : { id: a.id }));
+      if (item.model) body.model = item.model;
       renderPending();
       try {
         await rpcStream(body, {
@@ -583,6 +596,38 @@ function sendItem(item) {
     })();
   });
 }
+
+// ---------------------------------------------------------------- models
+
+/**
+ * The model picker: the backend's models (GET /webchat/models), the
+ * session's current one selected. The choice goes with the next turn
+ * (`model`), which stores it in the session (Decision 80). Hidden when the
+ * backend offers no choice.
+ */
+async function loadModels(key, current) {
+  let list;
+  try {
+    list = await api.models();
+  } catch {
+    list = null;
+  }
+  if (key !== state.session) return;
+  const models = list && Array.isArray(list.models) ? [...list.models] : [];
+  const chosen = store.get(`loopchat.model.${key}`) || current || (list && list.default) || '';
+  if (chosen && !models.includes(chosen) && list && list.source !== 'none') models.unshift(chosen);
+  // a backend that is down: the picker says so (its reason on hover) instead of vanishing
+  const unavailable = models.length === 0 && Boolean(list && list.error);
+  ui.modelPicker.hidden = models.length === 0 && !unavailable;
+  ui.modelPicker.title = unavailable ? `The model list could not be read: ${list.error}` : '';
+  ui.model.disabled = unavailable;
+  ui.model.replaceChildren(...(unavailable ? [el('option', { value: '', text: 'unavailable' })] : models.map((m) => el('option', { value: m, text: m }))));
+  if (chosen && models.includes(chosen)) ui.model.value = chosen;
+}
+
+ui.model.addEventListener('change', () => {
+  store.set(`loopchat.model.${state.session}`, ui.model.value);
+});
 
 // ---------------------------------------------------------------- sessions
 
@@ -780,6 +825,8 @@ async function loadSession(attempt = 0) {
   performance.mark('loopchat:rendered');
   refreshTree(key);
   if (!store.get(`loopchat.thinking.${key}`)) ui.thinking.value = thinkingFor(key, info.thinkingLevel);
+  composer.setLimits(info.attachments);
+  loadModels(key, info.model);
   const agent = info.agent || {};
   ui.agentInfo.textContent = [agent.backend, agent.model, info.version ? `v${info.version}` : null].filter(Boolean).join(' · ');
   let since = Number(info.lastSeq) || 0;
@@ -1109,6 +1156,7 @@ function start() {
     u.searchParams.delete('token');
     history.replaceState(null, '', u.pathname + u.search + u.hash);
   }
+  outbox.sweep();
   const key = sessionFromUrl() || DEFAULT_SESSION;
   openSession(key, { push: false }).then(() => {
     if (!state.authFailed) {

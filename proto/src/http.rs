@@ -119,6 +119,68 @@ pub struct InfoResponse {
     /// opened or reloaded later still shows their approval cards.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_approvals: Vec<PendingApproval>,
+    /// The model the session's next turn asks for (its newest pi
+    /// `model_change` on the conversation's path, else the backend's
+    /// configured model; Decision 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// What an upload may be (Decision 82); the page checks files against
+    /// these before it sends them.
+    #[serde(default)]
+    pub attachments: AttachmentLimits,
+}
+
+/// At most this many attachments on one message (a 400 beyond).
+pub const MAX_ATTACHMENTS: usize = 8;
+
+/// The longest file name an attachment may carry (a 400 beyond).
+pub const MAX_ATTACHMENT_NAME_CHARS: usize = 255;
+
+/// Upload limits, as `/webchat/info` serves them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentLimits {
+    /// Largest upload, bytes (`attachment_limit`).
+    pub max_bytes: u64,
+    /// Most attachments on one message ([`MAX_ATTACHMENTS`]).
+    pub max_count: u32,
+    /// The declared types an upload may have.
+    pub types: Vec<String>,
+    /// Characters of one file's text given to the model; the rest is cut.
+    pub max_text_chars: u64,
+}
+
+impl Default for AttachmentLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            max_count: MAX_ATTACHMENTS as u32,
+            types: Vec::new(),
+            max_text_chars: 0,
+        }
+    }
+}
+
+/// `GET /webchat/models`: what the model picker offers (Decision 80).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelsResponse {
+    pub ok: bool,
+    /// The model ids a turn may name in `model`; empty when the backend
+    /// offers no choice or its list could not be read.
+    pub models: Vec<String>,
+    /// The backend's configured model (a session without a choice uses it).
+    pub default: Option<String>,
+    /// Where the list came from: `server` (`GET {base_url}/models`),
+    /// `config` (`[agent.openai] models`) or `none` (a backend without
+    /// models, or the server's list could not be read).
+    pub source: String,
+    /// Why the list is empty when the server was asked and failed (down,
+    /// timeout, an answer that is not a model list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A tool call waiting for approval (the `tool.approval` event's fields).
@@ -421,12 +483,21 @@ pub struct SessionsResponse {
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRef {
     /// The `id` an upload answered: sha256 hex of the bytes plus the
-    /// image's extension. An id the relay has no file for is a 400.
+    /// type's extension. An id the relay has no file for is a 400.
     #[cfg_attr(
         feature = "openapi",
-        schema(pattern = r"^[0-9a-f]{64}\.(png|jpg|gif|webp)$")
+        schema(pattern = r"^[0-9a-f]{64}\.(png|jpg|gif|webp|txt|md|csv|json|pdf)$")
     )]
     pub id: String,
+    /// The file's name as the user had it: given to the model with a text
+    /// file's or PDF's text, and offered when the file is downloaded. At
+    /// most 255 characters, no control characters (else 400).
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")
+    )]
+    pub name: Option<String>,
 }
 
 /// `POST /webchat/attachments` (raw body, `Content-Type: image/*`).
@@ -498,6 +569,13 @@ pub struct RpcRequest {
     /// `attachments`.
     #[serde(default)]
     pub regenerate: Option<String>,
+    /// Use this model for this turn and the session's next ones (stored as
+    /// pi's `model_change`; Decision 80). It must be one that
+    /// `GET /webchat/models` lists (else 400); a backend without a model
+    /// list takes none.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub model: Option<String>,
 }
 
 /// One rendered reply part.

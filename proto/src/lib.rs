@@ -28,7 +28,7 @@ pub use events::{
     ToolStatus,
 };
 pub use http::*;
-pub use message::{Content, Message, Role};
+pub use message::{Content, Message, ReplyStats, Role, Usage};
 pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};
 
 /// Protocol version written into the discovery file.

@@ -79,6 +79,56 @@ pub struct Message {
     pub tool_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_error: Option<bool>,
+    /// An assistant message's token counts, pi's `usage` (only when some
+    /// count is known; Decision 81).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// How the reply was generated: timings measured by the relay, and
+    /// where the token counts came from (Decision 81).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ReplyStats>,
+}
+
+/// pi's `usage` counts of an assistant message (its `cost` is not carried).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Prompt tokens.
+    #[serde(default)]
+    pub input: u64,
+    /// Generated tokens.
+    #[serde(default)]
+    pub output: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// The entry's `stats` (a field pi does not read): how one reply was made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyStats {
+    /// `server`: the counts in `usage` are the model server's. `relay`: the
+    /// server reported none; `output` counts the streamed pieces of text the
+    /// relay received (about one token each for llama.cpp-like servers).
+    pub source: String,
+    /// From the request to the first piece of the reply (text or thinking), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// From the request to the end of the reply, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Generated tokens per second after the first one (server-reported when
+    /// it gives one, else output tokens over the generation time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_sec: Option<f64>,
+    /// Tokens of the context window used by this exchange (prompt + reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u64>,
+    /// Generated tokens (or pieces, for `relay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<u64>,
 }
 
 #[cfg(test)]

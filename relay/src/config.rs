@@ -193,6 +193,9 @@ pub struct OpenAiConfig {
     pub connect_timeout_secs: u64,
     /// Longest silence between two streamed chunks.
     pub idle_timeout_secs: u64,
+    /// The models the picker offers; empty: ask the server
+    /// (`GET {base_url}/models`, Decision 80).
+    pub models: Vec<String>,
 }
 
 impl Default for OpenAiConfig {
@@ -207,6 +210,7 @@ impl Default for OpenAiConfig {
             temperature: None,
             connect_timeout_secs: 10,
             idle_timeout_secs: 120,
+            models: Vec::new(),
         }
     }
 }

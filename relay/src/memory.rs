@@ -137,6 +137,8 @@ mod tests {
             tool_call_id: None,
             tool_name: None,
             is_error: None,
+            usage: None,
+            stats: None,
         };
         let plain = message_bytes(&m);
         assert!(plain > 10_000 && plain < 11_000, "{plain}");

@@ -82,7 +82,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let pipeline = Pipeline::with_ring_bytes(
         store.clone(),
         agent,
-        Attachments::new(home.attachments_dir()),
+        Attachments::with_files(home.attachments_dir()),
         config.history_messages,
         ring_bytes,
     );

@@ -51,6 +51,13 @@ pub struct Llama {
 impl Llama {
     /// `None` (with the reason printed) when `LOOPCHAT_SKIP_LLAMA=1`.
     pub async fn start() -> Option<Llama> {
+        Self::start_with_aliases(&[]).await
+    }
+
+    /// The server with the model also served under each of `aliases`: it
+    /// lists them all in `/v1/models` (after [`MODEL`]) and loads the one a
+    /// request names.
+    pub async fn start_with_aliases(aliases: &[&str]) -> Option<Llama> {
         if std::env::var("LOOPCHAT_SKIP_LLAMA").is_ok_and(|v| v == "1") {
             eprintln!("SKIPPED: LOOPCHAT_SKIP_LLAMA=1 is set, the llama server tests do not run");
             return None;
@@ -66,6 +73,7 @@ impl Llama {
         let port = free_port();
         let mut child = Command::new(llama_dir().join("serve.sh"))
             .arg(port.to_string())
+            .env("LLAMA_EXTRA_ALIASES", aliases.join(" "))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

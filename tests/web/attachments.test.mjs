@@ -1,5 +1,5 @@
 // Attachments: images by the attach button (file input), paste and
-// drag-and-drop; previews; limits (10 MiB, 4 per message); upload with
+// drag-and-drop; previews; limits (10 MiB, 8 per message, from /webchat/info); upload with
 // POST /webchat/attachments then rpc `attachments:[{id}]`; shown in the transcript.
 
 import { describe, it, before, after } from 'node:test';
@@ -77,27 +77,27 @@ describe('attachments', () => {
     });
   });
 
-  it('refuses images over 10 MiB with a clear message', async () => {
+  it('refuses files over 10 MiB with a clear message', async () => {
     const big = Buffer.alloc(10 * 1024 * 1024 + 1, 1);
     await page.setInputFiles('#file-input', { name: 'huge.png', mimeType: 'image/png', buffer: big });
     await page.waitForSelector('#composer-error:not([hidden])');
-    assert.match(await page.innerText('#composer-error'), /huge\.png.*10 MiB/);
+    assert.match(await page.innerText('#composer-error'), /huge\.png.*at most 10\.0 MiB/);
     assert.equal(await page.locator('#attach-previews .attach-preview').count(), 0);
   });
 
-  it('refuses non-images and more than 4 images per message', async () => {
-    await page.setInputFiles('#file-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hi') });
+  it('refuses types the relay does not take and more than 8 files per message', async () => {
+    await page.setInputFiles('#file-input', { name: 'tool.exe', mimeType: 'application/x-msdownload', buffer: Buffer.from('MZ') });
     await page.waitForSelector('#composer-error:not([hidden])');
-    assert.match(await page.innerText('#composer-error'), /not a PNG, JPEG, GIF or WebP/);
-    const files = Array.from({ length: 5 }, (_, i) => ({ name: `p${i}.png`, mimeType: 'image/png', buffer: pngBuffer(4, 4, [i * 40, 80, 120]) }));
+    assert.match(await page.innerText('#composer-error'), /tool\.exe.*not an image, a text file or a PDF/);
+    const files = Array.from({ length: 9 }, (_, i) => ({ name: `p${i}.png`, mimeType: 'image/png', buffer: pngBuffer(4, 4, [i * 25, 80, 120]) }));
     await page.setInputFiles('#file-input', files);
     await page.waitForSelector('#composer-error:not([hidden])');
-    assert.match(await page.innerText('#composer-error'), /At most 4 images/);
-    assert.equal(await page.locator('#attach-previews .attach-preview').count(), 4);
+    assert.match(await page.innerText('#composer-error'), /At most 8 files/);
+    assert.equal(await page.locator('#attach-previews .attach-preview').count(), 8);
     // remove one with its × button
     await page.click('#attach-previews .attach-preview:first-child .remove');
-    assert.equal(await page.locator('#attach-previews .attach-preview').count(), 3);
-    for (let i = 0; i < 3; i++) await page.click('#attach-previews .attach-preview:first-child .remove');
+    assert.equal(await page.locator('#attach-previews .attach-preview').count(), 7);
+    for (let i = 0; i < 7; i++) await page.click('#attach-previews .attach-preview:first-child .remove');
     assert.equal(await page.isVisible('#attach-previews'), false);
   });
 

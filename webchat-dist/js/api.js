@@ -141,10 +141,11 @@ export const api = {
   askAlert: (id, session) => call('POST', `notifications/${encodeURIComponent(id)}/ask`, { json: session ? { session } : {} }),
   checks: () => call('GET', 'checks'),
   runCheck: (name) => call('POST', `checks/${encodeURIComponent(name)}/run`),
-  uploadAttachment: (file) => call('POST', 'attachments', {
+  uploadAttachment: (file, type) => call('POST', 'attachments', {
     body: file,
-    headers: { 'Content-Type': file.type || 'application/octet-stream' },
+    headers: { 'Content-Type': type || file.type || 'application/octet-stream' },
   }),
+  models: () => call('GET', 'models'),
 };
 
 /**
@@ -236,6 +237,25 @@ export async function readEventStream(body, onData) {
  * blob: URL (revoked once decoded). Content-addressed and `immutable`, so a
  * second fetch of the same image comes from the browser's cache.
  */
+/** Save an attachment as a file under its name (fetched with the bearer, like images). */
+export async function downloadAttachment(path, name) {
+  const target = new URL(path, document.baseURI);
+  if (target.origin !== location.origin) return;
+  const res = await fetch(target.pathname + target.search, { headers: authHeaders(), credentials: 'omit' });
+  if (!res.ok) {
+    await errorFrom(res);
+    return;
+  }
+  const objectUrl = URL.createObjectURL(await res.blob());
+  const a = document.createElement('a');
+  a.href = objectUrl;
+  a.download = name || target.pathname.split('/').pop();
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(objectUrl), 60_000);
+}
+
 export async function loadAttachment(img, path) {
   try {
     // The token goes to this origin only: a stored part's `url` is data, and

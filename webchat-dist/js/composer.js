@@ -1,12 +1,31 @@
-// The message box: auto-growing textarea, Enter to send, and image
-// attachments by paste, drag-and-drop or the attach button (previewed before
-// sending; 10 MiB per image, at most 4 per message).
+// The message box: auto-growing textarea, Enter to send, and attachments
+// (images, text files, PDFs) by paste, drag-and-drop or the attach button,
+// previewed before sending. What may be attached (size, count, types) is the
+// relay's word, from /webchat/info (`attachments`); until it has answered,
+// the relay's defaults.
 
 import { el, formatBytes } from './util.js';
 
-export const MAX_IMAGE_BYTES = 10 * 1024 * 1024;
-export const MAX_IMAGES = 4;
-const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+const DEFAULT_LIMITS = {
+  maxBytes: 10 * 1024 * 1024,
+  maxCount: 8,
+  types: ['image/png', 'image/jpeg', 'image/gif', 'image/webp'],
+};
+
+// Browsers give many text files no type or one of their own (.log, .rs,
+// .yaml): those go as text/plain, and the relay refuses what is not UTF-8.
+const BY_EXTENSION = { md: 'text/markdown', markdown: 'text/markdown', csv: 'text/csv', json: 'application/json', pdf: 'application/pdf', txt: 'text/plain' };
+
+/** The type a file is uploaded as, or null if the relay does not take it. */
+export function uploadType(file, types = DEFAULT_LIMITS.types) {
+  const accepted = new Set(types);
+  if (accepted.has(file.type)) return file.type;
+  const ext = (file.name || '').toLowerCase().split('.').pop();
+  const byExt = BY_EXTENSION[ext];
+  if (byExt && accepted.has(byExt)) return byExt;
+  if (accepted.has('text/plain') && (file.type === '' || file.type.startsWith('text/') || /\+(json|xml)$|^application\/(xml|x-yaml|x-sh|javascript)$/.test(file.type))) return 'text/plain';
+  return null;
+}
 
 export class Composer {
   constructor({ form, input, send, attachBtn, fileInput, previews, error, dropZone, dropOverlay, onSubmit }) {
@@ -18,7 +37,8 @@ export class Composer {
     this.error = error;
     this.dropOverlay = dropOverlay;
     this.onSubmit = onSubmit;
-    this.files = []; // {file, url}
+    this.files = []; // {file, url|null}
+    this.limits = DEFAULT_LIMITS;
 
     form.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -90,22 +110,35 @@ export class Composer {
     this.error.hidden = !text;
   }
 
+  /** The relay's limits (`/webchat/info`'s `attachments`). */
+  setLimits(limits) {
+    if (!limits || typeof limits !== 'object') return;
+    this.limits = {
+      maxBytes: Number(limits.maxBytes) > 0 ? Number(limits.maxBytes) : DEFAULT_LIMITS.maxBytes,
+      maxCount: Number(limits.maxCount) > 0 ? Number(limits.maxCount) : DEFAULT_LIMITS.maxCount,
+      types: Array.isArray(limits.types) && limits.types.length ? limits.types : DEFAULT_LIMITS.types,
+    };
+  }
+
   addFiles(files) {
     const problems = [];
+    const { maxBytes, maxCount, types } = this.limits;
     for (const file of files) {
-      if (!IMAGE_TYPES.has(file.type)) {
-        problems.push(`“${file.name || 'file'}” is not a PNG, JPEG, GIF or WebP image.`);
+      const type = uploadType(file, types);
+      if (!type) {
+        const what = types.some((t) => !t.startsWith('image/')) ? 'an image, a text file or a PDF' : 'a PNG, JPEG, GIF or WebP image';
+        problems.push(`“${file.name || 'file'}” is not ${what}.`);
         continue;
       }
-      if (file.size > MAX_IMAGE_BYTES) {
-        problems.push(`“${file.name || 'image'}” is ${formatBytes(file.size)}; images can be at most 10 MiB.`);
+      if (file.size > maxBytes) {
+        problems.push(`“${file.name || 'file'}” is ${formatBytes(file.size)}; attachments can be at most ${formatBytes(maxBytes)}.`);
         continue;
       }
-      if (this.files.length >= MAX_IMAGES) {
-        problems.push(`At most ${MAX_IMAGES} images can be attached to one message.`);
+      if (this.files.length >= maxCount) {
+        problems.push(`At most ${maxCount} files can be attached to one message.`);
         break;
       }
-      this.files.push({ file, url: URL.createObjectURL(file) });
+      this.files.push({ file, url: type.startsWith('image/') ? URL.createObjectURL(file) : null });
     }
     this.showError(problems.join(' '));
     this.renderPreviews();
@@ -113,23 +146,24 @@ export class Composer {
 
   removeFile(i) {
     const [f] = this.files.splice(i, 1);
-    if (f) URL.revokeObjectURL(f.url);
+    if (f && f.url) URL.revokeObjectURL(f.url);
     this.showError('');
     this.renderPreviews();
   }
 
   renderPreviews() {
     this.previews.hidden = this.files.length === 0;
-    this.previews.replaceChildren(...this.files.map((f, i) => el('div', { class: 'attach-preview' },
-      el('img', { src: f.url, alt: f.file.name || 'image to attach' }),
-      el('button', { class: 'remove', type: 'button', 'aria-label': `Remove ${f.file.name || 'image'}`, text: '×', onclick: () => this.removeFile(i) }))));
+    this.previews.replaceChildren(...this.files.map((f, i) => el('div', { class: f.url ? 'attach-preview' : 'attach-preview file' },
+      f.url ? el('img', { src: f.url, alt: f.file.name || 'image to attach' })
+        : el('span', { class: 'file-chip', text: `${f.file.name || 'file'} (${formatBytes(f.file.size)})` }),
+      el('button', { class: 'remove', type: 'button', 'aria-label': `Remove ${f.file.name || 'file'}`, text: '×', onclick: () => this.removeFile(i) }))));
   }
 
   submit() {
     const text = this.input.value.trim();
     if (!text && this.files.length === 0) return;
     const files = this.files.map((f) => f.file);
-    const previews = this.files.map((f) => f.url); // handed over to the pending bubble
+    const previews = this.files.filter((f) => f.url).map((f) => f.url); // handed over to the pending bubble
     this.files = [];
     this.input.value = '';
     this.autosize();

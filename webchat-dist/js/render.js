@@ -3,7 +3,7 @@
 // text, streamed deltas, errors, thinking, tool output — goes in as text.
 
 import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
-import { loadAttachment } from './api.js';
+import { loadAttachment, downloadAttachment } from './api.js';
 import { toolCard } from './tools.js';
 
 const LONG_TOOL_TEXT = 2000;
@@ -84,6 +84,45 @@ function imageElement(part) {
   return img;
 }
 
+/** A file attached to a message (its text went to the model): a download button. */
+function fileElement(part) {
+  const src = typeof part.url === 'string' ? part.url : '';
+  if (!src || /^[a-z][a-z0-9+.-]*:/i.test(src)) return null;
+  const name = typeof part.name === 'string' && part.name ? part.name : 'file';
+  const size = Number(part.size) > 0 ? ` (${formatBytes(Number(part.size))})` : '';
+  return el('button', {
+    class: 'msg-file',
+    type: 'button',
+    text: `${name}${size}`,
+    title: `Download ${name}`,
+    'aria-label': `Download ${name}`,
+    onclick: () => downloadAttachment(src, name),
+  });
+}
+
+/**
+ * A reply's generation figures (Decision 81): tokens, speed, time to first
+ * token and context, from the server's counts or, said so, the relay's.
+ */
+export function statsElement(msg) {
+  const s = msg.stats;
+  if (!s || typeof s !== 'object') return null;
+  const parts = [];
+  const relay = s.source !== 'server';
+  if (Number.isFinite(s.output)) parts.push(`${s.output} ${relay ? 'chunk' : 'token'}${s.output === 1 ? '' : 's'}`);
+  if (Number.isFinite(s.tokensPerSec)) parts.push(`${s.tokensPerSec.toFixed(1)} ${relay ? 'chunks' : 'tok'}/s`);
+  if (Number.isFinite(s.ttftMs)) parts.push(`first token ${(s.ttftMs / 1000).toFixed(2)} s`);
+  if (Number.isFinite(s.contextTokens)) parts.push(`context ${s.contextTokens} tokens`);
+  if (!parts.length && Number.isFinite(s.durationMs)) parts.push(`${(s.durationMs / 1000).toFixed(2)} s`);
+  if (!parts.length) return null;
+  const node = el('div', { class: 'msg-stats', text: parts.join(' · ') });
+  node.dataset.source = relay ? 'relay' : 'server';
+  node.title = relay
+    ? 'The model server reported no token counts: these are the pieces of text the relay received, timed by the relay.'
+    : 'Token counts reported by the model server; times measured by the relay.';
+  return node;
+}
+
 /** A tool call in another agent's shape (`tool_use`), drawn as the same card. */
 function toolBlock(part) {
   return toolCard({
@@ -105,11 +144,13 @@ export function messageElement(msg, extra = {}) {
   const body = el('div', { class: 'msg-body' });
   const parts = Array.isArray(msg.content) ? msg.content : null;
   const images = [];
+  const files = [];
 
   if (parts) {
     for (const p of parts) {
       if (!p || typeof p !== 'object') continue;
-      if (p.type === 'thinking' && typeof p.thinking === 'string' && p.thinking) body.append(thinkingBlock(p.thinking));
+      if (p.type === 'text' && p.attachment) { const f = fileElement(p); if (f) files.push(f); }
+      else if (p.type === 'thinking' && typeof p.thinking === 'string' && p.thinking) body.append(thinkingBlock(p.thinking));
       else if (p.type === 'image') { const img = imageElement(p); if (img) images.push(img); }
       else if (p.type === 'toolCall') body.append(toolCard(p));
       else if (p.type === 'tool_use') body.append(toolBlock(p));
@@ -141,7 +182,12 @@ export function messageElement(msg, extra = {}) {
     if (text) body.append(el('div', { class: role === 'assistant' ? 'plain-text' : 'text', text }));
   }
   if (images.length) body.append(el('div', { class: 'msg-images' }, ...images));
+  if (files.length) body.append(el('div', { class: 'msg-files' }, ...files));
   node.append(body);
+  if (role === 'assistant') {
+    const stats = statsElement(msg);
+    if (stats) node.append(stats);
+  }
   // Branches (pi's tree): editing a message or answering it again appends a
   // new child of the right entry; the old branch stays in the file.
   const actions = [];
@@ -197,6 +243,11 @@ export function pendingElement(item) {
   if (item.text) body.append(el('div', { class: 'text', text: item.text }));
   if (item.previews && item.previews.length) {
     body.append(el('div', { class: 'msg-images' }, ...item.previews.map((src) => el('img', { src, alt: 'attached image' }))));
+  }
+  // after a reload the previews (blob: URLs) are gone; the images' names stand for them
+  const names = [...(item.previews && item.previews.length ? [] : item.imageNames || []), ...(item.fileNames || [])];
+  if (names.length) {
+    body.append(el('div', { class: 'msg-files' }, ...names.map((name) => el('span', { class: 'msg-file', text: name }))));
   }
   node.append(body);
   node.append(el('div', { class: 'msg-status', text: '' }));

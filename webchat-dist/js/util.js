@@ -118,7 +118,8 @@ export function contentText(content) {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
   return content
-    .filter((p) => p && p.type === 'text' && typeof p.text === 'string')
+    // a file's text (Decision 82) is the model's to read; the page shows the file
+    .filter((p) => p && p.type === 'text' && typeof p.text === 'string' && !p.attachment)
     .map((p) => p.text)
     .join('\n');
 }

@@ -231,6 +231,7 @@ mod tests {
             abort: Default::default(),
             tools: std::sync::Arc::from(Vec::new()),
             tools_ended_at: None,
+            model: None,
         }
     }
 

@@ -88,6 +88,7 @@ mod tests {
             abort: Default::default(),
             tools: std::sync::Arc::from(Vec::new()),
             tools_ended_at: None,
+            model: None,
         });
         let mut out = String::new();
         let mut n = 0;

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
+use loopchat_proto::{AgentInfo, ModelsResponse, Role, ThinkingLevel};
 
 use crate::config::{AgentConfig, Backend};
 use crate::tools::ToolSpec;
@@ -89,9 +89,12 @@ pub struct AgentRequest {
     /// When the tool step before this request ended, for the relay's
     /// per-step cost (logged at debug by the backend as it sends).
     pub tools_ended_at: Option<std::time::Instant>,
+    /// The model the session chose (Decision 80), checked against
+    /// [`Agent::models`]; `None`: the configured one.
+    pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
     Delta(String),
     Thinking(String),
@@ -122,6 +125,13 @@ pub enum AgentEvent {
     /// A complete tool call for the relay to run; sent when the reply is
     /// complete, in order.
     ToolCall(ToolCall),
+    /// The token counts the server reported for this request (Decision 81).
+    Usage {
+        input: u64,
+        output: u64,
+        /// The server's own generation speed, when it gives one.
+        tokens_per_sec: Option<f64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,8 +159,25 @@ pub enum SetupError {
 
 pub type AgentStream = Pin<Box<dyn Stream<Item = Result<AgentEvent, AgentError>> + Send>>;
 
+/// What [`Agent::models`] resolves to.
+pub type ModelsFuture = Pin<Box<dyn std::future::Future<Output = ModelsResponse> + Send>>;
+
 pub trait Agent: Send + Sync + 'static {
     fn info(&self) -> AgentInfo;
+    /// The models a turn may choose from (Decision 80). Never an error: a
+    /// list that cannot be had is an empty one with the reason.
+    fn models(&self) -> ModelsFuture {
+        let default = self.info().model;
+        Box::pin(async move {
+            ModelsResponse {
+                ok: true,
+                models: Vec::new(),
+                default,
+                source: "none".into(),
+                error: None,
+            }
+        })
+    }
     fn run(&self, request: AgentRequest) -> AgentStream;
     /// The backend appends the turn to the session's transcript itself (pi
     /// does): the pipeline writes nothing into the file and reads what the

@@ -25,13 +25,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use loopchat_proto::{AgentInfo, Role, ThinkingLevel};
+use loopchat_proto::{AgentInfo, ModelsResponse, Role, ThinkingLevel};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile, SetupError,
+    Agent, AgentError, AgentEvent, AgentRequest, AgentStream, ChatTurn, ImageFile, ModelsFuture,
+    SetupError,
 };
 use crate::config::OpenAiConfig;
 use crate::diagnostics::{error_chain, read_start};
@@ -51,7 +52,19 @@ pub struct OpenAiAgent {
     client: reqwest::Client,
     /// `{base_url}/chat/completions`.
     endpoint: Arc<str>,
+    /// The server's model list as last read, and when.
+    models: Arc<tokio::sync::Mutex<Option<(std::time::Instant, ModelsResponse)>>>,
 }
+
+/// How long the server's model list is kept: the picker asks on every page
+/// load and every turn that names a model checks it.
+const MODELS_FRESH: Duration = Duration::from_secs(60);
+/// A failed read is kept shorter, so a server that comes back is seen soon.
+const MODELS_FAILED_FRESH: Duration = Duration::from_secs(5);
+/// The longest wait for `GET /models`.
+const MODELS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Model ids kept from one answer.
+const MODELS_MAX: usize = 500;
 
 impl OpenAiAgent {
     pub fn new(config: OpenAiConfig) -> Result<Self, SetupError> {
@@ -65,6 +78,7 @@ impl OpenAiAgent {
             config: Arc::new(config),
             client,
             endpoint: endpoint.into(),
+            models: Arc::default(),
         })
     }
 }
@@ -90,6 +104,57 @@ impl Agent for OpenAiAgent {
             backend: "openai".into(),
             model: Some(self.config.model.clone()),
         }
+    }
+
+    fn models(&self) -> ModelsFuture {
+        let config = self.config.clone();
+        let client = self.client.clone();
+        let cache = self.models.clone();
+        let url = self
+            .endpoint
+            .trim_end_matches("/chat/completions")
+            .to_owned()
+            + "/models";
+        Box::pin(async move {
+            let default = Some(config.model.clone());
+            if !config.models.is_empty() {
+                return ModelsResponse {
+                    ok: true,
+                    models: config.models.clone(),
+                    default,
+                    source: "config".into(),
+                    error: None,
+                };
+            }
+            // Held across the request: concurrent askers wait for one read.
+            let mut cached = cache.lock().await;
+            if let Some((at, list)) = cached.as_ref() {
+                let fresh = if list.error.is_some() {
+                    MODELS_FAILED_FRESH
+                } else {
+                    MODELS_FRESH
+                };
+                if at.elapsed() < fresh {
+                    return list.clone();
+                }
+            }
+            let (models, error) = match read_models(&client, &config, &url).await {
+                Ok(m) => (m, None),
+                Err(e) => {
+                    tracing::warn!(url = %url, error = %e, "the model list could not be read");
+                    (Vec::new(), Some(e))
+                }
+            };
+            let list = ModelsResponse {
+                ok: true,
+                models,
+                default,
+                source: if error.is_some() { "none" } else { "server" }.into(),
+                error,
+            };
+            *cached = Some((std::time::Instant::now(), list.clone()));
+            list
+        })
     }
 
     fn run(&self, request: AgentRequest) -> AgentStream {
@@ -124,6 +189,46 @@ impl Agent for OpenAiAgent {
         });
         Box::pin(ReceiverStream::new(rx))
     }
+}
+
+/// `GET {base}/models`: the ids of `data` (OpenAI's list shape, which
+/// llama.cpp, Ollama, vLLM and LM Studio answer with too).
+async fn read_models(
+    client: &reqwest::Client,
+    config: &OpenAiConfig,
+    url: &str,
+) -> Result<Vec<String>, String> {
+    let mut builder = client.get(url).timeout(MODELS_TIMEOUT);
+    if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+        builder = builder.bearer_auth(key);
+    }
+    let response = builder.send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("{url} did not answer within {} s", MODELS_TIMEOUT.as_secs())
+        } else {
+            format!("cannot read {url}: {}", error_chain(&e))
+        }
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}"));
+    }
+    let v: Value = response
+        .json()
+        .await
+        .map_err(|_| format!("{url} did not answer with a JSON model list"))?;
+    let Some(data) = v.get("data").and_then(Value::as_array) else {
+        return Err(format!(
+            "{url} did not answer with a model list (no `data`)"
+        ));
+    };
+    Ok(data
+        .iter()
+        .filter_map(|m| m.get("id")?.as_str())
+        .filter(|id| !id.is_empty() && id.chars().count() <= 200)
+        .take(MODELS_MAX)
+        .map(str::to_owned)
+        .collect())
 }
 
 type Sender = mpsc::Sender<Result<AgentEvent, AgentError>>;
@@ -164,12 +269,13 @@ impl Call {
         let images = load_images(&request.history).await;
         let body = request_body(
             &self.config,
+            request.model.as_deref(),
             &request.history,
             request.thinking,
             &images,
             &request.tools,
         );
-        tracing::debug!(url = %self.url, model = %self.config.model, run = %request.run_id, "openai request");
+        tracing::debug!(url = %self.url, model = %body["model"], run = %request.run_id, "openai request");
         let mut builder = self
             .client
             .post(&*self.url)
@@ -235,7 +341,24 @@ impl Call {
                 }
             }
             if complete {
-                return Ok(Some(events));
+                // The counts come after the end of the reply (OpenAI's
+                // trailing usage chunk): read the tail for them, bounded.
+                let tail = tokio::time::timeout(DRAIN, async {
+                    while let Some(Ok(data)) = events.next().await {
+                        match parse_data(&data) {
+                            Ok(Parsed::Chunk { events: late, .. }) => {
+                                for e in late {
+                                    if matches!(e, AgentEvent::Usage { .. }) {
+                                        let _ = tx.send(Ok(e)).await;
+                                    }
+                                }
+                            }
+                            Ok(Parsed::Done) | Err(_) => return,
+                        }
+                    }
+                })
+                .await;
+                return Ok(tail.is_err().then_some(events));
             }
         }
     }
@@ -295,6 +418,9 @@ impl Call {
         calls.add_all(call_pieces(&message["tool_calls"]));
         for c in calls.finish() {
             let _ = tx.send(Ok(AgentEvent::ToolCall(c))).await;
+        }
+        if let Some(u) = usage_of(&v) {
+            let _ = tx.send(Ok(u)).await;
         }
         Ok(())
     }
@@ -455,6 +581,7 @@ fn reasoning_effort(thinking: ThinkingLevel) -> Option<&'static str> {
 /// attachment path to its `data:` URL (see [`load_images`]).
 fn request_body(
     config: &OpenAiConfig,
+    model: Option<&str>,
     history: &[ChatTurn],
     thinking: ThinkingLevel,
     images: &HashMap<PathBuf, String>,
@@ -534,9 +661,11 @@ fn request_body(
         messages.push(json!({"role": role, "content": content}));
     }
     let mut body = Map::new();
-    body.insert("model".into(), config.model.clone().into());
+    body.insert("model".into(), model.unwrap_or(&config.model).into());
     body.insert("messages".into(), messages.into());
     body.insert("stream".into(), true.into());
+    // The token counts of the reply, for its stats (Decision 81).
+    body.insert("stream_options".into(), json!({"include_usage": true}));
     if let Some(n) = config.max_tokens {
         body.insert("max_tokens".into(), n.into());
     }
@@ -691,7 +820,7 @@ enum Step<E> {
 }
 
 /// What one chunk adds: events to pass on and pieces of tool calls.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 struct Out {
     events: Vec<AgentEvent>,
     pieces: Vec<CallPiece>,
@@ -800,7 +929,7 @@ pub(crate) fn decode_reply<B: AsRef<[u8]>>(
 }
 
 /// One `data:` payload of the stream.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 enum Parsed {
     /// `[DONE]`.
     Done,
@@ -850,10 +979,27 @@ fn parse_data(data: &str) -> Result<Parsed, String> {
             .get("finish_reason")
             .is_some_and(|r| r.as_str().is_some_and(|s| !s.is_empty()));
     }
+    events.extend(usage_of(&v));
     Ok(Parsed::Chunk {
         events,
         pieces,
         finished,
+    })
+}
+
+/// The counts of a chunk's or completion's `usage` (with llama.cpp's
+/// `timings.predicted_per_second` when it is there).
+fn usage_of(v: &Value) -> Option<AgentEvent> {
+    let u = v.get("usage")?;
+    let output = u.get("completion_tokens")?.as_u64()?;
+    Some(AgentEvent::Usage {
+        input: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+        output,
+        tokens_per_sec: v
+            .get("timings")
+            .and_then(|t| t.get("predicted_per_second"))
+            .and_then(Value::as_f64)
+            .filter(|r| r.is_finite() && *r > 0.0),
     })
 }
 
@@ -922,6 +1068,7 @@ mod tests {
     fn body_minimal() {
         let body = request_body(
             &config("http://h/v1"),
+            None,
             &[turn(Role::User, "hi")],
             ThinkingLevel::Off,
             &HashMap::new(),
@@ -929,7 +1076,7 @@ mod tests {
         );
         assert_eq!(
             body,
-            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]})
         );
     }
 
@@ -969,7 +1116,7 @@ mod tests {
             PathBuf::from("/x/a.png"),
             "data:image/png;base64,AAA".to_owned(),
         )]);
-        let body = request_body(&c, &history, ThinkingLevel::High, &images, &[]);
+        let body = request_body(&c, None, &history, ThinkingLevel::High, &images, &[]);
         let image_part =
             json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}});
         assert_eq!(
@@ -977,6 +1124,7 @@ mod tests {
             json!({
                 "model": "m",
                 "stream": true,
+                "stream_options": {"include_usage": true},
                 "max_tokens": 300,
                 "temperature": 0.7,
                 "reasoning_effort": "high",
@@ -1084,6 +1232,7 @@ mod tests {
         let history = vec![orphan, turn(Role::User, "hi"), asked, result];
         let body = request_body(
             &config("http://h/v1"),
+            None,
             &history,
             ThinkingLevel::Off,
             &HashMap::new(),
@@ -1114,6 +1263,7 @@ mod tests {
         // No tools: no `tools` key.
         let body = request_body(
             &config("http://h/v1"),
+            None,
             &[],
             ThinkingLevel::Off,
             &HashMap::new(),
@@ -1125,7 +1275,7 @@ mod tests {
     #[test]
     fn thinking_levels() {
         let effort = |t| {
-            request_body(&config("http://h/v1"), &[], t, &HashMap::new(), &[])
+            request_body(&config("http://h/v1"), None, &[], t, &HashMap::new(), &[])
                 .get("reasoning_effort")
                 .cloned()
         };
@@ -1223,10 +1373,29 @@ mod tests {
             parse_data(r#"{"choices":[{"delta":{"content":""}}]}"#),
             Ok(chunk(vec![], false))
         );
-        // OpenAI's trailing usage chunk.
+        // OpenAI's trailing usage chunk: counts without the completion's
+        // are no counts.
         assert_eq!(
             parse_data(r#"{"choices":[],"usage":{"total_tokens":3}}"#),
             Ok(chunk(vec![], false))
+        );
+        let usage = |input, output, tokens_per_sec| AgentEvent::Usage {
+            input,
+            output,
+            tokens_per_sec,
+        };
+        assert_eq!(
+            parse_data(
+                r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#
+            ),
+            Ok(chunk(vec![usage(5, 7, None)], false))
+        );
+        // llama.cpp: the counts and its own speed on the last chunk.
+        assert_eq!(
+            parse_data(
+                r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":3},"timings":{"predicted_per_second":41.5}}"#
+            ),
+            Ok(chunk(vec![usage(2, 3, Some(41.5))], true))
         );
         let e = parse_data("{not json").unwrap_err();
         assert!(e.contains("not JSON") && e.contains("{not json"), "{e}");
@@ -1290,6 +1459,7 @@ mod tests {
             abort: Default::default(),
             tools: std::sync::Arc::from(Vec::new()),
             tools_ended_at: None,
+            model: None,
         }
     }
 

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
-    ErrorBody, Health, HistoryResponse, InfoResponse, Message, RenameRequest, RenameResponse,
-    SessionsResponse, TreeEntry, TreeResponse,
+    AttachmentLimits, ErrorBody, Health, HistoryResponse, InfoResponse, Message, ModelsResponse,
+    RenameRequest, RenameResponse, SessionSummary, SessionsResponse, TreeEntry, TreeResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -97,13 +97,16 @@ pub async fn info(
         .as_ref()
         .map(|rt| rt.approvals.pending())
         .unwrap_or_default();
-    let (initial_messages, has_more) = match &entry {
+    let (initial_messages, has_more, model) = match &entry {
         Some(e) => {
-            let page = store.transcript(&e.session_id)?.latest(limit)?;
-            (messages(&page), page.has_more)
+            let transcript = store.transcript(&e.session_id)?;
+            let page = transcript.latest(limit)?;
+            let model = state.pipeline.session_model(&transcript);
+            (messages(&page), page.has_more, model)
         }
-        None => (Vec::new(), false),
+        None => (Vec::new(), false, state.pipeline.agent_info().model),
     };
+    let attachments = state.pipeline.attachments();
     Ok(Json(InfoResponse {
         ok: true,
         base_url: state.base_url.clone(),
@@ -121,7 +124,33 @@ pub async fn info(
         last_seq,
         active_run,
         pending_approvals,
+        model,
+        attachments: AttachmentLimits {
+            max_bytes: state.attachment_limit as u64,
+            max_count: loopchat_proto::MAX_ATTACHMENTS as u32,
+            types: attachments.accepted_types(),
+            max_text_chars: crate::attachments::MAX_FILE_TEXT_CHARS as u64,
+        },
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/webchat/models",
+    tag = "chat",
+    summary = "The models a turn may choose from",
+    description = "For the `openai` backend: `[agent.openai] models` when configured, else the \
+                   server's `GET {base_url}/models`, asked with a 5 s timeout and kept for 60 s. \
+                   A server that is down or answers something else is not an error here: \
+                   `models` is empty and `error` says why (Decision 80). Other backends offer \
+                   no choice (`source: none`).",
+    responses(
+        (status = 200, description = "The list", body = ModelsResponse),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn models(_: Authed, State(state): State<AppState>) -> Json<ModelsResponse> {
+    Json(state.pipeline.models().await)
 }
 
 #[derive(Deserialize, IntoParams)]

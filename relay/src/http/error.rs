@@ -78,7 +78,9 @@ impl From<&TurnError> for ApiError {
     fn from(e: &TurnError) -> Self {
         let code = match e {
             TurnError::EmptyText => ErrorCode::EmptyText,
-            TurnError::UnknownAttachment(_) | TurnError::UnknownEntry(_) => ErrorCode::BadRequest,
+            TurnError::UnknownAttachment(_)
+            | TurnError::TooManyAttachments(_)
+            | TurnError::UnknownEntry(_) => ErrorCode::BadRequest,
             TurnError::TurnInProgress(_) | TurnError::Archiving(_) => ErrorCode::TurnInProgress,
             TurnError::ShuttingDown => ErrorCode::Unavailable,
             TurnError::Agent(_) => ErrorCode::AgentError,

@@ -78,6 +78,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .layer(DefaultBodyLimit::max(state.attachment_limit));
     let api = Router::new()
         .route("/webchat/info", get(chat::info))
+        .route("/webchat/models", get(chat::models))
         .route("/webchat/status", get(status::status))
         .route("/webchat/history", get(chat::history))
         .route("/webchat/sessions", get(chat::sessions))

@@ -159,7 +159,7 @@ impl From<ImageError> for ApiError {
     fn from(e: ImageError) -> Self {
         match e {
             ImageError::TooLarge(_) => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
-            ImageError::Attachment(AttachmentError::UnsupportedType(_)) => {
+            ImageError::Attachment(AttachmentError::UnsupportedType(..)) => {
                 ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
             }
             ImageError::Attachment(AttachmentError::Io(io)) => {
@@ -482,6 +482,8 @@ pub async fn ask(
         deliver: Default::default(),
         parent_id: None,
         regenerate: None,
+        model: None,
+        attachment_names: Default::default(),
     })?;
     let linked = key.clone();
     if let Some(p) = state.notifications.amend(&id, move |n| {

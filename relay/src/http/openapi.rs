@@ -87,6 +87,7 @@ pub struct Binary(pub Vec<u8>);
         assets::index,
         assets::asset,
         chat::info,
+        chat::models,
         chat::history,
         chat::sessions,
         chat::rename,

@@ -45,7 +45,8 @@ use crate::render::markdown_to_html;
             (String = "text/event-stream"),
         )),
         (status = 400, description = "`bad_request` (malformed JSON, unknown field, bad `thinking` \
-                                      or `id`, unknown attachment), `invalid_session_key` or \
+                                      or `id`, unknown or too many attachments, a bad attachment \
+                                      name, a model the backend does not list), `invalid_session_key` or \
                                       `empty_text`", body = loopchat_proto::ErrorBody),
         (status = 408, description = "`request_timeout`: the request body stopped arriving", body = loopchat_proto::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is larger than `body_limit` (1 MiB by default)", body = loopchat_proto::ErrorBody),
@@ -66,6 +67,14 @@ pub async fn rpc(
 ) -> Result<Response, ApiError> {
     let (key, thinking) = check_request(&req)?;
     let deliver = deliver_to(&req, &state.targets)?;
+    if let Some(model) = &req.model {
+        check_model(model, state.pipeline.models().await)?;
+    }
+    let attachment_names = req
+        .attachments
+        .iter()
+        .filter_map(|a| Some((a.id.clone(), a.name.clone()?)))
+        .collect();
     let wants_stream = req.stream.unwrap_or(false)
         || headers
             .get(header::ACCEPT)
@@ -76,6 +85,8 @@ pub async fn rpc(
         text: req.text,
         thinking,
         attachment_ids: req.attachments.into_iter().map(|a| a.id).collect(),
+        attachment_names,
+        model: req.model,
         client_id: req.id,
         queue: req.queue.unwrap_or(true),
         deliver,
@@ -110,7 +121,39 @@ pub(crate) fn check_request(req: &RpcRequest) -> Result<(String, Option<Thinking
     {
         return Err(ApiError::bad_request("id must be 1 to 200 characters"));
     }
+    for name in req.attachments.iter().filter_map(|a| a.name.as_deref()) {
+        if name.chars().count() > loopchat_proto::MAX_ATTACHMENT_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(ApiError::bad_request(format!(
+                "an attachment's name must be at most {} characters, without control characters",
+                loopchat_proto::MAX_ATTACHMENT_NAME_CHARS
+            )));
+        }
+    }
+    if let Some(m) = &req.model
+        && (m.is_empty() || m.chars().count() > 200)
+    {
+        return Err(ApiError::bad_request("model must be 1 to 200 characters"));
+    }
     Ok((key, thinking))
+}
+
+/// A turn may name only a model the backend lists (or its configured one):
+/// a typo must not reach the server as a request it may quietly serve with
+/// another model.
+fn check_model(model: &str, list: loopchat_proto::ModelsResponse) -> Result<(), ApiError> {
+    if list.default.as_deref() == Some(model) || list.models.iter().any(|m| m == model) {
+        return Ok(());
+    }
+    let why = match (&list.error, list.source.as_str()) {
+        (Some(e), _) => format!("the model list could not be read ({e})"),
+        (None, "none") => "this backend offers no choice of model".to_owned(),
+        (None, _) => format!("the backend offers {}", list.models.join(", ")),
+    };
+    Err(ApiError::bad_request(format!(
+        "unknown model {model:?}: {why}"
+    )))
 }
 
 /// `deliver` and `to`: `to` names a configured target and implies

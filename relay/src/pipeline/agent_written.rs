@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::turn::{Durable, end_with_error, publish_agent_event, publish_run_end, user_content};
 use super::{Inner, SessionRuntime, TurnError, TurnOutcome, TurnRequest, TurnResult};
 use crate::agent::{AgentError, AgentRequest, ChatTurn, ImageFile};
-use crate::attachments::Attachments;
+use crate::attachments::{Attachments, Kind};
 use crate::clock::now_millis;
 use crate::store::{NewMessage, SessionEntry, StoredMessage, Transcript};
 
@@ -62,6 +62,7 @@ pub(super) async fn run(
     let images = request
         .attachment_ids
         .iter()
+        .filter(|id| Attachments::kind_of(id) == Kind::Image)
         .filter_map(|id| {
             Some(ImageFile {
                 mime_type: Attachments::mime_of(id).to_owned(),
@@ -75,7 +76,7 @@ pub(super) async fn run(
         // The backend keeps its own context, from the file.
         history: vec![ChatTurn {
             images,
-            ..ChatTurn::new(Role::User, request.text.clone())
+            ..ChatTurn::new(Role::User, prompt_with_files(inner, request))
         }],
         thinking,
         transcript: Some(transcript.path().to_owned()),
@@ -83,6 +84,7 @@ pub(super) async fn run(
         // pi offers its own tools.
         tools: std::sync::Arc::from(Vec::new()),
         tools_ended_at: None,
+        model: None,
     });
     let (mut text, mut thought) = (String::new(), String::new());
     // Not cut short on abort: the backend is told through `cancel`, stops,
@@ -116,7 +118,12 @@ pub(super) async fn run(
             client_id: request.client_id.clone(),
             ..NewMessage::new(
                 Role::User,
-                user_content(&request.text, &request.attachment_ids, &inner.attachments),
+                user_content(
+                    &request.text,
+                    &request.attachment_ids,
+                    &request.attachment_names,
+                    &inner.attachments,
+                ),
                 now_millis(),
             )
         };
@@ -172,4 +179,26 @@ fn since(messages: Vec<Arc<StoredMessage>>, before: Option<&str>) -> Vec<Arc<Sto
         Some(i) => messages[i + 1..].to_vec(),
         None => messages,
     }
+}
+
+/// The prompt with each file attachment's framed text after it (pi stores
+/// the prompt as it is given, so the files reach its model and its file).
+fn prompt_with_files(inner: &Inner, request: &super::TurnRequest) -> String {
+    let mut text = request.text.clone();
+    for id in &request.attachment_ids {
+        if Attachments::kind_of(id) != Kind::File {
+            continue;
+        }
+        let name = super::turn::attachment_name(id, &request.attachment_names);
+        let body = inner.attachments.text_of(id).unwrap_or_default();
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&super::turn::framed_file(
+            &name,
+            Attachments::mime_of(id),
+            &body,
+        ));
+    }
+    text
 }

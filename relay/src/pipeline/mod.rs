@@ -40,6 +40,8 @@ pub enum TurnError {
     EmptyText,
     #[error("unknown attachment {0:?}; upload it first with POST /webchat/attachments")]
     UnknownAttachment(String),
+    #[error("{0} attachments on one message; at most {max} are accepted", max = loopchat_proto::MAX_ATTACHMENTS)]
+    TooManyAttachments(usize),
     /// A `parentId` / `regenerate` that names no entry (or not a user
     /// message) of the session.
     #[error("{0}")]
@@ -83,6 +85,11 @@ pub struct TurnRequest {
     pub parent_id: Option<String>,
     /// Answer this stored user message again rather than store a new one.
     pub regenerate: Option<String>,
+    /// The model to use from this turn on (checked against the backend's
+    /// list by the caller; Decision 80). `None`: the session's.
+    pub model: Option<String>,
+    /// File names of the attachments, by id (Decision 82).
+    pub attachment_names: std::collections::HashMap<String, String>,
 }
 
 /// Where a turn's stored reply is also sent as a notification.
@@ -325,6 +332,21 @@ impl Pipeline {
         self.inner.agent.info()
     }
 
+    /// The models a turn may name (Decision 80).
+    pub fn models(&self) -> crate::agent::ModelsFuture {
+        self.inner.agent.models()
+    }
+
+    /// The model a session's next turn uses when it names none; `None` for
+    /// a backend without models.
+    pub fn session_model(&self, transcript: &crate::store::Transcript) -> Option<String> {
+        let info = self.inner.agent.info();
+        info.model.as_ref()?;
+        turn::origin_for(&info, None, transcript)
+            .ok()
+            .map(|o| o.model)
+    }
+
     pub fn add_observer(&self, observer: Arc<dyn RunObserver>) {
         self.inner
             .observers
@@ -416,6 +438,9 @@ impl Pipeline {
             }
         } else if request.text.trim().is_empty() && request.attachment_ids.is_empty() {
             return Err(TurnError::EmptyText);
+        }
+        if request.attachment_ids.len() > loopchat_proto::MAX_ATTACHMENTS {
+            return Err(TurnError::TooManyAttachments(request.attachment_ids.len()));
         }
         for id in &request.attachment_ids {
             if self.inner.attachments.path(id).is_none() {

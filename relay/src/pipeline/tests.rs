@@ -30,6 +30,8 @@ fn turn(text: &str, key: Option<&str>) -> TurnRequest {
         deliver: DeliverTo::Nowhere,
         parent_id: None,
         regenerate: None,
+        model: None,
+        attachment_names: Default::default(),
     }
 }
 

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use loopchat_proto::{ActiveRun, Content, EventBody, Role, RunState, ThinkingLevel, ToolStatus};
+use loopchat_proto::{
+    ActiveRun, Content, EventBody, ReplyStats, Role, RunState, ThinkingLevel, ToolStatus, Usage,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::tool_step;
 use super::{Inner, QueuedTurn, SessionRuntime, TurnError, TurnOutcome, TurnResult};
 use crate::agent::{AgentError, AgentEvent, AgentRequest, ChatTurn, ImageFile, ToolCall};
-use crate::attachments::Attachments;
+use crate::attachments::{Attachments, Kind};
 use crate::clock::now_millis;
 use crate::store::{NewMessage, Origin, StoredMessage, ToolResultMeta, Transcript};
 use crate::tools::ToolSpec;
@@ -108,6 +110,10 @@ async fn run(
         return super::agent_written::run(inner, rt, run_id, request, cancel, &entry, transcript)
             .await;
     }
+    let origin = match origin_for(&inner.agent.info(), request.model.as_deref(), &transcript) {
+        Ok(o) => o,
+        Err(e) => return (Err(e.into()), None),
+    };
 
     // A retry of a turn this relay stored before a restart.
     let earlier = match &request.client_id {
@@ -157,14 +163,17 @@ async fn run(
             }
             let mut new = NewMessage::new(
                 Role::User,
-                user_content(&request.text, &request.attachment_ids, &inner.attachments),
+                user_content(
+                    &request.text,
+                    &request.attachment_ids,
+                    &request.attachment_names,
+                    &inner.attachments,
+                ),
                 now_millis(),
             );
             new.client_id = request.client_id.clone();
             // pi's model_change / thinking_level_change entries before the
             // turn they apply to.
-            let agent = inner.agent.info();
-            let origin = origin_of(&agent);
             let level = request
                 .thinking
                 .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
@@ -265,7 +274,9 @@ async fn run(
     let mut tools_ended_at = None;
     let mut text = String::new();
     let mut thought = String::new();
+    let mut meter;
     let ended: Result<RunState, AgentError> = loop {
+        meter = Meter::start();
         let mut stream = inner.agent.run(AgentRequest {
             session_key: key.clone(),
             run_id: run_id.to_owned(),
@@ -275,6 +286,7 @@ async fn run(
             tools_ended_at: tools_ended_at.take(),
             transcript: None,
             abort: cancel.clone(),
+            model: Some(origin.model.clone()),
         });
         text.clear();
         thought.clear();
@@ -285,7 +297,10 @@ async fn run(
                 _ = cancel.cancelled() => break Ok(RunState::Aborted),
                 item = stream.next() => match item {
                     Some(Ok(AgentEvent::ToolCall(c))) => calls.push(c),
-                    Some(Ok(event)) => publish_agent_event(rt, run_id, event, &mut text, &mut thought),
+                    Some(Ok(event)) => {
+                        meter.saw(&event);
+                        publish_agent_event(rt, run_id, event, &mut text, &mut thought);
+                    }
                     Some(Err(e)) => break Err(e),
                     None => break Ok(RunState::Final),
                 },
@@ -311,7 +326,8 @@ async fn run(
             now_millis(),
         );
         new.stop_reason = Some("toolUse".into());
-        new.origin = Some(origin_of(&inner.agent.info()));
+        new.origin = Some(origin.clone());
+        meter.finish(&mut new);
         new.parent_id = regenerated_under.take();
         if let Err(e) = append_published(&transcript, rt, run_id, &new) {
             return end_with_error(rt, run_id, e.into());
@@ -391,7 +407,8 @@ async fn run(
         new.reply_to = Some(user_id);
         new.stop_reason = (state != RunState::Final).then(|| state.as_str().to_owned());
         new.error_message = error.clone();
-        new.origin = Some(origin_of(&inner.agent.info()));
+        new.origin = Some(origin.clone());
+        meter.finish(&mut new);
         // A regenerated reply is a new child of the message it answers. (A
         // turn resumed after a crash goes on at the leaf instead: hanging it
         // under its message would hide the turns that landed since.)
@@ -496,6 +513,8 @@ pub(super) fn publish_agent_event(
         // The relay's own tool loop takes complete calls (`run`); a backend
         // that runs its tools itself sends none.
         AgentEvent::ToolCall(_) => return,
+        // Counted by the turn's `Meter`, stored with the reply.
+        AgentEvent::Usage { .. } => return,
     };
     rt.events.publish(body);
 }
@@ -540,12 +559,140 @@ fn origin_of(agent: &loopchat_proto::AgentInfo) -> Origin {
     }
 }
 
+/// Who writes this turn's reply, with the model it asks for: the request's
+/// choice, else the newest one this backend was given on the conversation's
+/// path, else the configured one (Decision 80).
+pub(super) fn origin_for(
+    agent: &loopchat_proto::AgentInfo,
+    chosen: Option<&str>,
+    transcript: &Transcript,
+) -> Result<Origin, crate::store::StoreError> {
+    let mut origin = origin_of(agent);
+    match chosen {
+        Some(m) => origin.model = m.to_owned(),
+        None => {
+            if let Some((provider, model)) = transcript.model()?
+                && provider == origin.provider
+            {
+                origin.model = model;
+            }
+        }
+    }
+    Ok(origin)
+}
+
+/// What one request of a turn took, for the reply's `usage` and `stats`
+/// (Decision 81).
+struct Meter {
+    started: std::time::Instant,
+    first: Option<std::time::Instant>,
+    pieces: u64,
+    usage: Option<(u64, u64, Option<f64>)>,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            first: None,
+            pieces: 0,
+            usage: None,
+        }
+    }
+
+    fn saw(&mut self, event: &AgentEvent) {
+        match event {
+            AgentEvent::Delta(_) | AgentEvent::Thinking(_) => {
+                self.first.get_or_insert_with(std::time::Instant::now);
+                self.pieces += 1;
+            }
+            AgentEvent::Usage {
+                input,
+                output,
+                tokens_per_sec,
+            } => self.usage = Some((*input, *output, *tokens_per_sec)),
+            _ => {}
+        }
+    }
+
+    /// Puts the counts and timings on the message that ends this request.
+    fn finish(&self, new: &mut NewMessage) {
+        let end = std::time::Instant::now();
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        // Tokens after the first one over the time they took: the first
+        // one's wait is the prompt's, shown as the time to first token.
+        let rate = |output: u64| {
+            let secs = end.duration_since(self.first?).as_secs_f64();
+            (output > 1 && secs > 0.0).then(|| (output - 1) as f64 / secs)
+        };
+        let mut stats = ReplyStats {
+            ttft_ms: self.first.map(|f| ms(f.duration_since(self.started))),
+            duration_ms: Some(ms(end.duration_since(self.started))),
+            ..ReplyStats::default()
+        };
+        match self.usage {
+            Some((input, output, server_rate)) => {
+                let usage = Usage {
+                    input,
+                    output,
+                    total_tokens: input + output,
+                };
+                new.extra
+                    .insert("usage".into(), crate::store::usage_value(&usage));
+                stats.source = "server".into();
+                stats.output = Some(output);
+                stats.context_tokens = Some(input + output);
+                stats.tokens_per_sec = server_rate.or_else(|| rate(output));
+            }
+            None => {
+                stats.source = "relay".into();
+                stats.output = Some(self.pieces);
+                stats.tokens_per_sec = rate(self.pieces);
+            }
+        }
+        new.stats = Some(stats);
+    }
+}
+
+/// How a file attachment's text is given to the model (Decision 82): one
+/// block naming the file, so that the model can tell it from the message
+/// and from other files.
+pub(super) fn framed_file(name: &str, mime: &str, text: &str) -> String {
+    format!("<file name=\"{name}\" type=\"{mime}\">\n{text}\n</file>")
+}
+
+/// The name an attachment is shown and framed with: the user's, or one made
+/// from its type. Quotes and angle brackets would break the framing.
+pub(super) fn attachment_name(
+    id: &str,
+    names: &std::collections::HashMap<String, String>,
+) -> String {
+    let ext = id.rsplit('.').next().unwrap_or("bin");
+    let name: String = names
+        .get(id)
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control() && !matches!(c, '"' | '<' | '>'))
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = name.trim();
+    if name.is_empty() {
+        format!("attachment.{ext}")
+    } else {
+        name.to_owned()
+    }
+}
+
 /// The user's message in pi's block form. An image is pi's `image` block
 /// (its bytes as `data`, which pi sends to its model) and also names the
-/// attachment it was saved as, which loopchat serves and reads instead.
+/// attachment it was saved as, which loopchat serves and reads instead. A
+/// text file or PDF is a `text` block holding its framed text (what pi and
+/// the relay send to the model), naming the file it came from.
 pub(super) fn user_content(
     text: &str,
     attachment_ids: &[String],
+    names: &std::collections::HashMap<String, String>,
     attachments: &Attachments,
 ) -> Content {
     let mut parts = Vec::new();
@@ -553,6 +700,25 @@ pub(super) fn user_content(
         parts.push(json!({"type": "text", "text": text}));
     }
     for id in attachment_ids {
+        if Attachments::kind_of(id) == Kind::File {
+            let name = attachment_name(id, names);
+            let mime = Attachments::mime_of(id);
+            let body = attachments.text_of(id).unwrap_or_default();
+            let size = attachments
+                .path(id)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map_or(0, |m| m.len());
+            parts.push(json!({
+                "type": "text",
+                "text": framed_file(&name, mime, &body),
+                "attachment": id,
+                "url": format!("attachments/{id}"),
+                "mimeType": mime,
+                "name": name,
+                "size": size,
+            }));
+            continue;
+        }
         let mut part = json!({
             "type": "image",
             "mimeType": Attachments::mime_of(id),
@@ -755,6 +921,7 @@ fn chat_turn(m: &StoredMessage, attachments: &Attachments) -> Option<ChatTurn> {
     let images: Vec<ImageFile> = match &m.message.content {
         Content::Parts(parts) => parts
             .iter()
+            .filter(|p| p.get("type").and_then(|t| t.as_str()) == Some("image"))
             .filter_map(|p| p.get("attachment")?.as_str())
             .filter_map(|id| {
                 Some(ImageFile {

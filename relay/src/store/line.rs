@@ -8,7 +8,7 @@
 //! extra top-level fields that pi ignores and keeps (`clientId`, `replyTo`).
 //! Nothing here rewrites a line: what another tool wrote stays byte for byte.
 
-use loopchat_proto::{Content, Message, Role};
+use loopchat_proto::{Content, Message, ReplyStats, Role, Usage};
 use serde_json::{Map, Value, json};
 
 /// The format version loopchat writes, as pi's `CURRENT_SESSION_VERSION`.
@@ -162,6 +162,8 @@ pub fn parse_entry(line: &[u8], offset: u64) -> Option<Entry> {
             tool_call_id: None,
             tool_name: None,
             is_error: None,
+            usage: None,
+            stats: None,
         },
         client_id: None,
         reply_to: None,
@@ -261,6 +263,11 @@ fn message_of(
                 .get("isError")
                 .and_then(Value::as_bool)
                 .filter(|_| is_tool_result),
+            usage: usage_of(msg).filter(|_| role == Role::Assistant),
+            stats: obj
+                .get("stats")
+                .and_then(|v| serde_json::from_value::<ReplyStats>(v.clone()).ok())
+                .filter(|_| role == Role::Assistant),
         },
         client_id: str_field(obj, "clientId"),
         reply_to: str_field(obj, "replyTo"),
@@ -367,6 +374,8 @@ pub struct NewMessage {
     pub extra: Map<String, Value>,
     /// For a `toolResult` message: pi's `toolCallId`, `toolName`, `isError`.
     pub tool_result: Option<ToolResultMeta>,
+    /// An assistant reply's timings, the entry's `stats` (pi ignores it).
+    pub stats: Option<ReplyStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,6 +401,7 @@ impl NewMessage {
             origin: None,
             extra: Map::new(),
             tool_result: None,
+            stats: None,
         }
     }
 
@@ -457,6 +467,11 @@ impl NewMessage {
         if let Some(r) = &self.reply_to {
             obj.insert("replyTo".into(), Value::from(r.as_str()));
         }
+        if let Some(stats) = &self.stats
+            && let Ok(v) = serde_json::to_value(stats)
+        {
+            obj.insert("stats".into(), v);
+        }
         obj.insert("message".into(), Value::Object(message));
         entry_line(obj)
     }
@@ -482,8 +497,32 @@ impl NewMessage {
             tool_call_id: self.tool_result.as_ref().map(|t| t.tool_call_id.clone()),
             tool_name: self.tool_result.as_ref().map(|t| t.tool_name.clone()),
             is_error: self.tool_result.as_ref().map(|t| t.is_error),
+            usage: usage_of(&self.extra).filter(|_| self.role == Role::Assistant),
+            stats: self.stats.clone(),
         }
     }
+}
+
+/// pi's `usage` counts, when any is known (pi writes zeros for a provider
+/// that reports none, and so does the relay: those say nothing).
+fn usage_of(msg: &Map<String, Value>) -> Option<Usage> {
+    let u = msg.get("usage")?.as_object()?;
+    let count = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let usage = Usage {
+        input: count("input"),
+        output: count("output"),
+        total_tokens: count("totalTokens"),
+    };
+    (usage != Usage::default()).then_some(usage)
+}
+
+/// pi's `usage` object for counts a model server reported (no cost known).
+pub fn usage_value(u: &Usage) -> Value {
+    json!({
+        "input": u.input, "output": u.output, "cacheRead": 0, "cacheWrite": 0,
+        "totalTokens": u.total_tokens,
+        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0, "total": 0},
+    })
 }
 
 /// A setting entry pi writes when the model or thinking level changes.

@@ -33,7 +33,7 @@ pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
-    new_entry_id, parse_entry, parse_line,
+    new_entry_id, parse_entry, parse_line, usage_value,
 };
 pub use source::{Source, SourceError};
 pub use transcript::{

@@ -581,6 +581,17 @@ impl Transcript {
         Ok(())
     }
 
+    /// The newest `model_change` on the conversation's path (as far back as
+    /// the recent window reaches): `(provider, model)`.
+    pub fn model(&self) -> Result<Option<(String, String)>, StoreError> {
+        self.ensure_recent()?;
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match &recent.model {
+            Some(Setting::Model { provider, model }) => Some((provider.clone(), model.clone())),
+            _ => None,
+        })
+    }
+
     /// The message (or marker) with id `id`, read from the file if it is
     /// not in the window; `None` if the session has no such entry.
     pub fn message(&self, id: &str) -> Result<Option<Arc<StoredMessage>>, StoreError> {

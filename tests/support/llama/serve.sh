@@ -10,6 +10,9 @@
 #   LLAMA_N_CTX          context size (default 4096: max_tokens 2000 + prompt fits)
 #   LLAMA_MODEL          use this GGUF instead of the generated one
 #   LLAMA_VERBOSE        True: llama.cpp load log + per-request timings on stderr
+#   LLAMA_EXTRA_ALIASES  space-separated further names for the same model: the
+#                        server lists them all in /v1/models and loads the one a
+#                        request names (a multi-model server, for the model picker)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +39,20 @@ else
 fi
 
 echo "[llama-serve] serving $MODEL on http://127.0.0.1:$PORT (n_ctx=$N_CTX)" >&2
+if [[ -n "${LLAMA_EXTRA_ALIASES:-}" ]]; then
+  # Several models only go through a config file; the same settings as below.
+  CONFIG="$(mktemp "${TMPDIR:-/tmp}/llama-config.XXXXXX.json")"
+  "$VENV/bin/python" - "$CONFIG" "$MODEL" "$PORT" "$N_CTX" "${LLAMA_VERBOSE:-False}" $LLAMA_EXTRA_ALIASES <<'PY'
+import json, sys
+path, model, port, n_ctx, verbose, *extra = sys.argv[1:]
+def entry(alias):
+    return {"model": model, "model_alias": alias, "n_threads": 1, "n_threads_batch": 1,
+            "n_ctx": int(n_ctx), "n_batch": 512, "verbose": verbose == "True"}
+json.dump({"host": "127.0.0.1", "port": int(port), "interrupt_requests": False,
+           "models": [entry(a) for a in ["tiny-llama", *extra]]}, open(path, "w"))
+PY
+  exec "$VENV/bin/python" -m llama_cpp.server --config_file "$CONFIG"
+fi
 exec "$VENV/bin/python" -m llama_cpp.server \
   --model "$MODEL" \
   --model_alias tiny-llama \
