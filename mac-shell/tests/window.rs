@@ -897,12 +897,12 @@ fn the_tours_cli_step_looks_at_the_remote_hosts_path() {
         (
             with_loopchat.as_str(),
             "/usr/bin:/bin",
-            format!("path={}/loopchat", bin_dir.display()),
+            format!("path=\"{}/loopchat\"", bin_dir.display()),
         ),
         (
             "/usr/bin:/bin",
             with_loopchat.as_str(),
-            "path=none".to_owned(),
+            "path=\"none\"".to_owned(),
         ),
     ] {
         let fx = Fixture::new();
@@ -925,9 +925,9 @@ fn the_tours_cli_step_looks_at_the_remote_hosts_path() {
         let mut shell = Shell::start_with_path(&local_home, &args, Some(local_path));
         shell.wait_for_line(&["showing the welcome tour"], Duration::from_secs(60));
         let step = shell.wait_for_line(&["the tour's CLI step"], Duration::from_secs(60));
-        assert!(step.contains(&format!("host={destination}")), "{step}");
+        assert!(step.contains(&format!("host=\"{destination}\"")), "{step}");
         assert!(step.contains(&expected), "want {expected}: {step}");
-        assert!(step.contains("error=none"), "{step}");
+        assert!(step.contains("error=\"none\""), "{step}");
         assert!(!shell.log().contains(&relay.token), "token in the logs");
         assert!(shell.stop().success());
     }
