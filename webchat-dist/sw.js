@@ -13,6 +13,11 @@
 //   page and its modules are always of one version, the relay's); the cache
 //   answers only when the relay cannot be reached, and then every file comes
 //   from the one cache of this worker's version.
+// - Except a file named with `?v=` of this worker's version (in SHELL: the
+//   page the relay serves loads its one script and its styles so): that
+//   URL names exactly the content this worker cached, so the cache answers
+//   it without asking the relay. A page of another version names another
+//   `?v=`, which goes to the network; no mix of versions either way.
 'use strict';
 
 const VERSION = "__LOOPCHAT_SHELL_VERSION__";
@@ -21,9 +26,11 @@ const PREFIX = 'loopchat-shell-';
 const CACHE = PREFIX + VERSION;
 
 const scope = new URL(self.registration.scope);
-/** Absolute URLs (no query) of the shell files. */
+/** Absolute URLs of the shell files (no query but a `?v=` of this version). */
 const shellUrls = new Set(SHELL.map((p) => new URL(p, scope).href));
 const pageUrl = new URL('./', scope).href;
+/** Absolute URLs (with their `?v=`) answered from the cache first. */
+const versionedUrls = new Set(SHELL.filter((p) => p.includes('?v=')).map((p) => new URL(p, scope).href));
 
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
@@ -53,6 +60,7 @@ function shellKey(request) {
   if (request.mode === 'navigate' && (url.href.split('?')[0] === pageUrl || url.pathname === new URL('index.html', scope).pathname)) {
     return pageUrl;
   }
+  if (versionedUrls.has(url.href)) return url.href;
   if (url.search) return null;
   return shellUrls.has(url.href) ? url.href : null;
 }
@@ -61,6 +69,10 @@ self.addEventListener('fetch', (event) => {
   const key = shellKey(event.request);
   if (!key) return; // not ours: the browser fetches it as usual
   event.respondWith((async () => {
+    if (versionedUrls.has(key)) {
+      const hit = await caches.match(key, { cacheName: CACHE });
+      if (hit) return hit;
+    }
     try {
       return await fetch(event.request);
     } catch (err) {

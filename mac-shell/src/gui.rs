@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use loopchat_proto::{Discovery, DiscoveryError};
 use loopchat_shell::notifications::{
-    Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, local_relay_key,
+    Click, Focus, Locator, Notifier, NotifierConfig, SystemNotifications, local_relay_key,
     remote_relay_key,
 };
 use loopchat_shell::relay::{self, RelayError};
@@ -18,7 +18,7 @@ use loopchat_shell::settings::Settings;
 use loopchat_shell::start;
 use loopchat_shell::tunnel::{
     BoxFuture, HostKeyQuestion, Prompter, RelayStartQuestion, Tunnel, TunnelError, TunnelSpec,
-    TunnelStatus,
+    TunnelStatus, TunnelView,
 };
 
 use crate::window::{self, UiAction, UiEvent, UiHandle, WindowConfig};
@@ -83,6 +83,11 @@ struct Connected {
     session: String,
     /// Kept alive while the chat is shown (remote mode).
     tunnel: Option<Tunnel>,
+    /// Where this relay is found again (desktop alerts, the tour's CLI
+    /// step), and its name in the alerts record: decided once, with the
+    /// connection.
+    locator: Locator,
+    relay_key: String,
 }
 
 /// What the user asked the controller for, from the window.
@@ -147,9 +152,14 @@ async fn controller(
                 let (url, onboarding) = if force_onboarding || !done {
                     force_onboarding = false;
                     let tour = window::Onboarding::new(connected.relay_version.clone());
+                    let cli_host = match &connected.locator {
+                        Locator::Tunnel(view) => CliHost::Remote(view.clone()),
+                        _ => CliHost::Local,
+                    };
                     desktop_status = Some(tokio::spawn(report_desktop_status(
                         ui.clone(),
                         tour.clone(),
+                        cli_host,
                     )));
                     tracing::info!(relay_version = %connected.relay_version, "showing the welcome tour");
                     (connected.welcome_url, Some(tour))
@@ -228,26 +238,71 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// While the welcome tour is on screen: what only the shell can see (is
-/// `loopchat` on PATH, does a notification service answer), every second,
-/// so that the page shows it live (a daemon started meanwhile turns green).
-async fn report_desktop_status(ui: UiHandle, tour: window::Onboarding) {
-    while tour.active() {
-        let status = tokio::task::spawn_blocking(|| {
-            let daemon = loopchat_shell::notifications::desktop::service_name();
-            serde_json::json!({
-                "cli": {
-                    "path": start::on_path(start::RELAY_BINARY).map(|p| p.display().to_string()),
-                    "install": start::INSTALL_COMMAND,
-                },
-                "daemon": {
-                    "name": daemon.as_ref().ok(),
-                    "error": daemon.as_ref().err(),
-                },
-            })
+/// Where the tour's CLI step looks for `loopchat`: the PATH of the machine
+/// whose relay the window shows.
+#[derive(Clone)]
+enum CliHost {
+    /// This machine's PATH (local mode).
+    Local,
+    /// The remote host's, asked over the tunnel's SSH link (remote mode).
+    Remote(TunnelView),
+}
+
+impl CliHost {
+    /// The CLI step's status: where it looked (`host`: `null` for this
+    /// machine, else the SSH target), what it found, and how to install it.
+    async fn status(&self) -> serde_json::Value {
+        let (host, path, error) = match self {
+            CliHost::Local => {
+                let path = tokio::task::spawn_blocking(|| {
+                    start::on_path(start::RELAY_BINARY).map(|p| p.display().to_string())
+                })
+                .await
+                .ok()
+                .flatten();
+                (None, path, None)
+            }
+            CliHost::Remote(view) => match view.remote_cli().await {
+                Ok(path) => (Some(view.target().to_owned()), path, None),
+                Err(e) => (Some(view.target().to_owned()), None, Some(e)),
+            },
+        };
+        serde_json::json!({
+            "host": host,
+            "path": path,
+            "error": error,
+            "install": start::INSTALL_COMMAND,
         })
-        .await;
-        let Ok(status) = status else { return };
+    }
+}
+
+/// While the welcome tour is on screen: what only the shell can see (is
+/// `loopchat` on the PATH of the relay's host, does a notification service
+/// answer), every second, so that the page shows it live (a daemon started
+/// meanwhile turns green).
+async fn report_desktop_status(ui: UiHandle, tour: window::Onboarding, cli_host: CliHost) {
+    let mut last_cli = serde_json::Value::Null;
+    while tour.active() {
+        let cli = cli_host.status().await;
+        if cli != last_cli {
+            tracing::info!(
+                host = cli["host"].as_str().unwrap_or("this machine"),
+                path = cli["path"].as_str().unwrap_or("none"),
+                error = cli["error"].as_str().unwrap_or("none"),
+                "the tour's CLI step"
+            );
+            last_cli = cli.clone();
+        }
+        let daemon =
+            tokio::task::spawn_blocking(loopchat_shell::notifications::desktop::service_name).await;
+        let Ok(daemon) = daemon else { return };
+        let status = serde_json::json!({
+            "cli": cli,
+            "daemon": {
+                "name": daemon.as_ref().ok(),
+                "error": daemon.as_ref().err(),
+            },
+        });
         if !ui.send(UiEvent::DesktopStatus(status.to_string())) {
             return;
         }
@@ -292,26 +347,14 @@ fn start_alerts(
     ui: &UiHandle,
     focus: &Focus,
 ) -> Notifier {
-    let (relay_key, locator) = match (&connected.tunnel, &options.remote) {
-        (Some(tunnel), Some(spec)) => (
-            remote_relay_key(tunnel.target(), &spec.remote_discovery),
-            Locator::Tunnel(tunnel.view()),
-        ),
-        _ => (
-            local_relay_key(),
-            Locator::Local {
-                home: options.home.clone(),
-            },
-        ),
-    };
     let ui = ui.clone();
     Notifier::spawn(
         NotifierConfig {
             home: options.home.clone(),
-            relay_key,
-            locator,
+            relay_key: connected.relay_key.clone(),
+            locator: connected.locator.clone(),
         },
-        Arc::new(FreedesktopNotifications),
+        Arc::new(SystemNotifications),
         focus.clone(),
         Arc::new(move |click: Click| {
             ui.send(UiEvent::Activate {
@@ -354,6 +397,10 @@ async fn connect(
                 base_url: discovery.base_url,
                 session: info.session_key,
                 tunnel: None,
+                locator: Locator::Local {
+                    home: options.home.clone(),
+                },
+                relay_key: local_relay_key(),
             })
         }
         Some(spec) => {
@@ -390,6 +437,8 @@ async fn connect(
                 relay_version: info.version,
                 base_url: local_url,
                 session: info.session_key,
+                locator: Locator::Tunnel(tunnel.view()),
+                relay_key: remote_relay_key(tunnel.target(), &spec.remote_discovery),
                 tunnel: Some(tunnel),
             })
         }

@@ -86,9 +86,10 @@ pub fn run_tunnel(mut spec: TunnelSpec, home: &Path, json: bool) -> anyhow::Resu
 /// opens its session or link in the browser.
 pub fn run_alerts(home: std::path::PathBuf, remote: Option<TunnelSpec>) -> anyhow::Result<()> {
     use crate::notifications::{
-        Click, Focus, FreedesktopNotifications, Locator, Notifier, NotifierConfig, Opening,
-        local_relay_key, open_in_browser, remote_relay_key,
+        Click, Focus, Locator, Notifier, NotifierConfig, Opening, SystemNotifications,
+        local_relay_key, remote_relay_key,
     };
+    use crate::open::open_in_browser;
     crate::runtime()?.block_on(async move {
         let (tunnel, relay_key, locator) = match remote {
             None => (
@@ -117,7 +118,7 @@ pub fn run_alerts(home: std::path::PathBuf, remote: Option<TunnelSpec>) -> anyho
                 relay_key,
                 locator,
             },
-            Arc::new(FreedesktopNotifications),
+            Arc::new(SystemNotifications),
             Focus::default(),
             on_click,
         );

@@ -40,6 +40,7 @@
 
 pub mod headless;
 pub mod notifications;
+pub mod open;
 pub mod relay;
 pub mod settings;
 pub mod start;

@@ -48,6 +48,9 @@ const TESTS: &[desktop::Test<()>] = &[
     ("window_asks_about_an_unknown_host_and_a_passphrase", |_| {
         window_asks_about_an_unknown_host_and_a_passphrase()
     }),
+    ("the_tours_cli_step_looks_at_the_remote_hosts_path", |_| {
+        the_tours_cli_step_looks_at_the_remote_hosts_path()
+    }),
 ];
 
 fn main() {
@@ -62,8 +65,17 @@ struct Shell {
 
 impl Shell {
     fn start(home: &Path, args: &[&str]) -> Self {
+        Self::start_with_path(home, args, None)
+    }
+
+    /// `path`: the shell's own PATH, when it must not be the test's.
+    fn start_with_path(home: &Path, args: &[&str], path: Option<&str>) -> Self {
         support::mark_tour_done(home);
-        let mut child = Command::new(shell_bin())
+        let mut command = Command::new(shell_bin());
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        let mut child = command
             .args(args)
             .env("LOOPCHAT_HOME", home)
             .env("HOME", home.join("user-home"))
@@ -869,4 +881,54 @@ fn window_shows_how_to_install_a_missing_remote_relay() {
     assert!(distinct_colours(&shot) >= 16, "blank error page");
     assert!(!remote_home.exists(), "touched the remote home");
     assert!(shell.stop().success());
+}
+
+/// The welcome tour in remote mode: its CLI step reports the remote host's
+/// PATH, asked over the shell's SSH connection, and not this machine's.
+/// Each case has `loopchat` on exactly one side, so a shell that looked at
+/// its own PATH would report the opposite.
+fn the_tours_cli_step_looks_at_the_remote_hosts_path() {
+    let bin_dir = Path::new(shell_bin())
+        .parent()
+        .expect("target dir")
+        .to_owned();
+    let with_loopchat = format!("{}:/usr/bin:/bin", bin_dir.display());
+    for (remote_path, local_path, expected) in [
+        (
+            with_loopchat.as_str(),
+            "/usr/bin:/bin",
+            format!("path=\"{}/loopchat\"", bin_dir.display()),
+        ),
+        (
+            "/usr/bin:/bin",
+            with_loopchat.as_str(),
+            "path=\"none\"".to_owned(),
+        ),
+    ] {
+        let fx = Fixture::new();
+        let key = fx.client_key("id_ed25519", "");
+        let sshd = Sshd::start_with(&fx, "sshd", &[&format!("SetEnv=PATH={remote_path}")]);
+        let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+        let relay = Relay::start(&fx.path("remote/.loopchat"), None);
+        let local_home = fx.path("local");
+        std::fs::create_dir_all(local_home.join("user-home")).expect("home");
+        let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
+        let mut args = remote_args(
+            &destination,
+            &key,
+            &known_hosts,
+            &relay.discovery_path(),
+            "tourcli",
+        );
+        args.push("--onboarding".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut shell = Shell::start_with_path(&local_home, &args, Some(local_path));
+        shell.wait_for_line(&["showing the welcome tour"], Duration::from_secs(60));
+        let step = shell.wait_for_line(&["the tour's CLI step"], Duration::from_secs(60));
+        assert!(step.contains(&format!("host=\"{destination}\"")), "{step}");
+        assert!(step.contains(&expected), "want {expected}: {step}");
+        assert!(step.contains("error=\"none\""), "{step}");
+        assert!(!shell.log().contains(&relay.token), "token in the logs");
+        assert!(shell.stop().success());
+    }
 }

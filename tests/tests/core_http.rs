@@ -503,6 +503,93 @@ async fn refuses_non_loopback_bind() {
     assert!(err.contains("loopback"), "{err}");
 }
 
+/// The page as the relay serves it: one module script, made by the relay
+/// from app.js and its imports, and every asset it names carries `?v=` of
+/// the shell version, under which it is immutable. Another `?v=` changes
+/// nothing (it is revalidated like any asset).
+#[tokio::test]
+async fn the_page_is_served_with_its_modules_bundled() {
+    let relay = Relay::start();
+    let http = reqwest::Client::builder().build().unwrap();
+    let page = http
+        .get(relay.url("/webchat/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let start = page
+        .find("app.bundle.js?v=")
+        .expect("the bundle's script tag")
+        + 16;
+    let tag = &page[start..start + 16];
+    assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()), "{tag}");
+    assert_eq!(page.matches("<script").count(), 2, "{page}");
+    assert!(
+        !page.contains("modulepreload") && !page.contains("src=\"app.js\""),
+        "{page}"
+    );
+    for asset in ["boot.js", "style.css", "css/highlight.css"] {
+        assert!(
+            page.contains(&format!("=\"{asset}?v={tag}\"")),
+            "{asset}: {page}"
+        );
+    }
+
+    let r = http
+        .get(relay.url(&format!("/webchat/app.bundle.js?v={tag}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let bundle = r.text().await.unwrap();
+    for module in ["js/util.js", "js/api.js", "js/render.js", "app.js"] {
+        assert!(bundle.contains(&format!("// --- {module}\n")), "{module}");
+    }
+    // every module is in the bundle, app.js last; none left to import
+    assert!(bundle.rfind("// --- app.js").unwrap() > bundle.rfind("// --- js/api.js").unwrap());
+    assert!(
+        !bundle
+            .lines()
+            .any(|l| l.starts_with("import ") || l.starts_with("export "))
+    );
+
+    for query in ["", "?v=0000000000000000", "?v=x&y=1"] {
+        let r = http
+            .get(relay.url(&format!("/webchat/style.css{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{query}");
+        assert_eq!(r.headers()["cache-control"], "no-cache", "{query}");
+    }
+
+    // the worker keeps the versioned URLs with the shell
+    let sw = http
+        .get(relay.url("/webchat/sw.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for f in ["app.bundle.js", "boot.js", "style.css", "css/highlight.css"] {
+        assert!(
+            sw.contains(&format!("\"{f}?v={tag}\"")),
+            "{f} not in the worker's list"
+        );
+    }
+}
+
 #[tokio::test]
 async fn assets_headers_etag_and_compression() {
     let relay = Relay::start();

@@ -162,6 +162,34 @@ describe('installable app', () => {
     await page.context().close();
   });
 
+  it('the page runs as one script, and the worker answers its versioned files from its cache', async () => {
+    const page = await newPage(browser);
+    await openChat(page, relay, { session: 'bundle' });
+    const worker = await workerOf(relay);
+    await shellCached(page, worker);
+    const versioned = worker.files.filter((f) => f.includes('?v='));
+    assert.deepEqual(versioned.map((f) => f.split('?')[0]).sort(), ['app.bundle.js', 'boot.js', 'css/highlight.css', 'style.css']);
+    const tag = versioned[0].split('?v=')[1];
+
+    const scripts = [];
+    page.on('request', (r) => { if (r.resourceType() === 'script') scripts.push(r.url()); });
+    const byWorker = [];
+    const onWorkerRequest = (r) => { if (r.serviceWorker()) byWorker.push(r.url()); };
+    page.context().on('request', onWorkerRequest);
+    await page.reload();
+    await page.waitForSelector('#app[data-state="ready"]');
+    await page.waitForSelector('#session-title >> text=bundle');
+    page.context().off('request', onWorkerRequest);
+    // boot.js and the bundle, named with the version; no module one by one
+    const paths = scripts.map((u) => new URL(u)).map((u) => u.pathname + u.search);
+    assert.deepEqual(paths, [`/webchat/boot.js?v=${tag}`, `/webchat/app.bundle.js?v=${tag}`]);
+    // the worker asked the relay for the page (network first), never for a versioned file
+    assert.ok(byWorker.some((u) => new URL(u).pathname === '/webchat/'), byWorker.join('\n'));
+    assert.ok(!byWorker.some((u) => u.includes('?v=')), byWorker.join('\n'));
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
   it('a new bundle replaces the cached shell: one cache, of the new version', async () => {
     const page = await newPage(browser);
     await openChat(page, relay, { session: 'upgrade' });

@@ -72,4 +72,24 @@ describe('welcome tour (browser)', () => {
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });
+  it("the shell's CLI step says whose PATH it looked at", async () => {
+    const page = await newPage(fx.browser, { welcome: true });
+    await page.goto(fx.relay.pageUrl().replace('/webchat/#', '/webchat/welcome.html?desktop=1#'));
+    const status = (cli) => page.evaluate((c) => {
+      window.loopchatDesktopStatus({ cli: c, daemon: { name: 'dunst 1', error: null } });
+      return { text: document.getElementById('cli-status').textContent, install: !document.getElementById('cli-install').hidden };
+    }, cli);
+    const install = 'cargo install --locked --path relay';
+    assert.deepEqual(await status({ host: null, path: '/usr/bin/loopchat', error: null, install }),
+      { text: 'loopchat is on your PATH: /usr/bin/loopchat', install: false });
+    assert.deepEqual(await status({ host: 'me@box:22', path: null, error: null, install }),
+      { text: 'loopchat is not on the PATH of me@box:22.', install: true });
+    assert.deepEqual(await status({ host: 'me@box:22', path: '/opt/bin/loopchat', error: null, install }),
+      { text: 'loopchat is on the PATH of me@box:22: /opt/bin/loopchat', install: false });
+    // the host could not be asked: no claim either way, no install command
+    assert.deepEqual(await status({ host: 'me@box:22', path: null, error: 'the SSH link is down', install }),
+      { text: 'Cannot tell whether loopchat is on the PATH of me@box:22 (the SSH link is down).', install: false });
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
 });

@@ -74,21 +74,29 @@ $('test-alert').addEventListener('click', async () => {
 });
 
 /**
- * Called by the shell with what it sees on this machine:
- * { cli: { path: string|null, install: string }, daemon: { name: string|null, error: string|null } }.
+ * Called by the shell with what it sees:
+ * { cli: { host: string|null, path: string|null, error: string|null, install: string },
+ *   daemon: { name: string|null, error: string|null } }.
+ * cli.host is the remote host whose PATH was looked at (the shell shows a
+ * relay there through its SSH tunnel), null for this machine.
  * Text only (textContent): nothing in it becomes markup.
  */
 window.loopchatDesktopStatus = (status) => {
   if (!status || typeof status !== 'object') return;
   const cli = status.cli || {};
   const cliStatus = $('cli-status');
+  const where = typeof cli.host === 'string' ? `the PATH of ${cli.host}` : 'your PATH';
   if (typeof cli.path === 'string') {
     cliStatus.dataset.state = 'ok';
-    cliStatus.textContent = `loopchat is on your PATH: ${cli.path}`;
+    cliStatus.textContent = `loopchat is on ${where}: ${cli.path}`;
+    $('cli-install').hidden = true;
+  } else if (typeof cli.error === 'string') {
+    cliStatus.dataset.state = 'missing';
+    cliStatus.textContent = `Cannot tell whether loopchat is on ${where} (${cli.error}).`;
     $('cli-install').hidden = true;
   } else {
     cliStatus.dataset.state = 'missing';
-    cliStatus.textContent = 'loopchat is not on your PATH.';
+    cliStatus.textContent = `loopchat is not on ${where}.`;
     $('cli-command').textContent = String(cli.install || '');
     $('cli-install').hidden = false;
   }

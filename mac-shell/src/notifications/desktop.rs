@@ -1,21 +1,28 @@
 //! The desktop side: a small [`Desktop`] trait (show a popup, learn whether
-//! it was clicked) and its implementation on the freedesktop notification
-//! service (`org.freedesktop.Notifications` on the session D-Bus) through
-//! notify-rust — what GNOME, KDE, dunst, mako… all serve.
+//! it was clicked) and the platform's implementation, [`SystemNotifications`]:
+//! on Linux the freedesktop notification service
+//! (`org.freedesktop.Notifications` on the session D-Bus) through notify-rust —
+//! what GNOME, KDE, dunst, mako… all serve; elsewhere notify-rust's
+//! cross-platform `show()` (macOS Notification Center), which reports no
+//! clicks. Only the Linux one is built and tested here.
+
+#[cfg(target_os = "linux")]
+mod freedesktop;
+#[cfg(not(target_os = "linux"))]
+mod portable;
+
+#[cfg(target_os = "linux")]
+pub use freedesktop::{
+    FreedesktopNotifications, FreedesktopNotifications as SystemNotifications, service_name,
+};
+#[cfg(not(target_os = "linux"))]
+pub use portable::{SystemNotifications, service_name};
 
 use std::future::Future;
 use std::pin::Pin;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The notification service answering on the session bus ("dunst 1.9.0"),
-/// or why none does. Blocking (one D-Bus round trip).
-pub fn service_name() -> Result<String, String> {
-    notify_rust::get_server_information()
-        .map(|info| format!("{} {}", info.name, info.version).trim().to_owned())
-        .map_err(|e| e.to_string())
-}
 
 /// The desktop's urgency levels (freedesktop notification spec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,55 +94,7 @@ pub trait Desktop: Send + Sync + 'static {
 pub const APP_NAME: &str = "loopchat";
 /// The longest body shown (characters); the relay allows 4 KiB, a popup is
 /// not the place to read it.
-const MAX_BODY_CHARS: usize = 600;
-
-/// The freedesktop notification service on the session bus
-/// (`DBUS_SESSION_BUS_ADDRESS`), through notify-rust.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FreedesktopNotifications;
-
-impl Desktop for FreedesktopNotifications {
-    fn show(&self, alert: DesktopAlert) -> BoxFuture<'_, Result<Shown, DesktopError>> {
-        Box::pin(async move {
-            let mut n = notify_rust::Notification::new();
-            n.appname(APP_NAME)
-                .summary(&alert.title)
-                .body(&escape_markup(&truncate(&alert.body, MAX_BODY_CHARS)))
-                // The "default" action is what a click on the popup invokes.
-                .action("default", "Open")
-                .hint(notify_rust::Hint::Category("im.received".into()))
-                .urgency(match alert.urgency {
-                    Urgency::Low => notify_rust::Urgency::Low,
-                    Urgency::Normal => notify_rust::Urgency::Normal,
-                    Urgency::Critical => notify_rust::Urgency::Critical,
-                });
-            if alert.urgency == Urgency::Critical {
-                n.hint(notify_rust::Hint::SoundName("message-new-instant".into()));
-            }
-            if let Some(id) = alert.replaces {
-                n.id(id);
-            }
-            if let Some(path) = &alert.image {
-                n.hint(notify_rust::Hint::ImagePath(path.display().to_string()));
-            }
-            let handle = n
-                .show_async()
-                .await
-                .map_err(|e| DesktopError(e.to_string()))?;
-            let id = handle.id();
-            let clicked: BoxFuture<'static, bool> = Box::pin(async move {
-                let mut clicked = false;
-                handle
-                    .wait_for_action_async(|response| {
-                        clicked = matches!(response, notify_rust::NotificationResponse::Default);
-                    })
-                    .await;
-                clicked
-            });
-            Ok(Shown { id, clicked })
-        })
-    }
-}
+pub(crate) const MAX_BODY_CHARS: usize = 600;
 
 /// Notification servers that advertise `body-markup` (GNOME, KDE, dunst)
 /// read the body as a small subset of HTML; an alert's body is plain text.

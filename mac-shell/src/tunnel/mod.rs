@@ -319,6 +319,17 @@ impl TunnelView {
         }
     }
 
+    /// Where `loopchat` is on the remote host's PATH (`command -v`, in the
+    /// remote user's shell, over the tunnel's SSH link): `Ok(None)` when it
+    /// is not there, `Err` when the host could not be asked (link down).
+    pub async fn remote_cli(&self) -> Result<Option<String>, String> {
+        let active = match &*self.state.borrow() {
+            LinkState::Up(active) => active.clone(),
+            _ => return Err("the SSH link is down".to_owned()),
+        };
+        remote_start::find_binary(&active.link).await
+    }
+
     /// Same as [`Tunnel::local_url`].
     pub fn local_url(&self) -> String {
         let path = self

@@ -138,7 +138,7 @@ fn remote_home(discovery_path: &str) -> Option<&str> {
 
 /// `command -v loopchat` in the remote user's shell: the absolute path of
 /// the binary an SSH session would run, or `None`.
-async fn find_binary(link: &Link) -> Result<Option<String>, String> {
+pub(crate) async fn find_binary(link: &Link) -> Result<Option<String>, String> {
     let out = exec(link, &format!("command -v {REMOTE_BINARY}"), 4096).await?;
     if out.status != Some(0) {
         return Ok(None);

@@ -8,6 +8,7 @@
 
 mod menu;
 mod page;
+mod platform;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -209,7 +210,7 @@ where
     );
     let WindowConfig {
         host,
-        mut settings,
+        settings,
         data_dir,
         focus,
         local_home,
@@ -225,13 +226,7 @@ where
 
     let shell_menu = menu::build(settings.alerts_paused(), local_home.is_some())
         .context("cannot build the menu")?;
-    {
-        use tao::platform::unix::WindowExtUnix;
-        shell_menu
-            .menu
-            .init_for_gtk_window(window.gtk_window(), window.default_vbox())
-            .context("cannot attach the menu")?;
-    }
+    platform::attach_menu(&shell_menu.menu, &window)?;
     let menu_proxy = proxy.clone();
     muda::MenuEvent::set_event_handler(Some(move |e: muda::MenuEvent| {
         let _ = menu_proxy.send_event(Internal::Menu(e.id));
@@ -242,286 +237,362 @@ where
     let ipc_proxy = proxy.clone();
     let title_proxy = proxy.clone();
     let load_proxy = proxy.clone();
-    let webview = {
-        use tao::platform::unix::WindowExtUnix;
-        use wry::WebViewBuilderExtUnix;
-        let vbox = window
-            .default_vbox()
-            .context("the window has no GTK container for the webview")?;
-        WebViewBuilder::new_with_web_context(&mut web_context)
-            .with_html(page::status("Starting…"))
-            .with_ipc_handler(move |req| {
-                let _ = ipc_proxy.send_event(Internal::Ipc(req.into_body()));
-            })
-            .with_document_title_changed_handler(move |title| {
-                let _ = title_proxy.send_event(Internal::DocumentTitle(title));
-            })
-            .with_on_page_load_handler(move |event, url| {
-                if matches!(event, PageLoadEvent::Finished) {
-                    let _ = load_proxy.send_event(Internal::PageLoaded(url));
-                }
-            })
-            .build_gtk(vbox)
-            .context("cannot create the web view (WebKitGTK)")?
+    let builder = WebViewBuilder::new_with_web_context(&mut web_context)
+        .with_html(page::status("Starting…"))
+        .with_ipc_handler(move |req| {
+            let _ = ipc_proxy.send_event(Internal::Ipc(req.into_body()));
+        })
+        .with_document_title_changed_handler(move |title| {
+            let _ = title_proxy.send_event(Internal::DocumentTitle(title));
+        })
+        .with_on_page_load_handler(move |event, url| {
+            if matches!(event, PageLoadEvent::Finished) {
+                let _ = load_proxy.send_event(Internal::PageLoaded(url));
+            }
+        });
+    let webview = platform::build_webview(builder, &window)?;
+
+    let mut state = WindowState {
+        title: format!("loopchat — {host}"),
+        window,
+        webview,
+        _web_context: web_context,
+        shell_menu,
+        settings,
+        host,
+        focus,
+        local_home,
+        actions: actions_tx,
+        showing: Showing::Status,
+        base_url: None,
+        chat_url: None,
+        tour: None,
+        unread: None,
+        save_due: None,
     };
-
-    let mut showing = Showing::Status;
-    let mut base_url: Option<String> = None;
-    // The page the chat showed last (no token), to go back to from a
-    // cancelled question.
-    let mut chat_url: Option<String> = None;
-    // The welcome tour, while it is on screen.
-    let mut tour: Option<Onboarding> = None;
-    // The shell's own title, and the chat page's unread count ("3", "99+")
-    // shown in front of it.
-    let mut title = format!("loopchat — {host}");
-    let mut unread: Option<String> = None;
-    let mut save_due: Option<Instant> = None;
-
     event_loop.run(move |event, _target, control_flow| {
-        // Keep what must outlive the webview inside the loop's closure.
-        let _ = &web_context;
-        let _ = &shell_menu;
-
-        match event {
-            Event::UserEvent(Internal::App(ui)) => match ui {
-                UiEvent::Status(text) => {
-                    showing = Showing::Status;
-                    let _ = webview.load_html(&page::status(&text));
-                }
-                UiEvent::Open {
-                    url,
-                    base_url: base,
-                    session,
-                    onboarding,
-                } => {
-                    showing = Showing::Chat;
-                    if let Some(old) = tour.take() {
-                        old.end();
-                    }
-                    tour = onboarding;
-                    tracing::info!(base_url = %base, session = %session, "opening the chat");
-                    title = format!("loopchat — {session} @ {host}");
-                    // A fresh page: it reports its own count once loaded.
-                    unread = None;
-                    set_title(&window, &title, None);
-                    chat_url = Some(loopchat_shell::relay::session_url(&base, &session));
-                    base_url = Some(base);
-                    if let Err(e) = webview.load_url(&url) {
-                        tracing::error!(error = %e, "cannot load the chat page");
-                    }
-                }
-                UiEvent::DesktopStatus(json) => {
-                    if showing == Showing::Chat && tour.is_some() {
-                        let _ = webview.evaluate_script(&format!(
-                            "window.loopchatDesktopStatus && window.loopchatDesktopStatus({json})"
-                        ));
-                    }
-                }
-                UiEvent::Error { step, message } => {
-                    showing = Showing::Error;
-                    // Not completed: the tour comes back next time.
-                    if let Some(old) = tour.take() {
-                        old.end();
-                    }
-                    // The count belongs to a page that is gone.
-                    unread = None;
-                    title = format!("loopchat — {host} (unreachable)");
-                    set_title(&window, &title, None);
-                    let _ = webview.load_html(&page::error(&step, &message));
-                }
-                UiEvent::AskHostKey {
-                    host: h,
-                    key_type,
-                    fingerprint,
-                    known_hosts,
-                } => {
-                    showing = Showing::HostKey;
-                    let _ = webview.load_html(&page::host_key(
-                        &h,
-                        &key_type,
-                        &fingerprint,
-                        &known_hosts,
-                    ));
-                }
-                UiEvent::AskPassphrase { key } => {
-                    showing = Showing::Passphrase;
-                    let _ = webview.load_html(&page::passphrase(&key));
-                }
-                UiEvent::AskRelayStart {
-                    host: h,
-                    reason,
-                    command,
-                } => {
-                    showing = Showing::RelayStart;
-                    let _ = webview.load_html(&page::relay_start(&h, &reason, &command));
-                }
-                UiEvent::Stopped { home } => {
-                    // Retry on this page starts the relay again.
-                    showing = Showing::Error;
-                    unread = None;
-                    title = format!("loopchat — {host} (relay stopped)");
-                    set_title(&window, &title, None);
-                    let _ = webview.load_html(&page::stopped(&home));
-                }
-                UiEvent::Activate { target } => {
-                    window.set_visible(true);
-                    window.set_minimized(false);
-                    window.set_focus();
-                    let opening = match (showing, base_url.as_deref()) {
-                        (Showing::Chat, Some(base)) => target.resolve(base),
-                        _ => Opening::FocusOnly,
-                    };
-                    match opening {
-                        Opening::InWindow(url) => {
-                            if let Some(session) = session_of(&url) {
-                                title = format!("loopchat — {session} @ {host}");
-                                set_title(&window, &title, unread.as_deref());
-                            }
-                            tracing::info!(url = %url, "opening an alert's page");
-                            if let Err(e) = webview.load_url(&url) {
-                                tracing::error!(error = %e, "cannot load the alert's page");
-                            }
-                        }
-                        Opening::FocusOnly => {}
-                    }
-                }
-                UiEvent::Quit => {
-                    save_size(&mut settings, &window);
-                    *control_flow = ControlFlow::Exit;
-                    return;
-                }
-            },
-            Event::UserEvent(Internal::Ipc(message)) => {
-                // Never log the message: it may be a passphrase.
-                if showing == Showing::ConfirmStop && message == "stop:no" {
-                    showing = Showing::Chat;
-                    if let Some(url) = chat_url.as_deref() {
-                        let _ = webview.load_url(url);
-                    }
-                } else if let Some(action) = ipc_action(showing, &message) {
-                    showing = Showing::Status;
-                    let text = match action {
-                        UiAction::StopRelay => "Stopping the relay…",
-                        UiAction::RelayStartAnswer(true) => "Starting the relay there…",
-                        _ => "Connecting…",
-                    };
-                    let _ = webview.load_html(&page::status(text));
-                    let _ = actions_tx.send(action);
-                }
-            }
-            Event::UserEvent(Internal::Menu(id)) => match MenuCommand::from_id(&id) {
-                Some(MenuCommand::Reload) => {
-                    if showing == Showing::Error {
-                        let _ = actions_tx.send(UiAction::Retry);
-                    } else if showing == Showing::Chat {
-                        let _ = webview.reload();
-                    }
-                }
-                Some(MenuCommand::NewChat) => {
-                    if let (Showing::Chat, Some(base)) = (showing, base_url.as_deref()) {
-                        let key = new_session_key();
-                        tracing::info!(session = %key, "new chat");
-                        title = format!("loopchat — {key} @ {host}");
-                        set_title(&window, &title, unread.as_deref());
-                        let _ = webview.load_url(&loopchat_shell::relay::session_url(base, &key));
-                    }
-                }
-                Some(MenuCommand::ToggleAlertsPause) => {
-                    let paused = !settings.alerts_paused();
-
-                    shell_menu.alerts.set_checked(paused);
-                    tracing::info!(paused, "alerts pause toggled");
-                    if let Err(e) = settings.save_with(|s| s.set_alerts_paused(paused)) {
-                        tracing::warn!(error = %e, "cannot save settings");
-                    }
-                }
-                Some(MenuCommand::StopRelay) => {
-                    // Only over the chat: elsewhere there is no relay on
-                    // screen to stop (or a question is pending).
-                    if let (Showing::Chat, Some(home)) = (showing, local_home.as_deref()) {
-                        showing = Showing::ConfirmStop;
-                        let _ = webview.load_html(&page::confirm_stop(&home.display().to_string()));
-                    }
-                }
-                Some(MenuCommand::Quit) => {
-                    save_size(&mut settings, &window);
-                    *control_flow = ControlFlow::Exit;
-                    return;
-                }
-                None => {}
-            },
-            Event::UserEvent(Internal::DocumentTitle(page_title)) => {
-                tracing::info!(title = %page_title, "page title");
-                // Only the chat page's count: the shell's own pages have
-                // none, and the window keeps its own title otherwise.
-                if showing == Showing::Chat {
-                    let count = unread_count(&page_title).map(str::to_owned);
-                    if count != unread {
-                        unread = count;
-                        set_title(&window, &title, unread.as_deref());
-                        tracing::info!(unread = unread.as_deref().unwrap_or("0"), "unread alerts");
-                    }
-                }
-            }
-            Event::UserEvent(Internal::PageLoaded(url)) => {
-                // Strip query and fragment: the first load carries the token.
-                let clean = url.split(['?', '#']).next().unwrap_or_default();
-                tracing::info!(url = %clean, "page loaded");
-                // The tour's Done and Skip both lead to the chat: leaving it
-                // for a page of the relay completes it.
-                let on_relay = base_url.as_deref().is_some_and(|b| clean.starts_with(b));
-                if on_relay
-                    && !clean.ends_with("/welcome.html")
-                    && showing == Showing::Chat
-                    && let Some(done) = tour.take()
-                {
-                    done.end();
-                    let relay_version = done.relay_version.clone();
-                    match settings.save_with(|s| {
-                        s.set_onboarding_done(loopchat_proto::WELCOME_VERSION, &relay_version)
-                    }) {
-                        Ok(()) => {
-                            tracing::info!(relay_version = %relay_version, "welcome tour completed")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot record the welcome tour"),
-                    }
-                }
-            }
+        let flow = match event {
+            Event::UserEvent(Internal::App(ui)) => state.on_app(ui),
+            Event::UserEvent(Internal::Ipc(message)) => state.on_ipc(&message),
+            Event::UserEvent(Internal::Menu(id)) => state.on_menu(&id),
+            Event::UserEvent(Internal::DocumentTitle(title)) => state.on_page_title(&title),
+            Event::UserEvent(Internal::PageLoaded(url)) => state.on_page_loaded(&url),
             Event::WindowEvent {
                 event: WindowEvent::Focused(focused),
                 ..
             } => {
                 tracing::info!(focused, "window focus");
-                focus.set(focused);
+                state.focus.set(focused);
+                Flow::Continue
             }
             Event::WindowEvent {
                 event: WindowEvent::Resized(_),
                 ..
             } => {
-                save_due = Some(Instant::now() + SAVE_DELAY);
+                state.save_due = Some(Instant::now() + SAVE_DELAY);
+                Flow::Continue
             }
             Event::WindowEvent {
                 event: WindowEvent::CloseRequested,
                 ..
-            } => {
-                save_size(&mut settings, &window);
-                *control_flow = ControlFlow::Exit;
-                return;
-            }
-            _ => {}
-        }
-
-        match save_due {
-            Some(due) if Instant::now() >= due => {
-                save_size(&mut settings, &window);
-                save_due = None;
-                *control_flow = ControlFlow::Wait;
-            }
-            Some(due) => *control_flow = ControlFlow::WaitUntil(due),
-            None => *control_flow = ControlFlow::Wait,
-        }
+            } => Flow::Exit,
+            _ => Flow::Continue,
+        };
+        *control_flow = match flow {
+            Flow::Exit => state.exit(),
+            Flow::Continue => state.next_wake(),
+        };
     })
+}
+
+/// Whether the event loop goes on after an event.
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// The window and what it shows, owned by the event loop.
+struct WindowState {
+    webview: wry::WebView,
+    /// Outlives the web view (declared after it, dropped after it).
+    _web_context: WebContext,
+    window: tao::window::Window,
+    shell_menu: menu::ShellMenu,
+    settings: Settings,
+    /// Where the chat lives, for the title.
+    host: String,
+    focus: Focus,
+    local_home: Option<PathBuf>,
+    actions: mpsc::UnboundedSender<UiAction>,
+    showing: Showing,
+    base_url: Option<String>,
+    /// The page the chat showed last (no token), to go back to from a
+    /// cancelled question.
+    chat_url: Option<String>,
+    /// The welcome tour, while it is on screen.
+    tour: Option<Onboarding>,
+    /// The shell's own title, and the chat page's unread count ("3",
+    /// "99+") shown in front of it.
+    title: String,
+    unread: Option<String>,
+    /// When the window's size is to be saved (resizes settle first).
+    save_due: Option<Instant>,
+}
+
+impl WindowState {
+    /// What the app asked for.
+    fn on_app(&mut self, ui: UiEvent) -> Flow {
+        match ui {
+            UiEvent::Status(text) => {
+                self.showing = Showing::Status;
+                let _ = self.webview.load_html(&page::status(&text));
+            }
+            UiEvent::Open {
+                url,
+                base_url: base,
+                session,
+                onboarding,
+            } => {
+                self.showing = Showing::Chat;
+                self.end_tour();
+                self.tour = onboarding;
+                tracing::info!(base_url = %base, session = %session, "opening the chat");
+                // A fresh page: it reports its own count once loaded.
+                self.unread = None;
+                self.set_title(format!("loopchat — {session} @ {}", self.host));
+                self.chat_url = Some(loopchat_shell::relay::session_url(&base, &session));
+                self.base_url = Some(base);
+                if let Err(e) = self.webview.load_url(&url) {
+                    tracing::error!(error = %e, "cannot load the chat page");
+                }
+            }
+            UiEvent::DesktopStatus(json) => {
+                if self.showing == Showing::Chat && self.tour.is_some() {
+                    let _ = self.webview.evaluate_script(&format!(
+                        "window.loopchatDesktopStatus && window.loopchatDesktopStatus({json})"
+                    ));
+                }
+            }
+            UiEvent::Error { step, message } => {
+                self.showing = Showing::Error;
+                // Not completed: the tour comes back next time.
+                self.end_tour();
+                // The count belongs to a page that is gone.
+                self.unread = None;
+                self.set_title(format!("loopchat — {} (unreachable)", self.host));
+                let _ = self.webview.load_html(&page::error(&step, &message));
+            }
+            UiEvent::AskHostKey {
+                host,
+                key_type,
+                fingerprint,
+                known_hosts,
+            } => {
+                self.showing = Showing::HostKey;
+                let _ = self.webview.load_html(&page::host_key(
+                    &host,
+                    &key_type,
+                    &fingerprint,
+                    &known_hosts,
+                ));
+            }
+            UiEvent::AskPassphrase { key } => {
+                self.showing = Showing::Passphrase;
+                let _ = self.webview.load_html(&page::passphrase(&key));
+            }
+            UiEvent::AskRelayStart {
+                host,
+                reason,
+                command,
+            } => {
+                self.showing = Showing::RelayStart;
+                let _ = self
+                    .webview
+                    .load_html(&page::relay_start(&host, &reason, &command));
+            }
+            UiEvent::Stopped { home } => {
+                // Retry on this page starts the relay again.
+                self.showing = Showing::Error;
+                self.unread = None;
+                self.set_title(format!("loopchat — {} (relay stopped)", self.host));
+                let _ = self.webview.load_html(&page::stopped(&home));
+            }
+            UiEvent::Activate { target } => self.activate(&target),
+            UiEvent::Quit => return Flow::Exit,
+        }
+        Flow::Continue
+    }
+
+    /// A desktop alert was clicked: the window comes forward, and shows
+    /// what the alert is about when that is a page of the relay on screen.
+    fn activate(&mut self, target: &ClickTarget) {
+        self.window.set_visible(true);
+        self.window.set_minimized(false);
+        self.window.set_focus();
+        let opening = match (self.showing, self.base_url.as_deref()) {
+            (Showing::Chat, Some(base)) => target.resolve(base),
+            _ => Opening::FocusOnly,
+        };
+        if let Opening::InWindow(url) = opening {
+            if let Some(session) = session_of(&url) {
+                self.title = format!("loopchat — {session} @ {}", self.host);
+                self.show_title();
+            }
+            tracing::info!(url = %url, "opening an alert's page");
+            if let Err(e) = self.webview.load_url(&url) {
+                tracing::error!(error = %e, "cannot load the alert's page");
+            }
+        }
+    }
+
+    /// A message from the page: obeyed only from the shell's own pages.
+    fn on_ipc(&mut self, message: &str) -> Flow {
+        // Never log the message: it may be a passphrase.
+        if self.showing == Showing::ConfirmStop && message == "stop:no" {
+            self.showing = Showing::Chat;
+            if let Some(url) = self.chat_url.as_deref() {
+                let _ = self.webview.load_url(url);
+            }
+        } else if let Some(action) = ipc_action(self.showing, message) {
+            self.showing = Showing::Status;
+            let text = match action {
+                UiAction::StopRelay => "Stopping the relay…",
+                UiAction::RelayStartAnswer(true) => "Starting the relay there…",
+                _ => "Connecting…",
+            };
+            let _ = self.webview.load_html(&page::status(text));
+            let _ = self.actions.send(action);
+        }
+        Flow::Continue
+    }
+
+    fn on_menu(&mut self, id: &muda::MenuId) -> Flow {
+        match MenuCommand::from_id(id) {
+            Some(MenuCommand::Reload) => {
+                if self.showing == Showing::Error {
+                    let _ = self.actions.send(UiAction::Retry);
+                } else if self.showing == Showing::Chat {
+                    let _ = self.webview.reload();
+                }
+            }
+            Some(MenuCommand::NewChat) => {
+                if let (Showing::Chat, Some(base)) = (self.showing, self.base_url.clone()) {
+                    let key = new_session_key();
+                    tracing::info!(session = %key, "new chat");
+                    self.title = format!("loopchat — {key} @ {}", self.host);
+                    self.show_title();
+                    let _ = self
+                        .webview
+                        .load_url(&loopchat_shell::relay::session_url(&base, &key));
+                }
+            }
+            Some(MenuCommand::ToggleAlertsPause) => {
+                let paused = !self.settings.alerts_paused();
+                self.shell_menu.alerts.set_checked(paused);
+                tracing::info!(paused, "alerts pause toggled");
+                if let Err(e) = self.settings.save_with(|s| s.set_alerts_paused(paused)) {
+                    tracing::warn!(error = %e, "cannot save settings");
+                }
+            }
+            Some(MenuCommand::StopRelay) => {
+                // Only over the chat: elsewhere there is no relay on
+                // screen to stop (or a question is pending).
+                if let (Showing::Chat, Some(home)) = (self.showing, self.local_home.as_deref()) {
+                    self.showing = Showing::ConfirmStop;
+                    let _ = self
+                        .webview
+                        .load_html(&page::confirm_stop(&home.display().to_string()));
+                }
+            }
+            Some(MenuCommand::Quit) => return Flow::Exit,
+            None => {}
+        }
+        Flow::Continue
+    }
+
+    fn on_page_title(&mut self, page_title: &str) -> Flow {
+        tracing::info!(title = %page_title, "page title");
+        // Only the chat page's count: the shell's own pages have none, and
+        // the window keeps its own title otherwise.
+        if self.showing == Showing::Chat {
+            let count = unread_count(page_title).map(str::to_owned);
+            if count != self.unread {
+                self.unread = count;
+                self.show_title();
+                tracing::info!(
+                    unread = self.unread.as_deref().unwrap_or("0"),
+                    "unread alerts"
+                );
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_page_loaded(&mut self, url: &str) -> Flow {
+        // Strip query and fragment: the first load carries the token.
+        let clean = url.split(['?', '#']).next().unwrap_or_default();
+        tracing::info!(url = %clean, "page loaded");
+        // The tour's Done and Skip both lead to the chat: leaving it for a
+        // page of the relay completes it.
+        let on_relay = self
+            .base_url
+            .as_deref()
+            .is_some_and(|b| clean.starts_with(b));
+        if on_relay
+            && !clean.ends_with("/welcome.html")
+            && self.showing == Showing::Chat
+            && let Some(done) = self.tour.take()
+        {
+            done.end();
+            let relay_version = done.relay_version.clone();
+            match self.settings.save_with(|s| {
+                s.set_onboarding_done(loopchat_proto::WELCOME_VERSION, &relay_version)
+            }) {
+                Ok(()) => {
+                    tracing::info!(relay_version = %relay_version, "welcome tour completed")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot record the welcome tour"),
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The tour on screen, if any, is over (not completed).
+    fn end_tour(&mut self) {
+        if let Some(old) = self.tour.take() {
+            old.end();
+        }
+    }
+
+    /// A new title for the shell, shown without a count.
+    fn set_title(&mut self, title: String) {
+        self.title = title;
+        set_title(&self.window, &self.title, None);
+    }
+
+    /// The shell's title, with the page's count in front.
+    fn show_title(&self) {
+        set_title(&self.window, &self.title, self.unread.as_deref());
+    }
+
+    /// Remember the size, save, exit: every way out of the window.
+    fn exit(&mut self) -> ControlFlow {
+        save_size(&mut self.settings, &self.window);
+        ControlFlow::Exit
+    }
+
+    /// Sleep until the next event, or until a pending size is due.
+    fn next_wake(&mut self) -> ControlFlow {
+        match self.save_due {
+            Some(due) if Instant::now() >= due => {
+                save_size(&mut self.settings, &self.window);
+                self.save_due = None;
+                ControlFlow::Wait
+            }
+            Some(due) => ControlFlow::WaitUntil(due),
+            None => ControlFlow::Wait,
+        }
+    }
 }
 
 /// The window's title: the shell's own, after the chat page's unread

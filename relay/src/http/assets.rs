@@ -14,6 +14,7 @@ use rust_embed::RustEmbed;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::bundle;
 use crate::auth::token_matches;
 
 #[derive(RustEmbed)]
@@ -86,10 +87,15 @@ pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) 
     description = "Open without a token. Strong ETag, revalidated (`no-cache`); gzip and brotli \
                    when accepted. `sw.js` (the service worker) is served with the shell's version \
                    (the relay's version plus a hash of the bundle) and the list of shell files \
-                   filled in; `manifest.webmanifest` is `application/manifest+json`.",
+                   filled in; `manifest.webmanifest` is `application/manifest+json`. \
+                   `app.bundle.js` is `app.js` and the modules it imports as one script, made \
+                   by the relay.",
     params(
         ("path" = String, Path, example = "js/api.js",
-         description = "The file's path under `webchat-dist/` (may contain `/`)"),
+         description = "The file's path under `webchat-dist/` (may contain `/`), or `app.bundle.js`"),
+        ("v" = Option<String>, Query, description = "The shell version's tag, as the page names its \
+         assets: when it is the current one the answer is `immutable` (cached for a year); any \
+         other value is ignored"),
         ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags of copies the client has"),
     ),
     responses(
@@ -99,11 +105,27 @@ pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) 
         (status = 404, description = "`not_found`: no such file", body = loopchat_proto::ErrorBody),
     ),
 )]
-pub async fn asset(path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+pub async fn asset(
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     // A path that does not decode (invalid UTF-8) names no file; axum's own
     // rejection would be plain text.
     match path {
-        Ok(Path(path)) => serve(&path, &headers),
+        Ok(Path(path)) => {
+            let mut response = serve(&path, &headers);
+            // `?v=` of this shell version: the page asked for this exact
+            // content, which never changes under that URL.
+            if uri.query() == Some(&format!("v={}", shell_tag())) && response.status().is_success()
+            {
+                response.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=31536000, immutable"),
+                );
+            }
+            response
+        }
         Err(_) => super::error::ApiError::not_found("no such asset").into_response(),
     }
 }
@@ -142,8 +164,83 @@ const SERVICE_WORKER: &str = "sw.js";
 /// It changes the service worker's cache name and nothing else.
 const SALT_ENV: &str = "LOOPCHAT_ASSET_SALT";
 
+/// The one script the relay makes of the page's modules (see [`bundle`]).
+const BUNDLE: &str = "app.bundle.js";
+/// The module the page starts, and so the bundle.
+const ENTRY: &str = "app.js";
+/// What the page loads besides the bundle, named with `?v=` in the page the
+/// relay serves (so the worker can answer them from its cache unasked).
+const PAGE_ASSETS: [&str; 3] = ["boot.js", "style.css", "css/highlight.css"];
+/// Marks the page's module tags, which the relay replaces with the bundle.
+const MODULES_START: &str = "<!-- modules";
+const MODULES_END: &str = "<!-- /modules -->";
+
+/// The page as the relay serves it, and the bundle: made once. `None`
+/// when the modules are outside what [`bundle`] takes: the page is then
+/// served as it is, with its modules (slower, and said in the log).
+fn bundled() -> Option<&'static (String, String)> {
+    static BUNDLED: OnceLock<Option<(String, String)>> = OnceLock::new();
+    BUNDLED
+        .get_or_init(|| {
+            let read = |p: &str| {
+                WebchatDist::get(p).and_then(|f| String::from_utf8(f.data.into_owned()).ok())
+            };
+            let made = bundle::bundle(ENTRY, &read)
+                .map_err(|e| e.to_string())
+                .and_then(|js| {
+                    let page = read("index.html").ok_or("no index.html")?;
+                    Ok((
+                        bundled_page(&page, shell_tag())
+                            .ok_or("index.html has no module tags to replace")?,
+                        js,
+                    ))
+                });
+            match made {
+                Ok(made) => Some(made),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the page's modules are served one by one");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// `index.html` with its module tags replaced by the bundle, and its other
+/// scripts and styles named with `?v=tag`.
+fn bundled_page(page: &str, tag: &str) -> Option<String> {
+    let start = page.find(MODULES_START)?;
+    let end = start + page[start..].find(MODULES_END)? + MODULES_END.len();
+    let mut out = format!(
+        "{}<script type=\"module\" src=\"{BUNDLE}?v={tag}\"></script>{}",
+        &page[..start],
+        &page[end..]
+    );
+    for asset in PAGE_ASSETS {
+        let attr = format!("=\"{asset}\"");
+        if !out.contains(&attr) {
+            return None;
+        }
+        out = out.replace(&attr, &format!("=\"{asset}?v={tag}\""));
+    }
+    Some(out)
+}
+
+/// The URLs (relative to the page) the page served by the relay loads with
+/// `?v=`; empty when it is served unbundled.
+fn versioned_files() -> Vec<String> {
+    if bundled().is_none() {
+        return Vec::new();
+    }
+    std::iter::once(BUNDLE)
+        .chain(PAGE_ASSETS)
+        .map(|f| format!("{f}?v={}", shell_tag()))
+        .collect()
+}
+
 /// The files the service worker keeps for offline use: every embedded file
-/// but the worker itself, with the page as `./` (its URL in the scope).
+/// but the worker itself, with the page as `./` (its URL in the scope), and
+/// the `?v=` URLs the page loads.
 fn shell_files() -> Vec<String> {
     let mut files: Vec<String> = WebchatDist::iter()
         .filter(|p| p != SERVICE_WORKER)
@@ -155,8 +252,15 @@ fn shell_files() -> Vec<String> {
             }
         })
         .collect();
+    files.extend(versioned_files());
     files.sort();
     files
+}
+
+/// The hash part of the shell version, as the page's `?v=`.
+fn shell_tag() -> &'static str {
+    let version = shell_version();
+    version.rsplit_once('+').map_or(version, |(_, tag)| tag)
 }
 
 /// The relay's version plus a hash of the whole bundle: any change to any
@@ -217,8 +321,13 @@ fn encoded(path: &str) -> Option<Arc<Encoded>> {
     if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
         return Some(e.clone());
     }
-    let (data, hash) = if path == SERVICE_WORKER {
-        let data = service_worker()?;
+    let made = match path {
+        SERVICE_WORKER => Some(service_worker()?),
+        "index.html" => bundled().map(|(page, _)| page.clone().into_bytes()),
+        BUNDLE => Some(bundled()?.1.clone().into_bytes()),
+        _ => None,
+    };
+    let (data, hash) = if let Some(data) = made {
         let hash: [u8; 32] = Sha256::digest(&data).into();
         (data, hash)
     } else {

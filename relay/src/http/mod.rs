@@ -3,6 +3,7 @@
 
 mod approve;
 mod assets;
+mod bundle;
 mod chat;
 mod checks;
 pub mod conn;
