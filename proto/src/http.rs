@@ -119,6 +119,10 @@ pub struct InfoResponse {
     /// opened or reloaded later still shows their approval cards.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_approvals: Vec<PendingApproval>,
+    /// The largest file `POST /webchat/import` takes, bytes (`import_limit`).
+    /// 0 from a relay without import.
+    #[serde(default)]
+    pub import_limit: u64,
 }
 
 /// A tool call waiting for approval (the `tool.approval` event's fields).

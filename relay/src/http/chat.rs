@@ -122,6 +122,7 @@ pub async fn info(
         last_seq,
         active_run,
         pending_approvals,
+        import_limit: state.import_limit as u64,
     }))
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod notify;
 pub mod openapi;
 pub(crate) mod rpc;
 mod status;
+mod transfer;
 mod uploads;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct AppState {
     /// Limit for JSON request bodies, bytes.
     pub body_limit: usize,
     pub attachment_limit: usize,
+    /// Limit for one imported file, bytes.
+    pub import_limit: usize,
     pub ws_ping: Duration,
     /// The open live streams, for `/webchat/status`.
     pub live: Arc<crate::live::LiveStreams>,
@@ -75,6 +78,9 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
     let uploads = Router::new()
         .route("/webchat/attachments", post(uploads::upload))
         .layer(DefaultBodyLimit::max(state.attachment_limit));
+    let imports = Router::new()
+        .route("/webchat/import", post(transfer::import))
+        .layer(DefaultBodyLimit::max(state.import_limit));
     let api = Router::new()
         .route("/webchat/info", get(chat::info))
         .route("/webchat/status", get(status::status))
@@ -82,6 +88,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/sessions", get(chat::sessions))
         .route("/webchat/rename", post(chat::rename))
         .route("/webchat/tree", get(chat::tree))
+        .route("/webchat/export", get(transfer::export))
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))
         .route("/webchat/approve", post(approve::approve))
@@ -109,6 +116,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/openapi.json", get(openapi::serve))
         .merge(api)
         .merge(uploads)
+        .merge(imports)
         .merge(assets)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
