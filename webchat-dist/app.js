@@ -6,7 +6,7 @@
 // message was accepted or refused — its events are never rendered, so
 // nothing appears twice.
 
-import { api, rpcStream, ApiError, onUnauthorized, token, TOKEN_STORAGE_KEY } from './js/api.js';
+import { api, rpcStream, ApiError, onUnauthorized, token, TOKEN_STORAGE_KEY, exportSession } from './js/api.js';
 import { EventStream } from './js/events.js';
 import { Transcript } from './js/transcript.js';
 import { messageElement, liveElement, pendingElement, markFailed, thinkingBlock } from './js/render.js';
@@ -961,6 +961,46 @@ $('rename-session').addEventListener('click', async () => {
     return;
   }
   await sessions.refresh();
+});
+
+// Export and import (the ⋯ menu): a download of the relay's file, and a
+// file sent as is; the relay checks it and refuses a broken one whole.
+const chatMenu = $('chat-menu');
+for (const item of chatMenu.querySelectorAll('[data-export]')) {
+  item.addEventListener('click', async () => {
+    chatMenu.open = false;
+    try {
+      const { blob, name } = await exportSession(state.session, item.dataset.export);
+      const href = URL.createObjectURL(blob);
+      const a = el('a', { href, download: name, hidden: '' });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 60000);
+    } catch (err) {
+      window.alert(`Could not export: ${err.message}`);
+    }
+  });
+}
+$('import-chats').addEventListener('click', () => {
+  chatMenu.open = false;
+  $('import-input').click();
+});
+$('import-input').addEventListener('change', async (e) => {
+  const input = /** @type {HTMLInputElement} */ (e.target);
+  const file = input.files && input.files[0];
+  input.value = '';
+  if (!file) return;
+  let res;
+  try {
+    res = await api.importFile(file);
+  } catch (err) {
+    window.alert(`Could not import ${file.name}: ${err.message}`);
+    return;
+  }
+  await sessions.refresh();
+  const first = res.sessions && res.sessions[0];
+  if (first) openSession(first.key, { push: true });
 });
 
 function newChat() {

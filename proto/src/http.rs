@@ -128,6 +128,10 @@ pub struct InfoResponse {
     /// these before it sends them.
     #[serde(default)]
     pub attachments: AttachmentLimits,
+    /// The largest file `POST /webchat/import` takes, bytes (`import_limit`).
+    /// 0 from a relay without import.
+    #[serde(default)]
+    pub import_limit: u64,
 }
 
 /// At most this many attachments on one message (a 400 beyond).

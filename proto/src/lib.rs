@@ -18,6 +18,7 @@ pub mod log_filter;
 mod message;
 mod session_key;
 pub mod sse;
+mod transfer;
 
 pub use click::{CLICK_PREFIX, MAX_CLICK_BYTES, is_relay_path};
 pub use command::{COMMAND_INPUT_VERSION, CommandImage, CommandInput, CommandMessage};
@@ -30,6 +31,9 @@ pub use events::{
 pub use http::*;
 pub use message::{Content, Message, ReplyStats, Role, Usage};
 pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};
+pub use transfer::{
+    DEFAULT_IMPORT_LIMIT, ExportFormat, ImportFormat, ImportResponse, ImportedSession,
+};
 
 /// Protocol version written into the discovery file.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -36,6 +36,8 @@ pub struct Config {
     pub body_limit: usize,
     /// Limit for one uploaded attachment, bytes.
     pub attachment_limit: usize,
+    /// Limit for one imported file (`POST /webchat/import`), bytes.
+    pub import_limit: usize,
     /// Messages of history sent to the agent with each turn.
     pub history_messages: usize,
     /// How long in-flight turns may run on after SIGTERM before they are
@@ -88,6 +90,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             body_limit: 1024 * 1024,
             attachment_limit: 10 * 1024 * 1024,
+            import_limit: loopchat_proto::DEFAULT_IMPORT_LIMIT,
             history_messages: 40,
             shutdown_grace_secs: 10,
             max_connections: 1024,

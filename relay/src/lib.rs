@@ -28,3 +28,4 @@ pub mod render;
 pub mod server;
 pub mod store;
 pub mod tools;
+pub mod transfer;

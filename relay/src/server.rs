@@ -142,6 +142,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         base_url: base_url.clone(),
         body_limit: config.body_limit,
         attachment_limit: config.attachment_limit,
+        import_limit: config.import_limit,
         ws_ping: Duration::from_secs(
             std::env::var("LOOPCHAT_WS_PING_SECS")
                 .ok()

@@ -109,6 +109,19 @@ async function call(method, path, { params, json, body, headers = {}, signal, pe
   return data;
 }
 
+/** A session as a file (`GET export`): its bytes and the name the relay offers. */
+export async function exportSession(session, format) {
+  let res;
+  try {
+    res = await fetch(url('export', { session, format }), { headers: authHeaders(), credentials: 'omit', cache: 'no-store' });
+  } catch {
+    throw new ApiError('The relay cannot be reached.', { status: 0, code: 'network' });
+  }
+  if (!res.ok) throw await errorFrom(res);
+  const named = /filename="([^"]+)"/.exec(res.headers.get('Content-Disposition') || '');
+  return { blob: await res.blob(), name: named ? named[1] : `${session}.${format}` };
+}
+
 /** The /info request boot.js started for this session at page load, once. */
 function takeBootInfo(session, limit) {
   const boot = globalThis.__loopchatBoot;
@@ -129,6 +142,11 @@ export const api = {
   restore: (sessionId) => call('POST', 'restore', { json: { sessionId } }),
   purge: (sessionId) => call('POST', 'purge', { json: { sessionId } }),
   pin: (session, pinned) => call('POST', 'pin', { json: { session, pinned } }),
+  importFile: (file, format = 'auto') => call('POST', 'import', {
+    params: { format },
+    body: file,
+    headers: { 'Content-Type': 'application/octet-stream' },
+  }),
   status: () => call('GET', 'status'),
   abort: (session, runId) => call('POST', 'abort', { json: { session, runId: runId || undefined } }),
   approve: (session, callId, decision) => call('POST', 'approve', { json: { session, callId, decision } }),

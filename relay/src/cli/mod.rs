@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod tokens;
+mod transfer;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -144,6 +145,33 @@ enum Command {
         /// The session to ask in (default: a new `alert-…` session).
         #[arg(long)]
         session: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write a session to a file: Markdown or self-contained HTML (its
+    /// current branch), or its transcript as stored (JSONL, every branch).
+    Export {
+        /// The session's key.
+        key: String,
+        /// md, html or jsonl.
+        #[arg(long, value_parser = parse_export_format)]
+        format: loopchat_proto::ExportFormat,
+        /// Where to write it (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Import a pi/loopchat session file or ChatGPT's conversations.json as
+    /// new sessions (prints each new session's key). A broken file is
+    /// refused whole.
+    Import {
+        file: PathBuf,
+        /// auto, pi or chatgpt.
+        #[arg(long, default_value = "auto", value_parser = parse_import_format)]
+        format: loopchat_proto::ImportFormat,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -338,11 +366,31 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             json,
             target,
         } => commands::ask_alert(&target, &id, session, json).await,
+        Command::Export {
+            key,
+            format,
+            output,
+            target,
+        } => transfer::export(&target, &key, format, output).await,
+        Command::Import {
+            file,
+            format,
+            json,
+            target,
+        } => transfer::import(&target, &file, format, json).await,
         Command::Openapi => {
             print!("{}", crate::http::openapi::json());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn parse_export_format(s: &str) -> Result<loopchat_proto::ExportFormat, String> {
+    s.parse()
+}
+
+fn parse_import_format(s: &str) -> Result<loopchat_proto::ImportFormat, String> {
+    s.parse()
 }
 
 fn token(action: TokenAction) -> anyhow::Result<ExitCode> {

@@ -131,6 +131,7 @@ pub async fn info(
             types: attachments.accepted_types(),
             max_text_chars: crate::attachments::MAX_FILE_TEXT_CHARS as u64,
         },
+        import_limit: state.import_limit as u64,
     }))
 }
 

@@ -16,6 +16,7 @@ pub mod openapi;
 pub(crate) mod rpc;
 mod sessions;
 mod status;
+mod transfer;
 mod uploads;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// Limit for JSON request bodies, bytes.
     pub body_limit: usize,
     pub attachment_limit: usize,
+    /// Limit for one imported file, bytes.
+    pub import_limit: usize,
     pub ws_ping: Duration,
     /// The open live streams, for `/webchat/status`.
     pub live: Arc<crate::live::LiveStreams>,
@@ -77,6 +80,9 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
     let uploads = Router::new()
         .route("/webchat/attachments", post(uploads::upload))
         .layer(DefaultBodyLimit::max(state.attachment_limit));
+    let imports = Router::new()
+        .route("/webchat/import", post(transfer::import))
+        .layer(DefaultBodyLimit::max(state.import_limit));
     let api = Router::new()
         .route("/webchat/info", get(chat::info))
         .route("/webchat/models", get(chat::models))
@@ -90,6 +96,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/purge", post(sessions::purge))
         .route("/webchat/pin", post(sessions::pin))
         .route("/webchat/tree", get(chat::tree))
+        .route("/webchat/export", get(transfer::export))
         .route("/webchat/rpc", post(rpc::rpc))
         .route("/webchat/abort", post(rpc::abort))
         .route("/webchat/approve", post(approve::approve))
@@ -117,6 +124,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/openapi.json", get(openapi::serve))
         .merge(api)
         .merge(uploads)
+        .merge(imports)
         .merge(assets)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {

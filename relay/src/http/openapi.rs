@@ -25,7 +25,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
-use super::{approve, assets, chat, checks, events, notify, rpc, sessions, status, uploads};
+use super::{
+    approve, assets, chat, checks, events, notify, rpc, sessions, status, transfer, uploads,
+};
 
 /// The document, as utoipa builds it from `ApiDoc`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -97,6 +99,8 @@ pub struct Binary(pub Vec<u8>);
         sessions::purge,
         sessions::pin,
         chat::tree,
+        transfer::export,
+        transfer::import,
         status::status,
         rpc::rpc,
         rpc::abort,
@@ -465,6 +469,7 @@ mod tests {
             base_url: "http://127.0.0.1:4000/webchat/".into(),
             body_limit: 1 << 20,
             attachment_limit: 10 << 20,
+            import_limit: loopchat_proto::DEFAULT_IMPORT_LIMIT,
             ws_ping: Duration::from_secs(30),
             live: Default::default(),
             started: std::time::Instant::now(),

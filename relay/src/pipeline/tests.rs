@@ -101,3 +101,65 @@ async fn trimming_an_idle_session_keeps_its_seq_keys_and_history() {
     assert_eq!(pipeline.trim_idle(Duration::ZERO), 0);
     busy.outcome().await.as_ref().as_ref().unwrap();
 }
+
+/// A streamed reply is rendered (markdown, highlighting) once, when it is
+/// stored, not per delta; reading it back from the recent window does not
+/// render it again.
+#[tokio::test]
+async fn a_streamed_reply_is_rendered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let renders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = renders.clone();
+    let store = Store::open(
+        &dir.path().join("sessions"),
+        Arc::new(move |m: &mut crate::store::StoredMessage| {
+            if m.message.role == loopchat_proto::Role::Assistant {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            crate::render::decorate(m);
+        }),
+    )
+    .unwrap();
+    let pipeline = Pipeline::new(
+        store,
+        Arc::new(EchoAgent::new(EchoConfig { delay_ms: 1 })),
+        Attachments::new(dir.path().join("attachments")),
+        40,
+    );
+    let words = (0..60)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = format!("{words}\n```rust\nfn main() {{}}\n```");
+    let ticket = pipeline.submit(turn(&text, None)).unwrap();
+    let (rt, since) = (ticket.session.clone(), ticket.since);
+    let outcome = ticket.outcome().await;
+    let reply = &outcome.as_ref().as_ref().unwrap().message;
+    assert!(
+        reply.html.as_deref().unwrap_or("").contains("hl-"),
+        "{reply:?}"
+    );
+
+    let mut sub = rt.events.subscribe(Some(since));
+    let mut deltas = 0;
+    while let Some(e) = sub.try_next() {
+        if matches!(e.body, EventBody::Delta { .. }) {
+            deltas += 1;
+        }
+    }
+    assert!(deltas > 50, "streamed in {deltas} deltas");
+    assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let entry = pipeline.store().session("idle").unwrap();
+    let page = pipeline
+        .store()
+        .transcript(&entry.session_id)
+        .unwrap()
+        .latest(10)
+        .unwrap();
+    assert!(page.messages[1].message.html.is_some());
+    assert_eq!(
+        renders.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "read back without rendering again"
+    );
+}

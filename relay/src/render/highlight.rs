@@ -67,21 +67,21 @@ fn highlighted(lang: &str, code: &str) -> Option<String> {
 /// sets from the user's choice or the system's). Committed as
 /// `webchat-dist/css/highlight.css`; a test keeps the file equal to this.
 pub fn stylesheet() -> String {
-    let themes = syntect::highlighting::ThemeSet::load_defaults();
+    let (light, dark) = theme_css();
     let css = |name: &str| {
-        themes
-            .themes
-            .get(name)
-            .and_then(|t| syntect::html::css_for_theme_with_class_style(t, CLASS_STYLE).ok())
-            .unwrap_or_default()
+        if name == LIGHT {
+            light.clone()
+        } else {
+            dark.clone()
+        }
     };
     let mut out = String::from(
         "/* Generated from syntect's themes by relay/src/render/highlight.rs (stylesheet());\n   \
          the test render::highlight::tests::stylesheet_is_current keeps this file equal to it. */\n",
     );
-    out.push_str(&css("InspiredGitHub"));
+    out.push_str(&css(LIGHT));
     out.push('\n');
-    for line in css("base16-ocean.dark").lines() {
+    for line in css(DARK).lines() {
         match line.strip_suffix('{') {
             Some(selectors) if !line.trim_start().starts_with("/*") => {
                 let scoped: Vec<String> = selectors
@@ -97,6 +97,29 @@ pub fn stylesheet() -> String {
         out.push('\n');
     }
     out
+}
+
+const LIGHT: &str = "InspiredGitHub";
+const DARK: &str = "base16-ocean.dark";
+
+/// The light and the dark theme's rules for the `hl-` classes.
+fn theme_css() -> (String, String) {
+    let themes = syntect::highlighting::ThemeSet::load_defaults();
+    let css = |name: &str| {
+        themes
+            .themes
+            .get(name)
+            .and_then(|t| syntect::html::css_for_theme_with_class_style(t, CLASS_STYLE).ok())
+            .unwrap_or_default()
+    };
+    (css(LIGHT), css(DARK))
+}
+
+/// The same themes for a page without the app's `data-theme` (an exported
+/// file, which runs no script): dark under `prefers-color-scheme: dark`.
+pub fn stylesheet_by_media() -> String {
+    let (light, dark) = theme_css();
+    format!("{light}\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n")
 }
 
 #[cfg(test)]

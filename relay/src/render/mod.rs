@@ -23,7 +23,9 @@ use pulldown_cmark::{CodeBlockKind, CowStr, Event, Options, Parser, Tag, TagEnd,
 
 use crate::store::StoredMessage;
 
-pub use highlight::stylesheet as highlight_stylesheet;
+pub use highlight::{
+    stylesheet as highlight_stylesheet, stylesheet_by_media as highlight_stylesheet_by_media,
+};
 
 /// The MathML Core elements, and the attributes that change how they look.
 const MATHML_TAGS: &[&str] = &[
@@ -149,6 +151,13 @@ pub fn markdown_to_html(text: &str) -> String {
 
 /// An alert's body: [`markdown_to_html`] without images.
 pub fn alert_markdown_to_html(text: &str) -> String {
+    render_with(text, alert_sanitizer())
+}
+
+/// A reply in an exported file, which must fetch nothing when opened:
+/// [`markdown_to_html`] without images (the message's own images are
+/// inlined by the export).
+pub fn offline_markdown_to_html(text: &str) -> String {
     render_with(text, alert_sanitizer())
 }
 

@@ -33,7 +33,7 @@ pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
-    new_entry_id, parse_entry, parse_line, usage_value,
+    new_entry_id, parse_entry, parse_line, session_info_line, usage_value,
 };
 pub use source::{Source, SourceError};
 pub use transcript::{
@@ -662,6 +662,75 @@ impl Store {
         self.persist_index(generation).await
     }
 
+    /// True when the sessions are another tool's (`--store pi|openclaw`).
+    pub fn is_foreign(&self) -> bool {
+        self.inner.shared.foreign_store
+    }
+
+    /// A transcript of any version the store reads, as the lines of format
+    /// v3 its upgrade would write for `session_id` (see [`upgrade`]).
+    pub fn as_v3(&self, old: &[u8], session_id: &str) -> Vec<u8> {
+        upgrade::upgraded(old, session_id, &self.inner.shared)
+    }
+
+    /// The header line of a new transcript for `session_id`, as the store
+    /// starts its own (with this relay's cwd).
+    pub fn header_line(&self, session_id: &str, timestamp_ms: i64) -> Vec<u8> {
+        line::header_line(session_id, &self.inner.shared.cwd, timestamp_ms)
+    }
+
+    /// Sessions made from whole transcripts (an import), under new keys.
+    /// Each file is written and synced under its fresh session id, then all
+    /// entries reach the index in one durable write. Nothing stays if any
+    /// step fails: the files written so far are removed and the entries
+    /// taken back out. Only the home's store takes them.
+    pub async fn add_sessions(
+        &self,
+        new: Vec<NewSession>,
+    ) -> Result<Vec<SessionEntry>, StoreError> {
+        if self.inner.shared.foreign_store {
+            return Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "sessions are imported into the loopchat home's store only",
+            )));
+        }
+        let paths: Vec<PathBuf> = new
+            .iter()
+            .map(|s| self.inner.dir.join(format!("{}.jsonl", s.session_id)))
+            .collect();
+        let written = {
+            let paths = paths.clone();
+            let files: Vec<Vec<u8>> = new.iter().map(|s| s.bytes.clone()).collect();
+            let dir = self.inner.dir.clone();
+            tokio::task::spawn_blocking(move || write_new_files(&dir, &paths, &files))
+                .await
+                .map_err(|e| StoreError::Io(io::Error::other(e)))?
+        };
+        written?;
+        let generation = {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            for s in &new {
+                let raw = entries.entry(s.key.clone()).or_default();
+                raw.insert("sessionId".into(), s.session_id.clone().into());
+                raw.insert("updatedAt".into(), s.updated_at.into());
+                raw.insert("thinkingLevel".into(), "off".into());
+            }
+            self.inner.index_commit.bump()
+        };
+        if let Err(e) = self.persist_index(generation).await {
+            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            for s in &new {
+                entries.remove(&s.key);
+            }
+            drop(entries);
+            for p in &paths {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        Ok(new.iter().filter_map(|s| self.session(&s.key)).collect())
+    }
+
     /// A new session in pi's folder, named as pi names it, under `key` for
     /// this run (pi itself knows it by its id, which is its key after a
     /// restart). The file and its header are durable, directory entry
@@ -784,6 +853,41 @@ impl Store {
         open.insert(session_id.to_owned(), t.clone());
         Ok(t)
     }
+}
+
+/// A session [`Store::add_sessions`] makes: a key and session id of its
+/// own (unused), and the whole transcript, header included.
+pub struct NewSession {
+    pub key: String,
+    pub session_id: String,
+    pub bytes: Vec<u8>,
+    pub updated_at: i64,
+}
+
+/// Writes each file (new, 0600, synced), then syncs the folder; on any
+/// failure removes the ones written and answers the error.
+fn write_new_files(dir: &Path, paths: &[PathBuf], files: &[Vec<u8>]) -> Result<(), StoreError> {
+    let mut done: Vec<&PathBuf> = Vec::new();
+    let result = (|| {
+        for (path, bytes) in paths.iter().zip(files) {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            done.push(path);
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        for p in done {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 impl Inner {

@@ -990,6 +990,26 @@ impl Transcript {
         self.read_path(end, Want::First, limit, true)
     }
 
+    /// Every message of the conversation (the leaf's path), oldest first,
+    /// not decorated: what an export writes. Reads the whole path.
+    pub fn conversation(&self) -> Result<Vec<Arc<StoredMessage>>, StoreError> {
+        self.check_before_read()?;
+        let end = self.len();
+        Ok(self
+            .read_path(end, Want::First, usize::MAX, false)?
+            .messages)
+    }
+
+    /// The file's complete lines as stored, byte for byte (what another
+    /// program has appended included).
+    pub fn bytes(&self) -> Result<Vec<u8>, StoreError> {
+        self.check_before_read()?;
+        let end = self.len();
+        let mut buf = vec![0u8; end as usize];
+        self.reader().read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
     /// The last `limit` messages an agent is given: the leaf's path after
     /// its newest compaction (whose summary comes first, as pi sends it),
     /// without decorating what is read from the file (rendering would be

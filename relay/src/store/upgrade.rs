@@ -89,7 +89,7 @@ pub(crate) fn upgrade_if_needed(
 }
 
 /// The file's lines in format v3.
-fn upgraded(old: &[u8], session_id: &str, shared: &Shared) -> Vec<u8> {
+pub(crate) fn upgraded(old: &[u8], session_id: &str, shared: &Shared) -> Vec<u8> {
     let lines: Vec<&[u8]> = old
         .split(|b| *b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
