@@ -155,6 +155,7 @@ impl Relay {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (stderr_done, stderr_ended) = mpsc::channel::<()>();
         {
             let logs = logs.clone();
             std::thread::spawn(move || {
@@ -163,6 +164,7 @@ impl Relay {
                     l.push_str(&line);
                     l.push('\n');
                 }
+                drop(stderr_done);
             });
         }
         let (tx, rx) = mpsc::channel();
@@ -179,7 +181,10 @@ impl Relay {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(50));
+                // The relay is gone, so its stderr ends: read all of it (a
+                // relay that refused to start says why there) before judging.
+                // Bounded, in case a child it started still holds the pipe.
+                let _ = stderr_ended.recv_timeout(Duration::from_secs(10));
                 return Err(format!(
                     "relay did not start; stderr:\n{}",
                     logs.lock().unwrap()
