@@ -776,6 +776,8 @@ fn bad_mcp_configs_are_refused_at_start() {
             Err(e) => e,
         };
         assert!(err.contains(want), "{config}: {err}");
+        // A header's value is a secret: never quoted back.
+        assert!(!err.contains("break-secret"), "{err}");
     }
 }
 
