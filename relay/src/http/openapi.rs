@@ -25,7 +25,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
-use super::{approve, assets, chat, checks, events, notify, rpc, status, uploads};
+use super::{approve, assets, chat, checks, events, notify, rpc, search, status, uploads};
 
 /// The document, as utoipa builds it from `ApiDoc`.
 pub fn document() -> utoipa::openapi::OpenApi {
@@ -91,6 +91,7 @@ pub struct Binary(pub Vec<u8>);
         chat::sessions,
         chat::rename,
         chat::tree,
+        search::search,
         status::status,
         rpc::rpc,
         rpc::abort,
@@ -463,6 +464,7 @@ mod tests {
             started: std::time::Instant::now(),
             targets: Default::default(),
             shutdown: CancellationToken::new(),
+            search: None,
         }
     }
 
