@@ -59,13 +59,13 @@ describe('search', () => {
     await page.waitForSelector('#search-dialog[open]');
     assert.equal(await page.evaluate(() => document.activeElement.id), 'search-input');
     await page.keyboard.press('Escape');
-    await page.waitForSelector('#search-dialog:not([open])');
+    await page.waitForFunction(() => !document.getElementById('search-dialog').open);
     assert.equal(await page.evaluate(() => document.activeElement.id), 'input');
     // The button opens it too.
     await page.click('#search-open');
     await page.waitForSelector('#search-dialog[open]');
     await page.keyboard.press('Escape');
-    await page.waitForSelector('#search-dialog:not([open])');
+    await page.waitForFunction(() => !document.getElementById('search-dialog').open);
   });
 
   it('shows hits with session, time and the match highlighted; the keyboard moves through them', async () => {
@@ -97,8 +97,20 @@ describe('search', () => {
     const bigIndex = hits.findIndex((h) => h.session === 'big');
     if (bigIndex !== 1) await page.keyboard.press('ArrowUp');
     historyRequests.length = 0;
+    // What the highlighted message looks like when it shows (the highlight
+    // is brief, so it is caught as it happens rather than looked for later).
+    await page.evaluate(() => {
+      window.__hit = null;
+      const seen = new MutationObserver(() => {
+        const node = document.querySelector('#messages .msg.search-target');
+        if (!node || window.__hit) return;
+        window.__hit = { text: node.textContent, focused: document.activeElement === node };
+        seen.disconnect();
+      });
+      seen.observe(document.getElementById('messages'), { subtree: true, childList: true, attributes: true });
+    });
     await page.keyboard.press('Enter');
-    await page.waitForSelector('#search-dialog:not([open])');
+    await page.waitForFunction(() => !document.getElementById('search-dialog').open);
   });
 
   it('opens the 5,000-message session at that message, highlighted and focused', async () => {
@@ -106,13 +118,13 @@ describe('search', () => {
     await target.waitFor({ timeout: 15000 });
     assert.ok(historyRequests.some((u) => u.includes('around=')), historyRequests.join('\n'));
     assert.equal(new URL(page.url()).searchParams.get('session'), 'big');
+    await page.waitForFunction(() => window.__hit);
     const state = await page.evaluate(() => {
-      const node = document.querySelector('#messages .msg.search-target');
+      const node = [...document.querySelectorAll('#messages .msg')].find((n) => n.textContent.includes('xylophone is in the attic'));
       const sc = document.getElementById('scroller').getBoundingClientRect();
       const r = node && node.getBoundingClientRect();
       return {
-        text: node && node.textContent,
-        focused: node && document.activeElement === node,
+        ...window.__hit,
         visible: Boolean(r && r.bottom > sc.top && r.top < sc.bottom),
         nodes: document.querySelectorAll('#messages .msg').length,
         latestShown: document.querySelector('#messages').textContent.includes(`message ${5000 - 1} `),
