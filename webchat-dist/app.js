@@ -16,6 +16,7 @@ import { Alerts } from './js/alerts.js';
 import { SessionList } from './js/sessions.js';
 import { Composer, uploadType } from './js/composer.js';
 import { registerServiceWorker, setUpInstallPrompt, setBadge } from './js/pwa.js';
+import { SearchDialog } from './js/search.js';
 import { uuid, newSessionKey, SESSION_KEY_RE, store, contentText, el, WELCOME_DONE_KEY } from './js/util.js';
 
 const PAGE = 50;
@@ -96,6 +97,8 @@ const transcript = new Transcript({
     onRegenerate: msg.role === 'assistant' && msg.parentId && !msg.kind ? () => branchTurn({ regenerate: msg.parentId }) : undefined,
   }),
   fetchOlder: (beforeId) => api.history(state.session, beforeId, PAGE),
+  fetchNewer: (afterId) => api.historyAfter(state.session, afterId, PAGE, state.viewLeaf || undefined),
+  onLatest: () => { state.viewLeaf = null; loadSession(); },
   onChange: (s) => {
     // "Start a conversation" only once the session is known to be empty, not
     // while a page opened offline (from the worker's shell) has loaded nothing
@@ -1097,6 +1100,7 @@ const SHORTCUTS = [
   ['Enter', 'Send the message'],
   ['Shift+Enter', 'New line in the message'],
   ['Ctrl+Shift+O', 'New chat'],
+  ['Ctrl+K', 'Search all chats'],
   ['/', 'Go to the message box'],
   ['Shift+Esc', 'Go to the message box'],
   ['Esc', 'Stop the reply, or close a panel'],
@@ -1126,6 +1130,13 @@ function isEditable(t) {
 
 document.addEventListener('keydown', (e) => {
   const mod = e.ctrlKey || e.metaKey;
+  if (mod && !e.shiftKey && !e.altKey && (e.key === 'k' || e.key === 'K')) {
+    e.preventDefault();
+    search.open();
+    return;
+  }
+  // Its own keys (Escape closes it) must not reach the chat behind it.
+  if (search.isOpen) return;
   if (mod && e.shiftKey && (e.key === 'o' || e.key === 'O')) {
     e.preventDefault();
     newChat();
@@ -1155,6 +1166,54 @@ document.addEventListener('keydown', (e) => {
     }
   }
 });
+
+// ---------------------------------------------------------------- search
+
+const search = new SearchDialog({
+  dialog: $('search-dialog'),
+  input: $('search-input'),
+  results: $('search-results'),
+  status: $('search-status'),
+  onOpen: (hit) => openHit(hit),
+});
+$('search-open').addEventListener('click', () => search.open());
+
+/**
+ * Opens a hit's session at its message: a page around it on the
+ * conversation's path, or on the hit's own branch when it is on another
+ * one; the message is highlighted for a moment and takes the focus.
+ */
+async function openHit(hit) {
+  if (hit.session !== state.session) await openSession(hit.session, { push: true });
+  const key = state.session;
+  let page;
+  let leaf = null;
+  try {
+    page = await api.historyAround(key, hit.messageId, PAGE);
+  } catch (err) {
+    if (err.status !== 404 && err.code !== 'not_found') {
+      showBanner(`Could not open the message: ${err.message}`, { kind: 'error', action: hideBanner, actionLabel: 'Dismiss' });
+      return;
+    }
+    try {
+      page = await api.historyAround(key, hit.messageId, PAGE, hit.messageId);
+      leaf = hit.messageId;
+    } catch (err2) {
+      showBanner(`Could not open the message: ${err2.message}`, { kind: 'error', action: hideBanner, actionLabel: 'Dismiss' });
+      return;
+    }
+  }
+  if (key !== state.session) return;
+  state.viewLeaf = leaf;
+  const node = transcript.resetAround(page.messages || [], page.hasMore, page.hasNewer, hit.messageId);
+  decorateBranches();
+  if (!node) return;
+  node.classList.add('search-target');
+  node.setAttribute('tabindex', '-1');
+  node.focus({ preventScroll: true });
+  announce('Showing the message found');
+  setTimeout(() => node.classList.remove('search-target'), 2500);
+}
 
 // The theme picker: boot.js applies the choice (and the system's, live).
 const themePick = $('theme');

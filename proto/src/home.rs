@@ -29,6 +29,9 @@ pub const ARCHIVE_DIR: &str = "archive";
 pub const ARCHIVE_INDEX_FILE: &str = "archive.json";
 /// Uploaded images, content-addressed.
 pub const ATTACHMENTS_DIR: &str = "attachments";
+/// The full-text search index of every session's messages (a tantivy
+/// index the relay rebuilds whenever it is missing or unreadable).
+pub const SEARCH_DIR: &str = "search";
 /// The notification journal.
 pub const NOTIFICATIONS_FILE: &str = "notifications.jsonl";
 /// The port the relay listened on last, reused when free.

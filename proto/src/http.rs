@@ -280,7 +280,50 @@ pub struct ActiveRun {
 pub struct HistoryResponse {
     pub ok: bool,
     pub messages: Vec<Message>,
+    /// There are older messages on the path than the first of the page.
     pub has_more: bool,
+    /// There are newer messages on the path than the last of the page (a
+    /// page `around` or `after` a message); absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_newer: bool,
+}
+
+/// Longest `q` of `GET /webchat/search`, in bytes.
+pub const SEARCH_QUERY_MAX_BYTES: usize = 256;
+/// Most hits `GET /webchat/search` answers with (`limit`).
+pub const SEARCH_LIMIT_MAX: usize = 100;
+
+/// One hit of `GET /webchat/search`: a user message or an assistant reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    /// The session's key (open it with `history?session=K&around=messageId`).
+    pub session: String,
+    /// The session's name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub message_id: String,
+    pub role: crate::Role,
+    /// The message's timestamp, as stored.
+    pub timestamp: String,
+    /// A piece of the message's text around the match, as plain text.
+    pub snippet: String,
+    /// The same piece, HTML-escaped by the relay, with each matched word in
+    /// `<mark>…</mark>`: the only markup it can hold.
+    pub snippet_html: String,
+}
+
+/// `GET /webchat/search`: the best hits first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResponse {
+    pub ok: bool,
+    pub hits: Vec<SearchHit>,
+    /// False while the index is still catching up with the transcripts (at
+    /// start, after a rebuild): hits may be missing until it is.
+    pub complete: bool,
 }
 
 /// One row of `GET /webchat/sessions`.

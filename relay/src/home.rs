@@ -206,6 +206,10 @@ impl Home {
     pub fn sessions_dir(&self) -> PathBuf {
         self.root.join(home::SESSIONS_DIR)
     }
+    /// The full-text search index (rebuilt from the transcripts at will).
+    pub fn search_dir(&self) -> PathBuf {
+        self.root.join(home::SEARCH_DIR)
+    }
     pub fn attachments_dir(&self) -> PathBuf {
         self.root.join(home::ATTACHMENTS_DIR)
     }

@@ -25,6 +25,7 @@ pub mod memory;
 pub mod notify;
 pub mod pipeline;
 pub mod render;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod tools;

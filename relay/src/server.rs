@@ -78,6 +78,15 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         let attachments = Attachments::new(home.attachments_dir());
         store.on_attachment_bytes(Arc::new(move |id| attachments.read(id)));
     }
+    // Search is a convenience: a relay whose index cannot be opened still
+    // serves every session, and says so when asked to search.
+    let search = match crate::search::SearchIndex::open(&home.search_dir(), &store) {
+        Ok(index) => Some(index),
+        Err(e) => {
+            tracing::error!(error = %e, "search is off: its index cannot be opened");
+            None
+        }
+    };
     let agent = agent::from_config(&config.agent)?;
     let pipeline = Pipeline::with_ring_bytes(
         store.clone(),
@@ -153,6 +162,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         started: Instant::now(),
         targets,
         shutdown: shutdown.clone(),
+        search,
     };
     let app = router(state, Duration::from_secs(config.body_read_timeout_secs));
     let conn_limits = ConnLimits {

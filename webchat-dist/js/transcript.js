@@ -23,14 +23,19 @@ export class Transcript {
    * @param {HTMLElement} o.root      element that gets the `detached` class when the window is not at the latest messages
    * @param {(msg, extra) => HTMLElement} o.render
    * @param {(beforeId: string) => Promise<{messages: object[], hasMore: boolean}>} o.fetchOlder
+   * @param {(afterId: string) => Promise<{messages: object[], hasNewer: boolean}>} [o.fetchNewer]
+   *        the page after a message, when the window was opened around an older one
+   * @param {() => void} [o.onLatest]  load the latest page again (the window is not at it)
    * @param {(state: object) => void} o.onChange  window/empty/loading state for the app's chrome
    */
-  constructor({ scroller, list, root, render, fetchOlder, onChange }) {
+  constructor({ scroller, list, root, render, fetchOlder, fetchNewer, onLatest, onChange }) {
     this.scroller = scroller;
     this.list = list;
     this.root = root;
     this.render = render;
     this.fetchOlder = fetchOlder;
+    this.fetchNewer = fetchNewer || (async () => ({ messages: [], hasNewer: false }));
+    this.onLatest = onLatest || (() => {});
     this.onChange = onChange || (() => {});
     this.generation = 0;
     this.clear();
@@ -50,6 +55,11 @@ export class Transcript {
     this.hasMore = false;
     this.loadingOlder = false;
     this.olderError = null;
+    // Newer messages than the last loaded one exist (a page opened around a
+    // search hit): live messages are not appended until they are loaded.
+    this.hasNewer = false;
+    this.loadingNewer = false;
+    this.newerError = null;
     this.list.replaceChildren();
     this.root.classList.remove('detached');
   }
@@ -77,6 +87,25 @@ export class Transcript {
         this.changed();
       }, 0));
     }
+  }
+
+  /**
+   * Replace everything with a page around one message (a search hit), show
+   * that message in the middle of the view and return its element.
+   */
+  resetAround(messages, hasMore, hasNewer, id) {
+    this.clear();
+    for (const m of messages || []) this.pushData(m);
+    this.hasMore = Boolean(hasMore);
+    this.hasNewer = Boolean(hasNewer);
+    const at = Math.max(0, this.msgs.findIndex((m) => m.id === id));
+    this.start = Math.max(0, at - MAX_NODES / 2);
+    this.end = Math.min(this.msgs.length, this.start + MAX_NODES);
+    this.renderWindow();
+    const node = this.nodes.get(id) || null;
+    if (node) node.scrollIntoView({ block: 'center' });
+    this.changed();
+    return node;
   }
 
   pushData(msg, extra) {
@@ -140,7 +169,7 @@ export class Transcript {
   }
 
   get atLatest() {
-    return this.end === this.msgs.length;
+    return this.end === this.msgs.length && !this.hasNewer;
   }
 
   isNearBottom() {
@@ -166,6 +195,8 @@ export class Transcript {
       if (extra) this.setExtra(msg.id, extra);
       return false;
     }
+    // Not contiguous with what is loaded: it comes with the newer pages.
+    if (this.hasNewer) return false;
     const wasLatest = this.atLatest;
     const stick = this.isNearBottom();
     this.pushData(msg, extra);
@@ -203,6 +234,10 @@ export class Transcript {
 
   /** Show the newest messages again (the "Latest" button, sending a message). */
   jumpToLatest() {
+    if (this.hasNewer) {
+      this.onLatest();
+      return;
+    }
     if (!this.atLatest) {
       this.start = Math.max(0, this.msgs.length - CHUNK);
       this.end = this.msgs.length;
@@ -312,6 +347,28 @@ export class Transcript {
     this.onScroll();
   }
 
+  async loadNewer() {
+    if (this.loadingNewer || !this.hasNewer || this.msgs.length === 0) return;
+    this.loadingNewer = true;
+    this.newerError = null;
+    const gen = this.generation;
+    try {
+      const page = await this.fetchNewer(this.msgs[this.msgs.length - 1].id);
+      if (gen !== this.generation) return;
+      const newer = (page.messages || []).filter((m) => m && m.id != null && !this.byId.has(m.id));
+      for (const m of newer) this.pushData(m);
+      this.hasNewer = Boolean(page.hasNewer) && newer.length > 0;
+      this.loadingNewer = false;
+      this.growDown();
+    } catch (err) {
+      if (gen !== this.generation) return;
+      this.newerError = err;
+      this.loadingNewer = false;
+    }
+    this.changed();
+    this.onScroll();
+  }
+
   onScroll() {
     if (this.raf) return;
     this.raf = requestAnimationFrame(() => {
@@ -325,8 +382,9 @@ export class Transcript {
     if (sc.scrollTop < EDGE_PX) {
       if (this.start > 0) this.growUp();
       else if (this.hasMore && !this.loadingOlder && !this.olderError) this.loadOlder();
-    } else if (sc.scrollHeight - sc.scrollTop - sc.clientHeight < EDGE_PX && !this.atLatest) {
-      this.growDown();
+    } else if (sc.scrollHeight - sc.scrollTop - sc.clientHeight < EDGE_PX) {
+      if (this.end < this.msgs.length) this.growDown();
+      else if (this.hasNewer && !this.loadingNewer && !this.newerError) this.loadNewer();
     }
     this.changed();
   }

@@ -250,6 +250,47 @@ pub async fn history(
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn search(
+    target: &Target,
+    query: &str,
+    session: Option<&str>,
+    limit: usize,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(target)?;
+    let mut params = vec![("q", query.to_owned()), ("limit", limit.to_string())];
+    if let Some(s) = session {
+        params.push(("session", s.to_owned()));
+    }
+    let found: loopchat_proto::SearchResponse =
+        json(client.get("/webchat/search").query(&params)).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !found.complete {
+        eprintln!("the search index is still catching up: some messages may be missing");
+    }
+    if found.hits.is_empty() {
+        println!("no match");
+    }
+    for hit in &found.hits {
+        let title = hit
+            .title
+            .as_deref()
+            .map(|t| format!(" \"{t}\""))
+            .unwrap_or_default();
+        println!(
+            "{}{title}  {}  {}\n  {}\n",
+            hit.session,
+            hit.timestamp,
+            hit.message_id,
+            hit.snippet.replace('\n', " ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_message(m: &Message) {
     let who = match m.role {
         Role::User => "you",

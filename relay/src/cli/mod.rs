@@ -108,6 +108,20 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Search every session's messages (all the words must match).
+    Search {
+        #[arg(allow_hyphen_values = true)]
+        query: String,
+        /// Only this session's messages.
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List the agent's tools with their source and policy.
     Tools {
         #[arg(long)]
@@ -352,6 +366,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             json,
             target,
         } => commands::history(&target, &session, limit, json).await,
+        Command::Search {
+            query,
+            session,
+            limit,
+            json,
+            target,
+        } => commands::search(&target, &query, session.as_deref(), limit, json).await,
         Command::Send { args, target } => commands::send(&target, args).await,
         Command::Tools { json, target } => commands::tools(&target, json).await,
         Command::Notify { args, target } => commands::notify(&target, args).await,

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, Authed, session_key};
-use crate::store::Page;
+use crate::store::{Page, Placement};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -167,6 +167,14 @@ pub struct HistoryQuery {
     /// than the conversation) instead of the leaf's. With `before`, the page
     /// is the one before that message, on whichever branch it is.
     leaf: Option<String>,
+    /// A message id: the page holds that message with the ones around it
+    /// (up to half of the page after it), on the conversation's path (or
+    /// `leaf`'s). Not with `before` or `after`.
+    around: Option<String>,
+    /// A message id: the page holds the messages after it on the
+    /// conversation's path (or `leaf`'s), for paging forward from a page
+    /// `around` a message. Not with `before`.
+    after: Option<String>,
     /// Page size (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -178,13 +186,16 @@ pub struct HistoryQuery {
     tag = "chat",
     summary = "A page of a session's messages, oldest first",
     description = "Unknown query parameters are a 400. A session that does not exist yet has \
-                   no messages.",
+                   no messages. `around` and `after` page forward as well as back: `hasNewer` \
+                   says whether newer messages follow the page on its path.",
     params(HistoryQuery),
     responses(
         (status = 200, description = "The page", body = HistoryResponse),
         (status = 400, description = "`bad_request` (malformed query, `limit` out of range, \
-                                      unknown parameter) or `invalid_session_key`", body = ErrorBody),
-        (status = 404, description = "`not_found`: no message `before` in this session", body = ErrorBody),
+                                      unknown parameter, more than one of `before`, `around` and \
+                                      `after`) or `invalid_session_key`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no message `before` in this session, or \
+                                      `around`/`after` not on the path", body = ErrorBody),
         (status = 500, description = "`internal`: the transcript could not be read", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -202,9 +213,37 @@ pub async fn history(
             ok: true,
             messages: Vec::new(),
             has_more: false,
+            has_newer: false,
         }));
     };
+    let anchors = [&q.before, &q.around, &q.after]
+        .iter()
+        .filter(|a| a.is_some())
+        .count();
+    if anchors > 1 {
+        return Err(ApiError::bad_request(
+            "before, around and after each place the page: give one of them",
+        ));
+    }
     let transcript = store.transcript(&entry.session_id)?;
+    let placed = match (q.around.as_deref(), q.after.as_deref()) {
+        (Some(id), _) => Some((id, Placement::Around)),
+        (_, Some(id)) => Some((id, Placement::After)),
+        _ => None,
+    };
+    if let Some((id, placement)) = placed {
+        let (page, has_newer) = transcript
+            .around(id, q.leaf.as_deref(), limit, placement)?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no message {id:?} on this path of session {key:?}"))
+            })?;
+        return Ok(Json(HistoryResponse {
+            ok: true,
+            messages: messages(&page),
+            has_more: page.has_more,
+            has_newer,
+        }));
+    }
     // Paging back walks the parents of `before`, which are the same on every
     // branch it is on: with `before`, `leaf` changes nothing.
     let page = match (q.before.as_deref(), q.leaf.as_deref()) {
@@ -220,6 +259,7 @@ pub async fn history(
         ok: true,
         messages: messages(&page),
         has_more: page.has_more,
+        has_newer: false,
     }))
 }
 

@@ -14,6 +14,7 @@ mod guard;
 pub(crate) mod notify;
 pub mod openapi;
 pub(crate) mod rpc;
+mod search;
 mod sessions;
 mod status;
 mod transfer;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// Cancelled when the relay starts shutting down: ends live streams so
     /// that the graceful shutdown does not wait on them forever.
     pub shutdown: CancellationToken,
+    /// Full-text search; `None` when its index could not be opened.
+    pub search: Option<crate::search::SearchIndex>,
 }
 
 /// Every route is documented in the OpenAPI document (`openapi.rs`): its
@@ -89,6 +92,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .route("/webchat/status", get(status::status))
         .route("/webchat/history", get(chat::history))
         .route("/webchat/sessions", get(chat::sessions))
+        .route("/webchat/search", get(search::search))
         .route("/webchat/rename", post(chat::rename))
         .route("/webchat/archive", post(sessions::archive))
         .route("/webchat/archived", get(sessions::archived))

@@ -26,7 +26,8 @@ use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
 use super::{
-    approve, assets, chat, checks, events, notify, rpc, sessions, status, transfer, uploads,
+    approve, assets, chat, checks, events, notify, rpc, search, sessions, status, transfer,
+    uploads,
 };
 
 /// The document, as utoipa builds it from `ApiDoc`.
@@ -101,6 +102,7 @@ pub struct Binary(pub Vec<u8>);
         chat::tree,
         transfer::export,
         transfer::import,
+        search::search,
         status::status,
         rpc::rpc,
         rpc::abort,
@@ -475,6 +477,7 @@ mod tests {
             started: std::time::Instant::now(),
             targets: Default::default(),
             shutdown: CancellationToken::new(),
+            search: None,
         }
     }
 

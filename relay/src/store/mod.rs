@@ -37,8 +37,8 @@ pub use line::{
 };
 pub use source::{Source, SourceError};
 pub use transcript::{
-    AttachmentBytes, DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page, Transcript,
-    TreeSkeleton,
+    AttachmentBytes, ChangeHook, DEFAULT_WINDOW_BYTES, Decorate, Foreign, ForeignHook, Page,
+    Placement, Transcript, TreeSkeleton,
 };
 pub use upgrade::backup_path;
 
@@ -274,6 +274,18 @@ impl Store {
     /// later calls are ignored).
     pub fn on_foreign(&self, hook: ForeignHook) {
         let _ = self.inner.shared.foreign.set(hook);
+    }
+
+    /// Sets who is told that a transcript's file has new lines or was
+    /// replaced (once; later calls are ignored).
+    pub fn on_change(&self, hook: ChangeHook) {
+        let _ = self.inner.shared.changed.set(hook);
+    }
+
+    /// Where the transcript of `session_id` is (or would be), for readers
+    /// that follow the file on their own (the search index).
+    pub fn transcript_path(&self, session_id: &str) -> Option<PathBuf> {
+        index::is_safe_session_id(session_id).then(|| self.inner.transcript_path(session_id))
     }
 
     /// Sets where an old transcript's images are read from when it is

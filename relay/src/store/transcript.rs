@@ -81,6 +81,11 @@ pub enum Foreign<'a> {
 /// order: it must be quick and must not call back into the transcript.
 pub type ForeignHook = Arc<dyn Fn(&str, Foreign<'_>) + Send + Sync>;
 
+/// Told, with the transcript's sessionId, that its file has new lines (the
+/// relay's or another program's) or was replaced: what the search index
+/// follows. Called under the writer lock, so it must only take note.
+pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The bytes of a stored attachment, by id: what an old transcript's image
 /// parts are given as pi's `data` when the transcript is upgraded.
 pub type AttachmentBytes = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
@@ -91,6 +96,7 @@ pub(crate) struct Shared {
     pub(crate) decorate: Decorate,
     pub(crate) window_bytes: usize,
     pub(crate) foreign: Arc<OnceLock<ForeignHook>>,
+    pub(crate) changed: Arc<OnceLock<ChangeHook>>,
     pub(crate) attachment_bytes: Arc<OnceLock<AttachmentBytes>>,
     /// The `cwd` of the header of a transcript loopchat starts.
     pub(crate) cwd: String,
@@ -106,6 +112,7 @@ impl Shared {
             decorate,
             window_bytes: DEFAULT_WINDOW_BYTES,
             foreign: Arc::default(),
+            changed: Arc::default(),
             attachment_bytes: Arc::default(),
             cwd: std::env::current_dir()
                 .map(|d| d.display().to_string())
@@ -291,6 +298,16 @@ impl Want {
             Parent::Id(p) => Some(Self::Id(p.clone())),
         }
     }
+}
+
+/// Where a page stands by the message it is asked for (see
+/// [`Transcript::around`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The message itself and the ones beside it.
+    Around,
+    /// The ones after it, for paging forward.
+    After,
 }
 
 /// What a scan does after one line.
@@ -726,7 +743,14 @@ impl Transcript {
             }
         }
         w.len = start + line.len() as u64;
+        self.tell_changed();
         Ok(start)
+    }
+
+    fn tell_changed(&self) {
+        if let Some(hook) = self.shared.changed.get() {
+            hook(&self.session_id);
+        }
     }
 
     /// Records an entry now at the end of the file: it is the leaf, and it
@@ -861,6 +885,7 @@ impl Transcript {
         if let Some(hook) = self.shared.foreign.get() {
             hook(&self.session_id, Foreign::Replaced);
         }
+        self.tell_changed();
         Ok(())
     }
 
@@ -929,6 +954,7 @@ impl Transcript {
         }
         w.len = line_start;
         if count > 0 {
+            self.tell_changed();
             tracing::debug!(path = %self.path.display(), messages = count, "read messages another program appended");
         }
         Ok(!line.is_empty())
@@ -1071,6 +1097,90 @@ impl Transcript {
             limit,
             true,
         )?))
+    }
+
+    /// A page of the path to `leaf` (the conversation's leaf when `None`)
+    /// placed by the message `anchor`: with [`Placement::Around`], the
+    /// anchor and up to `limit - 1` messages beside it (at most half of them
+    /// after it, more before when fewer come after); with
+    /// [`Placement::After`], up to `limit` messages after it, the anchor left
+    /// out. Also says whether newer messages than the page's last are on the
+    /// path. `None` when the anchor (or the leaf) is not on that path.
+    ///
+    /// The walk starts from the path's end, so its cost grows with how far
+    /// back the anchor is, not with the page.
+    pub fn around(
+        &self,
+        anchor: &str,
+        leaf: Option<&str>,
+        limit: usize,
+        placement: Placement,
+    ) -> Result<Option<(Page, bool)>, StoreError> {
+        self.check_before_read()?;
+        let (end, want) = match leaf {
+            None => (self.len(), Want::First),
+            Some(leaf) => {
+                let Some(offset) = self.offset_of(leaf)? else {
+                    return Ok(None);
+                };
+                (self.line_end(offset)?, Want::Id(leaf.to_owned()))
+            }
+        };
+        let (newer_cap, with_anchor) = match placement {
+            Placement::Around => (limit.saturating_sub(1) / 2, true),
+            Placement::After => (limit, false),
+        };
+        // Newest first while walking: the messages after the anchor, the
+        // ones nearest to it last.
+        let mut newer: VecDeque<StoredMessage> = VecDeque::new();
+        let mut has_newer = false;
+        let mut older: Vec<StoredMessage> = Vec::new();
+        let mut older_cap = 0;
+        let mut found = false;
+        let mut has_more = false;
+        self.walk(end, want, |e, _| {
+            let Some(m) = e.into_message() else {
+                return true;
+            };
+            if !found {
+                if m.message.id == anchor {
+                    found = true;
+                    older_cap = match placement {
+                        Placement::Around => limit.saturating_sub(1 + newer.len()),
+                        Placement::After => 0,
+                    };
+                    if with_anchor {
+                        older.push(m);
+                    } else {
+                        has_more = true;
+                        return false;
+                    }
+                    return true;
+                }
+                newer.push_back(m);
+                if newer.len() > newer_cap {
+                    newer.pop_front();
+                    has_newer = true;
+                }
+                return true;
+            }
+            if older.len() > older_cap {
+                has_more = true;
+                return false;
+            }
+            older.push(m);
+            true
+        })?;
+        if !found {
+            return Ok(None);
+        }
+        let messages = older
+            .into_iter()
+            .rev()
+            .chain(newer.into_iter().rev())
+            .map(|m| Arc::new(self.decorated(m)))
+            .collect();
+        Ok(Some((Page { messages, has_more }, has_newer)))
     }
 
     /// Every entry of the tree, in file order, as (id, parent id, role of
