@@ -249,9 +249,9 @@ pub fn html(messages: &[Arc<StoredMessage>], meta: &Meta<'_>, images: Images<'_>
     );
     out.push_str(": session <code>");
     esc(&mut out, meta.key);
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</code>, {} messages (its current branch).</p></header>\n",
+        "</code>, {} messages (its current branch).</p></header>",
         messages.len()
     );
     for m in messages {

@@ -258,7 +258,9 @@ impl Conversation {
 
 fn seconds_to_ms(v: Option<&Value>) -> Option<i64> {
     let s = v?.as_f64()?;
-    (s.is_finite() && s >= 0.0 && s < 1e11).then(|| (s * 1000.0).round() as i64)
+    (0.0..1e11)
+        .contains(&s)
+        .then(|| (s * 1000.0).round() as i64)
 }
 
 /// ChatGPT's export: an array of conversations, each a `mapping` of nodes
