@@ -145,6 +145,7 @@ async fn the_model_switch_reaches_the_server_and_replies_carry_their_figures() {
     );
 
     // Each reply's figures, stored with it and served after a restart.
+    relay.stop();
     relay.restart();
     let api = relay.client();
     let (_, info) = api.get_json("/webchat/info?session=m").await;
