@@ -27,10 +27,14 @@
 //!   relay's WebSocket that raises its alerts through the freedesktop
 //!   notification service (notify-rust), de-duplicated across shells by
 //!   `shell-alerts.json`. No GUI code: the window only reports its focus
-//!   and acts on clicks; `loopchat-shell alerts` runs it headless.
+//!   and acts on clicks; `loopchat-shell alerts` runs it headless. One
+//!   concept per module (locator, focus, click, notifier, record, stream);
+//!   the platform's notifications in `desktop/` (freedesktop on Linux).
+//! - [`open`] — a link in the user's browser (`xdg-open`, `open` on macOS).
 //! - In the window binary only: `window/` (tao + wry + muda: the window, its
 //!   menu and the shell's own pages; no SSH code — it receives `UiEvent`s
-//!   and answers with `UiAction`s) and `gui.rs`, the glue that drives a
+//!   and answers with `UiAction`s; `window/platform.rs` holds its only
+//!   platform calls) and `gui.rs`, the glue that drives a
 //!   tunnel or the local relay and tells the window what to show.
 //!
 //! Invariants: the token never reaches a log line; closing the shell never
