@@ -59,7 +59,7 @@ impl Attachments {
         crate::home::create_private_dir(&self.dir)?;
         let path = self.dir.join(&id);
         if !path.exists() {
-            crate::store::write_file_atomically(&path, bytes)?;
+            crate::durable::write_atomically(&path, bytes)?;
         }
         Ok(SavedAttachment {
             id,

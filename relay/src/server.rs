@@ -166,7 +166,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
 
     if let Err(e) =
-        crate::store::write_file_atomically(&home.last_port_file(), port.to_string().as_bytes())
+        crate::durable::write_atomically(&home.last_port_file(), port.to_string().as_bytes())
     {
         tracing::debug!(error = %e, "cannot remember the port");
     }

@@ -163,7 +163,7 @@ impl From<ImageError> for ApiError {
                 ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
             }
             ImageError::Attachment(AttachmentError::Io(io)) => {
-                crate::store::StoreError::from(io).into()
+                crate::durable::DiskError::from(io).into()
             }
             other => ApiError::bad_request(other.to_string()),
         }

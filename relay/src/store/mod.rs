@@ -13,7 +13,6 @@
 //! changes are merged into the relay's ([`index::merge`]). Transcripts follow
 //! the rules in [`transcript`].
 
-mod commit;
 mod index;
 mod line;
 mod source;
@@ -26,7 +25,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub(crate) use commit::{FlushKind, GroupCommit};
+pub(crate) use crate::durable::{FlushKind, GroupCommit};
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
@@ -39,30 +38,11 @@ pub use transcript::{
 };
 pub use upgrade::backup_path;
 
-pub use index::write_atomically as write_file_atomically;
 use index::{Entries, Stamp, read_index, write_atomically_stamped};
 use transcript::Shared;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the disk is full: {0}")]
-    Full(io::Error),
-    #[error("store I/O failed: {0}")]
-    Io(io::Error),
-}
-
-impl From<io::Error> for StoreError {
-    fn from(e: io::Error) -> Self {
-        if e.raw_os_error() == Some(libc::ENOSPC)
-            || e.raw_os_error() == Some(libc::EDQUOT)
-            || e.kind() == io::ErrorKind::StorageFull
-        {
-            Self::Full(e)
-        } else {
-            Self::Io(e)
-        }
-    }
-}
+/// The store's errors are the disk's (full, or failed otherwise).
+pub use crate::durable::DiskError as StoreError;
 
 /// The index file as the relay last saw it.
 struct OnDisk {
