@@ -28,7 +28,10 @@ pub use events::{
 };
 pub use http::*;
 pub use message::{Content, Message, Role};
-pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};
+pub use session_key::{
+    DEFAULT_SESSION, SESSION_KEY_PATTERN, SessionKey, SessionKeyError, ThinkingLevel,
+    validate_session_key,
+};
 
 /// Protocol version written into the discovery file.
 pub const PROTOCOL_VERSION: u32 = 1;

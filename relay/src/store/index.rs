@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use loopchat_proto::ThinkingLevel;
 use serde_json::{Map, Value};
 
 pub(crate) type Entries = BTreeMap<String, Map<String, Value>>;
@@ -41,6 +42,14 @@ impl SessionEntry {
                 .unwrap_or("off")
                 .to_owned(),
         })
+    }
+}
+
+impl SessionEntry {
+    /// The level a turn of this session uses: one another tool wrote that
+    /// the protocol does not know reads as off.
+    pub fn thinking(&self) -> ThinkingLevel {
+        ThinkingLevel::parse(&self.thinking_level).unwrap_or_default()
     }
 }
 
