@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Read;
 use std::io;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
