@@ -23,8 +23,11 @@ start_relay() { # HOME → sets PID PORT TOKEN, STARTUP_MS
   read -r line <"$fifo"          # printed once the socket is listening
   STARTUP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
   cat "$fifo" >/dev/null &
-  PORT=$(sed -E 's#.*127.0.0.1:([0-9]+)/.*#\1#' <<<"$line")
-  TOKEN=$(cat "$home/token")
+  # The scripts' readiness rule (CONTRIBUTING.md): the URL line, then
+  # `loopchat info --json` for the port and the token.
+  read -r PORT TOKEN < <(env -u LOOPCHAT_URL -u LOOPCHAT_TOKEN "$BIN" info --json --home "$home" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["port"], d["token"])')
+  [ -n "$TOKEN" ] || { echo "loopchat info --json named no relay" >&2; exit 1; }
 }
 stop_relay() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }

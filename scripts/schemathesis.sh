@@ -57,32 +57,13 @@ if [[ ! -x "$BIN" ]]; then
   cargo build -p loopchat-relay --locked
 fi
 
-work="$(mktemp -d)"
-relay_pid=""
-cleanup() {
-  if [[ -n "$relay_pid" ]] && kill -0 "$relay_pid" 2>/dev/null; then
-    kill -TERM "$relay_pid" 2>/dev/null || true
-    wait "$relay_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# A private home and the echo agent whatever the caller's environment says.
-env -u LOOPCHAT_AGENT -u LOOPCHAT_PORT -u LOOPCHAT_URL -u LOOPCHAT_TOKEN \
-  LOOPCHAT_HOME="$work/home" RUST_LOG=warn \
-  "$BIN" serve --home "$work/home" --port 0 >"$work/stdout" 2>"$work/relay.log" &
-relay_pid=$!
-
-# relay.json is written once the socket listens.
-for _ in $(seq 1 300); do
-  [[ -s "$work/home/relay.json" ]] && break
-  kill -0 "$relay_pid" 2>/dev/null || { log "the relay exited:"; cat "$work/relay.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -s "$work/home/relay.json" ]] || { log "the relay did not start"; cat "$work/relay.log" >&2; exit 1; }
-read -r port token < <("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["port"], d["token"])' "$work/home/relay.json")
-base="http://127.0.0.1:$port"
+# A private home and the echo agent, by the scripts' one launcher.
+source scripts/lib/bench-relay.sh
+bench_relay_start "$BIN"
+work=$WORK
+relay_pid=$RELAY_PID
+token=$RELAY_TOKEN
+base="http://127.0.0.1:$RELAY_PORT"
 log "relay on $base (pid $relay_pid)"
 
 # Excluded operations, and why:

@@ -71,6 +71,7 @@
   });
   try {
     var key = new URL(location.href).searchParams.get('session') || 'main';
+    // The protocol's rule (proto's SESSION_KEY_PATTERN; a relay test keeps it equal).
     if (!/^[A-Za-z0-9._:-]{1,128}$/.test(key)) return;
     var url = 'info?session=' + encodeURIComponent(key) + '&limit=50';
     var headers = { Accept: 'application/json' };

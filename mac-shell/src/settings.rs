@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -154,7 +153,7 @@ impl Settings {
         Ok(())
     }
 
-    /// Writes the file atomically (temp file + rename) so that a crash or a
+    /// Writes the file atomically (`loopchat_proto::home::write_atomically`) so that a crash or a
     /// second shell writing at the same time never leaves half a file.
     pub fn save(&self) -> Result<(), SettingsError> {
         let err = |source| SettingsError::Write {
@@ -164,21 +163,11 @@ impl Settings {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let body = serde_json::to_vec_pretty(&self.file).map_err(|e| err(e.into()))?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp.{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
-        })
+        let mut body = serde_json::to_vec_pretty(&self.file).map_err(|e| err(e.into()))?;
+        body.push(b'\n');
+        loopchat_proto::home::write_atomically(&self.path, &body)
+            .map(drop)
+            .map_err(err)
     }
 }
 

@@ -2,8 +2,13 @@
 //!
 //! The relay owns the home (it creates it, checks who could have prepared
 //! it, and writes everything in it); the CLI, the shell and the tests find
-//! their way in by these names, so they are written down once, here.
+//! their way in by these names, so they are written down once, here, with
+//! the one way a file in it is replaced ([`write_atomically`]), which the
+//! relay and the shell share.
 
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Names the home instead of the default.
@@ -57,6 +62,46 @@ pub fn locate(explicit: Option<&Path>) -> PathBuf {
         .join(DEFAULT_HOME_DIR)
 }
 
+/// Replaces `path` with `bytes` the one way every file in the home is
+/// replaced (the relay's and the shell's alike): a temp file beside it
+/// (0600), fsync, rename, fsync of the directory. A reader never sees half
+/// a file, a crash leaves the old or the new one, and once this returns the
+/// new one survives a power cut. Returns the written file's metadata, taken
+/// from the file itself so that a caller telling its own write from another
+/// program's (the session index) is not fooled by a write right after the
+/// rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<Metadata> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The pid keeps two processes writing the same file off each other's
+    // temp file; the leading dot keeps it out of listings.
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        let written = f.metadata()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()?;
+        Ok(written)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +113,35 @@ mod tests {
             format!("~/{DEFAULT_HOME_DIR}/{DISCOVERY_FILE}")
         );
         assert_eq!(locate(Some(Path::new("/x"))), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_file_owner_only_and_leaves_no_temp_file() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir =
+            std::env::temp_dir().join(format!("loopchat-proto-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.json");
+        fs::write(&path, b"old").unwrap();
+        let written = write_atomically(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        let on_disk = fs::metadata(&path).unwrap();
+        assert_eq!(on_disk.permissions().mode() & 0o777, 0o600);
+        assert_eq!(written.ino(), on_disk.ino());
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("f.json")]);
+        // A rename that fails (onto a directory) leaves no temp file behind.
+        fs::create_dir(dir.join("sub")).unwrap();
+        assert!(write_atomically(&dir.join("sub"), b"x").is_err());
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f.json", "sub"].map(std::ffi::OsString::from));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

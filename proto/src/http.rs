@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-#[cfg(feature = "openapi")]
-use crate::ThinkingLevel;
 use crate::{Message, Notification, Role};
+#[cfg(feature = "openapi")]
+use crate::{SessionKey, ThinkingLevel};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,7 +104,9 @@ pub struct InfoResponse {
     pub welcome_version: u32,
     pub session_key: String,
     pub session_id: Option<String>,
-    pub thinking_level: String,
+    /// The session's level; one another tool wrote that this protocol does
+    /// not know reads as `off`, the level a turn then uses (Decision 90).
+    pub thinking_level: ThinkingLevel,
     pub agent: AgentInfo,
     pub initial_messages: Vec<Message>,
     pub has_more: bool,
@@ -254,11 +256,7 @@ pub struct ToolsResponse {
 pub struct ApproveRequest {
     /// The session key (default `main`).
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     pub call_id: String,
     pub decision: ApprovalChoice,
 }
@@ -334,7 +332,8 @@ pub struct SessionSummary {
     pub key: String,
     pub session_id: String,
     pub updated_at: i64,
-    pub thinking_level: String,
+    /// As in [`InfoResponse::thinking_level`].
+    pub thinking_level: ThinkingLevel,
     pub preview: Option<String>,
     /// The session's name (pi's newest `session_info` entry), shown as its
     /// title; absent when it has none.
@@ -492,11 +491,7 @@ pub struct TreeResponse {
 pub struct RenameRequest {
     /// The session key; `main` when absent.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     /// The new name (trimmed; empty clears it). At most 200 characters, no
     /// control characters.
     #[cfg_attr(
@@ -571,11 +566,7 @@ pub struct RpcRequest {
     pub text: String,
     /// The session key; `main` when absent.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     /// Sets the session's thinking level (stored in the index).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<ThinkingLevel>))]
@@ -653,11 +644,7 @@ pub struct RpcResponse {
 pub struct AbortRequest {
     /// The session key; `main` when absent.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     #[serde(default)]
     pub run_id: Option<String>,
 }
@@ -703,11 +690,7 @@ pub struct NotifyRequest {
     pub click: Option<String>,
     /// The session it is about.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     /// Reusing the id of a kept notification updates it instead of adding
     /// one.
     #[serde(default)]
@@ -792,11 +775,7 @@ pub struct PresenceRequest {
     pub client: String,
     /// The session the window shows, if any.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     pub focused: bool,
 }
 
@@ -892,11 +871,7 @@ pub struct CheckRunResponse {
 pub struct AskAlertRequest {
     /// The session to ask in; a new one (`alert-…`) when absent.
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)
-    )]
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
 }
 
 /// The answer of `POST /webchat/notifications/{id}/ask`: the turn has

@@ -30,7 +30,10 @@ pub use events::{
 };
 pub use http::*;
 pub use message::{Content, Message, ReplyStats, Role, Usage};
-pub use session_key::{DEFAULT_SESSION, SessionKeyError, ThinkingLevel, validate_session_key};
+pub use session_key::{
+    DEFAULT_SESSION, SESSION_KEY_PATTERN, SessionKey, SessionKeyError, ThinkingLevel,
+    validate_session_key,
+};
 pub use transfer::{
     DEFAULT_IMPORT_LIMIT, ExportFormat, ImportFormat, ImportResponse, ImportedSession,
 };

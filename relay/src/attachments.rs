@@ -123,7 +123,7 @@ impl Attachments {
             }
         }
         if !path.exists() {
-            crate::store::write_file_atomically(&path, bytes)?;
+            crate::durable::write_atomically(&path, bytes)?;
         }
         Ok(SavedAttachment {
             id,

@@ -6,9 +6,8 @@
 //! port, so a cookie for 127.0.0.1 would go to every other local web server.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::Engine;
@@ -49,19 +48,7 @@ pub fn load_or_create_token(path: &Path) -> io::Result<String> {
 
 /// Replaces the token file atomically (0600).
 pub fn write_token(path: &Path, token: &str) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(token.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)
+    crate::durable::write_atomically(path, format!("{token}\n").as_bytes()).map(drop)
 }
 
 /// Constant-time comparison, so response timing does not leak how much of

@@ -80,6 +80,15 @@ pub struct Config {
     /// MCP servers whose tools the agent may call (`[[mcp_servers]]`),
     /// see `crate::tools::mcp`.
     pub mcp_servers: Vec<crate::tools::mcp::McpServerConfig>,
+    /// The WebSocket ping interval, seconds (`LOOPCHAT_WS_PING_SECS` only:
+    /// the protocol fixes 30 s, tests shorten it).
+    #[serde(skip)]
+    pub ws_ping_secs: u64,
+    /// `TCP_USER_TIMEOUT` of every accepted socket, seconds
+    /// (`LOOPCHAT_TCP_USER_TIMEOUT_SECS` only: 3 × the 30 s ping of the seed
+    /// protocol, shorter for tests).
+    #[serde(skip)]
+    pub tcp_user_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -105,6 +114,8 @@ impl Default for Config {
             targets: BTreeMap::new(),
             checks: Vec::new(),
             mcp_servers: Vec::new(),
+            ws_ping_secs: 30,
+            tcp_user_timeout_secs: 90,
         }
     }
 }
@@ -509,6 +520,25 @@ impl Config {
                 message: "expected milliseconds".into(),
             })?;
         }
+        for (name, slot) in [
+            ("LOOPCHAT_WS_PING_SECS", &mut self.ws_ping_secs),
+            (
+                "LOOPCHAT_TCP_USER_TIMEOUT_SECS",
+                &mut self.tcp_user_timeout_secs,
+            ),
+        ] {
+            if let Some(v) = var(name) {
+                // Zero would make the ping timer spin (tokio refuses it).
+                *slot =
+                    v.parse()
+                        .ok()
+                        .filter(|&secs| secs > 0)
+                        .ok_or_else(|| ConfigError::Env {
+                            name,
+                            message: "expected a whole number of seconds, at least 1".into(),
+                        })?;
+            }
+        }
         if let Some(v) = var("LOOPCHAT_PORT") {
             self.port = Some(v.parse().map_err(|_| ConfigError::Env {
                 name: "LOOPCHAT_PORT",
@@ -595,6 +625,28 @@ mod tests {
             (Backend::Pi, 5)
         );
         assert!(toml::from_str::<Config>("[agent.pi]\nmodle = \"m\"").is_err());
+    }
+
+    #[test]
+    fn keepalive_timings_come_from_the_environment_only() {
+        let mut c = Config::default();
+        assert_eq!((c.ws_ping_secs, c.tcp_user_timeout_secs), (30, 90));
+        c.apply_env(|n| match n {
+            "LOOPCHAT_WS_PING_SECS" => Some("1".into()),
+            "LOOPCHAT_TCP_USER_TIMEOUT_SECS" => Some("5".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((c.ws_ping_secs, c.tcp_user_timeout_secs), (1, 5));
+        for name in ["LOOPCHAT_WS_PING_SECS", "LOOPCHAT_TCP_USER_TIMEOUT_SECS"] {
+            for bad in ["0", "-1", "soon", "1.5"] {
+                let err = Config::default()
+                    .apply_env(|n| (n == name).then(|| bad.into()))
+                    .unwrap_err();
+                assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+            }
+        }
+        assert!(toml::from_str::<Config>("ws_ping_secs = 1").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use loopchat_proto::Discovery;
 
 pub fn write(path: &Path, discovery: &Discovery) -> io::Result<()> {
-    crate::store::write_file_atomically(path, &encode(discovery)?)
+    crate::durable::write_atomically(path, &encode(discovery)?).map(drop)
 }
 
 /// The file's contents for `discovery` (pretty JSON).

@@ -193,7 +193,11 @@ pub fn rpc_body(data: &[u8]) {
     let req: RpcRequest = match decode_json(data) {
         Ok(r) => r,
         Err(e) => {
-            assert_eq!(e.code, ErrorCode::BadRequest);
+            // A session key is checked as it is read.
+            assert!(
+                matches!(e.code, ErrorCode::BadRequest | ErrorCode::InvalidSessionKey),
+                "{e:?}"
+            );
             return;
         }
     };
@@ -266,7 +270,9 @@ pub fn notify_body(data: &[u8]) {
         priority: Some(d.priority),
         tags: d.tags.clone(),
         click: d.click.clone(),
-        session: d.session.clone(),
+        session: d.session.clone().map(|key| {
+            loopchat_proto::SessionKey::try_from(key).expect("a draft's session key is valid")
+        }),
         id: d.id.clone(),
         ..Default::default()
     };

@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod diagnostics;
 pub mod discovery;
+pub mod durable;
 pub mod events;
 #[doc(hidden)]
 #[cfg(feature = "fuzzing")]

@@ -152,12 +152,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         body_limit: config.body_limit,
         attachment_limit: config.attachment_limit,
         import_limit: config.import_limit,
-        ws_ping: Duration::from_secs(
-            std::env::var("LOOPCHAT_WS_PING_SECS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(30),
-        ),
+        ws_ping: Duration::from_secs(config.ws_ping_secs),
         live: Default::default(),
         started: Instant::now(),
         targets,
@@ -169,19 +164,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         max_header_bytes: MAX_HEADER_BYTES,
-        // 3 × the 30 s ping of the seed protocol; shorter for tests.
-        tcp_user_timeout: Duration::from_secs(
-            std::env::var("LOOPCHAT_TCP_USER_TIMEOUT_SECS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(90),
-        ),
+        tcp_user_timeout: Duration::from_secs(config.tcp_user_timeout_secs),
     };
     raise_fd_limit(config.max_connections);
     let listener = tokio::net::TcpListener::from_std(listener)?;
 
     if let Err(e) =
-        crate::store::write_file_atomically(&home.last_port_file(), port.to_string().as_bytes())
+        crate::durable::write_atomically(&home.last_port_file(), port.to_string().as_bytes())
     {
         tracing::debug!(error = %e, "cannot remember the port");
     }

@@ -3,6 +3,10 @@
 //!
 //! "Listening" is observed, not guessed: the relay prints its URL line on
 //! stdout only after its socket is bound and its discovery file written.
+//! That is the one readiness rule of every launcher (this one, which the
+//! shell's tests use too, `tests/web/harness.mjs` and the scripts): wait for
+//! the first stdout line, then read the discovery file (or run `loopchat
+//! info --json`, which prints it) for the port and the token.
 
 pub mod forcing;
 pub mod llama;
@@ -266,9 +270,8 @@ impl Drop for Relay {
 }
 
 pub fn read_discovery(home: &Path) -> anyhow::Result<Discovery> {
-    Ok(serde_json::from_slice(&std::fs::read(
-        home.join("relay.json"),
-    )?)?)
+    let path = home.join(loopchat_proto::home::DISCOVERY_FILE);
+    Ok(Discovery::parse(&std::fs::read(path)?)?)
 }
 
 /// An authenticated JSON client.

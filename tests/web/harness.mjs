@@ -125,22 +125,40 @@ export class Relay {
     const out = fs.openSync(this.logFile, 'a');
     this.child = spawn(RELAY_BIN, args, {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...this.env, LOOPCHAT_HOME: this.home },
-      stdio: ['ignore', out, out],
+      stdio: ['ignore', 'pipe', out],
     });
     fs.closeSync(out);
     this.starts += 1;
     const child = this.child;
-    let exited = null;
-    child.once('exit', (code, signal) => { exited = { code, signal }; });
-    this.info = await waitFor(() => {
-      if (exited) throw new Error(`relay exited early (${JSON.stringify(exited)}); log:\n${this.log().slice(-3000)}`);
-      if (!fs.existsSync(discovery)) return null;
+    // The readiness rule of every launcher (CONTRIBUTING.md): the relay
+    // prints its URL line once it listens and has written relay.json.
+    const ready = new Promise((resolve, reject) => {
+      let seen = '';
+      const timer = setTimeout(() => reject(new Error(`relay printed no URL line within 30 s; log:\n${this.log().slice(-3000)}`)), 30000);
+      const onData = (chunk) => {
+        seen += chunk;
+        if (!seen.includes('\n')) return;
+        clearTimeout(timer);
+        child.stdout.off('data', onData);
+        child.stdout.resume(); // drained, so the relay never blocks on a full pipe
+        resolve();
+      };
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', onData);
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`relay exited early (${JSON.stringify({ code, signal })}); log:\n${this.log().slice(-3000)}`));
+      });
+    });
+    try {
+      await ready;
       const d = JSON.parse(fs.readFileSync(discovery, 'utf8'));
-      return d.pid === child.pid && d.port ? d : null;
-    }, { timeout: 30000, what: `relay.json in ${this.home}` }).catch((err) => {
+      if (d.pid !== child.pid) throw new Error(`relay.json names pid ${d.pid}, not the relay started (${child.pid})`);
+      this.info = d;
+    } catch (err) {
       child.kill('SIGKILL');
       throw err;
-    });
+    }
     return this;
   }
 

@@ -19,6 +19,7 @@ export function newSessionKey() {
   return `chat-${Date.now().toString(36)}-${rand}`;
 }
 
+// The protocol's rule (proto's SESSION_KEY_PATTERN; a relay test keeps it equal).
 export const SESSION_KEY_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** `el('div', {class: 'x', text: 'y'}, child…)`: text is set as textContent, never as HTML. */

@@ -5,7 +5,7 @@
 //! Every read-modify-write happens under an exclusive `flock(2)` on the
 //! sibling `shell-alerts.lock` (not on the JSON file itself: that one is
 //! replaced by an atomic rename on every write, and a lock on a replaced
-//! inode protects nothing). The lock is held for the few microseconds of a
+//! inode protects nothing). The lock is held for the short time of a
 //! read and a write, never across network or D-Bus calls.
 //!
 //! Per relay the record keeps:
@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -300,27 +300,12 @@ impl AlertRecord {
         }
     }
 
-    /// Temp file + rename: a reader never sees half a file, even one that
+    /// Replaced atomically: a reader never sees half a file, even one that
     /// does not take the lock.
     fn store(&self, file: &RecordFile) -> io::Result<()> {
-        let body = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp.{}", std::process::id()));
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        let mut body = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
+        body.push(b'\n');
+        loopchat_proto::home::write_atomically(&self.path, &body).map(drop)
     }
 }
 

@@ -312,29 +312,22 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// The relay binary: the real `loopchat` of this workspace, next to the
-/// shell's binary (same target dir and profile), else in target/debug.
+/// The relay binary (`loopchat-tests` finds it: the real `loopchat` of this
+/// workspace, in the shell's target directory), for its client commands.
 pub fn relay_command() -> Command {
-    let sibling = Path::new(shell_bin()).with_file_name("loopchat");
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/loopchat");
-    for bin in [&sibling, &default] {
-        if bin.exists() {
-            return Command::new(bin);
-        }
-    }
-    panic!(
-        "the relay binary {} is missing: build it first with `cargo build -p loopchat-relay`",
-        default.display()
-    );
+    Command::new(loopchat_tests::loopchat_bin())
 }
 
-/// A running `loopchat serve --home DIR`.
+/// A running `loopchat serve` on a home of the test's choosing, started by
+/// the one launcher (`loopchat_tests::Relay`). What is the shell's own: the
+/// home outlives the relay (the shell reads it), and dropping the relay
+/// stops it cleanly, so its discovery file is gone as after a real stop.
 pub struct Relay {
     pub home: PathBuf,
     pub port: u16,
     pub token: String,
     pub pid: u32,
-    child: Option<Child>,
+    relay: Option<loopchat_tests::Relay>,
 }
 
 impl Relay {
@@ -346,69 +339,35 @@ impl Relay {
     /// `LOOPCHAT_WS_PING_SECS`).
     pub fn start_with_env(home: &Path, port: Option<u16>, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(home).expect("relay home");
-        let discovery = home.join("relay.json");
-        let _ = std::fs::remove_file(&discovery);
-        let mut cmd = relay_command();
-        cmd.arg("serve").arg("--home").arg(home);
-        if let Some(p) = port {
-            cmd.arg("--port").arg(p.to_string());
-        }
-        cmd.env("LOOPCHAT_HOME", home)
-            .env("LOOPCHAT_AGENT", "echo")
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("start relay");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let d: loopchat_proto::Discovery = loop {
-            if let Ok(bytes) = std::fs::read(&discovery)
-                && let Ok(d) = serde_json::from_slice::<loopchat_proto::Discovery>(&bytes)
-                && d.pid == child.id()
-            {
-                break d;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("relay exited early: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not write {}",
-                discovery.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let mut opts = loopchat_tests::RelayOptions {
+            home: Some(home.to_owned()),
+            ..Default::default()
         };
+        if let Some(p) = port {
+            opts = opts.arg("--port").arg(&p.to_string());
+        }
+        for (k, v) in env {
+            opts = opts.env(k, v);
+        }
+        let relay = loopchat_tests::Relay::start_with(opts);
         Self {
             home: home.to_path_buf(),
-            port: d.port,
-            token: d.token,
-            pid: child.id(),
-            child: Some(child),
+            port: relay.port,
+            token: relay.token.clone(),
+            pid: relay.pid() as u32,
+            relay: Some(relay),
         }
     }
 
     /// Clean stop (SIGTERM): the relay removes its discovery file.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut relay) = self.relay.take() {
+            relay.stop();
         }
     }
 
     pub fn discovery_path(&self) -> PathBuf {
-        self.home.join("relay.json")
+        self.home.join(loopchat_proto::home::DISCOVERY_FILE)
     }
 }
 

@@ -3,7 +3,7 @@
 //! the kept ones when it has grown to twice that.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -85,8 +85,8 @@ impl History {
             .open(&self.path)?;
         f.write_all(&line)?;
         f.sync_data()?;
-        if created && let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
+        if created {
+            crate::durable::sync_parent(&self.path)?;
         }
         self.lines += 1;
         Ok(())
@@ -98,7 +98,7 @@ impl History {
             serde_json::to_writer(&mut bytes, r).map_err(io::Error::other)?;
             bytes.push(b'\n');
         }
-        crate::store::write_file_atomically(&self.path, &bytes)?;
+        crate::durable::write_atomically(&self.path, &bytes)?;
         self.lines = self.runs.len();
         Ok(())
     }

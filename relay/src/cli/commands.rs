@@ -380,11 +380,20 @@ async fn answer_approval(client: &Client, session: &str, v: &Value, how: Answer)
     }
 }
 
+/// `body` as JSON with the session key as the user typed it: the relay
+/// judges keys, so a bad one gets its refusal (and the protocol's code).
+fn with_session(body: &impl serde::Serialize, session: Option<&str>) -> anyhow::Result<Value> {
+    let mut body = serde_json::to_value(body)?;
+    if let Some(key) = session {
+        body["session"] = key.into();
+    }
+    Ok(body)
+}
+
 pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
     let body = RpcRequest {
         text: args.text,
-        session: Some(args.session.clone()),
         thinking: args.thinking,
         id: args.id,
         stream: Some(args.stream),
@@ -392,6 +401,7 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
         to: args.to,
         ..Default::default()
     };
+    let body = with_session(&body, Some(&args.session))?;
     use std::io::IsTerminal as _;
     let how = if args.approve {
         Answer::All("approve")
@@ -444,7 +454,8 @@ pub async fn send(target: &Target, args: SendArgs) -> anyhow::Result<ExitCode> {
             e = events.next() => e,
             _ = tokio::signal::ctrl_c() => {
                 // Stop the run on the relay, not just our view of it.
-                let abort = AbortRequest { session: Some(args.session.clone()), run_id: run_id.clone() };
+                let abort = AbortRequest { session: None, run_id: run_id.clone() };
+                let abort = with_session(&abort, Some(&args.session))?;
                 let _ = send_request(client.post("/webchat/abort").json(&abort)).await;
                 eprintln!("\naborted");
                 return Ok(ExitCode::from(130));
@@ -558,10 +569,11 @@ pub async fn notify(target: &Target, args: NotifyArgs) -> anyhow::Result<ExitCod
         priority: args.priority,
         tags: args.tags,
         click: args.click,
-        session: args.session,
+        session: None,
         id: args.id,
         image,
     };
+    let request = with_session(&request, args.session.as_deref())?;
     let answer = json::<NotifyResponse>(
         client
             .post("/webchat/notify")
@@ -659,11 +671,10 @@ pub async fn ask_alert(
 ) -> anyhow::Result<ExitCode> {
     let client = Client::connect(target)?;
     let path = format!("/webchat/notifications/{}/ask", percent_encode_segment(id));
-    let r: loopchat_proto::AskAlertResponse = json(
-        client
-            .post(&path)
-            .json(&loopchat_proto::AskAlertRequest { session }),
-    )
+    let r: loopchat_proto::AskAlertResponse = json(client.post(&path).json(&with_session(
+        &loopchat_proto::AskAlertRequest { session: None },
+        session.as_deref(),
+    )?))
     .await?;
     if as_json {
         println!("{}", serde_json::to_string(&r)?);

@@ -438,6 +438,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_page_checks_session_keys_by_the_protocol_s_rule() {
+        // The page cannot call proto; its two copies of the rule (boot.js
+        // runs before any module) must say what proto says.
+        let rule = format!("/{}/", loopchat_proto::SESSION_KEY_PATTERN);
+        for file in ["boot.js", "js/util.js"] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../webchat-dist/").to_owned() + file;
+            let text = std::fs::read_to_string(&path).expect("webchat-dist file");
+            assert!(
+                text.contains(&rule),
+                "{file} does not check keys with {rule}"
+            );
+        }
+    }
+
+    #[test]
     fn accept_encoding_parsing() {
         let mut h = HeaderMap::new();
         h.insert(

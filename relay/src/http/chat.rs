@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
     AttachmentLimits, ErrorBody, Health, HistoryResponse, InfoResponse, Message, ModelsResponse,
-    RenameRequest, RenameResponse, SessionSummary, SessionsResponse, TreeEntry, TreeResponse,
+    RenameRequest, RenameResponse, SessionKey, SessionSummary, SessionsResponse, TreeEntry,
+    TreeResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -32,14 +33,13 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-// The bounds below are the ones `session_key` and `limit` enforce.
+// The bounds below are the ones `SessionKey` and `limit` enforce.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InfoQuery {
     /// The session key; `main` when absent.
-    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
-    session: Option<String>,
+    session: Option<SessionKey>,
     /// How many of the latest messages to include (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -117,7 +117,7 @@ pub async fn info(
         welcome_version: loopchat_proto::WELCOME_VERSION,
         session_key: key,
         session_id: entry.as_ref().map(|e| e.session_id.clone()),
-        thinking_level: entry.map_or_else(|| "off".into(), |e| e.thinking_level),
+        thinking_level: entry.map(|e| e.thinking()).unwrap_or_default(),
         agent: state.pipeline.agent_info(),
         initial_messages,
         has_more,
@@ -159,8 +159,7 @@ pub async fn models(_: Authed, State(state): State<AppState>) -> Json<ModelsResp
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// The session key; `main` when absent.
-    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
-    session: Option<String>,
+    session: Option<SessionKey>,
     /// A message id: the page ends just before it. Absent: the latest page.
     before: Option<String>,
     /// An entry id: the page is the end of the path to it (another branch
@@ -292,8 +291,7 @@ const TREE_CAP: usize = 20_000;
 #[into_params(parameter_in = Query)]
 pub struct TreeQuery {
     /// The session key; `main` when absent.
-    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
-    session: Option<String>,
+    session: Option<SessionKey>,
 }
 
 #[utoipa::path(

@@ -15,13 +15,13 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, Stream, StreamExt};
-use loopchat_proto::Event;
+use loopchat_proto::{Event, SessionKey};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiQuery, Authed, SocketAuthed, session_key};
+use super::extract::{ApiQuery, Authed, SocketAuthed};
 use super::notify::client_id;
 use super::rpc::sse_event;
 use crate::credentials::{Grant, Revocation};
@@ -49,8 +49,7 @@ const CLOSE_SEND_LIMIT: Duration = Duration::from_secs(1);
 pub struct EventsQuery {
     /// The session whose events to carry; without it the stream carries
     /// only notifications.
-    #[param(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 128)]
-    session: Option<String>,
+    session: Option<SessionKey>,
     /// Replay the session's events after this seq, then go live
     /// (`Last-Event-ID` wins over it).
     since: Option<u64>,
@@ -96,10 +95,7 @@ impl Feed {
         let since = start_seq(headers, q.since)?;
         let session = match &q.session {
             None => None,
-            Some(raw) => {
-                let key = session_key(Some(raw))?;
-                Some(state.pipeline.session(&key).events.subscribe(since))
-            }
+            Some(key) => Some(state.pipeline.session(key).events.subscribe(since)),
         };
         let presence = match &q.client {
             None => None,

@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use loopchat_proto::{DEFAULT_SESSION, ErrorCode, validate_session_key};
+use loopchat_proto::{DEFAULT_SESSION, ErrorCode, SessionKey, validate_session_key};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -51,8 +51,19 @@ pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr
             "invalid JSON body: expected a JSON object",
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| decode_error("invalid JSON body", e))
+}
+
+/// A body or query that did not decode: `invalid_session_key` when what
+/// failed is a session key ([`SessionKey`] checks itself as it is read),
+/// else `bad_request`.
+pub(crate) fn decode_error(what: &str, e: impl std::fmt::Display) -> ApiError {
+    let message = e.to_string();
+    if SessionKey::is_refusal(&message) {
+        ApiError::new(ErrorCode::InvalidSessionKey, message)
+    } else {
+        ApiError::bad_request(format!("{what}: {message}"))
+    }
 }
 
 /// A request body of at most `limit` bytes (the route's `DefaultBodyLimit`
@@ -117,7 +128,7 @@ where
         let query = parts.uri.query().unwrap_or("");
         serde_urlencoded::from_str(query)
             .map(ApiQuery)
-            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
+            .map_err(|e| decode_error("invalid query", e))
     }
 }
 
@@ -215,7 +226,7 @@ pub fn session_key(raw: Option<&str>) -> Result<String, ApiError> {
     validate_session_key(key).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidSessionKey,
-            format!("invalid session key: {e}"),
+            format!("{}{e}", SessionKey::REFUSAL),
         )
     })?;
     Ok(key.to_owned())

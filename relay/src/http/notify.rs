@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, Authed, NotifyCaller, session_key};
+use super::extract::{ApiJson, ApiQuery, Authed, NotifyCaller};
 use crate::attachments::{AttachmentError, Attachments};
 use crate::credentials::Caller;
 use crate::notify::hooks;
@@ -163,7 +163,7 @@ impl From<ImageError> for ApiError {
                 ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
             }
             ImageError::Attachment(AttachmentError::Io(io)) => {
-                crate::store::StoreError::from(io).into()
+                crate::durable::DiskError::from(io).into()
             }
             other => ApiError::bad_request(other.to_string()),
         }
@@ -192,14 +192,8 @@ pub(crate) fn draft(mut body: Value) -> Result<Draft, ApiError> {
         }
     }
     let req: NotifyRequest = serde_json::from_value(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid notification: {e}")))?;
-    Draft::try_from(req).map_err(|e| {
-        let code = match e {
-            DraftError::SessionKey(_) => ErrorCode::InvalidSessionKey,
-            _ => ErrorCode::BadRequest,
-        };
-        ApiError::new(code, e.to_string())
-    })
+        .map_err(|e| super::extract::decode_error("invalid notification", e))?;
+    Draft::try_from(req).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 // `limit`'s maximum is `KEEP`, the number of notifications kept.
@@ -273,10 +267,7 @@ pub async fn presence(
     ApiJson(req): ApiJson<PresenceRequest>,
 ) -> Result<Json<OkResponse>, ApiError> {
     let client = client_id(&req.client)?;
-    let session = match &req.session {
-        Some(raw) => Some(session_key(Some(raw))?),
-        None => None,
-    };
+    let session = req.session.map(String::from);
     state
         .presence
         .report(&client, session, req.focused, Instant::now());
@@ -452,8 +443,8 @@ pub async fn ask(
         .notifications
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no kept alert {id:?}")))?;
-    let key = match &req.session {
-        Some(raw) => session_key(Some(raw))?,
+    let key = match req.session {
+        Some(key) => key.into_string(),
         None => format!("alert-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
     };
     // The image goes to the agent as an ordinary attachment of the turn.

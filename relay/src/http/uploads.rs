@@ -76,7 +76,7 @@ pub async fn upload(
             AttachmentError::UnsupportedType(..) => {
                 ApiError::new(ErrorCode::UnsupportedMediaType, e.to_string())
             }
-            AttachmentError::Io(io) => crate::store::StoreError::from(io).into(),
+            AttachmentError::Io(io) => crate::durable::DiskError::from(io).into(),
             other => ApiError::bad_request(other.to_string()),
         })?;
     Ok(Json(UploadResponse {

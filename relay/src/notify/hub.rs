@@ -3,7 +3,7 @@
 //! connected stream.
 //!
 //! Posting is two steps so that many posters share one `fdatasync` (the
-//! store's [`GroupCommit`]) while subscribers still see seqs in order:
+//! [`GroupCommit`] of [`crate::durable`]) while subscribers still see seqs in order:
 //! [`NotificationHub::submit`] assigns the seq and appends the line under
 //! the lock (so file order is seq order and a later post always gets a
 //! higher seq); [`NotificationHub::commit`] waits until the line is on disk
@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use super::draft::Draft;
 use super::images::AlertImages;
 use super::journal::Journal;
-use crate::store::{FlushKind, GroupCommit, StoreError};
+use crate::durable::{DiskError, FlushKind, GroupCommit};
 
 /// Notifications kept (persisted, replayable, listed).
 pub const KEEP: usize = 500;
@@ -67,14 +67,14 @@ pub struct Pending {
 impl NotificationHub {
     /// [`NotificationHub::open_with`] with the images in `alert-images`
     /// beside the journal.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path) -> Result<Self, DiskError> {
         Self::open_with(path, AlertImages::new(path.with_file_name("alert-images")))
     }
 
     /// Opens the journal at `path` and restores the kept notifications; the
     /// next seq follows the highest one ever written there. Images no kept
     /// alert uses (a crash between a removal and its collection) go now.
-    pub fn open_with(path: &Path, images: AlertImages) -> Result<Self, StoreError> {
+    pub fn open_with(path: &Path, images: AlertImages) -> Result<Self, DiskError> {
         let loaded = Journal::open(path)?;
         let last_seq = loaded
             .notifications
@@ -116,7 +116,7 @@ impl NotificationHub {
     /// Step one of posting: seq, timestamp, id (a new uuid unless given) and
     /// the journal line. Cheap and non-blocking apart from a buffered write
     /// (and, once per ~500 posts, the compaction).
-    pub fn submit(&self, draft: Draft) -> Result<Pending, StoreError> {
+    pub fn submit(&self, draft: Draft) -> Result<Pending, DiskError> {
         let st = self.lock();
         let id = draft.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         // An investigation stays linked through the alert's later versions
@@ -149,7 +149,7 @@ impl NotificationHub {
         &self,
         id: &str,
         change: impl FnOnce(&mut Notification) -> bool,
-    ) -> Result<Option<Pending>, StoreError> {
+    ) -> Result<Option<Pending>, DiskError> {
         let st = self.lock();
         let Some(mut n) = latest(&st, id).filter(|n| !n.dismissed).cloned() else {
             return Ok(None);
@@ -187,7 +187,7 @@ impl NotificationHub {
         &self,
         mut st: MutexGuard<'_, HubState>,
         notification: Notification,
-    ) -> Result<Pending, StoreError> {
+    ) -> Result<Pending, DiskError> {
         st.journal.append(&notification)?;
         st.last_seq = notification.seq;
         // Bumped under the lock: generation order is seq order.
@@ -223,7 +223,7 @@ impl NotificationHub {
     /// Step two: returns once the notification is durable and delivered.
     /// If this fails the notification may still be delivered later (once a
     /// later flush succeeds); a retry with the same id then updates it.
-    pub async fn commit(&self, pending: Pending) -> Result<Notification, StoreError> {
+    pub async fn commit(&self, pending: Pending) -> Result<Notification, DiskError> {
         let hub = self.clone();
         self.inner
             .commit
@@ -239,12 +239,12 @@ impl NotificationHub {
     /// Submit and commit in one. The commit runs to the end even if the
     /// caller goes away (a client that hangs up mid-request): a submitted
     /// notification must not wait for the next post to be delivered.
-    pub async fn post(&self, draft: Draft) -> Result<Notification, StoreError> {
+    pub async fn post(&self, draft: Draft) -> Result<Notification, DiskError> {
         let pending = self.submit(draft)?;
         let hub = self.clone();
         tokio::spawn(async move { hub.commit(pending).await })
             .await
-            .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))))
+            .unwrap_or_else(|e| Err(DiskError::Io(std::io::Error::other(e))))
     }
 
     /// Publishes, in seq order, every waiting notification up to

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use loopchat_proto::Notification;
 
-use crate::store::write_file_atomically;
+use crate::durable::{sync_parent, write_atomically};
 
 pub(crate) struct Journal {
     path: PathBuf,
@@ -76,9 +76,8 @@ impl Journal {
             file.set_len(complete as u64)?;
             file.sync_data()?;
         }
-        if created && let Some(dir) = path.parent() {
-            // The file's directory entry must survive a crash too.
-            File::open(dir)?.sync_all()?;
+        if created {
+            sync_parent(path)?;
         }
         Ok(Loaded {
             journal: Self {
@@ -130,7 +129,7 @@ impl Journal {
             bytes.push(b'\n');
             lines += 1;
         }
-        write_file_atomically(&self.path, &bytes)?;
+        write_atomically(&self.path, &bytes)?;
         let file = OpenOptions::new().append(true).open(&self.path)?;
         self.file = Arc::new(file);
         self.len = bytes.len() as u64;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::write_file_atomically;
+use crate::durable::write_atomically;
 
 /// Prefix of scoped secrets, so a leaked one is recognisable (and
 /// secret scanners can match it).
@@ -100,7 +100,7 @@ fn write(path: &Path, tokens: Vec<ScopedToken>) -> io::Result<()> {
         tokens,
     };
     let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-    write_file_atomically(path, &bytes)
+    write_atomically(path, &bytes).map(drop)
 }
 
 /// Creates a token; returns it with its secret (shown once, never stored).

@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io;
 use std::io::Read;
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use loopchat_proto::ThinkingLevel;
 use serde_json::{Map, Value};
 
 pub(crate) type Entries = BTreeMap<String, Map<String, Value>>;
@@ -44,6 +45,14 @@ impl SessionEntry {
                 .to_owned(),
             pinned: raw.get("pinned").and_then(Value::as_bool).unwrap_or(false),
         })
+    }
+}
+
+impl SessionEntry {
+    /// The level a turn of this session uses: one another tool wrote that
+    /// the protocol does not know reads as off.
+    pub fn thinking(&self) -> ThinkingLevel {
+        ThinkingLevel::parse(&self.thinking_level).unwrap_or_default()
     }
 }
 
@@ -187,40 +196,11 @@ fn merge_fields(
     merged
 }
 
-/// Replaces `path` atomically: temp file, fsync, rename, fsync of the
-/// directory (so the rename itself survives a crash).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically_stamped(path, bytes).map(|_| ())
-}
-
-/// [`write_atomically`], returning the stamp of the file written (taken
-/// from the file itself, so another program's write right after the rename
-/// is not mistaken for ours).
+/// Replaces `path` atomically ([`crate::durable::write_atomically`]),
+/// returning the stamp of the file written (taken from the file itself, so
+/// another program's write right after the rename is not mistaken for ours).
 pub(crate) fn write_atomically_stamped(path: &Path, bytes: &[u8]) -> io::Result<Stamp> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        let stamp = Stamp::of(&f.metadata()?);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()?;
-        Ok(stamp)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::durable::write_atomically(path, bytes).map(|written| Stamp::of(&written))
 }
 
 #[cfg(test)]

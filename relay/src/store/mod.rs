@@ -14,22 +14,6 @@
 //! the rules in [`transcript`].
 
 mod archive;
-mod commit;
-mod index;
-mod line;
-mod source;
-mod transcript;
-mod upgrade;
-
-use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-pub use archive::ArchivedEntry;
-pub(crate) use commit::{FlushKind, GroupCommit};
-pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
@@ -42,57 +26,12 @@ pub use transcript::{
 };
 pub use upgrade::backup_path;
 
-pub use index::write_atomically as write_file_atomically;
 use index::{Entries, Stamp, read_index, write_atomically_stamped};
 use transcript::Shared;
 
-/// Why a session could not be archived, restored, purged or pinned.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    #[error("{0}")]
-    NotFound(String),
-    /// A restore onto a key that is in use again, and the like.
-    #[error("{0}")]
-    Conflict(String),
-    /// pi's and OpenClaw's folders belong to their tools, which have no
-    /// archive or pins: moving their files would make them lose sessions.
-    #[error(
-        "sessions in a foreign store (--store pi or openclaw) are not archived, restored or pinned by loopchat; use its own tool"
-    )]
-    Foreign,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Which archived sessions [`Store::purge`] deletes for good.
-#[derive(Debug, Clone)]
-pub enum Purge {
-    One(String),
-    All,
-    /// Archived before this time (epoch ms).
-    ArchivedBefore(i64),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("the disk is full: {0}")]
-    Full(io::Error),
-    #[error("store I/O failed: {0}")]
-    Io(io::Error),
-}
-
-impl From<io::Error> for StoreError {
-    fn from(e: io::Error) -> Self {
-        if e.raw_os_error() == Some(libc::ENOSPC)
-            || e.raw_os_error() == Some(libc::EDQUOT)
-            || e.kind() == io::ErrorKind::StorageFull
-        {
-            Self::Full(e)
-        } else {
-            Self::Io(e)
-        }
-    }
-}
+pub use archive::ArchivedEntry;
+pub(crate) use crate::durable::{FlushKind, GroupCommit};
+pub(crate) use index::is_safe_session_id;
 
 /// The index file as the relay last saw it.
 struct OnDisk {

@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::StoreError;
-use super::commit::{FlushKind, GroupCommit, note_slow_io};
 use super::line::{
     Entry, Kind, NewMessage, Parent, Setting, StoredMessage, header_line, new_entry_id,
     parse_entry, parse_synthetic_id,
 };
+use crate::durable::{FlushKind, GroupCommit, note_slow_io};
 use crate::memory::message_bytes;
 
 /// Messages kept track of per open transcript (decoded as far as the byte

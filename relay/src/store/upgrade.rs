@@ -79,7 +79,7 @@ pub(crate) fn upgrade_if_needed(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e.into()),
     }
-    super::write_file_atomically(path, &new)?;
+    crate::durable::write_atomically(path, &new)?;
     tracing::info!(
         path = %path.display(),
         from_version = version.unwrap_or(0),

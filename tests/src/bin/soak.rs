@@ -1186,10 +1186,10 @@ fn origin_of(url: &str) -> Result<String, String> {
 fn target(args: &Args) -> Result<Target, String> {
     let discovery: Option<Discovery> = match &args.home {
         Some(home) => {
-            let path = home.join("relay.json");
+            let path = home.join(loopchat_proto::home::DISCOVERY_FILE);
             let bytes = std::fs::read(&path)
                 .map_err(|e| format!("{}: {e} (is the relay running?)", path.display()))?;
-            Some(serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?)
+            Some(Discovery::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?)
         }
         None => None,
     };
