@@ -375,7 +375,7 @@ async fn history_pages_around_a_message_and_onwards() {
             .iter()
             .map(|m| m["id"].as_str().unwrap().to_owned())
             .collect();
-        collected.splice(0..0, ids.clone());
+        collected = [ids.clone(), collected].concat();
         if p["hasMore"] != true {
             break;
         }
