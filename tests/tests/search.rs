@@ -184,7 +184,7 @@ async fn bad_queries_and_parameters_are_clear_400s() {
         (format!("/webchat/search?q={long}"), "256"),
         ("/webchat/search?q=x&limit=0".to_owned(), "limit"),
         ("/webchat/search?q=x&limit=101".to_owned(), "limit"),
-        ("/webchat/search?q=x&limit=many".to_owned(), "limit"),
+        ("/webchat/search?q=x&limit=many".to_owned(), "invalid"),
         ("/webchat/search?q=x&bogus=1".to_owned(), "bogus"),
     ] {
         let (s, v) = api.get_json(&path).await;
@@ -375,7 +375,7 @@ async fn history_pages_around_a_message_and_onwards() {
             .iter()
             .map(|m| m["id"].as_str().unwrap().to_owned())
             .collect();
-        collected.splice(0..0, ids.clone());
+        collected = [ids.clone(), collected].concat();
         if p["hasMore"] != true {
             break;
         }

@@ -468,17 +468,19 @@ impl Indexer {
         let meta = file.metadata()?;
         let size = meta.len();
         let mark = self.marks.files.get(session_id).copied();
+        let same_file = |m: &Mark| m.dev == meta.dev() && m.ino == meta.ino();
+        if mark.is_some_and(|m| same_file(&m) && m.len == size) {
+            return Ok(());
+        }
         let mut start = match mark {
-            Some(m) if m.dev == meta.dev() && m.ino == meta.ino() && m.len <= size => m.len,
+            Some(m) if same_file(&m) && m.len <= size => m.len,
+            // Replaced or cut shorter: what was indexed may be gone.
             Some(_) => {
                 self.forget(session_id);
                 0
             }
             None => 0,
         };
-        if mark.is_some_and(|m| m.len == size) {
-            return Ok(());
-        }
         let mut buf = vec![0u8; CHUNK];
         // Bytes of a line that started in an earlier chunk.
         let mut line = Vec::new();
