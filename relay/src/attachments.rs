@@ -210,21 +210,18 @@ impl Attachments {
             return Err(AttachmentError::Empty);
         }
         match *ext {
-            "pdf" if !bytes.starts_with(b"%PDF-") => return Err(AttachmentError::NotAPdf),
-            "pdf" => {}
-            "txt" | "md" | "csv" | "json" => {
-                // NUL is valid UTF-8 but says "binary", and would reach the
-                // model as garbage.
-                if std::str::from_utf8(bytes).is_err() || bytes.contains(&0) {
-                    return Err(AttachmentError::NotText);
-                }
+            "pdf" if !bytes.starts_with(b"%PDF-") => Err(AttachmentError::NotAPdf),
+            // NUL is valid UTF-8 but says "binary", and would reach the
+            // model as garbage.
+            "txt" | "md" | "csv" | "json"
+                if std::str::from_utf8(bytes).is_err() || bytes.contains(&0) =>
+            {
+                Err(AttachmentError::NotText)
             }
-            _ if !magic_matches(ext, bytes) => {
-                return Err(AttachmentError::NotAnImage((*ext).to_owned()));
-            }
-            _ => {}
+            "pdf" | "txt" | "md" | "csv" | "json" => Ok((mime, ext)),
+            _ if !magic_matches(ext, bytes) => Err(AttachmentError::NotAnImage((*ext).to_owned())),
+            _ => Ok((mime, ext)),
         }
-        Ok((mime, ext))
     }
 }
 
