@@ -315,12 +315,51 @@ struct Encoded {
     content_type: String,
 }
 
+/// The encodings of `path`, made once: a request that comes while another
+/// is making them waits for that one instead of compressing again.
 fn encoded(path: &str) -> Option<Arc<Encoded>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Encoded>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
-        return Some(e.clone());
+    type Cell = Arc<OnceLock<Option<Arc<Encoded>>>>;
+    static CACHE: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
+    // Only files that exist get a cell: any path a client makes up must not
+    // grow the map.
+    let known = matches!(path, SERVICE_WORKER | BUNDLE) || WebchatDist::get(path).is_some();
+    if !known {
+        return None;
     }
+    let cell = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path.to_owned())
+        .or_default()
+        .clone();
+    cell.get_or_init(|| make_encoded(path)).clone()
+}
+
+/// Makes the page, the bundle, the worker and the page's other assets in
+/// the background as the relay starts: compressing the bundle (brotli at
+/// its best) takes long enough to show in the first page load after a
+/// start, which is what the shell waits for.
+pub fn warm() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("asset-warm-up".into())
+            .spawn(|| {
+                for path in ["index.html", BUNDLE, SERVICE_WORKER]
+                    .into_iter()
+                    .chain(PAGE_ASSETS)
+                {
+                    encoded(path);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no asset warm-up");
+        }
+    });
+}
+
+fn make_encoded(path: &str) -> Option<Arc<Encoded>> {
     let made = match path {
         SERVICE_WORKER => Some(service_worker()?),
         "index.html" => bundled().map(|(page, _)| page.clone().into_bytes()),
@@ -353,10 +392,6 @@ fn encoded(path: &str) -> Option<Arc<Encoded>> {
         },
         identity,
     });
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(path.to_owned(), e.clone());
     Some(e)
 }
 

@@ -41,10 +41,13 @@ pub enum BundleError {
     Cycle { module: String },
 }
 
+/// One `import` line: its index, its bindings as (imported, local), and the
+/// module it names (a path of the bundle).
+type Import = (usize, Vec<(String, String)>, String);
+
 /// One module, read and split.
 struct Module {
-    /// `import` lines as (line index, bindings as (imported, local), path).
-    imports: Vec<(usize, Vec<(String, String)>, String)>,
+    imports: Vec<Import>,
     /// Line indexes of `export ` declarations, and the names they export.
     exports: Vec<(usize, String)>,
     lines: Vec<String>,
@@ -246,7 +249,7 @@ fn var_name(path: &str) -> String {
 mod tests {
     use super::*;
 
-    fn files(list: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn files(list: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = list
             .iter()
             .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))

@@ -77,6 +77,7 @@ pub struct AppState {
 /// `body_read_timeout` is the longest pause between two pieces of a request
 /// body; a client that stalls longer gets `408 request_timeout`.
 pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
+    assets::warm();
     let assets = Router::new()
         .route("/webchat/", get(assets::index))
         .route("/webchat/{*path}", get(assets::asset));
