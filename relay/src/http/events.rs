@@ -93,10 +93,10 @@ impl Feed {
         grant: &Grant,
     ) -> Result<Self, ApiError> {
         let since = start_seq(headers, q.since)?;
-        let session = match &q.session {
-            None => None,
-            Some(key) => Some(state.pipeline.session(key).events.subscribe(since)),
-        };
+        let session = q
+            .session
+            .as_ref()
+            .map(|key| state.pipeline.session(key).events.subscribe(since));
         let presence = match &q.client {
             None => None,
             Some(raw) => Some(state.presence.attach(&client_id(raw)?)),
