@@ -119,7 +119,7 @@ impl Attachments {
         if let Some(text) = text {
             let sidecar = self.dir.join(format!("{id}.txt"));
             if !sidecar.exists() {
-                crate::store::write_file_atomically(&sidecar, text.as_bytes())?;
+                crate::durable::write_atomically(&sidecar, text.as_bytes())?;
             }
         }
         if !path.exists() {

@@ -7,8 +7,8 @@ use anyhow::anyhow;
 use futures_util::StreamExt;
 use loopchat_proto::{
     AbortRequest, ArchiveRequest, ArchivedResponse, HistoryResponse, InfoResponse, Message,
-    NotifyRequest, NotifyResponse, PinRequest, PurgeRequest, RenameRequest, RestoreRequest, Role,
-    RpcRequest, RpcResponse, SessionsResponse,
+    NotifyRequest, NotifyResponse, PinRequest, PurgeRequest, RestoreRequest, Role, RpcRequest,
+    RpcResponse, SessionsResponse,
 };
 use serde_json::Value;
 
@@ -172,10 +172,9 @@ pub async fn sessions_action(
     let client = Client::connect(target)?;
     let answer: Value = match &action {
         A::Rename { key, title } => {
-            let body = RenameRequest {
-                session: Some(key.clone()),
-                name: title.clone(),
-            };
+            // The key goes as typed: the relay's refusal (and its code) is
+            // what the user sees.
+            let body = serde_json::json!({ "session": key, "name": title });
             json(client.post("/webchat/rename").json(&body)).await?
         }
         A::Delete { key } => {

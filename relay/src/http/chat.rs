@@ -4,8 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use loopchat_proto::{
     AttachmentLimits, ErrorBody, Health, HistoryResponse, InfoResponse, Message, ModelsResponse,
-    RenameRequest, RenameResponse, SessionKey, SessionSummary, SessionsResponse, TreeEntry,
-    TreeResponse,
+    RenameRequest, RenameResponse, SessionKey, SessionsResponse, TreeEntry, TreeResponse,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;

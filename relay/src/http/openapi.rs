@@ -26,8 +26,7 @@ use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, Number, OpenApi, ToSchema};
 
 use super::{
-    approve, assets, chat, checks, events, notify, rpc, search, sessions, status, transfer,
-    uploads,
+    approve, assets, chat, checks, events, notify, rpc, search, sessions, status, transfer, uploads,
 };
 
 /// The document, as utoipa builds it from `ApiDoc`.

@@ -205,11 +205,12 @@ impl Inner {
             });
         let title = transcript.and_then(|t| t.name().ok().flatten());
         let cwd = self.store.cwd(&e);
+        let thinking_level = e.thinking();
         SessionSummary {
             key: e.key,
             session_id: e.session_id,
             updated_at: e.updated_at,
-            thinking_level: e.thinking_level,
+            thinking_level,
             preview,
             title,
             cwd,
@@ -272,6 +273,7 @@ impl Inner {
                     data_images: Vec::new(),
                 }],
                 thinking: loopchat_proto::ThinkingLevel::Off,
+                model: None,
                 tools: Arc::from(Vec::new()),
                 tools_ended_at: None,
                 transcript: None,

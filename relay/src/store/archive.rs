@@ -86,7 +86,7 @@ impl Paths {
     pub fn write(&self, archive: &ArchiveIndex) -> io::Result<()> {
         crate::home::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(archive).map_err(io::Error::other)?;
-        index::write_atomically(&self.index, &bytes)
+        crate::durable::write_atomically(&self.index, &bytes).map(|_| ())
     }
 }
 

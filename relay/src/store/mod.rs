@@ -14,6 +14,21 @@
 //! the rules in [`transcript`].
 
 mod archive;
+mod index;
+mod line;
+mod source;
+mod transcript;
+mod upgrade;
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub(crate) use crate::durable::{FlushKind, GroupCommit};
+pub use archive::ArchivedEntry;
+pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
     Entry, Kind, NewMessage, Origin, Parent, SESSION_VERSION, StoredMessage, ToolResultMeta,
@@ -29,9 +44,35 @@ pub use upgrade::backup_path;
 use index::{Entries, Stamp, read_index, write_atomically_stamped};
 use transcript::Shared;
 
-pub use archive::ArchivedEntry;
-pub(crate) use crate::durable::{FlushKind, GroupCommit};
-pub(crate) use index::is_safe_session_id;
+/// The store's errors are the disk's (full, or failed otherwise).
+pub use crate::durable::DiskError as StoreError;
+
+/// Why a session could not be archived, restored, purged or pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}")]
+    NotFound(String),
+    /// A restore onto a key that is in use again, and the like.
+    #[error("{0}")]
+    Conflict(String),
+    /// pi's and OpenClaw's folders belong to their tools, which have no
+    /// archive or pins: moving their files would make them lose sessions.
+    #[error(
+        "sessions in a foreign store (--store pi or openclaw) are not archived, restored or pinned by loopchat; use its own tool"
+    )]
+    Foreign,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which archived sessions [`Store::purge`] deletes for good.
+#[derive(Debug, Clone)]
+pub enum Purge {
+    One(String),
+    All,
+    /// Archived before this time (epoch ms).
+    ArchivedBefore(i64),
+}
 
 /// The index file as the relay last saw it.
 struct OnDisk {

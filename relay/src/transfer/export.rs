@@ -331,6 +331,8 @@ mod tests {
                 tool_call_id: None,
                 tool_name: None,
                 is_error: None,
+                usage: None,
+                stats: None,
             },
             client_id: None,
             reply_to: None,
