@@ -270,10 +270,7 @@ async fn watcher(
     let mut events = Events::new(first);
     let mut reconnected = false;
     loop {
-        let session_events = seen
-            .iter()
-            .filter(|(_, v)| v["type"] != "notification")
-            .count();
+        let session_events = seen.iter().filter(|(_, v)| !relay_wide(v)).count();
         if !reconnected && drop_after.is_some_and(|n| session_events >= n) {
             reconnected = true;
             // As a browser does: the last `id:`, which notifications
@@ -281,7 +278,7 @@ async fn watcher(
             let last = seen
                 .iter()
                 .rev()
-                .find(|(_, v)| v["type"] != "notification")
+                .find(|(_, v)| !relay_wide(v))
                 .and_then(|(_, v)| v["seq"].as_u64())
                 .expect("a session event");
             drop(events);
@@ -316,10 +313,8 @@ fn check_watcher(
     events: &[(String, Value)],
     published: &mut HashSet<String>,
 ) -> u64 {
-    let session_events: Vec<&(String, Value)> = events
-        .iter()
-        .filter(|(_, v)| v["type"] != "notification")
-        .collect();
+    let session_events: Vec<&(String, Value)> =
+        events.iter().filter(|(_, v)| !relay_wide(v)).collect();
     let all = || {
         session_events
             .iter()
@@ -1686,4 +1681,10 @@ async fn backend_faults_without_a_model_server() {
     assert_eq!((s, &h["ok"]), (200, &json!(true)));
     assert_store_readable(&relay.home);
     assert_no_panic(&relay);
+}
+
+/// Events every stream carries whatever its session (alerts, the session
+/// list's changes): they have no `id:` line and are not the session's log.
+fn relay_wide(v: &Value) -> bool {
+    v["type"] == "notification" || v["type"] == "sessions"
 }

@@ -36,11 +36,12 @@ fn pi_line(id: &str, role: &str, text: &str) -> String {
 }
 
 /// The next event of the session, past any notification (the relay posts a
-/// "reply ready" alert when no window is looking).
+/// "reply ready" alert when no window is looking) and the session list's
+/// changes, which every stream carries.
 async fn next_session_event(events: &mut SseReader) -> (String, Value) {
     loop {
         let (id, event) = events.next().await.expect("an event");
-        if event["type"] != "notification" {
+        if event["type"] != "notification" && event["type"] != "sessions" {
             return (id, event);
         }
     }

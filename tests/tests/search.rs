@@ -80,8 +80,15 @@ async fn a_turn_is_found_with_its_session_snippet_and_time() {
         .rpc(json!({"text": "the quartz sundial needs oiling", "session": "garden"}))
         .await;
     assert_eq!(s, 200, "{v}");
-    // The reply hangs under the user's message.
-    let user_id = v["message"]["parentId"].as_str().unwrap().to_owned();
+    // The user's message, as the history serves it (the reply may hang
+    // under the session's title entry rather than the message itself).
+    let (_, history) = api.get_json("/webchat/history?session=garden").await;
+    let user_id = history["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .and_then(|m| m["id"].as_str())
+        .expect("the user's message in the history")
+        .to_owned();
     let (s, v) = api
         .rpc(json!({"text": "nothing to see", "session": "other"}))
         .await;

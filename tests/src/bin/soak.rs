@@ -872,6 +872,9 @@ impl SubState {
                 self.last_notify = seq;
                 self.seen_notify.push(seq);
             }
+            // The session list's changes: every stream carries them, with no
+            // seq of the session's log (Decision 68).
+            "sessions" => {}
             "reset" => self.error(start, format!("reset at {seq}: the subscriber lost events")),
             _ => {
                 self.session_events += 1;
