@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Message, Notification, Role};
-#[cfg(feature = "openapi")]
-use crate::{SessionKey, ThinkingLevel};
+use crate::{Message, Notification, Role, SessionKey, ThinkingLevel};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
