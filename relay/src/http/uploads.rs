@@ -31,7 +31,7 @@ use crate::attachments::{AttachmentError, Attachments, Kind};
         (super::openapi::Binary = "text/plain"),
         (super::openapi::Binary = "text/markdown"),
         (super::openapi::Binary = "text/csv"),
-        (super::openapi::Binary = "application/json"),
+        (serde_json::Value = "application/json"),
         (super::openapi::Binary = "application/pdf"),
     )),
     responses(
@@ -112,7 +112,7 @@ pub async fn upload(
             (super::openapi::Binary = "text/plain"),
             (super::openapi::Binary = "text/markdown"),
             (super::openapi::Binary = "text/csv"),
-            (super::openapi::Binary = "application/json"),
+            (serde_json::Value = "application/json"),
             (super::openapi::Binary = "application/pdf"),
         ), headers(
             ("ETag" = String, description = "`\"<id>\"`"),
