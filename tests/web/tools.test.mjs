@@ -40,6 +40,13 @@ function startProxy(llamaPort) {
   const server = http.createServer(async (req, res) => {
     const chunks = [];
     for await (const c of req) chunks.push(c);
+    if (req.method !== 'POST' || !req.url.endsWith('/chat/completions')) {
+      // Anything else (the model picker's GET /v1/models) passes through as it is.
+      const up = await fetch(`http://127.0.0.1:${llamaPort}${req.url}`, { method: req.method });
+      res.writeHead(up.status, { 'content-type': up.headers.get('content-type') || 'application/json', connection: 'close' });
+      res.end(Buffer.from(await up.arrayBuffer()));
+      return;
+    }
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
     proxy.bodies.push(body);
     const step = proxy.script.shift() || { text: true };
