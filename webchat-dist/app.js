@@ -709,6 +709,9 @@ function clearLive() {
 async function branchTurn({ editOf, regenerate }) {
   const session = state.session;
   const body = { session, id: uuid(), text: '' };
+  // The picker's model, as for a new message: a branch can be answered by
+  // another model (the relay records pi's model_change at the fork).
+  if (!ui.modelPicker.hidden && ui.model.value) body.model = ui.model.value;
   if (editOf) {
     const text = window.prompt('Edit message', contentText(editOf.content));
     if (text === null || !text.trim()) return;
@@ -864,7 +867,10 @@ function startStream(since) {
     onEvent: (ev) => handleEvent(ev),
     onNotification: (n) => { alerts.add(n); },
     // The session list is pushed: no polling.
-    onSessions: (ev) => sessions.apply(ev),
+    onSessions: (ev) => {
+      sessions.apply(ev);
+      search.changed();
+    },
     onState: (s) => onStreamState(stream, s),
     onReset: (seq) => {
       // The relay cannot replay what we missed (it restarted, or its log moved

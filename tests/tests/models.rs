@@ -103,6 +103,43 @@ async fn the_model_switch_reaches_the_server_and_replies_carry_their_figures() {
     assert_eq!(status, 200, "{answer}");
     proxy.set_rewrite(None);
 
+    // A reply answered again under another model: pi's model_change hangs
+    // between the message and the new reply, on that branch only.
+    let (status, _) = api.rpc(json!({"text": "again", "session": "r"})).await;
+    assert_eq!(status, 200);
+    let user = loopchat_tests::all_messages(&api, "r").await[0]["id"].clone();
+    let (status, again) = api
+        .rpc(json!({"text": "", "session": "r", "regenerate": user, "model": OTHER}))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(completions(&proxy).last().unwrap()["model"], OTHER);
+    let lines = transcript_lines(&relay);
+    let change = lines
+        .iter()
+        .find(|l| l["type"] == "model_change" && l["parentId"] == user)
+        .expect("a model_change under the regenerated message");
+    assert_eq!(change["modelId"], OTHER, "{change}");
+    let reply = lines
+        .iter()
+        .find(|l| l["id"] == again["message"]["id"])
+        .expect("the new reply in the file");
+    assert_eq!(reply["parentId"], change["id"], "{reply}");
+    assert_eq!(reply["message"]["model"], OTHER, "{reply}");
+    let (_, info) = api.get_json("/webchat/info?session=r").await;
+    assert_eq!(info["model"], OTHER, "the branch's model: {info}");
+    // The same model again writes nothing more.
+    let (status, _) = api
+        .rpc(json!({"text": "", "session": "r", "regenerate": user, "model": OTHER}))
+        .await;
+    assert_eq!(status, 200);
+    let changes = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|l| l["type"] == "model_change" && l["parentId"] == user)
+            .count()
+    };
+    assert_eq!(changes(&transcript_lines(&relay)), 1);
+
     let (_, info) = api.get_json("/webchat/info?session=m").await;
     assert_eq!(info["model"], OTHER, "{info}");
     let (_, info) = api.get_json("/webchat/info?session=n").await;

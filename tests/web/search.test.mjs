@@ -159,6 +159,23 @@ describe('search', () => {
     await page.locator(`#messages .msg >> text=message ${BIG - 1} `).waitFor({ timeout: 15000 });
   });
 
+  it('an open dialog shows a turn stored elsewhere once it is indexed, keeping the chosen hit', async () => {
+    await page.keyboard.press('Control+k');
+    await page.waitForSelector('#search-dialog[open]');
+    await page.fill('#search-input', 'xylophone');
+    await page.waitForFunction(() => document.querySelectorAll('#search-results [role=option]').length === 2);
+    await page.keyboard.press('ArrowDown');
+    const chosen = await page.$eval('#search-results [aria-selected=true]', (e) => e.dataset.messageId);
+    // Another window (here: a script) stores a turn in another session.
+    await relay.send('a third xylophone, from a script', 'late');
+    // No typing: the dialog asks again when the session list changes.
+    await page.waitForFunction(() => [...document.querySelectorAll('#search-results .search-hit')]
+      .some((e) => e.dataset.session === 'late'), null, { timeout: 15000 });
+    assert.equal(await page.$eval('#search-results [aria-selected=true]', (e) => e.dataset.messageId), chosen);
+    await page.keyboard.press('Escape');
+    await page.waitForFunction(() => !document.getElementById('search-dialog').open);
+  });
+
   it('shows hostile text in a snippet as text only', async () => {
     await page.keyboard.press('Control+k');
     await page.waitForSelector('#search-dialog[open]');
@@ -173,7 +190,9 @@ describe('search', () => {
     assert.ok(r.text.includes('<script>'), r.text);
     assert.deepEqual(r.elements, ['MARK']);
     assert.equal(r.pwned, undefined);
+    // Escape closes the dialog even with text in its field.
     await page.keyboard.press('Escape');
+    await page.waitForFunction(() => !document.getElementById('search-dialog').open);
     assert.deepEqual(page.problems, []);
   });
 });

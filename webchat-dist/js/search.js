@@ -6,6 +6,10 @@ import { api } from './api.js';
 import { el, shortTime, fullTime } from './util.js';
 
 const WAIT_MS = 180; // typing pause before a query is sent
+// After a session changes, or while the index catches up, the open
+// dialog asks again: the index takes a turn in shortly after it is stored.
+const REFRESH_MS = 400;
+const CATCH_UP_MS = 1000;
 const LIMIT = 30;
 
 export class SearchDialog {
@@ -60,12 +64,18 @@ export class SearchDialog {
     if (this.dialog.open) this.dialog.close();
   }
 
-  schedule(wait = WAIT_MS) {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.run(), wait);
+  /** A session changed: an open dialog with a query shows the new hits. */
+  changed() {
+    if (this.dialog.open && this.input.value.trim()) this.schedule(REFRESH_MS, true);
   }
 
-  async run() {
+  schedule(wait = WAIT_MS, keep = false) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.run(keep), wait);
+  }
+
+  /** @param {boolean} keep  the same query again: keep the chosen hit */
+  async run(keep = false) {
     const q = this.input.value.trim();
     const seq = ++this.seq;
     if (!q) {
@@ -78,19 +88,24 @@ export class SearchDialog {
       if (seq !== this.seq) return;
       const note = r.complete ? '' : ' (the index is still catching up)';
       const n = r.hits.length;
-      this.show(r.hits, (n === 0 ? 'No match' : `${n}${n === LIMIT ? '+' : ''} ${n === 1 ? 'match' : 'matches'}`) + note);
+      const chosen = keep ? this.hits[this.active]?.messageId : undefined;
+      this.show(r.hits, (n === 0 ? 'No match' : `${n}${n === LIMIT ? '+' : ''} ${n === 1 ? 'match' : 'matches'}`) + note, chosen);
+      if (!r.complete && this.dialog.open) this.schedule(CATCH_UP_MS, true);
     } catch (err) {
       if (seq !== this.seq) return;
       this.show([], err.message || String(err));
     }
   }
 
-  show(hits, status) {
+  /** @param {string} [chosen]  the messageId to keep selected, if still a hit */
+  show(hits, status, chosen) {
     this.hits = hits;
     this.status.textContent = status;
+    this.active = -1;
     this.results.replaceChildren(...hits.map((hit, i) => this.option(hit, i)));
     this.input.setAttribute('aria-expanded', hits.length ? 'true' : 'false');
-    this.select(hits.length ? 0 : -1);
+    const kept = chosen === undefined ? -1 : hits.findIndex((h) => h.messageId === chosen);
+    this.select(kept >= 0 ? kept : hits.length ? 0 : -1);
   }
 
   option(hit, i) {
@@ -142,6 +157,11 @@ export class SearchDialog {
     } else if (e.key === 'End' && n && e.ctrlKey) {
       e.preventDefault();
       this.select(n - 1);
+    } else if (e.key === 'Escape') {
+      // A search field spends its first Escape clearing itself; here
+      // Escape closes the dialog whatever the field holds.
+      e.preventDefault();
+      this.close();
     } else if (e.key === 'Enter') {
       e.preventDefault();
       clearTimeout(this.timer);

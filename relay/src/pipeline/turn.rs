@@ -194,6 +194,20 @@ async fn run(
             // was there (as pi's /tree makes it); the settings above the fork
             // still hold on its path.
             new.parent_id = request.parent_id.clone();
+            // An edit sent under another model: its `model_change` hangs at
+            // the fork too, above the edited message.
+            if let Some(parent) = &request.parent_id {
+                let current = match transcript.model() {
+                    Ok(current) => current,
+                    Err(e) => return (Err(e.into()), None),
+                };
+                if current.as_ref() != Some(&(origin.provider.clone(), origin.model.clone())) {
+                    match transcript.note_model_under(parent, &origin.provider, &origin.model) {
+                        Ok(id) => new.parent_id = Some(id),
+                        Err(e) => return (Err(e.into()), None),
+                    }
+                }
+            }
             let first = new.parent_id.is_none()
                 && transcript
                     .latest(1)
@@ -270,6 +284,21 @@ async fn run(
     // turn resumed after a crash goes on at the leaf instead: hanging it
     // under its message would hide the turns that landed since.)
     let mut regenerated_under = request.regenerate.is_some().then(|| user_id.clone());
+    // Answered again under another model: pi's `model_change` goes between
+    // the message and the new reply, so that the branch says which model
+    // it is on (and a continuation by pi uses it).
+    if regenerated_under.is_some() {
+        let current = match transcript.model() {
+            Ok(current) => current,
+            Err(e) => return end_with_error(rt, run_id, e.into()),
+        };
+        if current.as_ref() != Some(&(origin.provider.clone(), origin.model.clone())) {
+            match transcript.note_model_under(&user_id, &origin.provider, &origin.model) {
+                Ok(id) => regenerated_under = Some(id),
+                Err(e) => return end_with_error(rt, run_id, e.into()),
+            }
+        }
+    }
     let mut steps = 0usize;
     let mut tools_ended_at = None;
     let mut text = String::new();

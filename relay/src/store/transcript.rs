@@ -598,6 +598,33 @@ impl Transcript {
         Ok(())
     }
 
+    /// Appends a `model_change` entry whose parent is `parent` (a fork:
+    /// the reply that answers a message again under another model hangs
+    /// under it, so that the model shows on that branch's path and no
+    /// other). Returns the entry's id. Durable with the next append's flush.
+    pub fn note_model_under(
+        &self,
+        parent: &str,
+        provider: &str,
+        model: &str,
+    ) -> Result<String, StoreError> {
+        self.ensure_recent()?;
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.sync_with_file(&mut w, Check::Append)?;
+        let setting = Setting::Model {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        let id = self.fresh_id();
+        let line = setting.to_line(&id, Some(parent), crate::clock::now_millis());
+        let offset = self.write_entry(&mut w, &line)?;
+        self.commit.bump();
+        let len = line.len() as u64 - 1;
+        let parent = Parent::Id(parent.to_owned());
+        self.note_entry(&mut w, &id, &parent, offset, len, None, Some(setting));
+        Ok(id)
+    }
+
     /// The newest `model_change` on the conversation's path (as far back as
     /// the recent window reaches): `(provider, model)`.
     pub fn model(&self) -> Result<Option<(String, String)>, StoreError> {
