@@ -23,12 +23,14 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import datetime
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from relay import start_relay  # noqa: E402
 
 
 def parse_ts(s):
@@ -48,25 +50,7 @@ class Relay:
             f.write(config)
         os.chmod(path, 0o600)
         os.chmod(self.home, 0o700)
-        env = dict(os.environ, LOOPCHAT_HOME=self.home, RUST_LOG="warn")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--port", "0"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        disc = os.path.join(self.home, "relay.json")
-        for _ in range(300):
-            if os.path.exists(disc):
-                try:
-                    d = json.load(open(disc))
-                    if d.get("pid") == self.proc.pid:
-                        self.port, self.token = d["port"], d["token"]
-                        return
-                except ValueError:
-                    pass
-            time.sleep(0.05)
-        raise SystemExit("relay did not start")
+        self.proc, self.port, self.token = start_relay(binary, self.home)
 
     def conn(self):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)

@@ -25,11 +25,13 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from relay import start_relay  # noqa: E402
 
 
 def pct(values, p):
@@ -128,26 +130,11 @@ def main():
               f"{du(os.path.join(home, 'sessions')) / 1e6:.0f} MB of transcripts", flush=True)
     shutil.rmtree(os.path.join(home, "search"), ignore_errors=True)
 
-    env = dict(os.environ, LOOPCHAT_HOME=home, RUST_LOG="warn")
-    for k in ("LOOPCHAT_URL", "LOOPCHAT_TOKEN", "LOOPCHAT_AGENT"):
-        env.pop(k, None)
     started = time.perf_counter()
-    relay = subprocess.Popen([args.bin, "serve", "--home", home, "--port", "0"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    relay, port, token = start_relay(args.bin, home)
     try:
-        disc = os.path.join(home, "relay.json")
-        while True:
-            if relay.poll() is not None:
-                sys.exit(f"relay exited with {relay.returncode}")
-            try:
-                d = json.load(open(disc))
-                if d.get("pid") == relay.pid:
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        conn = http.client.HTTPConnection("127.0.0.1", d["port"], timeout=600)
-        headers = {"Authorization": f"Bearer {d['token']}"}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        headers = {"Authorization": f"Bearer {token}"}
 
         def search(q, limit=20):
             conn.request("GET", "/webchat/search?" + urllib.parse.urlencode({"q": q, "limit": limit}),

@@ -15,9 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 SHELL_BIN="${SHELL_BIN:-target/debug/loopchat-shell}"
+# The relay the shell starts is the one next to it.
+RELAY_BIN="$(dirname "$SHELL_BIN")/loopchat"
 VERSION="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)"
 WELCOME="$(sed -n 's/^pub const WELCOME_VERSION: u32 = \([0-9]*\);/\1/p' proto/src/lib.rs)"
-[ -x "$SHELL_BIN" ] || { echo "build it first: cargo build -p loopchat-shell -p loopchat-relay" >&2; exit 2; }
+[ -x "$SHELL_BIN" ] || { echo "build it first: cargo build --workspace --bins" >&2; exit 2; }
 [ -n "${DISPLAY:-}" ] || { echo "no DISPLAY: run under xvfb-run -a dbus-run-session --" >&2; exit 2; }
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -37,7 +39,8 @@ for i in $(seq 1 "$RUNS"); do
     sleep 0.05
   done
   kill -TERM "$pid"; wait "$pid" || true
-  relay_pid="$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$home/relay.json" 2>/dev/null || true)"
+  relay_pid="$(env -u LOOPCHAT_URL -u LOOPCHAT_TOKEN "$RELAY_BIN" info --json --home "$home" 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null || true)"
   if [ -n "$relay_pid" ]; then
     kill -TERM "$relay_pid" 2>/dev/null || true
     while kill -0 "$relay_pid" 2>/dev/null; do sleep 0.05; done

@@ -34,10 +34,12 @@ disown  # no "Killed" line when the trap stops it
 head -n1 "$WORK/stdout" >/dev/null
 cat "$WORK/stdout" >/dev/null &
 
-timeout 600 python3 - "$WORK/home/relay.json" "$RELAY_PID" "$TURNS" "$KIB" <<'PY'
+# Not from the URL line, whose fragment carries the token.
+INFO=$(env -u LOOPCHAT_URL -u LOOPCHAT_TOKEN "$LOOPCHAT_BIN" info --json --home "$WORK/home")
+timeout 600 python3 - "$INFO" "$RELAY_PID" "$TURNS" "$KIB" <<'PY'
 import json, sys, time, urllib.request
-discovery, pid, turns, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-d = json.load(open(discovery))
+info, pid, turns, kib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+d = json.loads(info)
 base, token = f"http://127.0.0.1:{d['port']}", d["token"]
 
 def rss_mib():
