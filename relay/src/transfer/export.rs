@@ -13,6 +13,7 @@ use std::sync::Arc;
 use base64::Engine;
 use loopchat_proto::{Content, ExportFormat, Role};
 use pulldown_cmark_escape::escape_html;
+use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::store::{StoreError, StoredMessage, Transcript};
@@ -50,6 +51,13 @@ enum Block {
         name: String,
         arguments: String,
     },
+}
+
+/// A block of the HTML page: a reply's text rendered, or a block shown as
+/// it is.
+enum Piece {
+    Rendered(String),
+    Shown(Block),
 }
 
 /// Only what browsers show as an image and cannot run: the bytes decide,
@@ -254,7 +262,25 @@ pub fn html(messages: &[Arc<StoredMessage>], meta: &Meta<'_>, images: Images<'_>
         "</code>, {} messages (its current branch).</p></header>",
         messages.len()
     );
-    for m in messages {
+    // Rendering the replies (markdown, highlighting, the sanitizer) is
+    // nearly all of an HTML export's time, and each reply is independent:
+    // render them on every core (rayon's pool, already the search index's).
+    let bodies: Vec<Vec<Piece>> = messages
+        .par_iter()
+        .map(|m| {
+            let reply = m.message.role == Role::Assistant && m.message.kind.is_none();
+            blocks(&m.message.content, images)
+                .into_iter()
+                .map(|block| match block {
+                    Block::Text(t) if reply => {
+                        Piece::Rendered(crate::render::offline_markdown_to_html(&t))
+                    }
+                    other => Piece::Shown(other),
+                })
+                .collect()
+        })
+        .collect();
+    for (m, body) in messages.iter().zip(bodies) {
         let class = match (m.message.role, &m.message.kind) {
             (_, Some(_)) => "marker",
             (Role::User, _) => "user",
@@ -269,13 +295,17 @@ pub fn html(messages: &[Arc<StoredMessage>], meta: &Meta<'_>, images: Images<'_>
         out.push_str("\">");
         esc(&mut out, &when(&m.message.timestamp));
         out.push_str("</time></div><div class=\"body\">");
-        for block in blocks(&m.message.content, images) {
-            match block {
-                Block::Text(t) if m.message.role == Role::Assistant && class != "marker" => {
+        for piece in body {
+            let block = match piece {
+                Piece::Rendered(html) => {
                     out.push_str("<div class=\"markdown\">");
-                    out.push_str(&crate::render::offline_markdown_to_html(&t));
+                    out.push_str(&html);
                     out.push_str("</div>");
+                    continue;
                 }
+                Piece::Shown(block) => block,
+            };
+            match block {
                 Block::Text(t) if m.message.role == Role::ToolResult => {
                     out.push_str("<pre><code>");
                     esc(&mut out, &t);
