@@ -81,7 +81,7 @@ pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) 
 
 #[utoipa::path(
     get,
-    path = "/webchat/{path}",
+    path = "/webchat/{*path}",
     tag = "ui",
     summary = "A file of the web UI",
     description = "Open without a token. Strong ETag, revalidated (`no-cache`); gzip and brotli \
@@ -99,7 +99,7 @@ pub async fn index(State(state): State<AppState>, uri: Uri, headers: HeaderMap) 
         ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags of copies the client has"),
     ),
     responses(
-        (status = 200, description = "The file, with its own Content-Type", content_type = "*/*", body = super::openapi::Binary,
+        (status = 200, description = "The file, with its own Content-Type", content_type = "*/*", body = super::Binary,
          headers(("ETag" = String))),
         (status = 304, description = "Not Modified: `If-None-Match` named the current ETag"),
         (status = 404, description = "`not_found`: no such file", body = loopchat_proto::ErrorBody),

@@ -26,11 +26,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::routing::{get, post};
 use loopchat_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::credentials::Credentials;
 use crate::notify::{DeliveryTargets, NotificationHub, Presence, RateLimiter};
@@ -70,67 +72,92 @@ pub struct AppState {
     pub search: Option<crate::search::SearchIndex>,
 }
 
-/// Every route is documented in the OpenAPI document (`openapi.rs`): its
-/// handler has a `#[utoipa::path]` listed in `ApiDoc`, and a test fails for a
-/// route or method that is not there.
+// A schema only, for the handlers' annotations; its doc comment is its
+// description in the document.
+/// Raw bytes (an image upload, a file of the UI).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
+
+/// The request body limits, bytes, that the routes' layers set.
+#[derive(Clone, Copy)]
+pub(crate) struct BodyLimits {
+    pub json: usize,
+    pub attachment: usize,
+    pub import: usize,
+}
+
+/// Every documented route, each declared once with its operation: `routes!`
+/// takes the path and methods from the handler's `#[utoipa::path]`, so the
+/// router and the OpenAPI document (`openapi::document`) cannot disagree.
+/// Declared in the document's order. A path ending in a catch-all is written
+/// as axum spells it (`{*path}`); the document spells it `{path}`.
+pub(crate) fn routes(limits: BodyLimits) -> OpenApiRouter<AppState> {
+    let open = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(assets::root))
+        .routes(routes!(chat::healthz))
+        // Open: the API's description holds no secret (docs/protocol.md).
+        .routes(routes!(openapi::serve))
+        .routes(routes!(assets::webchat))
+        .routes(routes!(assets::index))
+        .routes(routes!(assets::asset));
+    // The JSON limit covers the API; the two routes that take files set
+    // their own, and the innermost `DefaultBodyLimit` is the one that holds.
+    let api = OpenApiRouter::default()
+        .routes(routes!(chat::info))
+        .routes(routes!(chat::models))
+        .routes(routes!(chat::history))
+        .routes(routes!(chat::sessions))
+        .routes(routes!(chat::rename))
+        .routes(routes!(sessions::archive))
+        .routes(routes!(sessions::archived))
+        .routes(routes!(sessions::restore))
+        .routes(routes!(sessions::purge))
+        .routes(routes!(sessions::pin))
+        .routes(routes!(chat::tree))
+        .routes(routes!(transfer::export))
+        .routes(routes!(transfer::import).layer(DefaultBodyLimit::max(limits.import)))
+        .routes(routes!(search::search))
+        .routes(routes!(status::status))
+        .routes(routes!(rpc::rpc))
+        .routes(routes!(rpc::abort))
+        .routes(routes!(approve::approve))
+        .routes(routes!(approve::tools))
+        .routes(routes!(events::sse))
+        .routes(routes!(events::socket))
+        .routes(routes!(uploads::upload).layer(DefaultBodyLimit::max(limits.attachment)))
+        .routes(routes!(uploads::download))
+        .routes(routes!(notify::notify))
+        .routes(routes!(notify::notifications))
+        .routes(routes!(notify::presence))
+        .routes(routes!(notify::detail))
+        .routes(routes!(notify::image))
+        .routes(routes!(notify::mark_read))
+        .routes(routes!(notify::dismiss))
+        .routes(routes!(notify::ask))
+        .routes(routes!(checks::list))
+        .routes(routes!(checks::detail))
+        .routes(routes!(checks::run))
+        .layer(DefaultBodyLimit::max(limits.json));
+    open.merge(api)
+}
+
+/// The relay's whole HTTP surface: [`routes`], the JSON fallbacks, and the
+/// guard and the other layers around all of it. A test fails for a route
+/// served without a document (a plain axum `route`) or the reverse.
 ///
 /// `body_read_timeout` is the longest pause between two pieces of a request
 /// body; a client that stalls longer gets `408 request_timeout`.
 pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
     assets::warm();
-    let assets = Router::new()
-        .route("/webchat/", get(assets::index))
-        .route("/webchat/{*path}", get(assets::asset));
-    let uploads = Router::new()
-        .route("/webchat/attachments", post(uploads::upload))
-        .layer(DefaultBodyLimit::max(state.attachment_limit));
-    let imports = Router::new()
-        .route("/webchat/import", post(transfer::import))
-        .layer(DefaultBodyLimit::max(state.import_limit));
-    let api = Router::new()
-        .route("/webchat/info", get(chat::info))
-        .route("/webchat/models", get(chat::models))
-        .route("/webchat/status", get(status::status))
-        .route("/webchat/history", get(chat::history))
-        .route("/webchat/sessions", get(chat::sessions))
-        .route("/webchat/search", get(search::search))
-        .route("/webchat/rename", post(chat::rename))
-        .route("/webchat/archive", post(sessions::archive))
-        .route("/webchat/archived", get(sessions::archived))
-        .route("/webchat/restore", post(sessions::restore))
-        .route("/webchat/purge", post(sessions::purge))
-        .route("/webchat/pin", post(sessions::pin))
-        .route("/webchat/tree", get(chat::tree))
-        .route("/webchat/export", get(transfer::export))
-        .route("/webchat/rpc", post(rpc::rpc))
-        .route("/webchat/abort", post(rpc::abort))
-        .route("/webchat/approve", post(approve::approve))
-        .route("/webchat/tools", get(approve::tools))
-        .route("/webchat/events", get(events::sse))
-        .route("/webchat/socket", get(events::socket))
-        .route("/webchat/attachments/{id}", get(uploads::download))
-        .route("/webchat/notify", post(notify::notify))
-        .route("/webchat/notifications", get(notify::notifications))
-        .route("/webchat/notifications/read", post(notify::mark_read))
-        .route("/webchat/notifications/{id}", get(notify::detail))
-        .route("/webchat/notifications/{id}/image", get(notify::image))
-        .route("/webchat/notifications/{id}/dismiss", post(notify::dismiss))
-        .route("/webchat/presence", post(notify::presence))
-        .route("/webchat/notifications/{id}/ask", post(notify::ask))
-        .route("/webchat/checks", get(checks::list))
-        .route("/webchat/checks/{name}", get(checks::detail))
-        .route("/webchat/checks/{name}/run", post(checks::run))
-        .layer(DefaultBodyLimit::max(state.body_limit));
-    Router::new()
-        .route("/", get(assets::root))
-        .route("/webchat", get(assets::webchat))
-        .route("/healthz", get(chat::healthz))
-        // Open: the API's description holds no secret (docs/protocol.md).
-        .route("/webchat/openapi.json", get(openapi::serve))
-        .merge(api)
-        .merge(uploads)
-        .merge(imports)
-        .merge(assets)
+    let limits = BodyLimits {
+        json: state.body_limit,
+        attachment: state.attachment_limit,
+        import: state.import_limit,
+    };
+    // The document is served from `openapi::json`, which needs no state.
+    let (routes, _) = routes(limits).split_for_parts();
+    routes
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")

@@ -295,10 +295,10 @@ pub(super) fn client_id(raw: &str) -> Result<String, ApiError> {
     params(("id" = String, Path, description = "The alert's id")),
     responses(
         (status = 200, description = "The bytes", content(
-            (super::openapi::Binary = "image/png"),
-            (super::openapi::Binary = "image/jpeg"),
-            (super::openapi::Binary = "image/gif"),
-            (super::openapi::Binary = "image/webp"),
+            (super::Binary = "image/png"),
+            (super::Binary = "image/jpeg"),
+            (super::Binary = "image/gif"),
+            (super::Binary = "image/webp"),
         )),
         (status = 403, description = "`forbidden`: a scoped (notify-only) token", body = loopchat_proto::ErrorBody),
         (status = 404, description = "`not_found`: no such kept alert, or it has no image", body = loopchat_proto::ErrorBody),

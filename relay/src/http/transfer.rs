@@ -121,8 +121,8 @@ pub struct ImportQuery {
                    new key. At most `import_limit` bytes (`importLimit` in info). Main token only.",
     params(ImportQuery),
     request_body(description = "The file's bytes", content(
-        (super::openapi::Binary = "application/x-ndjson"),
-        (super::openapi::Binary = "application/json"),
+        (super::Binary = "application/x-ndjson"),
+        (super::Binary = "application/json"),
     )),
     responses(
         (status = 200, description = "The sessions created, in the file's order", body = ImportResponse),
