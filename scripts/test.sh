@@ -37,6 +37,8 @@ export FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-${LOOPCHAT_TEST_CACHE:-$HOME/.cache/l
 step "fuzz smoke" bash scripts/fuzz.sh 10
 if [ -d tests/web/node_modules ]; then
   step "web UI (Chromium)" bash -c 'cd tests/web && node --test --test-concurrency=1 ./*.test.mjs'
+  # The page's JSDoc types (webchat-dist/js/types.js), checked by the pinned TypeScript.
+  step "web UI types (tsc)" bash -c 'cd tests/web && npx --no-install tsc -p .'
 fi
 
 echo

@@ -1,3 +1,4 @@
+// @ts-check
 // Runs first, as a plain script before the app's modules.
 //
 // 1. The token. The page is opened as /webchat/#token=…: a fragment is never
@@ -15,6 +16,8 @@
 (function () {
   'use strict';
   var TOKEN_KEY = 'loopchat.token';
+  /** The window, with what this script puts on it for the modules. */
+  var page = /** @type {PageWindow} */ (window);
   var THEME_KEY = 'loopchat.theme';
 
   var systemDark = window.matchMedia ? window.matchMedia('(prefers-color-scheme: dark)') : null;
@@ -32,7 +35,7 @@
   }
   applyTheme();
   if (systemDark && systemDark.addEventListener) systemDark.addEventListener('change', applyTheme);
-  window.loopchatTheme = { key: THEME_KEY, chosen: chosenTheme, apply: applyTheme };
+  page.loopchatTheme = { key: THEME_KEY, chosen: chosenTheme, apply: applyTheme };
 
   /** Take #token= out of the address bar; store it and return it (null: none given). */
   function takeFragmentToken() {
@@ -54,7 +57,7 @@
         localStorage.setItem(TOKEN_KEY, token);
       } catch (e) {
         // Storage disabled: this page keeps the token in memory (api.js reads it).
-        window.__loopchatMemoryToken = token;
+        page.__loopchatMemoryToken = token;
       }
     }
     return token;
@@ -76,13 +79,13 @@
     var url = 'info?session=' + encodeURIComponent(key) + '&limit=50';
     var headers = { Accept: 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;
-    window.__loopchatBoot = {
+    page.__loopchatBoot = {
       key: key,
       limit: 50,
       response: fetch(url, { credentials: 'omit', cache: 'no-store', headers: headers }),
     };
     // an unreachable relay is handled by app.js; do not report it as unhandled here
-    window.__loopchatBoot.response.catch(function () {});
+    page.__loopchatBoot.response.catch(function () {});
   } catch (e) {
     /* app.js fetches on its own */
   }

@@ -1,3 +1,4 @@
+// @ts-check
 // The service worker: keeps the app shell (the page, its scripts, styles
 // and icons) so the page opens while the relay is down, and nothing else.
 //
@@ -20,38 +21,53 @@
 //   `?v=`, which goes to the network; no mix of versions either way.
 'use strict';
 
+// The page's lib ("dom") has no service worker types: what this file uses of them.
+/** @typedef {Event & {waitUntil(p: Promise<unknown>): void}} ExtendableEvent */
+/** @typedef {ExtendableEvent & {request: Request, respondWith(r: Promise<Response>): void}} FetchEvent */
+/**
+ * @typedef {object} WorkerScope
+ * @property {{scope: string}} registration
+ * @property {() => Promise<void>} skipWaiting
+ * @property {{claim(): Promise<void>}} clients
+ * @property {(type: string, listener: (event: Event) => void) => void} addEventListener
+ */
+const worker = /** @type {WorkerScope} */ (/** @type {unknown} */ (self));
+
 const VERSION = "__LOOPCHAT_SHELL_VERSION__";
 const SHELL = ["__LOOPCHAT_SHELL_FILES__"];
 const PREFIX = 'loopchat-shell-';
 const CACHE = PREFIX + VERSION;
 
-const scope = new URL(self.registration.scope);
+const scope = new URL(worker.registration.scope);
 /** Absolute URLs of the shell files (no query but a `?v=` of this version). */
 const shellUrls = new Set(SHELL.map((p) => new URL(p, scope).href));
 const pageUrl = new URL('./', scope).href;
 /** Absolute URLs (with their `?v=`) answered from the cache first. */
 const versionedUrls = new Set(SHELL.filter((p) => p.includes('?v=')).map((p) => new URL(p, scope).href));
 
-self.addEventListener('install', (event) => {
+worker.addEventListener('install', (/** @type {ExtendableEvent} */ event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(CACHE);
     // credentials 'omit': nothing about the user is sent or kept; the shell
     // files are public (the relay serves them without a token).
     await cache.addAll(SHELL.map((p) => new Request(new URL(p, scope), { cache: 'no-cache', credentials: 'omit' })));
-    await self.skipWaiting();
+    await worker.skipWaiting();
   })());
 });
 
-self.addEventListener('activate', (event) => {
+worker.addEventListener('activate', (/** @type {ExtendableEvent} */ event) => {
   event.waitUntil((async () => {
     for (const name of await caches.keys()) {
       if (name.startsWith(PREFIX) && name !== CACHE) await caches.delete(name);
     }
-    await self.clients.claim();
+    await worker.clients.claim();
   })());
 });
 
-/** The cache key of a shell request, or null for anything else. */
+/**
+ * The cache key of a shell request, or null for anything else.
+ * @param {Request} request
+ */
 function shellKey(request) {
   if (request.method !== 'GET') return null;
   const url = new URL(request.url);
@@ -65,7 +81,7 @@ function shellKey(request) {
   return shellUrls.has(url.href) ? url.href : null;
 }
 
-self.addEventListener('fetch', (event) => {
+worker.addEventListener('fetch', (/** @type {FetchEvent} */ event) => {
   const key = shellKey(event.request);
   if (!key) return; // not ours: the browser fetches it as usual
   event.respondWith((async () => {

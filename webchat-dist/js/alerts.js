@@ -1,3 +1,4 @@
+// @ts-check
 // Notifications ("alerts"): the bell, its unread count, the panel, the
 // detail view of one alert and the Checks panel.
 //
@@ -19,6 +20,17 @@ const stampMs = (n) => Date.parse(n.timestamp || '') || 0;
 const newestFirst = (a, b) => (stampMs(b) - stampMs(a) || b.seq - a.seq);
 
 export class Alerts {
+  /**
+   * @param {object} o
+   * @param {HTMLElement} o.bell
+   * @param {HTMLElement} o.count
+   * @param {HTMLElement} o.panel
+   * @param {HTMLElement} o.list
+   * @param {HTMLElement} o.empty
+   * @param {HTMLElement} o.markRead
+   * @param {(session: string) => void} o.onOpenSession
+   * @param {(unread: number) => void} [o.onUnread]
+   */
   constructor({ bell, count, panel, list, empty, markRead, onOpenSession, onUnread = () => {} }) {
     this.bell = bell;
     this.onUnread = onUnread;
@@ -27,16 +39,17 @@ export class Alerts {
     this.list = list;
     this.empty = empty;
     this.onOpenSession = onOpenSession;
-    this.items = new Map(); // id (or seq) → latest notification
+    /** @type {Map<string, RelayNotification>} id (or seq) → latest notification */
+    this.items = new Map();
     this.maxSeq = 0;
     this.loaded = false;
     this.detailId = null;
     this.detailGen = 0;
     const $ = (id) => document.getElementById(id);
     this.dlg = {
-      root: $('alert-detail'), title: $('alert-detail-title'), meta: $('alert-detail-meta'),
-      body: $('alert-detail-body'), image: $('alert-detail-image'), check: $('alert-detail-check'),
-      links: $('alert-detail-links'), error: $('alert-detail-error'), runAgain: $('alert-run-again'),
+      root: /** @type {HTMLDialogElement} */ ($('alert-detail')), title: $('alert-detail-title'), meta: $('alert-detail-meta'),
+      body: $('alert-detail-body'), image: /** @type {HTMLImageElement} */ ($('alert-detail-image')), check: $('alert-detail-check'),
+      links: $('alert-detail-links'), error: $('alert-detail-error'), runAgain: /** @type {HTMLButtonElement} */ ($('alert-run-again')),
       ask: $('alert-ask'), dismiss: $('alert-dismiss'), close: $('alert-detail-close'),
     };
     this.checksPanel = $('checks-panel');
@@ -73,6 +86,10 @@ export class Alerts {
   /**
    * Add one notification; returns false for one already known. A later
    * version with the same id (an update, read, dismissed) replaces it.
+   */
+  /**
+   * @param {RelayNotification} n
+   * @param {{render?: boolean}} [o]
    */
   add(n, { render = true } = {}) {
     const seq = Number(n && n.seq);
@@ -129,7 +146,7 @@ export class Alerts {
     this.panel.hidden = false;
     this.bell.setAttribute('aria-expanded', 'true');
     this.render();
-    const first = this.panel.querySelector('.alert-item') || this.panel.querySelector('button');
+    const first = /** @type {HTMLElement | null} */ (this.panel.querySelector('.alert-item') || this.panel.querySelector('button'));
     if (first) first.focus();
   }
 

@@ -1,3 +1,4 @@
+// @ts-check
 // HTTP calls to the relay. All URLs are relative to the page (it lives at
 // /webchat/ locally and at other ports behind SSH tunnels).
 //
@@ -15,7 +16,7 @@ export function token() {
     const t = localStorage.getItem(TOKEN_KEY);
     if (t) return t;
   } catch { /* storage disabled: boot.js kept it in memory */ }
-  return globalThis.__loopchatMemoryToken || null;
+  return /** @type {PageWindow} */ (globalThis).__loopchatMemoryToken || null;
 }
 
 /** The header that proves this page may talk to the relay. */
@@ -59,6 +60,10 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * @param {string} path
+ * @param {Record<string, string | number | boolean | null | undefined>} [params]
+ */
 function url(path, params) {
   const u = new URL(path, document.baseURI);
   if (params) {
@@ -81,7 +86,25 @@ export async function errorFrom(res) {
   return err;
 }
 
+/**
+ * @typedef {object} CallOptions
+ * @property {Record<string, string | number | boolean | null | undefined>} [params]  the query
+ * @property {unknown} [json]        a JSON body
+ * @property {BodyInit} [body]       any other body
+ * @property {Record<string, string>} [headers]
+ * @property {AbortSignal} [signal]
+ * @property {Promise<Response>} [pending]  the answer of a request already made (boot.js's /info)
+ */
+
+/**
+ * One JSON call; rejects with an ApiError.
+ * @param {string} method
+ * @param {string} path
+ * @param {CallOptions} [o]
+ * @returns {Promise<any>} the relay's JSON answer (each `api` method names its shape)
+ */
 async function call(method, path, { params, json, body, headers = {}, signal, pending } = {}) {
+  /** @type {RequestInit & {headers: Record<string, string>}} */
   const init = { method, headers: { Accept: 'application/json', ...authHeaders(), ...headers }, signal, credentials: 'omit', cache: 'no-store' };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
@@ -124,48 +147,65 @@ export async function exportSession(session, format) {
 
 /** The /info request boot.js started for this session at page load, once. */
 function takeBootInfo(session, limit) {
-  const boot = globalThis.__loopchatBoot;
+  const page = /** @type {PageWindow} */ (globalThis);
+  const boot = page.__loopchatBoot;
   if (!boot || boot.key !== session || boot.limit !== limit) return undefined;
-  globalThis.__loopchatBoot = null;
+  page.__loopchatBoot = null;
   return boot.response;
 }
 
 export const api = {
+  /** @returns {Promise<Info>} */
   info: (session, limit) => call('GET', 'info', { params: { session, limit }, pending: takeBootInfo(session, limit) }),
+  /** @returns {Promise<HistoryPage>} */
   history: (session, before, limit) => call('GET', 'history', { params: { session, before, limit } }),
+  /** @returns {Promise<HistoryPage>} */
   historyTo: (session, leaf, limit) => call('GET', 'history', { params: { session, leaf, limit } }),
+  /** @returns {Promise<HistoryPage>} */
   historyAround: (session, around, limit, leaf) => call('GET', 'history', { params: { session, around, leaf, limit } }),
+  /** @returns {Promise<HistoryPage>} */
   historyAfter: (session, after, limit, leaf) => call('GET', 'history', { params: { session, after, leaf, limit } }),
+  /** @returns {Promise<{hits: SearchHit[], complete: boolean}>} */
   search: (q, limit, session) => call('GET', 'search', { params: { q, limit, session } }),
+  /** @returns {Promise<Tree>} */
   tree: (session) => call('GET', 'tree', { params: { session } }),
+  /** @returns {Promise<{sessions: SessionSummary[]}>} */
   sessions: () => call('GET', 'sessions'),
   rename: (session, name) => call('POST', 'rename', { json: { session, name } }),
   archive: (session) => call('POST', 'archive', { json: { session } }),
+  /** @returns {Promise<{sessions: ArchivedSession[]}>} */
   archived: () => call('GET', 'archived'),
   restore: (sessionId) => call('POST', 'restore', { json: { sessionId } }),
   purge: (sessionId) => call('POST', 'purge', { json: { sessionId } }),
   pin: (session, pinned) => call('POST', 'pin', { json: { session, pinned } }),
+  /** @returns {Promise<{sessions: {key: string, sessionId: string, title: string, messages: number}[]}>} */
   importFile: (file, format = 'auto') => call('POST', 'import', {
     params: { format },
     body: file,
     headers: { 'Content-Type': 'application/octet-stream' },
   }),
+  /** @returns {Promise<StatusResponse>} */
   status: () => call('GET', 'status'),
   abort: (session, runId) => call('POST', 'abort', { json: { session, runId: runId || undefined } }),
   approve: (session, callId, decision) => call('POST', 'approve', { json: { session, callId, decision } }),
+  /** @returns {Promise<{notifications: RelayNotification[]}>} */
   notifications: (since, limit) => call('GET', 'notifications', { params: { since, limit } }),
   presence: (payload) => call('POST', 'presence', { json: payload }),
   notify: (payload) => call('POST', 'notify', { json: payload }),
+  /** @returns {Promise<{notification: RelayNotification, bodyHtml: string}>} */
   notification: (id) => call('GET', `notifications/${encodeURIComponent(id)}`),
   markRead: (payload) => call('POST', 'notifications/read', { json: payload }),
   dismiss: (id) => call('POST', `notifications/${encodeURIComponent(id)}/dismiss`, { json: {} }),
   askAlert: (id, session) => call('POST', `notifications/${encodeURIComponent(id)}/ask`, { json: session ? { session } : {} }),
+  /** @returns {Promise<{checks: Check[]}>} */
   checks: () => call('GET', 'checks'),
   runCheck: (name) => call('POST', `checks/${encodeURIComponent(name)}/run`),
+  /** @returns {Promise<{id: string, url: string, mimeType: string, size: number}>} */
   uploadAttachment: (file, type) => call('POST', 'attachments', {
     body: file,
     headers: { 'Content-Type': type || file.type || 'application/octet-stream' },
   }),
+  /** @returns {Promise<ModelsResponse>} */
   models: () => call('GET', 'models'),
 };
 
@@ -174,6 +214,11 @@ export const api = {
  * come. `onEvent` sees every event; the promise resolves with the final
  * `done` payload or rejects with an ApiError. A relay that answers plain
  * JSON (non-streaming) is handled the same way.
+ */
+/**
+ * @param {RpcRequest} body
+ * @param {{onEvent?: (ev: RpcEvent) => void, signal?: AbortSignal}} [o]
+ * @returns {Promise<RpcDone>}
  */
 export async function rpcStream(body, { onEvent, signal } = {}) {
   let res;
@@ -198,8 +243,10 @@ export async function rpcStream(body, { onEvent, signal } = {}) {
     if (data.ok === false) throw new ApiError(data.error || 'The agent failed.', { status: res.status, code: data.code || 'error', body: data });
     return data;
   }
+  /** @type {RpcDone | ApiError | null} */
   let final = null;
   const handleData = (data) => {
+    /** @type {RpcEvent} */
     let ev;
     try { ev = JSON.parse(data); } catch { return; }
     if (ev.type === 'done') final = ev;

@@ -1,3 +1,4 @@
+// @ts-check
 // The message box: auto-growing textarea, Enter to send, and attachments
 // (images, text files, PDFs) by paste, drag-and-drop or the attach button,
 // previewed before sending. What may be attached (size, count, types) is the
@@ -28,6 +29,19 @@ export function uploadType(file, types = DEFAULT_LIMITS.types) {
 }
 
 export class Composer {
+  /**
+   * @param {object} o
+   * @param {HTMLFormElement} o.form
+   * @param {HTMLTextAreaElement} o.input
+   * @param {HTMLElement} o.send
+   * @param {HTMLElement} o.attachBtn
+   * @param {HTMLInputElement} o.fileInput
+   * @param {HTMLElement} o.previews
+   * @param {HTMLElement} o.error
+   * @param {HTMLElement} o.dropZone
+   * @param {HTMLElement} o.dropOverlay
+   * @param {(message: {text: string, files: File[], previews: string[]}) => void} o.onSubmit
+   */
   constructor({ form, input, send, attachBtn, fileInput, previews, error, dropZone, dropOverlay, onSubmit }) {
     this.form = form;
     this.input = input;
@@ -37,7 +51,8 @@ export class Composer {
     this.error = error;
     this.dropOverlay = dropOverlay;
     this.onSubmit = onSubmit;
-    this.files = []; // {file, url|null}
+    /** @type {{file: File, url: string | null}[]} */
+    this.files = [];
     this.limits = DEFAULT_LIMITS;
 
     form.addEventListener('submit', (e) => {
@@ -111,6 +126,7 @@ export class Composer {
   }
 
   /** The relay's limits (`/webchat/info`'s `attachments`). */
+  /** @param {AttachmentLimits | undefined} limits */
   setLimits(limits) {
     if (!limits || typeof limits !== 'object') return;
     this.limits = {

@@ -1,3 +1,4 @@
+// @ts-check
 // The live event stream of one session (SSE on /webchat/events).
 //
 // Read with fetch, not EventSource: an EventSource cannot send the bearer
@@ -20,11 +21,11 @@ export class EventStream {
    * @param {string} o.session
    * @param {number} o.since        last session seq already reflected in the UI
    * @param {number|null} o.notifySince  last notification seq already known (null: none wanted replayed)
-   * @param {(ev: object) => void} o.onEvent     session events, in order, deduplicated
-   * @param {(ev: object) => void} [o.onSessions] `sessions` events (a change of the session list)
-   * @param {(n: object, ev: object) => void} o.onNotification
-   * @param {(state: {connected: boolean, refused?: boolean, retryIn?: number, attempt?: number}) => void} o.onState
-   *        `refused`: the relay refused the token (401/403); the stream does not retry
+   * @param {string} [o.client]   this tab's id (presence)
+   * @param {(ev: SessionEvent) => void} o.onEvent     session events, in order, deduplicated
+   * @param {(ev: SessionsEvent) => void} [o.onSessions] `sessions` events (a change of the session list)
+   * @param {(n: RelayNotification, ev: StreamEvent) => void} o.onNotification
+   * @param {(state: StreamState) => void} o.onState
    * @param {(seq: number) => void} o.onReset   the relay cannot replay from `since`
    */
   constructor({ session, since, notifySince, client, onEvent, onNotification, onSessions, onState, onReset }) {
@@ -43,6 +44,8 @@ export class EventStream {
     this.closed = false;
     this.connected = false;
     this.attempt = 0;
+    /** The session list was fetched for this stream (the app's mark). */
+    this.listFetched = false;
   }
 
   start() {
@@ -125,10 +128,11 @@ export class EventStream {
     this.scheduleReconnect();
   }
 
+  /** @param {StreamEvent} ev */
   dispatch(ev) {
     if (!ev || typeof ev !== 'object') return;
     if (ev.type === 'notification') {
-      const n = ev.notification || {};
+      const n = ev.notification || /** @type {RelayNotification} */ ({});
       const nseq = Number(n.seq ?? ev.seq);
       if (Number.isFinite(nseq) && (this.notifySince == null || nseq > this.notifySince)) this.notifySince = nseq;
       this.onNotification(n, ev);

@@ -1,3 +1,4 @@
+// @ts-check
 // The outbox: every message the user sends goes through it.
 //
 // An item is written to localStorage before the first attempt, carries a
@@ -47,7 +48,7 @@ function request(db, mode, op) {
 export class Outbox {
   /**
    * @param {object} o
-   * @param {(item) => Promise<'sent'|'offline'|'failed'>} o.send  resolves once the relay accepted the item
+   * @param {(item: OutboxItem) => Promise<SendResult>} o.send  resolves once the relay accepted the item
    *        (or could not be reached, or refused it for good)
    * @param {() => void} o.onChange
    */
@@ -64,6 +65,7 @@ export class Outbox {
     });
   }
 
+  /** @returns {OutboxItem[]} */
   all() {
     const list = store.get(KEY, []);
     return Array.isArray(list) ? list : [];

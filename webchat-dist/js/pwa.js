@@ -1,3 +1,4 @@
+// @ts-check
 // The installable app: the service worker, the install prompt and the
 // unread badge on the app's icon.
 
@@ -20,7 +21,8 @@ export function registerServiceWorker() {
 export function runningStandalone() {
   return window.matchMedia('(display-mode: standalone)').matches
     || window.matchMedia('(display-mode: window-controls-overlay)').matches
-    || navigator.standalone === true;
+    // iOS Safari's own flag
+    || /** @type {Navigator & {standalone?: boolean}} */ (navigator).standalone === true;
 }
 
 /**

@@ -1,3 +1,4 @@
+// @ts-check
 // Building message elements. The only HTML ever parsed is the relay's
 // sanitized markdown rendering (`message.html`); every other string — user
 // text, streamed deltas, errors, thinking, tool output — goes in as text.

@@ -1,3 +1,4 @@
+// @ts-check
 // Search across every session: the dialog behind Ctrl+K and the search
 // button. The relay answers each hit with a snippet it escaped itself, whose
 // only markup is <mark> (snippetHtml); everything else goes in as text.
@@ -53,7 +54,7 @@ export class SearchDialog {
       this.input.select();
       return;
     }
-    this.returnFocus = document.activeElement;
+    this.returnFocus = /** @type {HTMLElement | null} */ (document.activeElement);
     this.dialog.showModal();
     this.input.focus();
     this.input.select();

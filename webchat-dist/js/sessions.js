@@ -1,3 +1,4 @@
+// @ts-check
 // The sidebar's session list (GET /webchat/sessions: pinned first, then
 // newest), kept current by the `sessions` events every stream carries (no
 // polling: the list is fetched once per stream connection), and the
@@ -16,6 +17,15 @@ function byListOrder(a, b) {
 }
 
 export class SessionList {
+  /**
+   * @param {object} o
+   * @param {HTMLElement} o.list
+   * @param {HTMLElement} o.status
+   * @param {HTMLElement} [o.archivedToggle]
+   * @param {(key: string) => void} o.onSelect
+   * @param {() => void} [o.onChange]
+   * @param {(key: string) => void} [o.onDeleted]
+   */
   constructor({ list, status, archivedToggle, onSelect, onChange, onDeleted }) {
     this.list = list;
     this.status = status;
@@ -24,11 +34,12 @@ export class SessionList {
     this.onChange = onChange;
     this.onDeleted = onDeleted;
     const cached = store.get(CACHE_KEY, []);
+    /** @type {SessionSummary[]} */
     this.sessions = Array.isArray(cached) ? cached : [];
     this.current = null;
     this.timer = 0;
     this.seq = 0;
-    /** The Archived view's rows while it is shown; null: the sessions. */
+    /** @type {ArchivedSession[] | null} The Archived view's rows while it is shown; null: the sessions. */
     this.archived = null;
     if (archivedToggle) archivedToggle.addEventListener('click', () => this.toggleArchived());
   }
@@ -68,6 +79,7 @@ export class SessionList {
   }
 
   /** A `sessions` event: one row replaced or removed, or the whole list again. */
+  /** @param {SessionsEvent} ev */
   apply(ev) {
     if (ev.change === 'resync' || !ev.key) {
       this.refresh();

@@ -1,3 +1,4 @@
+// @ts-check
 // Tool calls as cards: one per `toolCall` block of an assistant message,
 // kept up to date by the run's `tool.*` events and by the stored
 // `toolResult` messages. Every string goes in as text.
@@ -70,18 +71,24 @@ export function toolCard(part) {
   return card;
 }
 
+/** @returns {HTMLElement[]} */
 function cardsFor(callId) {
   if (!callId) return [];
-  return [...document.querySelectorAll(`.tool-card[data-call-id="${CSS.escape(callId)}"]`)];
+  return [.../** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll(`.tool-card[data-call-id="${CSS.escape(callId)}"]`))];
+}
+
+/** A part of a card (its output, its approval box…). */
+function partOf(card, selector) {
+  return /** @type {HTMLElement} */ (card.querySelector(selector));
 }
 
 function setStatus(card, status) {
   card.dataset.status = status;
-  card.querySelector('.tool-status').textContent = STATUS_TEXT[status] ?? status;
+  partOf(card, '.tool-status').textContent = STATUS_TEXT[status] ?? status;
 }
 
 function showApproval(card, callId) {
-  const box = card.querySelector('.tool-approval');
+  const box = partOf(card, '.tool-approval');
   box.hidden = false;
   const answer = (decision) => async (e) => {
     e.preventDefault();
@@ -101,7 +108,7 @@ function showApproval(card, callId) {
 }
 
 function hideApproval(card) {
-  const box = card.querySelector('.tool-approval');
+  const box = partOf(card, '.tool-approval');
   box.hidden = true;
   box.replaceChildren();
 }
@@ -116,10 +123,13 @@ export function applyPending(list) {
   }
 }
 
-/** A `tool.*` event of the session. Returns true when it was one. */
+/**
+ * A `tool.*` event of the session. Returns true when it was one.
+ * @param {SessionEvent} ev
+ */
 export function handleToolEvent(ev) {
   if (typeof ev.type !== 'string' || !ev.type.startsWith('tool.')) return false;
-  for (const card of cardsFor(ev.callId)) {
+  for (const card of cardsFor('callId' in ev ? ev.callId : undefined)) {
     switch (ev.type) {
       case 'tool.approval':
         setStatus(card, 'waiting');
@@ -132,13 +142,13 @@ export function handleToolEvent(ev) {
         break;
       case 'tool.start': {
         setStatus(card, 'running');
-        const out = card.querySelector('.tool-output');
+        const out = partOf(card, '.tool-output');
         out.hidden = false;
         out.textContent = '';
         break;
       }
       case 'tool.update': {
-        const out = card.querySelector('.tool-output');
+        const out = partOf(card, '.tool-output');
         out.hidden = false;
         out.append(document.createTextNode(ev.text || ''));
         break;
@@ -148,7 +158,7 @@ export function handleToolEvent(ev) {
         setStatus(card, ev.status);
         card.dataset.ended = '1';
         if (typeof ev.durationMs === 'number') {
-          card.querySelector('.tool-duration').textContent = ev.durationMs < 1000 ? `${ev.durationMs} ms` : `${(ev.durationMs / 1000).toFixed(1)} s`;
+          partOf(card, '.tool-duration').textContent = ev.durationMs < 1000 ? `${ev.durationMs} ms` : `${(ev.durationMs / 1000).toFixed(1)} s`;
         }
         break;
       default:
@@ -168,7 +178,7 @@ export function applyResult(msg) {
       setStatus(card, msg.isError ? (denied ? 'denied' : 'error') : 'ok');
     }
     hideApproval(card);
-    const out = card.querySelector('.tool-output');
+    const out = partOf(card, '.tool-output');
     out.hidden = false;
     out.textContent = contentText(msg.content);
   }

@@ -1,3 +1,4 @@
+// @ts-check
 // The conversation view: a window over the loaded messages.
 //
 // Sessions can hold thousands of messages (11 MB transcripts), so only a
@@ -15,18 +16,30 @@ const FIRST_PAINT = 12;
 const EDGE_PX = 900; // how close to an edge the window grows
 const STICK_PX = 80; // "at the bottom" tolerance
 
+/**
+ * What the app's chrome shows of the window: the empty state, the older
+ * pages' status and the "Latest" button.
+ * @typedef {object} WindowState
+ * @property {boolean} empty
+ * @property {boolean} loadingOlder
+ * @property {Error | null} olderError
+ * @property {boolean} hasMore
+ * @property {boolean} atTop
+ * @property {boolean} showJump
+ */
+
 export class Transcript {
   /**
    * @param {object} o
    * @param {HTMLElement} o.scroller  the scrolling element
    * @param {HTMLElement} o.list      container of stored-message elements
    * @param {HTMLElement} o.root      element that gets the `detached` class when the window is not at the latest messages
-   * @param {(msg, extra) => HTMLElement} o.render
-   * @param {(beforeId: string) => Promise<{messages: object[], hasMore: boolean}>} o.fetchOlder
-   * @param {(afterId: string) => Promise<{messages: object[], hasNewer: boolean}>} [o.fetchNewer]
+   * @param {(msg: Message, extra: MessageExtra) => HTMLElement} o.render
+   * @param {(beforeId: string) => Promise<HistoryPage>} o.fetchOlder
+   * @param {(afterId: string) => Promise<HistoryPage>} [o.fetchNewer]
    *        the page after a message, when the window was opened around an older one
    * @param {() => void} [o.onLatest]  load the latest page again (the window is not at it)
-   * @param {(state: object) => void} o.onChange  window/empty/loading state for the app's chrome
+   * @param {(state: WindowState) => void} o.onChange  window/empty/loading state for the app's chrome
    */
   constructor({ scroller, list, root, render, fetchOlder, fetchNewer, onLatest, onChange }) {
     this.scroller = scroller;
@@ -46,14 +59,19 @@ export class Transcript {
 
   clear() {
     this.generation += 1;
+    /** @type {Message[]} the loaded messages, oldest first */
     this.msgs = [];
+    /** @type {Map<string, Message>} */
     this.byId = new Map();
+    /** @type {Map<string, MessageExtra>} */
     this.extras = new Map();
+    /** @type {Map<string, HTMLElement>} the elements of the window */
     this.nodes = new Map();
     this.start = 0;
     this.end = 0;
     this.hasMore = false;
     this.loadingOlder = false;
+    /** @type {Error | null} */
     this.olderError = null;
     // Newer messages than the last loaded one exist (a page opened around a
     // search hit): live messages are not appended until they are loaded.

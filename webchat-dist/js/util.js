@@ -1,3 +1,4 @@
+// @ts-check
 // Small helpers shared by the modules: ids, time formatting, storage, DOM.
 
 /** A random RFC 4122 v4 uuid (crypto.randomUUID is only in secure contexts). */
@@ -22,15 +23,22 @@ export function newSessionKey() {
 // The protocol's rule (proto's SESSION_KEY_PATTERN; a relay test keeps it equal).
 export const SESSION_KEY_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** `el('div', {class: 'x', text: 'y'}, child…)`: text is set as textContent, never as HTML. */
+/**
+ * `el('div', {class: 'x', text: 'y'}, child…)`: text is set as textContent, never as HTML.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Record<string, unknown>} [props]  attributes; `class`, `text`, `dataset` and `on…` handlers
+ * @param {...(Node | string | number | null | undefined | false)} children
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
     if (v == null || v === false) continue;
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
+    if (k === 'class') node.className = String(v);
+    else if (k === 'text') node.textContent = String(v);
     else if (k === 'dataset') Object.assign(node.dataset, v);
-    else if (k.startsWith('on') && typeof v === 'function') node.addEventListener(k.slice(2), v);
+    else if (k.startsWith('on') && typeof v === 'function') node.addEventListener(k.slice(2), /** @type {EventListener} */ (v));
     else if (v === true) node.setAttribute(k, '');
     else node.setAttribute(k, String(v));
   }

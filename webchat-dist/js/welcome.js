@@ -1,3 +1,4 @@
+// @ts-check
 // The welcome tour: Welcome → what loopchat does → (desktop: the CLI on PATH →
 // notifications, with a real test alert) → Done. Served by the relay like the
 // chat. Who shows it, and when:
@@ -22,7 +23,7 @@ const relayVersion = params.get('relay') || '';
 // the focus (it names it: the rule is the shell's).
 const testTag = params.get('testTag');
 
-const steps = [...document.querySelectorAll('[data-step]')].filter((s) => desktop || !s.hasAttribute('data-desktop'));
+const steps = [...document.querySelectorAll('[data-step]')].map((s) => /** @type {HTMLElement} */ (s)).filter((s) => desktop || !s.hasAttribute('data-desktop'));
 const $ = (id) => document.getElementById(id);
 const next = $('welcome-next');
 const skip = $('welcome-skip');
@@ -30,7 +31,7 @@ let at = 0;
 
 function show(i) {
   at = i;
-  for (const s of document.querySelectorAll('[data-step]')) s.hidden = s !== steps[i];
+  for (const s of document.querySelectorAll('[data-step]')) /** @type {HTMLElement} */ (s).hidden = s !== steps[i];
   const name = steps[i].dataset.step;
   $('welcome-progress').textContent = `${i + 1} of ${steps.length}`;
   document.title = `Welcome (${i + 1}/${steps.length}): ${name} — loopchat`;
@@ -81,7 +82,7 @@ $('test-alert').addEventListener('click', async () => {
  * relay there through its SSH tunnel), null for this machine.
  * Text only (textContent): nothing in it becomes markup.
  */
-window.loopchatDesktopStatus = (status) => {
+/** @type {PageWindow} */ (window).loopchatDesktopStatus = (/** @type {any} */ status) => {
   if (!status || typeof status !== 'object') return;
   const cli = status.cli || {};
   const cliStatus = $('cli-status');
