@@ -51,7 +51,7 @@ pub(super) async fn run(
     let start = rt.events.publish(EventBody::RunStart {
         run_id: run_id.to_owned(),
     });
-    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = Some(ActiveRun {
+    rt.state.lock().active = Some(ActiveRun {
         run_id: run_id.to_owned(),
         start_seq: start.seq,
     });

@@ -32,7 +32,7 @@ pub(super) async fn worker(
         } = turn;
         let (mut outcome, durable) = run(&inner, &rt, &run_id, &request, &cancel).await;
         {
-            let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = rt.state.lock();
             st.active = None;
             st.pending -= 1;
             if st.pending == 0 {
@@ -63,11 +63,7 @@ pub(super) async fn worker(
             if let (Err(TurnError::Store(_)), Some(client_id)) = (&outcome, &client_id) {
                 rt.forget(client_id, &run_id);
             }
-            let observers = inner
-                .observers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let observers = inner.observers.lock().clone();
             for o in observers {
                 o.run_finished(&key, &outcome);
             }
@@ -250,7 +246,7 @@ async fn run(
     let start = rt.events.publish(EventBody::RunStart {
         run_id: run_id.to_owned(),
     });
-    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = Some(ActiveRun {
+    rt.state.lock().active = Some(ActiveRun {
         run_id: run_id.to_owned(),
         start_seq: start.seq,
     });
@@ -566,7 +562,7 @@ pub(super) fn publish_run_end(
     state: RunState,
     error: Option<String>,
 ) {
-    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = None;
+    rt.state.lock().active = None;
     rt.events.publish(EventBody::RunEnd {
         run_id: run_id.to_owned(),
         state,
