@@ -14,6 +14,7 @@
 //! the rules in [`transcript`].
 
 mod archive;
+mod handle;
 mod index;
 mod line;
 mod source;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub(crate) use crate::durable::{FlushKind, GroupCommit};
 pub use archive::ArchivedEntry;
+pub use handle::SessionHandle;
 pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
