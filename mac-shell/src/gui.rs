@@ -3,8 +3,9 @@
 //! on its own thread with a tokio runtime; the window owns the main thread.
 //! The only module of the window binary that knows about SSH.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -506,17 +507,17 @@ async fn dispatch(
                 let _ = retry.send(Control::StopRelay);
             }
             UiAction::HostKeyAnswer(yes) => {
-                if let Some(tx) = prompter.host_key.lock().ok().and_then(|mut p| p.take()) {
+                if let Some(tx) = prompter.host_key.lock().take() {
                     let _ = tx.send(yes);
                 }
             }
             UiAction::RelayStartAnswer(yes) => {
-                if let Some(tx) = prompter.relay_start.lock().ok().and_then(|mut p| p.take()) {
+                if let Some(tx) = prompter.relay_start.lock().take() {
                     let _ = tx.send(yes);
                 }
             }
             UiAction::Passphrase(p) => {
-                if let Some(tx) = prompter.passphrase.lock().ok().and_then(|mut p| p.take()) {
+                if let Some(tx) = prompter.passphrase.lock().take() {
                     let _ = tx.send(p);
                 }
             }
@@ -535,9 +536,7 @@ struct WindowPrompter {
 impl Prompter for WindowPrompter {
     fn confirm_host_key(&self, q: HostKeyQuestion) -> BoxFuture<bool> {
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut slot) = self.host_key.lock() {
-            *slot = Some(tx);
-        }
+        *self.host_key.lock() = Some(tx);
         self.ui.send(UiEvent::AskHostKey {
             host: q.host,
             key_type: q.key_type,
@@ -549,9 +548,7 @@ impl Prompter for WindowPrompter {
 
     fn passphrase(&self, key: PathBuf) -> BoxFuture<Option<String>> {
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut slot) = self.passphrase.lock() {
-            *slot = Some(tx);
-        }
+        *self.passphrase.lock() = Some(tx);
         self.ui.send(UiEvent::AskPassphrase {
             key: key.display().to_string(),
         });
@@ -564,9 +561,7 @@ impl Prompter for WindowPrompter {
 
     fn offer_relay_start(&self, q: RelayStartQuestion) -> BoxFuture<bool> {
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut slot) = self.relay_start.lock() {
-            *slot = Some(tx);
-        }
+        *self.relay_start.lock() = Some(tx);
         self.ui.send(UiEvent::AskRelayStart {
             host: q.host,
             reason: q.reason,

@@ -24,11 +24,12 @@
 //! Two `stat`s four times a second cost nothing and see every kind of
 //! change: a new inode, size or mtime.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -138,7 +139,7 @@ impl Credentials {
     }
 
     fn known(&self) -> MutexGuard<'_, Known> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+        self.known.lock()
     }
 
     /// The main token as of now (it changes with `loopchat token rotate`).

@@ -8,8 +8,9 @@
 //! behind what it keeps gets a `reset`, exactly like a reconnect from a
 //! position that was evicted.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use loopchat_proto::{Event, EventBody};
 use tokio::sync::watch;
@@ -68,10 +69,7 @@ impl EventLog {
     }
 
     pub fn last_seq(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_seq
+        self.state.lock().last_seq
     }
 
     /// Subscriptions open on this log.
@@ -81,11 +79,11 @@ impl EventLog {
 
     /// Bytes the ring holds now.
     pub fn retained_bytes(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.state.lock().bytes
     }
 
     pub fn publish(&self, body: EventBody) -> Arc<Event> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock();
         st.last_seq += 1;
         let event = Arc::new(Event {
             seq: st.last_seq,
@@ -111,7 +109,7 @@ impl EventLog {
     /// Drops the replay ring, keeping the seq: a subscriber that asks for
     /// events it missed gets a `reset`, as when the ring has moved on.
     pub fn trim(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock();
         st.ring = VecDeque::new();
         st.bytes = 0;
     }
@@ -121,7 +119,7 @@ impl EventLog {
     /// from the future) the replay is a single `reset` carrying the current
     /// seq, telling the client to reload state and continue from there.
     pub fn subscribe(self: &Arc<Self>, since: Option<u64>) -> Subscription {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.state.lock();
         let rx = self.live.subscribe();
         let mut replay = VecDeque::new();
         let mut last = st.last_seq;
@@ -221,7 +219,7 @@ impl Subscription {
     /// longer holds all of it (this subscriber fell too far behind). False
     /// when there is nothing new.
     fn fetch(&mut self) -> bool {
-        let st = self.log.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.log.state.lock();
         if st.last_seq <= self.last {
             return false;
         }

@@ -3,8 +3,9 @@
 //! down when the stream's state is dropped, whatever ended it (the window
 //! closed, a missed pong, a write failure, a revoked token, shutdown).
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use loopchat_proto::{ConnectionKinds, LiveConnections};
@@ -109,9 +110,9 @@ impl LiveStreams {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Counts> {
         // Counters only: a panic elsewhere leaves them consistent.
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        self.counts.lock()
     }
 }
 

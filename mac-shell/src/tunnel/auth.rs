@@ -4,9 +4,10 @@
 //! reconnect after sleep does not ask for the passphrase again. A failure
 //! names every method tried; the caller treats it as permanent (no retry).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use russh::client::{AuthResult, Handle};
 use russh::keys::agent::AgentIdentity;
@@ -225,14 +226,12 @@ impl Authenticator {
             Err(e) => return KeyLoad::Skipped(format!("not a usable private key: {e}")),
         };
         let key = Arc::new(key);
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.insert(path.to_path_buf(), key.clone());
-        }
+        self.keys.lock().insert(path.to_path_buf(), key.clone());
         KeyLoad::Loaded(key)
     }
 
     fn cached(&self, path: &Path) -> Option<Arc<PrivateKey>> {
-        self.keys.lock().ok()?.get(path).cloned()
+        self.keys.lock().get(path).cloned()
     }
 }
 

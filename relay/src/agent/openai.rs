@@ -1705,7 +1705,7 @@ mod tests {
         const N: usize = 300;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/v1", listener.local_addr().unwrap());
-        let sent = Arc::new(std::sync::Mutex::new(Vec::with_capacity(N)));
+        let sent = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(N)));
         let s = sent.clone();
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
@@ -1720,7 +1720,7 @@ mod tests {
                     "data: {{\"choices\":[{{\"delta\":{{\"content\":\" w{i}\"}},\"finish_reason\":{finish}}}]}}\r\n\r\n"
                 );
                 let chunk = format!("{:x}\r\n{event}\r\n", event.len());
-                s.lock().unwrap().push(std::time::Instant::now());
+                s.lock().push(std::time::Instant::now());
                 sock.write_all(chunk.as_bytes()).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -1738,7 +1738,7 @@ mod tests {
             got.push(std::time::Instant::now());
         }
         assert_eq!(got.len(), N);
-        let sent = sent.lock().unwrap();
+        let sent = sent.lock();
         let mut lat: Vec<Duration> = got.iter().zip(sent.iter()).map(|(g, s)| *g - *s).collect();
         lat.sort();
         let us = |d: Duration| d.as_secs_f64() * 1e6;

@@ -17,11 +17,12 @@
 //! shut down. A process that dies mid-turn ends the turn with an error; the
 //! next turn starts a new one, which reads the file again.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -181,11 +182,7 @@ async fn process_for(
     key: &str,
     path: PathBuf,
 ) -> Result<Arc<PiProc>, AgentError> {
-    let existing = procs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(key)
-        .cloned();
+    let existing = procs.lock().get(key).cloned();
     if let Some(p) = existing
         && *p.alive.borrow()
     {
@@ -274,10 +271,7 @@ fn start(
         kill: kill.clone(),
         next_id: AtomicU64::new(1),
     });
-    procs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.to_owned(), proc.clone());
+    procs.lock().insert(key.to_owned(), proc.clone());
     tokio::spawn(supervise(
         child,
         stdout,
@@ -415,7 +409,7 @@ async fn supervise(
     tracing::info!(session = %key, "pi ended ({how})");
     let _ = alive.send(false);
     let _ = records.send(Record::Exited(how)).await;
-    let mut map = procs.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = procs.lock();
     if let Some(current) = map.get(&key)
         && me.upgrade().is_some_and(|me| Arc::ptr_eq(current, &me))
     {
@@ -535,13 +529,13 @@ async fn drive(
     tx: &Sender,
 ) -> Result<(), AgentError> {
     let wanted = request.thinking;
-    let known = *proc.thinking.lock().unwrap_or_else(|e| e.into_inner());
+    let known = *proc.thinking.lock();
     if known != Some(wanted) {
         let id = proc.command_id();
         proc.send(&json!({"id": id, "type": "set_thinking_level", "level": wanted.as_str()}))
             .await?;
         expect_response(records, &id, "the thinking level").await?;
-        *proc.thinking.lock().unwrap_or_else(|e| e.into_inner()) = Some(wanted);
+        *proc.thinking.lock() = Some(wanted);
     }
 
     let Some(user) = request.history.last() else {

@@ -22,8 +22,9 @@ pub mod config;
 pub mod history;
 pub mod run;
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use loopchat_proto::{CheckCounts, CheckInfo, CheckOutcome, CheckRun, MAX_ALERT_IMAGE_BYTES};
@@ -74,8 +75,8 @@ pub struct Checks {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 impl Checks {

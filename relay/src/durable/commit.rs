@@ -17,9 +17,9 @@
 //! each flush (the session index) has no such hole: the next flush writes
 //! everything again, so it may cover the waiters of one that failed.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -109,14 +109,14 @@ impl GroupCommit {
     /// reader that acknowledges what it read back from the file cannot tell
     /// which writes that failure lost, so it must not vouch for any of them.
     pub(crate) fn first_failure(&self) -> Option<io::Error> {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.state.lock();
         st.first_failure.as_ref().map(FailedFlush::error)
     }
 
     /// Registers a completed write; call it while still holding the lock
     /// that ordered the write, so generations follow file order.
     pub(crate) fn bump(&self) -> u64 {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock();
         st.requested += 1;
         st.requested
     }
@@ -133,7 +133,7 @@ impl GroupCommit {
             // in between cannot be missed.
             let mut rx = self.changed.subscribe();
             let target = {
-                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = self.state.lock();
                 if let Some(failed) = st.failed.iter().find(|f| f.covers(generation)) {
                     return Err(failed.error());
                 }
@@ -160,7 +160,7 @@ impl GroupCommit {
                 .unwrap_or_else(|e| Err(io::Error::other(e)));
             note_slow_io("a flush (fdatasync)", started);
             {
-                let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = self.state.lock();
                 st.running = false;
                 match &result {
                     Ok(()) => st.durable = st.durable.max(target),

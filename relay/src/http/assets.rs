@@ -1,8 +1,9 @@
 //! The bundled web UI, embedded in the binary, and the legacy
 //! `/webchat/?token=…` entry, redirected to the fragment form.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -329,7 +330,6 @@ fn encoded(path: &str) -> Option<Arc<Encoded>> {
     let cell = CACHE
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .entry(path.to_owned())
         .or_default()
         .clone();

@@ -21,9 +21,10 @@
 //! more than three quarters of the slots are taken, new connections also
 //! get a shorter header deadline ([`PRESSURE_HEADER_TIMEOUT`]).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -191,7 +192,7 @@ struct Entry {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, RegistryInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
     fn register(self: &Arc<Self>) -> ConnHandle {

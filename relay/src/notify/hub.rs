@@ -11,9 +11,10 @@
 //! delivered that a crash could take back, so a client's "last seen seq" is
 //! never reused for a different notification after a restart.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use loopchat_proto::{Event, EventBody, Notification};
 use tokio::sync::broadcast;
@@ -105,7 +106,7 @@ impl NotificationHub {
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.state.lock()
     }
 
     /// Seq of the newest notification delivered so far (0 before any).

@@ -10,10 +10,11 @@
 //! Between "saved" and "submitted" an image is referenced by nothing yet;
 //! a [`Pin`] keeps the collector off it for that moment.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use loopchat_proto::MAX_ALERT_IMAGE_BYTES;
 
@@ -63,8 +64,8 @@ impl AlertImages {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.pins.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, usize>> {
+        self.pins.lock()
     }
 
     /// Checks and stores the bytes (blocking I/O: call from a blocking

@@ -6,8 +6,9 @@
 //! event stream opened with the same `client=` id closes (a closed tab must
 //! not keep suppressing notifications for 90 s).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a presence report holds without a refresh.
@@ -44,8 +45,8 @@ impl Presence {
         }
     }
 
-    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
-        self.windows.lock().unwrap_or_else(|e| e.into_inner())
+    fn windows(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Window>> {
+        self.windows.lock()
     }
 
     /// Records a window's report.

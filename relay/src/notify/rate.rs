@@ -5,8 +5,8 @@
 //! [`BURST`] posts that refills at [`REFILL_PER_SEC`]; an empty bucket is a
 //! 429 with the time until the next post is allowed.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const BURST: f64 = 60.0;
@@ -40,7 +40,7 @@ impl RateLimiter {
 
     /// Takes one post from `caller`'s bucket, or says how long to wait.
     pub fn check(&self, caller: &str, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock();
         // Callers are tokens, so few; full buckets carry no information and
         // are dropped once there are many.
         if buckets.len() > 1024 {

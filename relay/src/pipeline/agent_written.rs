@@ -16,15 +16,17 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use loopchat_proto::{ActiveRun, EventBody, Role, RunState, ThinkingLevel};
+use loopchat_proto::{EventBody, Role, RunState, ThinkingLevel};
 use tokio_util::sync::CancellationToken;
 
-use super::turn::{Durable, end_with_error, publish_agent_event, publish_run_end, user_content};
+use super::turn::{
+    Durable, end_with_error, publish_agent_event, publish_run_end, publish_run_start, user_content,
+};
 use super::{Inner, SessionRuntime, TurnError, TurnOutcome, TurnRequest, TurnResult};
 use crate::agent::{AgentError, AgentRequest, ChatTurn, ImageFile};
 use crate::attachments::{Attachments, Kind};
 use crate::clock::now_millis;
-use crate::store::{NewMessage, SessionEntry, StoredMessage, Transcript};
+use crate::store::{NewMessage, SessionHandle, StoredMessage};
 
 /// Messages looked at for what the backend wrote in one turn.
 const TURN_WINDOW: usize = 256;
@@ -35,10 +37,10 @@ pub(super) async fn run(
     run_id: &str,
     request: &TurnRequest,
     cancel: &CancellationToken,
-    entry: &SessionEntry,
-    transcript: Arc<Transcript>,
+    session: &SessionHandle,
 ) -> (TurnOutcome, Durable) {
     let key = &request.session_key;
+    let transcript = session.transcript();
     // Everything up to here was there before the turn.
     let before = match transcript
         .check_foreign()
@@ -48,17 +50,8 @@ pub(super) async fn run(
         Err(e) => return (Err(e.into()), None),
     };
 
-    let start = rt.events.publish(EventBody::RunStart {
-        run_id: run_id.to_owned(),
-    });
-    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = Some(ActiveRun {
-        run_id: run_id.to_owned(),
-        start_seq: start.seq,
-    });
-    let thinking = request
-        .thinking
-        .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
-        .unwrap_or_default();
+    publish_run_start(rt, run_id);
+    let thinking = session.thinking(request.thinking);
     let images = request
         .attachment_ids
         .iter()
@@ -138,11 +131,7 @@ pub(super) async fn run(
         }
     }
     publish_run_end(rt, run_id, state, error);
-    inner.store.touch(
-        key,
-        now_millis(),
-        request.thinking.map(ThinkingLevel::as_str),
-    );
+    session.touch(now_millis(), request.thinking.map(ThinkingLevel::as_str));
     inner.list_changed(key, loopchat_proto::SessionChange::Updated);
     // pi never syncs: the ack waits for the relay's fdatasync of its file.
     let durable = Some((transcript.clone(), transcript.barrier()));
@@ -155,7 +144,7 @@ pub(super) async fn run(
         (Err(AgentError::Failed(m)), _) => Err(TurnError::Agent(m)),
         (Ok(()), Some(reply)) => Ok(TurnResult {
             session_key: key.clone(),
-            session_id: entry.session_id.clone(),
+            session_id: session.session_id().to_owned(),
             run_id: run_id.to_owned(),
             message: reply.message.clone(),
             deliver: request.deliver.clone(),

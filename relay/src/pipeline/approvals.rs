@@ -5,8 +5,8 @@
 //! through [`Approvals::answer`]. What a page needs to show the pending
 //! cards after a reload is [`Approvals::pending`].
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use loopchat_proto::{ApprovalChoice, PendingApproval};
 use tokio::sync::oneshot;
@@ -34,7 +34,7 @@ impl Approvals {
     /// when the entry is dropped unanswered).
     pub(crate) fn ask(&self, info: PendingApproval) -> oneshot::Receiver<ApprovalChoice> {
         let (tx, rx) = oneshot::channel();
-        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.lock();
         st.order.push(info.call_id.clone());
         st.pending.insert(info.call_id.clone(), (info, tx));
         rx
@@ -47,7 +47,7 @@ impl Approvals {
         call_id: &str,
         choice: ApprovalChoice,
     ) -> Result<PendingApproval, NotPending> {
-        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.lock();
         let Some((info, tx)) = st.pending.remove(call_id) else {
             return Err(NotPending(call_id.to_owned()));
         };
@@ -63,13 +63,13 @@ impl Approvals {
 
     /// Forgets a call the run stopped waiting for (timeout, cancel).
     pub(crate) fn withdraw(&self, call_id: &str) {
-        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.lock();
         st.pending.remove(call_id);
         st.order.retain(|c| c != call_id);
     }
 
     pub fn pending(&self) -> Vec<PendingApproval> {
-        let st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.inner.lock();
         st.order
             .iter()
             .filter_map(|c| st.pending.get(c).map(|(i, _)| i.clone()))
@@ -77,11 +77,7 @@ impl Approvals {
     }
 
     pub fn allowed_for_session(&self, tool: &str) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allowed
-            .contains(tool)
+        self.inner.lock().allowed.contains(tool)
     }
 }
 

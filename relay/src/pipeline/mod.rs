@@ -16,9 +16,10 @@ mod turn;
 
 pub use tool_step::ToolRuntime;
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use loopchat_proto::{ActiveRun, AgentInfo, EventBody, Message, ThinkingLevel};
@@ -168,16 +169,12 @@ pub struct SessionRuntime {
 
 impl SessionRuntime {
     pub fn active_run(&self) -> Option<ActiveRun> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .active
-            .clone()
+        self.state.lock().active.clone()
     }
 
     /// Drops the idempotency key `client_id` if it still names `run_id`.
     fn forget(&self, client_id: &str, run_id: &str) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock();
         if st.known.get(client_id).is_some_and(|k| k.run_id == run_id) {
             st.known.remove(client_id);
             st.known_order.retain(|c| c != client_id);
@@ -348,21 +345,12 @@ impl Pipeline {
     }
 
     pub fn add_observer(&self, observer: Arc<dyn RunObserver>) {
-        self.inner
-            .observers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(observer);
+        self.inner.observers.lock().push(observer);
     }
 
     /// The runtime of `key` if it was used since the relay started.
     pub fn existing_session(&self, key: &str) -> Option<Arc<SessionRuntime>> {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.inner.sessions.lock().get(key).cloned()
     }
 
     /// How many sessions have a turn running now.
@@ -376,13 +364,7 @@ impl Pipeline {
     /// The sessions with a runtime now, taken out of the map so that each
     /// one's own locks are never taken under the map's.
     fn runtimes(&self) -> Vec<Arc<SessionRuntime>> {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.inner.sessions.lock().values().cloned().collect()
     }
 
     /// The seq every session's log starts from in this relay run.
@@ -393,11 +375,7 @@ impl Pipeline {
     /// The runtime of `key`, created on first use (the session itself is
     /// only created in the store when a turn runs).
     pub fn session(&self, key: &str) -> Arc<SessionRuntime> {
-        let mut sessions = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sessions = self.inner.sessions.lock();
         if let Some(rt) = sessions.get(key) {
             return rt.clone();
         }
@@ -448,7 +426,7 @@ impl Pipeline {
             }
         }
         let rt = self.session(&request.session_key);
-        let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = rt.state.lock();
         if let Some(known) = request.client_id.as_ref().and_then(|c| st.known.get(c)) {
             return Ok(Ticket {
                 run_id: known.run_id.clone(),
@@ -517,7 +495,7 @@ impl Pipeline {
     ) -> Result<(String, crate::store::ArchivedEntry), ArchiveRefused> {
         let rt = self.session(key);
         {
-            let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = rt.state.lock();
             if st.pending > 0 {
                 return Err(ArchiveRefused::Running(key.to_owned()));
             }
@@ -527,7 +505,7 @@ impl Pipeline {
             st.archiving = true;
         }
         let result = self.inner.store.archive(key).await;
-        rt.state.lock().unwrap_or_else(|e| e.into_inner()).archiving = false;
+        rt.state.lock().archiving = false;
         let archived = result?;
         self.list_changed(key, loopchat_proto::SessionChange::Archived);
         Ok(archived)
@@ -536,14 +514,8 @@ impl Pipeline {
     /// Stops the running turn of `key` (or the queued/running turn
     /// `run_id`). Returns the run that was stopped.
     pub fn abort(&self, key: &str, run_id: Option<&str>) -> Option<String> {
-        let rt = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)?
-            .clone();
-        let st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = self.inner.sessions.lock().get(key)?.clone();
+        let st = rt.state.lock();
         let target = match run_id {
             Some(id) => st.cancels.contains_key(id).then(|| id.to_owned())?,
             None => st.active.as_ref()?.run_id.clone(),
@@ -563,7 +535,7 @@ impl Pipeline {
         let mut trimmed = 0;
         for rt in runtimes {
             {
-                let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = rt.state.lock();
                 match st.idle_since {
                     Some(since) if since.elapsed() >= idle => {}
                     _ => continue,
@@ -679,7 +651,7 @@ impl Inner {
     fn foreign_change(&self, session_id: &str, change: Foreign<'_>) {
         let keys = self.store.keys_of(session_id);
         let runtimes: Vec<_> = {
-            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let sessions = self.sessions.lock();
             keys.iter()
                 .filter_map(|k| sessions.get(k).cloned())
                 .collect()

@@ -1,6 +1,7 @@
 //! The session worker and the steps of one turn.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use loopchat_proto::{
@@ -8,13 +9,18 @@ use loopchat_proto::{
 };
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::tool_step;
-use super::{Inner, QueuedTurn, SessionRuntime, TurnError, TurnOutcome, TurnResult};
+use super::{
+    Inner, QueuedTurn, SessionRuntime, ToolRuntime, TurnError, TurnOutcome, TurnRequest, TurnResult,
+};
 use crate::agent::{AgentError, AgentEvent, AgentRequest, ChatTurn, ImageFile, ToolCall};
 use crate::attachments::{Attachments, Kind};
 use crate::clock::now_millis;
-use crate::store::{NewMessage, Origin, StoredMessage, ToolResultMeta, Transcript};
+use crate::store::{
+    NewMessage, Origin, SessionHandle, StoreError, StoredMessage, ToolResultMeta, Transcript,
+};
 use crate::tools::ToolSpec;
 use base64::Engine;
 
@@ -32,7 +38,7 @@ pub(super) async fn worker(
         } = turn;
         let (mut outcome, durable) = run(&inner, &rt, &run_id, &request, &cancel).await;
         {
-            let mut st = rt.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = rt.state.lock();
             st.active = None;
             st.pending -= 1;
             if st.pending == 0 {
@@ -63,11 +69,7 @@ pub(super) async fn worker(
             if let (Err(TurnError::Store(_)), Some(client_id)) = (&outcome, &client_id) {
                 rt.forget(client_id, &run_id);
             }
-            let observers = inner
-                .observers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let observers = inner.observers.lock().clone();
             for o in observers {
                 o.run_finished(&key, &outcome);
             }
@@ -80,255 +82,414 @@ pub(super) async fn worker(
 /// Writes to wait for before the outcome may be acknowledged.
 pub(super) type Durable = Option<(Arc<Transcript>, u64)>;
 
+/// A message as appended, with the generation that makes it durable.
+type Appended = (Arc<StoredMessage>, u64);
+
 async fn run(
     inner: &Arc<Inner>,
     rt: &SessionRuntime,
     run_id: &str,
-    request: &super::TurnRequest,
-    cancel: &tokio_util::sync::CancellationToken,
+    request: &TurnRequest,
+    cancel: &CancellationToken,
 ) -> (TurnOutcome, Durable) {
-    let key = &request.session_key;
-    let entry = match inner.store.get_or_create(key).await {
-        Ok(e) => e,
+    let session = match inner.store.session_handle(&request.session_key).await {
+        Ok(s) => s,
         Err(e) => return (Err(e.into()), None),
     };
-    let transcript = match inner.store.transcript(&entry.session_id) {
-        Ok(t) => t,
-        Err(e) => return (Err(e.into()), None),
-    };
-    let result = |message: loopchat_proto::Message| TurnResult {
-        session_key: key.clone(),
-        session_id: entry.session_id.clone(),
-        run_id: run_id.to_owned(),
-        message,
-        deliver: request.deliver.clone(),
-        replayed: false,
-        more_queued: false,
-    };
-
     if inner.agent.writes_transcript() {
-        return super::agent_written::run(inner, rt, run_id, request, cancel, &entry, transcript)
-            .await;
+        return super::agent_written::run(inner, rt, run_id, request, cancel, &session).await;
     }
-    let origin = match origin_for(&inner.agent.info(), request.model.as_deref(), &transcript) {
+    let origin = match origin_for(
+        &inner.agent.info(),
+        request.model.as_deref(),
+        session.transcript(),
+    ) {
         Ok(o) => o,
         Err(e) => return (Err(e.into()), None),
     };
+    let turn = Turn {
+        inner,
+        rt,
+        run_id,
+        request,
+        cancel,
+        session: &session,
+        origin,
+    };
+    let asked = match turn.find_or_store_user_message() {
+        Ok(Found::Answered(reply)) => return turn.replay(&reply),
+        Ok(Found::Asked(asked)) => asked,
+        Err(e) => return (Err(e), None),
+    };
+    publish_run_start(rt, run_id);
+    let history = match turn.history(&asked) {
+        Ok(history) => history,
+        Err(e) => return end_with_error(rt, run_id, e.into()),
+    };
+    let parent = match turn.reply_parent(&asked.user_id) {
+        Ok(parent) => parent,
+        Err(e) => return end_with_error(rt, run_id, e.into()),
+    };
+    let mut generated = match turn.agent_loop(history, parent).await {
+        Ok(generated) => generated,
+        Err(e) => return end_with_error(rt, run_id, e.into()),
+    };
+    let reply = match turn.store_reply(&mut generated, asked.user_id) {
+        Ok(reply) => reply,
+        Err(e) => return end_with_error(rt, run_id, e.into()),
+    };
+    turn.finish(generated, reply, asked.first_title)
+}
 
-    // A retry of a turn this relay stored before a restart.
-    let earlier = match &request.client_id {
-        Some(c) => match transcript.find_turn(c) {
-            Ok(found) => found,
-            Err(e) => return (Err(e.into()), None),
-        },
-        None => None,
-    };
-    // Regenerating answers a stored user message again, like a resumed turn.
-    let earlier = match (&request.regenerate, earlier) {
-        (Some(id), None) => match transcript.message(id) {
-            Ok(Some(user)) if user.message.role == Role::User => Some((user, None)),
-            Ok(_) => {
-                let e = TurnError::UnknownEntry(format!("no user message {id:?} in this session"));
-                return (Err(e), None);
-            }
-            Err(e) => return (Err(e.into()), None),
-        },
-        (_, earlier) => earlier,
-    };
-    // A keyed turn run again after a crash answers its own user message in
-    // the context it had then, not after turns that landed since.
-    let mut resumed = None;
-    // The title a new session got from its first message.
-    let mut first_title = None;
-    let user_id = match earlier {
-        Some((_, Some(reply))) => {
-            let replayed = TurnResult {
-                replayed: true,
-                ..result(reply.message.clone())
-            };
-            // Found in the file is not yet durable: the run that wrote it
-            // may have died (or failed its flush) before the flush. Answer
-            // only after one.
-            let barrier = transcript.barrier();
-            return (Ok(replayed), Some((transcript.clone(), barrier)));
-        }
-        Some((user, None)) => {
-            let id = user.message.id.clone();
-            resumed = Some(user);
-            id
-        }
-        None => {
-            if let Err(e) = close_interrupted(&transcript, rt) {
-                return (Err(e.into()), None);
-            }
-            let mut new = NewMessage::new(
-                Role::User,
-                user_content(
-                    &request.text,
-                    &request.attachment_ids,
-                    &request.attachment_names,
-                    &inner.attachments,
-                ),
-                now_millis(),
-            );
-            new.client_id = request.client_id.clone();
-            // pi's model_change / thinking_level_change entries before the
-            // turn they apply to.
-            let level = request
-                .thinking
-                .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
-                .unwrap_or_default();
-            if let Some(parent) = &request.parent_id {
-                match transcript.message(parent) {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        let e = TurnError::UnknownEntry(format!(
-                            "parentId {parent:?} names no message of this session"
-                        ));
-                        return (Err(e), None);
-                    }
-                    Err(e) => return (Err(e.into()), None),
-                }
-            }
-            // A branch hangs right under the chosen entry, a sibling of what
-            // was there (as pi's /tree makes it); the settings above the fork
-            // still hold on its path.
-            new.parent_id = request.parent_id.clone();
-            // An edit sent under another model: its `model_change` hangs at
-            // the fork too, above the edited message.
-            if let Some(parent) = &request.parent_id {
-                let current = match transcript.model() {
-                    Ok(current) => current,
-                    Err(e) => return (Err(e.into()), None),
-                };
-                if current.as_ref() != Some(&(origin.provider.clone(), origin.model.clone())) {
-                    match transcript.note_model_under(parent, &origin.provider, &origin.model) {
-                        Ok(id) => new.parent_id = Some(id),
-                        Err(e) => return (Err(e.into()), None),
-                    }
-                }
-            }
-            let first = new.parent_id.is_none()
-                && transcript
-                    .latest(1)
-                    .is_ok_and(|p| p.messages.is_empty() && !p.has_more);
-            if new.parent_id.is_none()
-                && let Err(e) = transcript.note_settings(
-                    Some((&origin.provider, &origin.model)),
-                    Some(level.as_str()),
-                )
-            {
-                return (Err(e.into()), None);
-            }
-            let published = transcript.append_then(&new, |stored| {
-                rt.events.publish(EventBody::Message {
-                    message: stored.message.clone(),
-                    run_id: Some(run_id.to_owned()),
-                });
-            });
-            let id = match published {
-                Ok((stored, _)) => stored.message.id.clone(),
-                Err(e) => return (Err(e.into()), None),
-            };
-            if first {
-                // Durable with the reply (same file, earlier generation).
-                first_title = super::listing::title_from(&request.text).filter(|title| {
-                    match transcript.rename_if(None, title) {
-                        Ok(written) => written.is_some(),
-                        Err(e) => {
-                            tracing::warn!(session = %key, error = %e, "could not title a new session");
-                            false
-                        }
-                    }
-                });
-                inner.list_changed(key, loopchat_proto::SessionChange::Created);
-            }
-            id
-        }
-    };
+/// One turn of the relay's own agent loop: what its steps share.
+struct Turn<'a> {
+    inner: &'a Arc<Inner>,
+    rt: &'a SessionRuntime,
+    run_id: &'a str,
+    request: &'a TurnRequest,
+    cancel: &'a CancellationToken,
+    session: &'a SessionHandle,
+    /// Who writes the reply, with the model it asks for.
+    origin: Origin,
+}
 
-    let start = rt.events.publish(EventBody::RunStart {
-        run_id: run_id.to_owned(),
-    });
-    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = Some(ActiveRun {
-        run_id: run_id.to_owned(),
-        start_seq: start.seq,
-    });
+/// What the request leads to.
+enum Found {
+    /// A keyed turn answered before a restart: its stored reply.
+    Answered(Arc<StoredMessage>),
+    /// A user message to answer now.
+    Asked(Asked),
+}
 
-    let thinking = request
-        .thinking
-        .or_else(|| ThinkingLevel::parse(&entry.thinking_level))
-        .unwrap_or_default();
-    let context = match &resumed {
-        Some(user) => transcript.through(user, inner.history_messages),
-        None => transcript.latest_plain(inner.history_messages),
-    };
-    let history = match context {
-        Ok(page) => page
-            .messages
-            .iter()
-            .filter_map(|m| chat_turn(m, &inner.attachments))
-            .collect(),
-        Err(e) => {
-            return end_with_error(rt, run_id, e.into());
-        }
-    };
-    let tools = inner.tools.get().cloned();
-    let specs: Arc<[ToolSpec]> = match &tools {
-        Some(t) => t.toolbox.specs().into(),
-        None => Arc::from(Vec::new()),
-    };
-    let mut history: Vec<ChatTurn> = history;
-    // A regenerated reply is a new child of the message it answers: the
-    // first assistant entry of the run hangs there, the rest follow it. (A
-    // turn resumed after a crash goes on at the leaf instead: hanging it
-    // under its message would hide the turns that landed since.)
-    let mut regenerated_under = request.regenerate.is_some().then(|| user_id.clone());
-    // Answered again under another model: pi's `model_change` goes between
-    // the message and the new reply, so that the branch says which model
-    // it is on (and a continuation by pi uses it).
-    if regenerated_under.is_some() {
-        let current = match transcript.model() {
-            Ok(current) => current,
-            Err(e) => return end_with_error(rt, run_id, e.into()),
-        };
-        if current.as_ref() != Some(&(origin.provider.clone(), origin.model.clone())) {
-            match transcript.note_model_under(&user_id, &origin.provider, &origin.model) {
-                Ok(id) => regenerated_under = Some(id),
-                Err(e) => return end_with_error(rt, run_id, e.into()),
-            }
+/// The user message a turn answers.
+struct Asked {
+    /// What the reply's `replyTo` names.
+    user_id: String,
+    /// A keyed turn run again after a crash answers its own user message in
+    /// the context it had then, not after turns that landed since.
+    resumed: Option<Arc<StoredMessage>>,
+    /// The title a new session got from its first message.
+    first_title: Option<String>,
+}
+
+/// What the agent loop produced for the reply.
+struct Generated {
+    ended: Result<RunState, AgentError>,
+    text: String,
+    thought: String,
+    /// The last request's counts and timings.
+    meter: Meter,
+    /// Tool steps taken.
+    steps: usize,
+    /// Where the next assistant entry hangs; `None`: at the leaf.
+    parent: Option<String>,
+}
+
+impl Generated {
+    /// How the run ended, as `run.end` and the reply say it.
+    fn state(&self) -> (RunState, Option<String>) {
+        match &self.ended {
+            Ok(s) => (*s, None),
+            Err(e) => (RunState::Error, Some(e.to_string())),
         }
     }
-    let mut steps = 0usize;
-    let mut tools_ended_at = None;
-    let mut text = String::new();
-    let mut thought = String::new();
-    let mut meter;
-    let ended: Result<RunState, AgentError> = loop {
-        meter = Meter::start();
-        let mut stream = inner.agent.run(AgentRequest {
-            session_key: key.clone(),
-            run_id: run_id.to_owned(),
-            history: history.clone(),
+}
+
+/// One request to the agent, streamed.
+struct Response {
+    ended: Result<RunState, AgentError>,
+    /// The tools it asked for: run by the turn, not published as they come.
+    calls: Vec<ToolCall>,
+    text: String,
+    thought: String,
+    meter: Meter,
+}
+
+impl Turn<'_> {
+    fn transcript(&self) -> &Arc<Transcript> {
+        self.session.transcript()
+    }
+
+    fn result(&self, message: loopchat_proto::Message) -> TurnResult {
+        TurnResult {
+            session_key: self.request.session_key.clone(),
+            session_id: self.session.session_id().to_owned(),
+            run_id: self.run_id.to_owned(),
+            message,
+            deliver: self.request.deliver.clone(),
+            replayed: false,
+            more_queued: false,
+        }
+    }
+
+    /// The user message of a retried key or of a regenerate, else the one
+    /// this turn stores.
+    fn find_or_store_user_message(&self) -> Result<Found, TurnError> {
+        let transcript = self.transcript();
+        // A retry of a turn this relay stored before a restart.
+        let earlier = match &self.request.client_id {
+            Some(c) => transcript.find_turn(c)?,
+            None => None,
+        };
+        // Regenerating answers a stored user message again, like a resumed turn.
+        let earlier = match (&self.request.regenerate, earlier) {
+            (Some(id), None) => match transcript.message(id)? {
+                Some(user) if user.message.role == Role::User => Some((user, None)),
+                _ => {
+                    return Err(TurnError::UnknownEntry(format!(
+                        "no user message {id:?} in this session"
+                    )));
+                }
+            },
+            (_, earlier) => earlier,
+        };
+        Ok(match earlier {
+            Some((_, Some(reply))) => Found::Answered(reply),
+            Some((user, None)) => Found::Asked(Asked {
+                user_id: user.message.id.clone(),
+                resumed: Some(user),
+                first_title: None,
+            }),
+            None => Found::Asked(self.store_user_message()?),
+        })
+    }
+
+    /// The outcome of a keyed turn answered before a restart.
+    fn replay(&self, reply: &StoredMessage) -> (TurnOutcome, Durable) {
+        let replayed = TurnResult {
+            replayed: true,
+            ..self.result(reply.message.clone())
+        };
+        // Found in the file is not yet durable: the run that wrote it
+        // may have died (or failed its flush) before the flush. Answer
+        // only after one.
+        let barrier = self.transcript().barrier();
+        (Ok(replayed), Some((self.transcript().clone(), barrier)))
+    }
+
+    /// Stores the request's message, after what a crash left unfinished and
+    /// below pi's settings entries; a new session is titled from it.
+    fn store_user_message(&self) -> Result<Asked, TurnError> {
+        let (request, origin, transcript) = (self.request, &self.origin, self.transcript());
+        close_interrupted(transcript, self.rt)?;
+        let mut new = NewMessage::new(
+            Role::User,
+            user_content(
+                &request.text,
+                &request.attachment_ids,
+                &request.attachment_names,
+                &self.inner.attachments,
+            ),
+            now_millis(),
+        );
+        new.client_id = request.client_id.clone();
+        // pi's model_change / thinking_level_change entries before the
+        // turn they apply to.
+        let level = self.session.thinking(request.thinking);
+        if let Some(parent) = &request.parent_id
+            && transcript.message(parent)?.is_none()
+        {
+            return Err(TurnError::UnknownEntry(format!(
+                "parentId {parent:?} names no message of this session"
+            )));
+        }
+        // A branch hangs right under the chosen entry, a sibling of what
+        // was there (as pi's /tree makes it); the settings above the fork
+        // still hold on its path.
+        new.parent_id = request.parent_id.clone();
+        // An edit sent under another model: its `model_change` hangs at
+        // the fork too, above the edited message.
+        if let Some(parent) = &request.parent_id
+            && self.changes_model()?
+        {
+            new.parent_id =
+                Some(transcript.note_model_under(parent, &origin.provider, &origin.model)?);
+        }
+        let first = new.parent_id.is_none()
+            && transcript
+                .latest(1)
+                .is_ok_and(|p| p.messages.is_empty() && !p.has_more);
+        if new.parent_id.is_none() {
+            transcript.note_settings(
+                Some((&origin.provider, &origin.model)),
+                Some(level.as_str()),
+            )?;
+        }
+        let (stored, _) = append_published(transcript, self.rt, self.run_id, &new)?;
+        let mut first_title = None;
+        if first {
+            let key = &request.session_key;
+            // Durable with the reply (same file, earlier generation).
+            first_title = super::listing::title_from(&request.text).filter(
+                |title| match transcript.rename_if(None, title) {
+                    Ok(written) => written.is_some(),
+                    Err(e) => {
+                        tracing::warn!(session = %key, error = %e, "could not title a new session");
+                        false
+                    }
+                },
+            );
+            self.inner
+                .list_changed(key, loopchat_proto::SessionChange::Created);
+        }
+        Ok(Asked {
+            user_id: stored.message.id.clone(),
+            resumed: None,
+            first_title,
+        })
+    }
+
+    /// The transcript is on another model than this turn's: pi's
+    /// `model_change` must say so.
+    fn changes_model(&self) -> Result<bool, StoreError> {
+        let current = self.transcript().model()?;
+        Ok(current.as_ref() != Some(&(self.origin.provider.clone(), self.origin.model.clone())))
+    }
+
+    /// The conversation the agent is given.
+    fn history(&self, asked: &Asked) -> Result<Vec<ChatTurn>, StoreError> {
+        let limit = self.inner.history_messages;
+        let page = match &asked.resumed {
+            Some(user) => self.transcript().through(user, limit)?,
+            None => self.transcript().latest_plain(limit)?,
+        };
+        Ok(page
+            .messages
+            .iter()
+            .filter_map(|m| chat_turn(m, &self.inner.attachments))
+            .collect())
+    }
+
+    /// Where the run's first assistant entry hangs.
+    fn reply_parent(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        // A regenerated reply is a new child of the message it answers: the
+        // first assistant entry of the run hangs there, the rest follow it. (A
+        // turn resumed after a crash goes on at the leaf instead: hanging it
+        // under its message would hide the turns that landed since.)
+        if self.request.regenerate.is_none() {
+            return Ok(None);
+        }
+        // Answered again under another model: pi's `model_change` goes between
+        // the message and the new reply, so that the branch says which model
+        // it is on (and a continuation by pi uses it).
+        if self.changes_model()? {
+            let origin = &self.origin;
+            return self
+                .transcript()
+                .note_model_under(user_id, &origin.provider, &origin.model)
+                .map(Some);
+        }
+        Ok(Some(user_id.to_owned()))
+    }
+
+    /// Asks the agent, runs the tools it calls and asks again with their
+    /// results, until it answers without tools, fails or is stopped.
+    async fn agent_loop(
+        &self,
+        mut history: Vec<ChatTurn>,
+        mut parent: Option<String>,
+    ) -> Result<Generated, StoreError> {
+        let thinking = self.session.thinking(self.request.thinking);
+        let tools = self.inner.tools.get().cloned();
+        let specs: Arc<[ToolSpec]> = match &tools {
+            Some(t) => t.toolbox.specs().into(),
+            None => Arc::from(Vec::new()),
+        };
+        let mut steps = 0usize;
+        let mut tools_ended_at = None;
+        let (ended, text, thought, meter) = loop {
+            let Response {
+                ended,
+                calls,
+                text,
+                thought,
+                meter,
+            } = self
+                .ask_agent(&history, thinking, &specs, tools_ended_at.take())
+                .await;
+            let arrived = Instant::now();
+            let Some(tools) = tools.as_deref() else {
+                break (ended, text, thought, meter);
+            };
+            if !matches!(ended, Ok(RunState::Final)) || calls.is_empty() {
+                break (ended, text, thought, meter);
+            }
+            // The model asked for tools: its message (text and toolCall
+            // blocks, pi's shape), then one toolResult per call, each stored
+            // as it is known.
+            steps += 1;
+            let mut new = NewMessage::new(
+                Role::Assistant,
+                tool_use_content(&text, &thought, &calls),
+                now_millis(),
+            );
+            new.stop_reason = Some("toolUse".into());
+            new.origin = Some(self.origin.clone());
+            meter.finish(&mut new);
+            new.parent_id = parent.take();
+            append_published(self.transcript(), self.rt, self.run_id, &new)?;
+            let mut turn = ChatTurn::new(Role::Assistant, text);
+            turn.tool_calls = calls.clone();
+            history.push(turn);
+            let over = steps > tools.max_steps;
+            self.run_tools(tools, &calls, arrived, over, &mut history)
+                .await?;
+            // What the reply holds is only what comes after the tool step.
+            let (text, thought) = (String::new(), String::new());
+            if self.cancel.is_cancelled() {
+                break (Ok(RunState::Aborted), text, thought, meter);
+            }
+            if over {
+                let error = AgentError::Failed(format!(
+                    "the run stopped after {} tool steps: the model kept calling tools \
+                     (raise [tools] max_steps to allow more)",
+                    tools.max_steps
+                ));
+                break (Err(error), text, thought, meter);
+            }
+            tools_ended_at = Some(Instant::now());
+        };
+        Ok(Generated {
+            ended,
+            text,
+            thought,
+            meter,
+            steps,
+            parent,
+        })
+    }
+
+    /// One request to the agent, its events published as they come.
+    async fn ask_agent(
+        &self,
+        history: &[ChatTurn],
+        thinking: ThinkingLevel,
+        specs: &Arc<[ToolSpec]>,
+        tools_ended_at: Option<Instant>,
+    ) -> Response {
+        let mut meter = Meter::start();
+        let mut stream = self.inner.agent.run(AgentRequest {
+            session_key: self.request.session_key.clone(),
+            run_id: self.run_id.to_owned(),
+            history: history.to_vec(),
             thinking,
             tools: specs.clone(),
-            tools_ended_at: tools_ended_at.take(),
+            tools_ended_at,
             transcript: None,
-            abort: cancel.clone(),
-            model: Some(origin.model.clone()),
+            abort: self.cancel.clone(),
+            model: Some(self.origin.model.clone()),
         });
-        text.clear();
-        thought.clear();
+        let (mut text, mut thought) = (String::new(), String::new());
         let mut calls: Vec<ToolCall> = Vec::new();
         let ended: Result<RunState, AgentError> = loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break Ok(RunState::Aborted),
+                _ = self.cancel.cancelled() => break Ok(RunState::Aborted),
                 item = stream.next() => match item {
                     Some(Ok(AgentEvent::ToolCall(c))) => calls.push(c),
                     Some(Ok(event)) => {
                         meter.saw(&event);
-                        publish_agent_event(rt, run_id, event, &mut text, &mut thought);
+                        publish_agent_event(self.rt, self.run_id, event, &mut text, &mut thought);
                     }
                     Some(Err(e)) => break Err(e),
                     None => break Ok(RunState::Final),
@@ -338,40 +499,32 @@ async fn run(
         // Dropping the stream is what stops the backend (closes the upstream
         // request, kills the command).
         drop(stream);
-        let arrived = std::time::Instant::now();
-        let Some(tools) = tools.as_deref() else {
-            break ended;
-        };
-        if !matches!(ended, Ok(RunState::Final)) || calls.is_empty() {
-            break ended;
+        Response {
+            ended,
+            calls,
+            text,
+            thought,
+            meter,
         }
-        // The model asked for tools: its message (text and toolCall
-        // blocks, pi's shape), then one toolResult per call, each stored
-        // as it is known.
-        steps += 1;
-        let mut new = NewMessage::new(
-            Role::Assistant,
-            tool_use_content(&text, &thought, &calls),
-            now_millis(),
-        );
-        new.stop_reason = Some("toolUse".into());
-        new.origin = Some(origin.clone());
-        meter.finish(&mut new);
-        new.parent_id = regenerated_under.take();
-        if let Err(e) = append_published(&transcript, rt, run_id, &new) {
-            return end_with_error(rt, run_id, e.into());
-        }
-        let mut turn = ChatTurn::new(Role::Assistant, text.clone());
-        turn.tool_calls = calls.clone();
-        history.push(turn);
-        let over = steps > tools.max_steps;
+    }
+
+    /// Runs one tool step's calls (or says why not), storing each result as
+    /// it is known and adding it to the history.
+    async fn run_tools(
+        &self,
+        tools: &ToolRuntime,
+        calls: &[ToolCall],
+        arrived: Instant,
+        over: bool,
+        history: &mut Vec<ChatTurn>,
+    ) -> Result<(), StoreError> {
         let step = tool_step::Step {
             tools,
-            rt,
-            run_id,
-            cancel,
+            rt: self.rt,
+            run_id: self.run_id,
+            cancel: self.cancel,
         };
-        for call in &calls {
+        for call in calls {
             let result = if over {
                 tool_step::not_run(
                     &step,
@@ -382,7 +535,7 @@ async fn run(
                         tools.max_steps
                     ),
                 )
-            } else if cancel.is_cancelled() {
+            } else if self.cancel.is_cancelled() {
                 tool_step::not_run(&step, call, ToolStatus::Aborted, "Operation aborted".into())
             } else {
                 step.run(call, arrived).await
@@ -397,88 +550,80 @@ async fn run(
                 tool_name: call.name.clone(),
                 is_error: result.is_error,
             });
-            if let Err(e) = append_published(&transcript, rt, run_id, &stored) {
-                return end_with_error(rt, run_id, e.into());
-            }
+            append_published(self.transcript(), self.rt, self.run_id, &stored)?;
             history.push(tool_result_turn(&call.id, &stored.content));
         }
-        text.clear();
-        thought.clear();
-        if cancel.is_cancelled() {
-            break Ok(RunState::Aborted);
-        }
-        if over {
-            break Err(AgentError::Failed(format!(
-                "the run stopped after {} tool steps: the model kept calling tools \
-                 (raise [tools] max_steps to allow more)",
-                tools.max_steps
-            )));
-        }
-        tools_ended_at = Some(std::time::Instant::now());
-    };
+        Ok(())
+    }
 
-    let (state, error) = match &ended {
-        Ok(s) => (*s, None),
-        Err(e) => (RunState::Error, Some(e.to_string())),
-    };
-    // Keep what was generated: a complete or stopped reply always, a failed
-    // one only if it produced something.
-    // After tool steps, always: the transcript must not end in a tool
-    // result, which reads as a run that was cut off.
-    let keep = state != RunState::Error || !text.is_empty() || !thought.is_empty() || steps > 0;
-    let mut reply = None;
-    if keep {
+    /// Stores the reply, if there is one to keep.
+    fn store_reply(
+        &self,
+        generated: &mut Generated,
+        user_id: String,
+    ) -> Result<Option<Appended>, StoreError> {
+        let (state, error) = generated.state();
+        // Keep what was generated: a complete or stopped reply always, a failed
+        // one only if it produced something.
+        // After tool steps, always: the transcript must not end in a tool
+        // result, which reads as a run that was cut off.
+        let keep = state != RunState::Error
+            || !generated.text.is_empty()
+            || !generated.thought.is_empty()
+            || generated.steps > 0;
+        if !keep {
+            return Ok(None);
+        }
         let mut new = NewMessage::new(
             Role::Assistant,
-            assistant_content(&text, &thought),
+            assistant_content(&generated.text, &generated.thought),
             now_millis(),
         );
         new.reply_to = Some(user_id);
         new.stop_reason = (state != RunState::Final).then(|| state.as_str().to_owned());
-        new.error_message = error.clone();
-        new.origin = Some(origin.clone());
-        meter.finish(&mut new);
+        new.error_message = error;
+        new.origin = Some(self.origin.clone());
+        generated.meter.finish(&mut new);
         // A regenerated reply is a new child of the message it answers. (A
         // turn resumed after a crash goes on at the leaf instead: hanging it
         // under its message would hide the turns that landed since.)
-        new.parent_id = regenerated_under.take();
-        let published = transcript.append_then(&new, |stored| {
-            rt.events.publish(EventBody::Message {
-                message: stored.message.clone(),
-                run_id: Some(run_id.to_owned()),
-            });
-        });
-        match published {
-            Ok((stored, generation)) => {
-                reply = Some((stored, generation));
-            }
-            Err(e) => return end_with_error(rt, run_id, e.into()),
+        new.parent_id = generated.parent.take();
+        append_published(self.transcript(), self.rt, self.run_id, &new).map(Some)
+    }
+
+    /// `run.end`, the session's activity, a new session's title from the
+    /// model, and the outcome with the write it waits for.
+    fn finish(
+        &self,
+        generated: Generated,
+        reply: Option<Appended>,
+        first_title: Option<String>,
+    ) -> (TurnOutcome, Durable) {
+        let (request, key) = (self.request, &self.request.session_key);
+        let (state, error) = generated.state();
+        publish_run_end(self.rt, self.run_id, state, error);
+        self.session
+            .touch(now_millis(), request.thinking.map(ThinkingLevel::as_str));
+        self.inner
+            .list_changed(key, loopchat_proto::SessionChange::Updated);
+        if let (Some(title), Ok(_), Some((stored, _))) = (first_title, &generated.ended, &reply) {
+            self.inner.auto_title(
+                key,
+                self.transcript().clone(),
+                title,
+                request.text.clone(),
+                stored.message.content.text(),
+            );
         }
+        let durable = reply.as_ref().map(|(_, g)| (self.transcript().clone(), *g));
+        let outcome = match (generated.ended, reply) {
+            (Ok(_), Some((stored, _))) => Ok(self.result(stored.message.clone())),
+            (Err(AgentError::Timeout(m)), _) => Err(TurnError::AgentTimeout(m)),
+            (Err(AgentError::Failed(m)), _) => Err(TurnError::Agent(m)),
+            (Ok(_), None) => Err(TurnError::Agent("the reply was not stored".into())),
+        };
+        (outcome, durable)
     }
-    publish_run_end(rt, run_id, state, error.clone());
-    inner.store.touch(
-        key,
-        now_millis(),
-        request.thinking.map(ThinkingLevel::as_str),
-    );
-    inner.list_changed(key, loopchat_proto::SessionChange::Updated);
-    if let (Some(title), Ok(_), Some((stored, _))) = (first_title, &ended, &reply) {
-        inner.auto_title(
-            key,
-            transcript.clone(),
-            title,
-            request.text.clone(),
-            stored.message.content.text(),
-        );
-    }
-    let durable = reply.as_ref().map(|(_, g)| (transcript.clone(), *g));
-    let outcome = match (ended, reply) {
-        (Ok(_), Some((stored, _))) => Ok(result(stored.message.clone())),
-        (Err(AgentError::Timeout(m)), _) => Err(TurnError::AgentTimeout(m)),
-        (Err(AgentError::Failed(m)), _) => Err(TurnError::Agent(m)),
-        (Ok(_), None) => Err(TurnError::Agent("the reply was not stored".into())),
-    };
-    (outcome, durable)
 }
 
 /// Publishes one event of the agent's stream, adding text and thinking to
@@ -548,6 +693,17 @@ pub(super) fn publish_agent_event(
     rt.events.publish(body);
 }
 
+/// `run.start`, and the run is the session's active one.
+pub(super) fn publish_run_start(rt: &SessionRuntime, run_id: &str) {
+    let start = rt.events.publish(EventBody::RunStart {
+        run_id: run_id.to_owned(),
+    });
+    rt.state.lock().active = Some(ActiveRun {
+        run_id: run_id.to_owned(),
+        start_seq: start.seq,
+    });
+}
+
 pub(super) fn end_with_error(
     rt: &SessionRuntime,
     run_id: &str,
@@ -566,7 +722,7 @@ pub(super) fn publish_run_end(
     state: RunState,
     error: Option<String>,
 ) {
-    rt.state.lock().unwrap_or_else(|e| e.into_inner()).active = None;
+    rt.state.lock().active = None;
     rt.events.publish(EventBody::RunEnd {
         run_id: run_id.to_owned(),
         state,
@@ -838,15 +994,13 @@ fn append_published(
     rt: &SessionRuntime,
     run_id: &str,
     new: &NewMessage,
-) -> Result<(), crate::store::StoreError> {
-    transcript
-        .append_then(new, |stored| {
-            rt.events.publish(EventBody::Message {
-                message: stored.message.clone(),
-                run_id: Some(run_id.to_owned()),
-            });
-        })
-        .map(|_| ())
+) -> Result<Appended, StoreError> {
+    transcript.append_then(new, |stored| {
+        rt.events.publish(EventBody::Message {
+            message: stored.message.clone(),
+            run_id: Some(run_id.to_owned()),
+        });
+    })
 }
 
 /// An assistant message that ends in tool calls, in pi's shape: thinking,

@@ -14,20 +14,23 @@
 //! the rules in [`transcript`].
 
 mod archive;
+mod handle;
 mod index;
 mod line;
 mod source;
 mod transcript;
 mod upgrade;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub(crate) use crate::durable::{FlushKind, GroupCommit};
 pub use archive::ArchivedEntry;
+pub use handle::SessionHandle;
 pub(crate) use index::is_safe_session_id;
 pub use index::{SessionEntry, index_bytes, parse_index};
 pub use line::{
@@ -240,7 +243,6 @@ impl Store {
             .inner
             .entries
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .get(&entry.key)
             .and_then(|raw| raw.get("cwd"))
             .and_then(serde_json::Value::as_str)
@@ -276,7 +278,7 @@ impl Store {
 
     /// The keys whose entry names `session_id`.
     pub fn keys_of(&self, session_id: &str) -> Vec<String> {
-        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.inner.entries.lock();
         entries
             .iter()
             .filter(|(_, raw)| {
@@ -290,7 +292,7 @@ impl Store {
     /// its changes into the relay's. Blocking (file I/O). True when it had
     /// changed.
     pub fn refresh_index(&self) -> Result<bool, StoreError> {
-        let mut on_disk = self.inner.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+        let mut on_disk = self.inner.on_disk.lock();
         Ok(self.inner.refresh_index_locked(&mut on_disk)?)
     }
 
@@ -299,7 +301,7 @@ impl Store {
     }
 
     pub fn session(&self, key: &str) -> Option<SessionEntry> {
-        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.inner.entries.lock();
         entries
             .get(key)
             .and_then(|raw| SessionEntry::from_raw(key, raw))
@@ -307,7 +309,7 @@ impl Store {
 
     /// Every readable session, newest first.
     pub fn sessions(&self) -> Vec<SessionEntry> {
-        let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.inner.entries.lock();
         let mut list: Vec<_> = entries
             .iter()
             .filter_map(|(k, raw)| SessionEntry::from_raw(k, raw))
@@ -328,7 +330,7 @@ impl Store {
         }
         let _one = self.inner.archive_lock.lock().await;
         let generation = {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             let raw = entries
                 .get_mut(key)
                 .filter(|raw| SessionEntry::from_raw(key, raw).is_some())
@@ -353,7 +355,7 @@ impl Store {
         }
         let _one = self.inner.archive_lock.lock().await;
         let (entry, raw) = {
-            let entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let entries = self.inner.entries.lock();
             let raw = entries.get(key).cloned();
             match raw.and_then(|raw| Some((SessionEntry::from_raw(key, &raw)?, raw))) {
                 Some(found) => found,
@@ -387,12 +389,7 @@ impl Store {
             archive.insert(session_id.clone(), archived.clone());
             paths.write(&archive).map_err(StoreError::from)?;
             // Later reads open the file where it is then.
-            store
-                .inner
-                .transcripts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&session_id);
+            store.inner.transcripts.lock().remove(&session_id);
             if file {
                 archive::move_durably(&from, &paths.transcript(&session_id))
                     .map_err(StoreError::from)?;
@@ -402,7 +399,7 @@ impl Store {
         .await
         .map_err(|e| StoreError::Io(io::Error::other(e)))??;
         let generation = {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             if entries
                 .get(key)
                 .and_then(|raw| raw.get("sessionId"))
@@ -468,7 +465,7 @@ impl Store {
         .await
         .map_err(|e| StoreError::Io(io::Error::other(e)))??;
         let generation = {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             entries.insert(archived.key.clone(), archived.entry.clone());
             self.inner.index_commit.bump()
         };
@@ -571,7 +568,7 @@ impl Store {
                 .map_err(|e| StoreError::Io(io::Error::other(e)))?;
         }
         let (generation, previous) = {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             if let Some(entry) = entries
                 .get(key)
                 .and_then(|raw| SessionEntry::from_raw(key, raw))
@@ -588,13 +585,9 @@ impl Store {
             raw.entry("thinkingLevel").or_insert_with(|| "off".into());
             (self.inner.index_commit.bump(), previous)
         };
-        self.inner
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session_id.clone());
+        self.inner.created.lock().insert(session_id.clone());
         if let Err(e) = self.persist_index(generation).await {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             let ours = entries
                 .get(key)
                 .and_then(|raw| raw.get("sessionId"))
@@ -620,7 +613,7 @@ impl Store {
     /// never a message. Must be called inside a tokio runtime.
     pub fn touch(&self, key: &str, updated_at: i64, thinking_level: Option<&str>) {
         {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             if let Some(raw) = entries.get_mut(key) {
                 raw.insert("updatedAt".into(), updated_at.into());
                 if let Some(level) = thinking_level {
@@ -700,7 +693,7 @@ impl Store {
         };
         written?;
         let generation = {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             for s in &new {
                 let raw = entries.entry(s.key.clone()).or_default();
                 raw.insert("sessionId".into(), s.session_id.clone().into());
@@ -710,7 +703,7 @@ impl Store {
             self.inner.index_commit.bump()
         };
         if let Err(e) = self.persist_index(generation).await {
-            let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.inner.entries.lock();
             for s in &new {
                 entries.remove(&s.key);
             }
@@ -751,10 +744,10 @@ impl Store {
         std::fs::File::open(&folder)?.sync_all()?;
         std::fs::File::open(&self.inner.dir)?.sync_all()?;
         if let Some(pi) = &self.inner.pi {
-            let mut pi = pi.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pi = pi.lock();
             pi.files.insert(session_id.to_owned(), path);
         }
-        let mut entries = self.inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.inner.entries.lock();
         let raw = entries.entry(key.to_owned()).or_default();
         raw.insert("sessionId".into(), session_id.into());
         raw.insert("updatedAt".into(), now.into());
@@ -773,7 +766,7 @@ impl Store {
         self.inner
             .index_commit
             .wait(generation, move || {
-                let mut on_disk = inner.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+                let mut on_disk = inner.on_disk.lock();
                 // Whatever another program wrote since is merged first, so the
                 // rewrite keeps it. Not being able to read it must not stop
                 // the relay from making its own sessions durable.
@@ -781,7 +774,7 @@ impl Store {
                     tracing::warn!(error = %e, "cannot read the session index before rewriting it");
                 }
                 let (bytes, snapshot) = {
-                    let entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
+                    let entries = inner.entries.lock();
                     (index_bytes(&entries)?, entries.clone())
                 };
                 let stamp = write_atomically_stamped(&inner.index_path, &bytes)?;
@@ -797,21 +790,12 @@ impl Store {
 
     /// The transcript of `session_id` if it is open already.
     pub fn open_transcript(&self, session_id: &str) -> Option<Arc<Transcript>> {
-        self.inner
-            .transcripts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(session_id)
-            .cloned()
+        self.inner.transcripts.lock().get(session_id).cloned()
     }
 
     /// The transcript of `session_id`, opened on first use.
     pub fn transcript(&self, session_id: &str) -> Result<Arc<Transcript>, StoreError> {
-        let mut open = self
-            .inner
-            .transcripts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut open = self.inner.transcripts.lock();
         if let Some(t) = open.get(session_id) {
             return Ok(t.clone());
         }
@@ -824,12 +808,7 @@ impl Store {
         let path = self.inner.transcript_path(session_id);
         if self.inner.shared.foreign_store
             && !path.exists()
-            && !self
-                .inner
-                .created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(session_id)
+            && !self.inner.created.lock().contains(session_id)
         {
             // Reading a foreign index must not leave empty files in it.
             return Err(StoreError::Io(io::Error::new(
@@ -889,18 +868,13 @@ impl Inner {
     /// `<sessionId>.jsonl`.
     fn transcript_path(&self, session_id: &str) -> PathBuf {
         if let Some(pi) = &self.pi
-            && let Some(path) = pi
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .files
-                .get(session_id)
+            && let Some(path) = pi.lock().files.get(session_id)
         {
             return path.clone();
         }
         let named = self
             .entries
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|raw| {
                 raw.get("sessionId").and_then(serde_json::Value::as_str) == Some(session_id)
@@ -918,11 +892,8 @@ impl Inner {
     /// this run created for new sessions stay, the relay's thinking level
     /// and a later `updatedAt` win.
     fn rescan_pi(&self, pi: &Mutex<source::PiFolder>) -> std::io::Result<bool> {
-        let scanned = pi
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .scan(&self.dir)?;
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let scanned = pi.lock().scan(&self.dir)?;
+        let mut entries = self.entries.lock();
         let aliased: std::collections::HashSet<String> = entries
             .iter()
             .filter(|(k, raw)| {
@@ -988,7 +959,7 @@ impl Inner {
             }
             Err(e) => return Err(e),
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock();
         index::merge(&on_disk.base, &mut entries, &theirs);
         tracing::info!(
             sessions = entries.len(),

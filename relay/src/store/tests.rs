@@ -267,11 +267,11 @@ async fn the_recent_window_evicts_by_bytes() {
 async fn foreign_appends_are_read_and_never_joined() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), plain()).unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
     {
         let seen = seen.clone();
         store.on_foreign(Arc::new(move |_, change| {
-            seen.lock().unwrap().push(match change {
+            seen.lock().push(match change {
                 Foreign::Message(m) => m.message.id.clone(),
                 Foreign::Replaced => "replaced".into(),
             })
@@ -291,9 +291,9 @@ async fn foreign_appends_are_read_and_never_joined() {
     other.write_all(&foreign(3)).unwrap();
     // A poll reads the finished line and leaves the unfinished one.
     t.check_foreign().unwrap();
-    assert_eq!(*seen.lock().unwrap(), ["m2"]);
+    assert_eq!(*seen.lock(), ["m2"]);
     t.append(&msg(4, Role::User)).unwrap();
-    assert_eq!(*seen.lock().unwrap(), ["m2", "m3"]);
+    assert_eq!(*seen.lock(), ["m2", "m3"]);
     let ids = |page: Page| -> Vec<String> {
         page.messages.iter().map(|m| m.message.id.clone()).collect()
     };
@@ -313,7 +313,7 @@ async fn foreign_appends_are_read_and_never_joined() {
     fs::write(&tmp, [header.clone(), nine.clone()].concat()).unwrap();
     fs::rename(&tmp, t.path()).unwrap();
     t.check_foreign().unwrap();
-    assert_eq!(seen.lock().unwrap().last().unwrap(), "replaced");
+    assert_eq!(seen.lock().last().unwrap(), "replaced");
     assert_eq!(ids(t.latest(10).unwrap()), ["m9"]);
     let (stored, _) = t.append(&msg(10, Role::User)).unwrap();
     assert_eq!(stored.offset, (header.len() + nine.len()) as u64);
@@ -454,11 +454,11 @@ fn compaction_is_honoured_for_the_agent_only() {
 async fn a_foreign_branch_switches_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), plain()).unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
     {
         let seen = seen.clone();
         store.on_foreign(Arc::new(move |_, change| {
-            seen.lock().unwrap().push(match change {
+            seen.lock().push(match change {
                 Foreign::Message(m) => m.message.id.clone(),
                 Foreign::Replaced => "replaced".into(),
             })
@@ -474,14 +474,14 @@ async fn a_foreign_branch_switches_the_path() {
         .write_all(&msg(4, Role::User).to_line("m4", Some("m1")))
         .unwrap();
     t.check_foreign().unwrap();
-    assert_eq!(*seen.lock().unwrap(), ["replaced"]);
+    assert_eq!(*seen.lock(), ["replaced"]);
     assert_eq!(ids_of(&t.latest(10).unwrap()), ["m1", "m4"]);
     // And one that continues it is a plain message.
     other
         .write_all(&msg(5, Role::Assistant).to_line("m5", Some("m4")))
         .unwrap();
     t.check_foreign().unwrap();
-    assert_eq!(*seen.lock().unwrap(), ["replaced", "m5"]);
+    assert_eq!(*seen.lock(), ["replaced", "m5"]);
     assert_eq!(ids_of(&t.latest(10).unwrap()), ["m1", "m4", "m5"]);
 }
 

@@ -17,13 +17,14 @@
 //! else left unfinished is terminated before the relay writes its own; a file
 //! replaced (or cut shorter) is reopened and read again.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::StoreError;
@@ -465,7 +466,7 @@ impl Transcript {
             checked_ms: AtomicU64::new(0),
         };
         let leaf = t.last_entry(len)?;
-        t.writer.lock().unwrap_or_else(|e| e.into_inner()).leaf = leaf;
+        t.writer.lock().leaf = leaf;
         Ok(t)
     }
 
@@ -484,11 +485,11 @@ impl Transcript {
     }
 
     fn len(&self) -> u64 {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).len
+        self.writer.lock().len
     }
 
     fn reader(&self) -> Arc<File> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.file.lock().clone()
     }
 
     fn decorated(&self, mut m: StoredMessage) -> StoredMessage {
@@ -498,7 +499,7 @@ impl Transcript {
 
     /// Bytes of decoded messages the recent window holds now.
     pub fn window_bytes(&self) -> usize {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.recent.lock().bytes
     }
 
     /// Appends one message (written, not yet durable) and returns it decoded
@@ -525,7 +526,7 @@ impl Transcript {
             parent: Parent::Root,
         });
         self.ensure_recent()?;
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer.lock();
         self.sync_with_file(&mut w, Check::Append)?;
         let id = if new.id.is_empty() {
             self.fresh_id()
@@ -566,7 +567,7 @@ impl Transcript {
         thinking: Option<&str>,
     ) -> Result<(), StoreError> {
         self.ensure_recent()?;
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer.lock();
         self.sync_with_file(&mut w, Check::Append)?;
         let wanted = [
             model.map(|(provider, model)| Setting::Model {
@@ -577,7 +578,7 @@ impl Transcript {
         ];
         for setting in wanted.into_iter().flatten() {
             let known = {
-                let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+                let recent = self.recent.lock();
                 match &setting {
                     Setting::Model { .. } => recent.model.clone(),
                     Setting::Thinking(_) => recent.thinking.clone(),
@@ -609,7 +610,7 @@ impl Transcript {
         model: &str,
     ) -> Result<String, StoreError> {
         self.ensure_recent()?;
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer.lock();
         self.sync_with_file(&mut w, Check::Append)?;
         let setting = Setting::Model {
             provider: provider.to_owned(),
@@ -629,7 +630,7 @@ impl Transcript {
     /// the recent window reaches): `(provider, model)`.
     pub fn model(&self) -> Result<Option<(String, String)>, StoreError> {
         self.ensure_recent()?;
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.lock();
         Ok(match &recent.model {
             Some(Setting::Model { provider, model }) => Some((provider.clone(), model.clone())),
             _ => None,
@@ -654,7 +655,7 @@ impl Transcript {
     /// pi's `getSessionName`), looked for in its last [`NAME_SCAN_BYTES`].
     pub fn name(&self) -> Result<Option<String>, StoreError> {
         self.check_before_read()?;
-        if let Some(known) = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(known) = self.name.lock().clone() {
             return Ok(known);
         }
         let end = self.len();
@@ -673,28 +674,27 @@ impl Transcript {
             }
         })?;
         let name = found.filter(|n| !n.is_empty());
-        let mut known = self.name.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.name.lock();
         // An append may have named it meanwhile: that one is newer.
         Ok(known.get_or_insert(name).clone())
     }
 
     fn set_name(&self, name: String) {
-        *self.name.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Some(name).filter(|n| !n.is_empty()));
+        *self.name.lock() = Some(Some(name).filter(|n| !n.is_empty()));
     }
 
     /// Names the session: appends pi's `session_info` entry under the leaf
     /// (an empty name clears it, as in pi). Returns the generation to wait
     /// for with [`Transcript::durable`].
     pub fn rename(&self, name: &str) -> Result<u64, StoreError> {
-        let _naming = self.naming.lock().unwrap_or_else(|e| e.into_inner());
+        let _naming = self.naming.lock();
         self.rename_locked(name)
     }
 
     /// [`Transcript::rename`], only while the session's name is still
     /// `expected` (`None`: unnamed). `Ok(None)` when it was not.
     pub fn rename_if(&self, expected: Option<&str>, name: &str) -> Result<Option<u64>, StoreError> {
-        let _naming = self.naming.lock().unwrap_or_else(|e| e.into_inner());
+        let _naming = self.naming.lock();
         if self.name()?.as_deref() != expected {
             return Ok(None);
         }
@@ -704,7 +704,7 @@ impl Transcript {
     fn rename_locked(&self, name: &str) -> Result<u64, StoreError> {
         let name = name.trim();
         self.ensure_recent()?;
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer.lock();
         self.sync_with_file(&mut w, Check::Append)?;
         let id = self.fresh_id();
         let parent = w.leaf.clone();
@@ -725,8 +725,8 @@ impl Transcript {
 
     /// An entry id not in use, as far as the index and the window know.
     fn fresh_id(&self) -> String {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let index = self.index.lock();
+        let recent = self.recent.lock();
         for _ in 0..100 {
             let id = new_entry_id();
             if !index.lines.contains_key(&id) && !recent.heads.iter().any(|h| h.id == id) {
@@ -801,11 +801,8 @@ impl Transcript {
             Parent::Id(p) => w.leaf.as_deref() == Some(p.as_str()),
         };
         w.leaf = Some(id.to_owned());
-        self.index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .note(id, offset, len);
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        self.index.lock().note(id, offset, len);
+        let mut recent = self.recent.lock();
         if !continues {
             *recent = Recent::default();
             return false;
@@ -896,7 +893,7 @@ impl Transcript {
         w.identity = identity(&meta);
         w.file = file.clone();
         w.fragment = false;
-        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+        *self.file.lock() = file;
         self.reload(w, meta.len())
     }
 
@@ -904,10 +901,10 @@ impl Transcript {
     /// to be read afresh, and tells the hook.
     fn reload(&self, w: &mut Writer, size: u64) -> Result<(), StoreError> {
         w.len = last_newline_end(&w.file, size)?;
-        *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
-        *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = PageMarks::default();
-        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = IdIndex::default();
-        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.recent.lock() = Recent::default();
+        *self.marks.lock() = PageMarks::default();
+        *self.index.lock() = IdIndex::default();
+        *self.name.lock() = None;
         w.leaf = self.last_entry(w.len)?;
         if let Some(hook) = self.shared.foreign.get() {
             hook(&self.session_id, Foreign::Replaced);
@@ -990,7 +987,7 @@ impl Transcript {
     /// Looks for lines another program appended (or a replaced file), as
     /// the relay's periodic check of the sessions someone is watching does.
     pub fn check_foreign(&self) -> Result<(), StoreError> {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.writer.lock();
         self.sync_with_file(&mut w, Check::Poll)
     }
 
@@ -1001,10 +998,8 @@ impl Transcript {
         if now.saturating_sub(self.checked_ms.load(Ordering::Relaxed)) < READ_CHECK_MS {
             return Ok(());
         }
-        let mut w = match self.writer.try_lock() {
-            Ok(w) => w,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        let Some(mut w) = self.writer.try_lock() else {
+            return Ok(());
         };
         self.sync_with_file(&mut w, Check::Size)
     }
@@ -1012,7 +1007,7 @@ impl Transcript {
     /// A generation covering every append so far, for a caller that must
     /// not acknowledge what it read from the file until it is on disk.
     pub fn barrier(&self) -> u64 {
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = self.writer.lock();
         self.commit.bump()
     }
 
@@ -1030,7 +1025,7 @@ impl Transcript {
     pub fn latest(&self, limit: usize) -> Result<Page, StoreError> {
         self.check_before_read()?;
         self.ensure_recent()?;
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.lock();
         if limit <= recent.messages.len() || recent.complete {
             let skip = recent.messages.len().saturating_sub(limit);
             return Ok(Page {
@@ -1070,7 +1065,7 @@ impl Transcript {
     pub fn latest_plain(&self, limit: usize) -> Result<Page, StoreError> {
         self.check_before_read()?;
         self.ensure_recent()?;
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.lock();
         if !recent.compacted && (limit <= recent.messages.len() || recent.complete) {
             let skip = recent.messages.len().saturating_sub(limit);
             return Ok(Page {
@@ -1242,12 +1237,7 @@ impl Transcript {
             previous = Some(id.clone());
             entries.push((id, parent, role));
         }
-        let leaf = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .leaf
-            .clone();
+        let leaf = self.writer.lock().leaf.clone();
         Ok(Some(TreeSkeleton { leaf, entries }))
     }
 
@@ -1285,10 +1275,10 @@ impl Transcript {
     /// Gives back the memory of the recent-message window, the page marks
     /// and the id index; the next read loads them from the file again.
     pub fn release_recent(&self) {
-        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = Recent::default();
-        *self.marks.lock().unwrap_or_else(|e| e.into_inner()) = PageMarks::default();
-        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = IdIndex::default();
+        let _w = self.writer.lock();
+        *self.recent.lock() = Recent::default();
+        *self.marks.lock() = PageMarks::default();
+        *self.index.lock() = IdIndex::default();
     }
 
     /// The message written for idempotency key `client_id`, and the reply
@@ -1303,7 +1293,7 @@ impl Transcript {
     pub fn find_turn(&self, client_id: &str) -> Result<Option<StoredTurn>, StoreError> {
         let (user, reply) = loop {
             self.ensure_recent()?;
-            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = self.recent.lock();
             // Released in between: a miss in an empty window would run the
             // turn a second time.
             if !recent.loaded {
@@ -1379,30 +1369,21 @@ impl Transcript {
         }
         {
             self.ensure_recent()?;
-            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = self.recent.lock();
             if let Some(h) = recent.heads.iter().rev().find(|h| h.id == id) {
                 return Ok(Some(h.offset));
             }
         }
-        if let Some(off) = self.marks.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+        if let Some(off) = self.marks.lock().get(id) {
             return Ok(Some(off));
         }
-        if let Some(&(off, _)) = self
-            .index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .get(id)
-        {
+        if let Some(&(off, _)) = self.index.lock().lines.get(id) {
             return Ok(Some(off));
         }
         // Unknown: a backward scan until it is found.
         let mut found = None;
         self.scan_backwards(self.len(), |e, len| {
-            self.index
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .note(&e.id, e.offset, len);
+            self.index.lock().note(&e.id, e.offset, len);
             if e.id == id {
                 found = Some(e.offset);
                 Step::Stop
@@ -1414,13 +1395,13 @@ impl Transcript {
     }
 
     fn ensure_recent(&self) -> Result<(), StoreError> {
-        if self.recent.lock().unwrap_or_else(|e| e.into_inner()).loaded {
+        if self.recent.lock().loaded {
             return Ok(());
         }
         // Hold the writer lock so no append lands between the scan and the
         // moment `recent` starts tracking appends.
-        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let w = self.writer.lock();
+        let mut recent = self.recent.lock();
         if recent.loaded {
             return Ok(());
         }
@@ -1496,7 +1477,6 @@ impl Transcript {
         if has_more && let Some(oldest) = newest_first.last() {
             self.marks
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .remember(&oldest.message.id, oldest.offset);
         }
         newest_first.reverse();
@@ -1576,12 +1556,7 @@ impl Transcript {
         want: Want,
         mut visit: impl FnMut(Entry, u64) -> bool,
     ) -> Result<(), StoreError> {
-        let index_end = |id: &str| {
-            self.index
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .end_of(id)
-        };
+        let index_end = |id: &str| self.index.lock().end_of(id);
         let mut end = end;
         if let Want::Id(id) = &want
             && let Some(to) = index_end(id)
@@ -1591,10 +1566,7 @@ impl Transcript {
         }
         let mut want = want;
         self.scan_backwards(end, |e, len| {
-            self.index
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .note(&e.id, e.offset, len);
+            self.index.lock().note(&e.id, e.offset, len);
             let on_path = match &want {
                 Want::First => true,
                 Want::Id(id) => *id == e.id,
@@ -1766,7 +1738,7 @@ mod tests {
                 break;
             }
             before = page.messages[0].message.id.clone();
-            let marks = t.marks.lock().unwrap();
+            let marks = t.marks.lock();
             assert!(marks.order.len() <= PAGE_MARKS_CAP);
             assert_eq!(marks.order.len(), marks.offsets.len());
         }

@@ -310,7 +310,8 @@ impl<'a> Sink<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
 
     struct Run {
         out: Output,
@@ -326,10 +327,10 @@ mod tests {
         let ws = Workspace::new(d.path(), true).unwrap();
         let streamed = Arc::new(Mutex::new(String::new()));
         let s2 = streamed.clone();
-        let on = move |t: String| s2.lock().unwrap().push_str(&t);
+        let on = move |t: String| s2.lock().push_str(&t);
         let env = vec![(OsString::from("PATH"), std::env::var_os("PATH").unwrap())];
         let out = run(&ws, &args, &env, &limits, &on, &cancel).await;
-        let streamed = streamed.lock().unwrap().clone();
+        let streamed = streamed.lock().clone();
         (d, Run { out, streamed })
     }
 

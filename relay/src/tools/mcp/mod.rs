@@ -12,10 +12,11 @@
 //! once a connection has lived for [`STABLE_AFTER`]). A
 //! `notifications/tools/list_changed` makes it list the tools again.
 
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, Tool};
@@ -126,19 +127,19 @@ struct Server {
 
 impl Server {
     fn set_tools(&self, tools: Vec<Tool>) {
-        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.live.write();
         live.tools = tools;
     }
 
     fn down(&self, why: String) {
-        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.live.write();
         live.peer = None;
         live.last_error = Some(why);
     }
 
     /// The sentence a call of `name` gets while the server is down.
     fn not_running(&self, name: &str, what: &str) -> String {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.read();
         let server = &self.config.name;
         match &live.last_error {
             Some(why) => format!(
@@ -222,7 +223,7 @@ impl McpHub {
     pub fn tools(&self) -> Vec<McpTool> {
         let mut out = Vec::new();
         for s in &self.servers {
-            let live = s.live.read().unwrap_or_else(|e| e.into_inner());
+            let live = s.live.read();
             for t in &live.tools {
                 out.push(McpTool {
                     server: s.config.name.clone(),
@@ -251,15 +252,10 @@ impl McpHub {
         let Some(s) = self.servers.iter().find(|s| s.config.name == server) else {
             return Err(format!("Tool {name} not found"));
         };
-        if s.live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .peer
-            .is_none()
-        {
+        if s.live.read().peer.is_none() {
             return Err(s.not_running(name, "cannot be called now"));
         }
-        let live = s.live.read().unwrap_or_else(|e| e.into_inner());
+        let live = s.live.read();
         live.tools
             .iter()
             .find(|t| t.name == tool)
@@ -275,12 +271,7 @@ impl McpHub {
         let Some(s) = self.servers.iter().find(|s| s.config.name == server) else {
             return Output::error(format!("Tool {name} not found"));
         };
-        let peer = s
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .peer
-            .clone();
+        let peer = s.live.read().peer.clone();
         let Some(peer) = peer else {
             return Output::error(s.not_running(name, "was not run"));
         };
@@ -473,7 +464,7 @@ async fn connect(
         .await
         .map_err(|_| format!("no answer to tools/list within {} s", init.as_secs()))?
         .map_err(|e| format!("tools/list failed: {e}"))?;
-    let mut live = server.live.write().unwrap_or_else(|e| e.into_inner());
+    let mut live = server.live.write();
     live.tools = tools;
     live.peer = Some(running.peer().clone());
     live.last_error = None;
