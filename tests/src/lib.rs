@@ -315,6 +315,13 @@ impl Api {
     }
 }
 
+/// Events every stream carries whatever its session (alerts, the session
+/// list's changes): they have no `id:` line, are not the session's log, and
+/// fall between its events wherever they happen to (docs/protocol.md).
+pub fn relay_wide(event: &Value) -> bool {
+    event["type"] == "notification" || event["type"] == "sessions"
+}
+
 /// The session keys of a `/webchat/sessions` answer, in its order.
 pub fn session_keys(list: &Value) -> Vec<String> {
     list["sessions"]

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use loopchat_proto::sse::{Event as SseEvent, SseStream};
 use loopchat_tests::{
-    Api, Relay, RelayOptions, all_messages, assert_store_readable, scan_store, session_keys,
+    Api, Relay, RelayOptions, all_messages, assert_store_readable, relay_wide, scan_store,
+    session_keys,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1681,10 +1682,4 @@ async fn backend_faults_without_a_model_server() {
     assert_eq!((s, &h["ok"]), (200, &json!(true)));
     assert_store_readable(&relay.home);
     assert_no_panic(&relay);
-}
-
-/// Events every stream carries whatever its session (alerts, the session
-/// list's changes): they have no `id:` line and are not the session's log.
-fn relay_wide(v: &Value) -> bool {
-    v["type"] == "notification" || v["type"] == "sessions"
 }

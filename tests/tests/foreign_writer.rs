@@ -41,7 +41,7 @@ fn pi_line(id: &str, role: &str, text: &str) -> String {
 async fn next_session_event(events: &mut SseReader) -> (String, Value) {
     loop {
         let (id, event) = events.next().await.expect("an event");
-        if event["type"] != "notification" && event["type"] != "sessions" {
+        if !loopchat_tests::relay_wide(&event) {
             return (id, event);
         }
     }
