@@ -89,6 +89,33 @@ pub struct Message {
     pub stats: Option<ReplyStats>,
 }
 
+impl Message {
+    /// A message with nothing beyond its id, role, content and time; the
+    /// optional fields are set on the result.
+    pub fn new(
+        id: impl Into<String>,
+        role: Role,
+        content: Content,
+        timestamp: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            role,
+            content,
+            timestamp: timestamp.into(),
+            html: None,
+            stop_reason: None,
+            parent_id: None,
+            kind: None,
+            tool_call_id: None,
+            tool_name: None,
+            is_error: None,
+            usage: None,
+            stats: None,
+        }
+    }
+}
+
 /// pi's `usage` counts of an assistant message (its `cost` is not carried).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -125,21 +125,12 @@ mod tests {
 
     #[test]
     fn sizes_grow_with_what_is_held() {
-        let mut m = Message {
-            id: "m1".into(),
-            role: Role::Assistant,
-            content: Content::Text("x".repeat(10_000)),
-            timestamp: "2026-01-01T00:00:00Z".into(),
-            html: None,
-            stop_reason: None,
-            parent_id: None,
-            kind: None,
-            tool_call_id: None,
-            tool_name: None,
-            is_error: None,
-            usage: None,
-            stats: None,
-        };
+        let mut m = Message::new(
+            "m1",
+            Role::Assistant,
+            Content::Text("x".repeat(10_000)),
+            "2026-01-01T00:00:00Z",
+        );
         let plain = message_bytes(&m);
         assert!(plain > 10_000 && plain < 11_000, "{plain}");
         m.html = Some("y".repeat(5_000));

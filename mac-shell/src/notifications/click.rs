@@ -89,20 +89,7 @@ pub type OnClick = Arc<dyn Fn(Click) + Send + Sync>;
 mod tests {
     use super::*;
 
-    fn n(seq: u64, priority: u8) -> Notification {
-        Notification {
-            id: format!("n{seq}"),
-            seq,
-            title: format!("title {seq}"),
-            body: "body".into(),
-            priority,
-            tags: vec![],
-            click: None,
-            session: None,
-            timestamp: "2025-01-01T00:00:00Z".into(),
-            ..Default::default()
-        }
-    }
+    use super::super::test_alert as n;
 
     #[test]
     fn clicks_resolve() {

@@ -38,6 +38,23 @@ mod notifier;
 pub mod record;
 mod stream;
 
+/// An alert as the notifier's and the click's tests need one.
+#[cfg(test)]
+fn test_alert(seq: u64, priority: u8) -> loopchat_proto::Notification {
+    loopchat_proto::Notification {
+        id: format!("n{seq}"),
+        seq,
+        title: format!("title {seq}"),
+        body: "body".into(),
+        priority,
+        tags: vec![],
+        click: None,
+        session: None,
+        timestamp: "2025-01-01T00:00:00Z".into(),
+        ..Default::default()
+    }
+}
+
 pub use click::{Click, ClickTarget, OnClick, Opening};
 #[cfg(target_os = "linux")]
 pub use desktop::FreedesktopNotifications;

@@ -468,21 +468,7 @@ mod tests {
     use super::*;
 
     fn n(seq: u64, priority: u8) -> (Notification, Option<u32>) {
-        (
-            Notification {
-                id: format!("n{seq}"),
-                seq,
-                title: format!("title {seq}"),
-                body: "body".into(),
-                priority,
-                tags: vec![],
-                click: None,
-                session: None,
-                timestamp: "2025-01-01T00:00:00Z".into(),
-                ..Default::default()
-            },
-            None,
-        )
+        (super::super::test_alert(seq, priority), None)
     }
 
     #[test]

@@ -151,19 +151,14 @@ pub fn parse_entry(line: &[u8], offset: u64) -> Option<Entry> {
     let marker = |kind: &str, summary: &str| StoredMessage {
         offset,
         message: Message {
-            id: id.clone(),
-            role: Role::System,
-            content: Content::Text(summary.to_owned()),
-            timestamp: timestamp(),
-            html: None,
-            stop_reason: None,
             parent_id: parent_id.clone(),
             kind: Some(kind.to_owned()),
-            tool_call_id: None,
-            tool_name: None,
-            is_error: None,
-            usage: None,
-            stats: None,
+            ..Message::new(
+                id.clone(),
+                Role::System,
+                Content::Text(summary.to_owned()),
+                timestamp(),
+            )
         },
         client_id: None,
         reply_to: None,

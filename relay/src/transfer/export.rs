@@ -349,21 +349,7 @@ mod tests {
     fn message(role: Role, content: Content) -> Arc<StoredMessage> {
         Arc::new(StoredMessage {
             offset: 0,
-            message: Message {
-                id: "a".into(),
-                role,
-                content,
-                timestamp: "2026-12-07T12:00:05.123Z".into(),
-                html: None,
-                stop_reason: None,
-                parent_id: None,
-                kind: None,
-                tool_call_id: None,
-                tool_name: None,
-                is_error: None,
-                usage: None,
-                stats: None,
-            },
+            message: Message::new("a", role, content, "2026-12-07T12:00:05.123Z"),
             client_id: None,
             reply_to: None,
             parent: Parent::Root,
