@@ -343,7 +343,9 @@ impl Turn<'_> {
     /// `model_change` must say so.
     fn changes_model(&self) -> Result<bool, StoreError> {
         let current = self.transcript().model()?;
-        Ok(current.as_ref() != Some(&(self.origin.provider.clone(), self.origin.model.clone())))
+        Ok(!current.is_some_and(|(provider, model)| {
+            provider == self.origin.provider && model == self.origin.model
+        }))
     }
 
     /// The conversation the agent is given.

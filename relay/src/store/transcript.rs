@@ -587,16 +587,28 @@ impl Transcript {
             if known.as_ref() == Some(&setting) {
                 continue;
             }
-            let id = self.fresh_id();
-            let p = w.leaf.clone();
-            let line = setting.to_line(&id, p.as_deref(), crate::clock::now_millis());
-            let offset = self.write_entry(&mut w, &line)?;
-            self.commit.bump();
-            let p = p.map_or(Parent::Root, Parent::Id);
-            let len = line.len() as u64 - 1;
-            self.note_entry(&mut w, &id, &p, offset, len, None, Some(setting));
+            let leaf = w.leaf.clone();
+            self.write_setting(&mut w, setting, leaf)?;
         }
         Ok(())
+    }
+
+    /// Writes one setting entry under `parent` (the root when `None`);
+    /// returns its id. Durable with the next append's flush.
+    fn write_setting(
+        &self,
+        w: &mut Writer,
+        setting: Setting,
+        parent: Option<String>,
+    ) -> Result<String, StoreError> {
+        let id = self.fresh_id();
+        let line = setting.to_line(&id, parent.as_deref(), crate::clock::now_millis());
+        let offset = self.write_entry(w, &line)?;
+        self.commit.bump();
+        let parent = parent.map_or(Parent::Root, Parent::Id);
+        let len = line.len() as u64 - 1;
+        self.note_entry(w, &id, &parent, offset, len, None, Some(setting));
+        Ok(id)
     }
 
     /// Appends a `model_change` entry whose parent is `parent` (a fork:
@@ -616,14 +628,7 @@ impl Transcript {
             provider: provider.to_owned(),
             model: model.to_owned(),
         };
-        let id = self.fresh_id();
-        let line = setting.to_line(&id, Some(parent), crate::clock::now_millis());
-        let offset = self.write_entry(&mut w, &line)?;
-        self.commit.bump();
-        let len = line.len() as u64 - 1;
-        let parent = Parent::Id(parent.to_owned());
-        self.note_entry(&mut w, &id, &parent, offset, len, None, Some(setting));
-        Ok(id)
+        self.write_setting(&mut w, setting, Some(parent.to_owned()))
     }
 
     /// The newest `model_change` on the conversation's path (as far back as
