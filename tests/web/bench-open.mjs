@@ -5,7 +5,7 @@
 //
 //   node bench-open.mjs [--runs N] [--json]
 
-import { Relay, launchBrowser, newPage, missingPrerequisite, tempHome, writeStore } from './harness.mjs';
+import { Relay, launchBrowser, newPage, missingPrerequisite, paintedViaCdp, tempHome, writeStore } from './harness.mjs';
 import { bigMessage, BIG } from './history-data.mjs';
 
 const args = process.argv.slice(2);
@@ -60,9 +60,10 @@ try {
     // API reports their renderTime — the frame that actually showed them.
     await page.addInitScript((last) => {
       window.__painted = undefined;
+      window.__paintedPromise = new Promise((resolve) => { window.__paintedResolve = resolve; });
       new PerformanceObserver((list) => {
         for (const e of list.getEntries()) {
-          if (e.identifier === 'latest' && window.__painted === undefined) window.__painted = e.renderTime || e.loadTime;
+          if (e.identifier === 'latest' && window.__painted === undefined) window.__paintedResolve(window.__painted = e.renderTime || e.loadTime);
         }
       }).observe({ type: 'element', buffered: true });
       const mo = new MutationObserver(() => {
@@ -73,10 +74,11 @@ try {
           mo.disconnect();
         }
       });
-      document.addEventListener('DOMContentLoaded', () => mo.observe(document.getElementById('messages'), { childList: true }));
+      // from the document's start: the app may render before DOMContentLoaded
+      mo.observe(document, { childList: true, subtree: true });
     }, BIG - 1);
     await page.goto(`${relay.origin}/webchat/${entry}?session=big`);
-    await page.waitForFunction(() => window.__painted !== undefined, null, { timeout: 30000 });
+    await paintedViaCdp(client);
     const figures = await page.evaluate(() => {
       const nav = performance.getEntriesByType('navigation')[0];
       const info = performance.getEntriesByType('resource').find((r) => r.name.includes('/webchat/info?'));

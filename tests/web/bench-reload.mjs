@@ -8,7 +8,7 @@
 //
 //   node bench-reload.mjs [--runs N] [--json]
 
-import { Relay, launchBrowser, newPage, missingPrerequisite, tempHome, writeStore } from './harness.mjs';
+import { Relay, launchBrowser, newPage, missingPrerequisite, paintedViaCdp, tempHome, writeStore } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const runs = Number(args[args.indexOf('--runs') + 1]) || 9;
@@ -35,9 +35,10 @@ async function instrument(page, selectorFn, { byFrame = false } = {}) {
   await page.addInitScript((fnSrc) => {
     const pick = new Function(`return (${fnSrc})`)();
     window.__painted = undefined;
+    window.__paintedPromise = new Promise((resolve) => { window.__paintedResolve = resolve; });
     new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
-        if (e.identifier === 'target' && window.__painted === undefined) window.__painted = e.renderTime || e.loadTime;
+        if (e.identifier === 'target' && window.__painted === undefined) window.__paintedResolve(window.__painted = e.renderTime || e.loadTime);
       }
     }).observe({ type: 'element', buffered: true });
     const mo = new MutationObserver(() => {
@@ -48,11 +49,12 @@ async function instrument(page, selectorFn, { byFrame = false } = {}) {
         // Element Timing reports text only when it is first inserted; a banner
         // that was there (hidden) is timed by the frame after it shows instead.
         requestAnimationFrame(() => setTimeout(() => {
-          if (window.__painted === undefined && window.__timeByFrame) window.__painted = performance.now();
+          if (window.__painted === undefined && window.__timeByFrame) window.__paintedResolve(window.__painted = performance.now());
         }, 0));
       }
     });
-    document.addEventListener('DOMContentLoaded', () => mo.observe(document.body, { childList: true, subtree: true, attributes: true }));
+    // from the document's start: the app may render before DOMContentLoaded
+    mo.observe(document, { childList: true, subtree: true, attributes: true });
   }, selectorFn.toString());
 }
 
@@ -68,11 +70,12 @@ const offlineBanner = () => {
 
 async function reloads(page, n, what) {
   const out = [];
+  const client = await page.context().newCDPSession(page);
   for (let i = 0; i < n; i++) {
     await page.reload();
-    await page.waitForFunction(() => window.__painted !== undefined, null, { timeout: 30000 });
-    out.push(await page.evaluate(() => window.__painted));
+    out.push(await paintedViaCdp(client));
   }
+  await client.detach();
   return { what, runs: out.map((x) => Math.round(x)), medianMs: Math.round(median(out)), maxMs: Math.round(Math.max(...out)) };
 }
 

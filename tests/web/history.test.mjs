@@ -41,11 +41,9 @@ describe('history', () => {
   });
 
   it('opens a 5,000-message session at its latest messages with few DOM nodes', async () => {
-    const t0 = Date.now();
+    // How fast is bench-open.mjs's figure (docs/benchmarks.md), not a bound here.
     await openChat(page, relay, { session: 'big' });
     await page.waitForSelector(`#messages .msg >> text=message ${BIG - 1} `);
-    const elapsed = Date.now() - t0;
-    assert.ok(elapsed < 5000, `opened in ${elapsed} ms`);
     const n = await nodeCount(page);
     assert.ok(n > 0 && n <= MAX_NODES, `${n} message nodes`);
     const atBottom = await page.$eval('#scroller', (s) => s.scrollHeight - s.scrollTop - s.clientHeight < 5);
@@ -120,11 +118,9 @@ describe('history', () => {
   });
 
   it('oversized tool output is collapsed behind its size, and shown in full when opened', async () => {
-    const t0 = Date.now();
     await openChat(page, relay, { session: 'tools' });
     const block = page.locator('#messages .msg.toolResult details.tool-block');
     await block.waitFor();
-    assert.ok(Date.now() - t0 < 5000);
     assert.equal(await block.evaluate((d) => d.open), false, 'collapsed');
     assert.match(await block.locator('summary').innerText(), /Tool output \([\d.]+ (KiB|MiB)\)/);
     await block.locator('summary').click();

@@ -9,7 +9,8 @@
 // shell receive, so all of them agree. A version with `dismissed` removes it.
 
 import { api, loadAttachment } from './api.js';
-import { el, relativeTime, relayPageUrl, fullTime } from './util.js';
+import { el, relayPageUrl } from './util.js';
+import { relativeTime, fullTime } from './time.js';
 import { enhanceMarkdown } from './render.js';
 
 const KEEP = 200;

@@ -189,12 +189,17 @@ export class Composer {
   }
 
   focus() {
-    this.input.focus();
+    // The composer is always in view; not scrolling to it also spares the
+    // page a layout before its first paint.
+    this.input.focus({ preventScroll: true });
   }
 
   /** Replaces the text (a session's saved draft). */
   setText(text) {
     this.input.value = text;
+    // An empty box that was never sized has its natural one-line height:
+    // measuring it would cost the opening page a layout before its messages.
+    if (!text && !this.input.style.height) return;
     this.autosize();
   }
 }

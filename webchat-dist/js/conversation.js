@@ -8,7 +8,8 @@
 import { api } from './api.js';
 import { EventStream } from './events.js';
 import { applyPending } from './tools.js';
-import { SESSION_KEY_RE, store, el, WELCOME_DONE_KEY } from './util.js';
+import { SESSION_KEY_RE, store, el, WELCOME_DONE_KEY, afterPaint, whenIdle } from './util.js';
+import { warmTimeFormats } from './time.js';
 import { ui, announce, showBanner, hideBanner, showError, showOfflineBanner } from './page.js';
 import { state, PAGE, DEFAULT_SESSION } from './state.js';
 import { THINKING_LEVELS } from './sending.js';
@@ -179,10 +180,8 @@ export class Conversation {
     state.viewLeaf = null;
     applyPending(info.pendingApprovals);
     performance.mark('loopchat:rendered');
-    this.branches.refresh(key);
     if (!store.get(`loopchat.thinking.${key}`)) ui.thinking.value = thinkingFor(key, info.thinkingLevel);
     this.composer.setLimits(info.attachments);
-    this.loadModels(key, info.model);
     const agent = info.agent || { backend: null, model: null };
     ui.agentInfo.textContent = [agent.backend, agent.model, info.version ? `v${info.version}` : null].filter(Boolean).join(' · ');
     let since = Number(info.lastSeq) || 0;
@@ -192,6 +191,14 @@ export class Conversation {
       this.runs.resume(info.activeRun.runId);
     }
     this.sender.render();
+    // What the messages' first paint does not need waits until after it: the
+    // requests' answers and the formatters' set-up would otherwise run first.
+    // The stream starts from `since`, so nothing that happens meanwhile is lost.
+    await afterPaint();
+    if (gen !== this.loadGen) return;
+    whenIdle(warmTimeFormats);
+    this.branches.refresh(key);
+    this.loadModels(key, info.model);
     this.startStream(since);
     this.sender.outbox.flush();
   }

@@ -3,7 +3,8 @@
 // sanitized markdown rendering (`message.html`); every other string — user
 // text, streamed deltas, errors, thinking, tool output — goes in as text.
 
-import { el, shortTime, fullTime, contentText, formatBytes } from './util.js';
+import { el, contentText, formatBytes } from './util.js';
+import { shortTime, fullTime, timeFormatsReady } from './time.js';
 import { loadAttachment, downloadAttachment } from './api.js';
 import { toolCard } from './tools.js';
 
@@ -14,7 +15,8 @@ const ROLE_LABEL = { user: 'You', assistant: 'Assistant', system: 'System', tool
 function meta(role, timestamp) {
   const date = timestamp ? new Date(timestamp) : null;
   const time = date && !Number.isNaN(date.getTime())
-    ? el('time', { class: 'msg-time', datetime: date.toISOString(), title: fullTime(date), text: shortTime(date) })
+    // the tooltip waits for the formatters when they are not made yet (time.js)
+    ? el('time', { class: 'msg-time', datetime: date.toISOString(), title: timeFormatsReady() ? fullTime(date) : null, text: shortTime(date) })
     : null;
   return el('div', { class: 'msg-meta' }, el('span', { class: 'msg-role', text: ROLE_LABEL[role] || role }), time);
 }

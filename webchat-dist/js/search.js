@@ -4,7 +4,8 @@
 // only markup is <mark> (snippetHtml); everything else goes in as text.
 
 import { api } from './api.js';
-import { el, shortTime, fullTime } from './util.js';
+import { el } from './util.js';
+import { shortTime, fullTime } from './time.js';
 
 const WAIT_MS = 180; // typing pause before a query is sent
 // After a session changes, or while the index catches up, the open

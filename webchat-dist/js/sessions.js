@@ -8,7 +8,8 @@
 // so a page opened while the relay is down still shows it.
 
 import { api } from './api.js';
-import { el, relativeTime, store } from './util.js';
+import { el, store } from './util.js';
+import { relativeTime } from './time.js';
 
 const CACHE_KEY = 'loopchat.sessions.v1';
 

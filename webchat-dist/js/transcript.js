@@ -10,6 +10,8 @@
 // Every change above the viewport keeps the first visible message where it
 // was on screen, so prepending never makes the view jump.
 
+import { afterPaint, whenIdle } from './util.js';
+
 const MAX_NODES = 200; // ≤ 300 message nodes in the DOM, with room for live/pending bubbles
 const CHUNK = 50;
 const FIRST_PAINT = 12;
@@ -78,6 +80,9 @@ export class Transcript {
     this.hasNewer = false;
     this.loadingNewer = false;
     this.newerError = null;
+    // Between a reset's first paint and its fill-in: the scroll that
+    // scrollToBottom causes must not grow the window before that paint.
+    this.settling = false;
     this.list.replaceChildren();
     this.root.classList.remove('detached');
   }
@@ -88,8 +93,10 @@ export class Transcript {
     for (const m of messages || []) this.pushData(m);
     this.hasMore = Boolean(hasMore);
     // Paint the newest few first (what the user sees), then fill in the rest
-    // of the page above them on the next frame: the first paint of a session
-    // with long messages costs a fraction of the full page's layout.
+    // of the page above them once the page is idle after that paint: the
+    // first paint of a session with long messages costs a fraction of the
+    // full page's layout, and on two cores the fill-in would otherwise take
+    // the CPU from that paint's raster.
     this.start = Math.max(0, this.msgs.length - FIRST_PAINT);
     this.end = this.msgs.length;
     this.renderWindow();
@@ -97,13 +104,15 @@ export class Transcript {
     this.changed();
     const gen = this.generation;
     if (this.start > 0) {
-      requestAnimationFrame(() => setTimeout(() => {
+      this.settling = true;
+      afterPaint().then(() => whenIdle(() => {
         if (gen !== this.generation) return;
+        this.settling = false;
         const stick = this.isNearBottom();
         this.growUp();
         if (stick) this.scrollToBottom();
         this.changed();
-      }, 0));
+      }));
     }
   }
 
@@ -396,6 +405,7 @@ export class Transcript {
   }
 
   check() {
+    if (this.settling) return;
     const sc = this.scroller;
     if (sc.scrollTop < EDGE_PX) {
       if (this.start > 0) this.growUp();

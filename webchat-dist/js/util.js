@@ -1,5 +1,5 @@
 // @ts-check
-// Small helpers shared by the modules: ids, time formatting, storage, DOM.
+// Small helpers shared by the modules: ids, storage, DOM, frames.
 
 /** A random RFC 4122 v4 uuid (crypto.randomUUID is only in secure contexts). */
 export function uuid() {
@@ -47,37 +47,6 @@ export function el(tag, props = {}, ...children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
-}
-
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
-
-/** Short clock time for today, date + time otherwise. */
-export function shortTime(date) {
-  if (!(date instanceof Date) || Number.isNaN(date.getTime())) return '';
-  const now = new Date();
-  return date.toDateString() === now.toDateString() ? timeFmt.format(date) : dateTimeFmt.format(date);
-}
-
-export function fullTime(date) {
-  if (!(date instanceof Date) || Number.isNaN(date.getTime())) return '';
-  return fullFmt.format(date);
-}
-
-/** "just now", "5 min ago", "3 h ago", "2 d ago", then a date. */
-export function relativeTime(date, now = Date.now()) {
-  const t = date instanceof Date ? date.getTime() : Number(date);
-  if (!Number.isFinite(t)) return '';
-  const s = Math.round((now - t) / 1000);
-  if (s < 45) return 'just now';
-  const m = Math.round(s / 60);
-  if (m < 60) return `${m} min ago`;
-  const h = Math.round(m / 60);
-  if (h < 24) return `${h} h ago`;
-  const d = Math.round(h / 24);
-  if (d < 7) return `${d} d ago`;
-  return dateTimeFmt.format(new Date(t));
 }
 
 /**
@@ -152,4 +121,31 @@ export function relayPageUrl(raw) {
   } catch {
     return null;
   }
+}
+
+/**
+ * Resolves once the browser has painted what was just put in the page and
+ * had a frame's time to show it: work that can wait goes after the first
+ * paint, not before it. The main thread paints in the first frame, but the
+ * raster and the display of that paint run on other threads, and on two
+ * cores work started right away delays them; so this waits for the start of
+ * the frame after. A hidden page gets no frames: 150 ms at the latest.
+ * @returns {Promise<void>}
+ */
+export function afterPaint() {
+  return new Promise((resolve) => {
+    const late = setTimeout(resolve, 150);
+    requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => { clearTimeout(late); resolve(); }, 0)));
+  });
+}
+
+/**
+ * Runs `fn` when the page is idle (within `timeout` ms at the latest): for
+ * work after the first paint that would otherwise compete with the frame's
+ * raster for this machine's cores.
+ * @param {() => void} fn
+ */
+export function whenIdle(fn, timeout = 500) {
+  if (typeof requestIdleCallback === 'function') requestIdleCallback(() => fn(), { timeout });
+  else setTimeout(fn, 50);
 }

@@ -1,6 +1,8 @@
-//! Fenced code, highlighted in the relay (syntect, Sublime Text's grammars):
-//! the page gets spans with `hl-` classes, which `css/highlight.css` colours
-//! in light and dark, and runs no highlighter of its own.
+//! Fenced code, highlighted in the relay: tree-sitter for the common
+//! languages ([`super::treesitter`]), syntect (Sublime Text's grammars) for
+//! the rest. The page gets spans with `hl-` classes, which
+//! `css/highlight.css` colours in light and dark, and runs no highlighter of
+//! its own.
 
 use std::sync::OnceLock;
 
@@ -8,6 +10,9 @@ use pulldown_cmark_escape::escape_html;
 use syntect::html::{ClassStyle, ClassedHTMLGenerator};
 use syntect::parsing::SyntaxSet;
 use syntect::util::LinesWithEndings;
+
+use super::splice::Splice;
+use super::treesitter;
 
 /// Every class the highlighter writes starts with this; the sanitizer lets
 /// through no other class on a span.
@@ -26,8 +31,9 @@ fn syntaxes() -> &'static SyntaxSet {
 }
 
 /// `<pre><code class="language-…">…</code></pre>` for one fenced block,
-/// highlighted when the language is known (by name or file extension).
-pub fn code_block(lang: &str, code: &str) -> String {
+/// highlighted when the language is known (by name or file extension); its
+/// inner HTML is held by `splice` for after the sanitizer when it can be.
+pub fn code_block(lang: &str, code: &str, splice: &mut Splice) -> String {
     let mut out = String::with_capacity(code.len() * 2 + 64);
     out.push_str("<pre><code");
     if !lang.is_empty() {
@@ -37,12 +43,12 @@ pub fn code_block(lang: &str, code: &str) -> String {
         out.push('"');
     }
     out.push('>');
-    match highlighted(lang, code) {
-        Some(spans) => out.push_str(&spans),
-        None => {
-            let _ = escape_html(&mut out, code);
-        }
-    }
+    let inner = highlighted(lang, code).unwrap_or_else(|| {
+        let mut text = String::with_capacity(code.len() + 16);
+        let _ = escape_html(&mut text, code);
+        text
+    });
+    out.push_str(&splice.hold(inner));
     out.push_str("</code></pre>\n");
     out
 }
@@ -51,6 +57,10 @@ fn highlighted(lang: &str, code: &str) -> Option<String> {
     if lang.is_empty() || code.len() > MAX_HIGHLIGHT_BYTES {
         return None;
     }
+    treesitter::highlighted(lang, code).or_else(|| with_syntect(lang, code))
+}
+
+fn with_syntect(lang: &str, code: &str) -> Option<String> {
     let set = syntaxes();
     let syntax = set.find_syntax_by_token(lang)?;
     let mut html = ClassedHTMLGenerator::new_with_class_style(syntax, set, CLASS_STYLE);
@@ -128,7 +138,11 @@ mod tests {
 
     #[test]
     fn known_languages_get_classes_and_text_stays_escaped() {
-        let html = code_block("rust", "fn main() { let s = \"<b>\"; }\n");
+        let html = code_block(
+            "rust",
+            "fn main() { let s = \"<b>\"; }\n",
+            &mut Splice::none(),
+        );
         assert!(
             html.starts_with("<pre><code class=\"language-rust\">"),
             "{html}"
@@ -137,21 +151,26 @@ mod tests {
         assert!(html.contains("&lt;b&gt;"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
         // By extension too.
-        assert!(code_block("py", "def f(): pass\n").contains("hl-"));
+        assert!(code_block("py", "def f(): pass\n", &mut Splice::none()).contains("hl-"));
+        // And by syntect, for a language tree-sitter does not take here.
+        assert!(code_block("ruby", "def f; end\n", &mut Splice::none()).contains("hl-"));
     }
 
     #[test]
     fn unknown_languages_and_huge_blocks_are_plain() {
-        let html = code_block("no-such-language", "a < b\n");
+        let html = code_block("no-such-language", "a < b\n", &mut Splice::none());
         assert_eq!(
             html,
             "<pre><code class=\"language-no-such-language\">a &lt; b\n</code></pre>\n"
         );
         let big = "x = 1\n".repeat(MAX_HIGHLIGHT_BYTES / 6 + 1);
-        assert!(!code_block("python", &big).contains("<span"));
-        assert_eq!(code_block("", "x"), "<pre><code>x</code></pre>\n");
+        assert!(!code_block("python", &big, &mut Splice::none()).contains("<span"));
+        assert_eq!(
+            code_block("", "x", &mut Splice::none()),
+            "<pre><code>x</code></pre>\n"
+        );
         // A hostile info string cannot break out of the attribute.
-        let html = code_block("\"><script>", "x");
+        let html = code_block("\"><script>", "x", &mut Splice::none());
         assert!(!html.contains("<script>"), "{html}");
     }
 

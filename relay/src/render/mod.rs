@@ -5,14 +5,19 @@
 //! allow-list. Links get `rel="noopener noreferrer nofollow"` and open in a
 //! new tab.
 //!
-//! Fenced code is highlighted here ([`highlight`]) and formulas become
-//! MathML ([`math`]) before the sanitizer, so what they produce passes the
-//! same allow-list as the model's own HTML: the MathML elements, `hl-`
-//! classes on spans and `language-` classes on code, and no other class
-//! (a reply cannot borrow the page's own classes to dress up as its UI).
+//! Formulas become MathML ([`math`]) before the sanitizer, so what they
+//! produce passes the same allow-list as the model's own HTML: the MathML
+//! elements, `hl-` classes on spans and `language-` classes on code, and no
+//! other class (a reply cannot borrow the page's own classes to dress up as
+//! its UI). Fenced code is highlighted here ([`highlight`]); a block's
+//! `<pre><code>` goes through the sanitizer, and its inside too unless it
+//! passes the splice's narrower allow-list, escaped text and `hl-` spans
+//! only ([`splice`]): re-parsing 20,000 spans cost as much as making them.
 
 mod highlight;
 mod math;
+mod splice;
+mod treesitter;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -20,6 +25,8 @@ use std::sync::OnceLock;
 
 use loopchat_proto::Role;
 use pulldown_cmark::{CodeBlockKind, CowStr, Event, Options, Parser, Tag, TagEnd, html};
+
+use splice::Splice;
 
 use crate::store::StoredMessage;
 
@@ -162,21 +169,38 @@ pub fn offline_markdown_to_html(text: &str) -> String {
 }
 
 fn render_with(text: &str, cleaner: &ammonia::Builder<'static>) -> String {
+    let spliced = sanitized(text, cleaner, Splice::new(text));
+    spliced.unwrap_or_else(|| {
+        // Cannot happen with ammonia as it is (it keeps text as text); if a
+        // version ever drops or copies text, every block goes through it.
+        sanitized(text, cleaner, Splice::none()).unwrap_or_default()
+    })
+}
+
+fn sanitized(
+    text: &str,
+    cleaner: &ammonia::Builder<'static>,
+    mut splice: Splice,
+) -> Option<String> {
     let mut options = Options::empty();
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
     options.insert(Options::ENABLE_TASKLISTS);
     options.insert(Options::ENABLE_MATH);
     let mut raw = String::with_capacity(text.len() * 3 / 2);
-    html::push_html(&mut raw, with_code_and_math(Parser::new_ext(text, options)));
-    cleaner.clean(&raw).to_string()
+    html::push_html(
+        &mut raw,
+        with_code_and_math(Parser::new_ext(text, options), &mut splice),
+    );
+    splice.fill(cleaner.clean(&raw).to_string())
 }
 
 /// Replaces each fenced or indented code block by its highlighted HTML, and
 /// each formula by its MathML.
-fn with_code_and_math<'a>(
-    events: impl Iterator<Item = Event<'a>>,
-) -> impl Iterator<Item = Event<'a>> {
+fn with_code_and_math<'a, 's>(
+    events: impl Iterator<Item = Event<'a>> + 's,
+    splice: &'s mut Splice,
+) -> impl Iterator<Item = Event<'a>> + 's {
     let mut code: Option<(String, String)> = None;
     events.filter_map(move |event| match event {
         Event::Start(Tag::CodeBlock(kind)) => {
@@ -195,9 +219,9 @@ fn with_code_and_math<'a>(
             }
             None
         }
-        Event::End(TagEnd::CodeBlock) => code
-            .take()
-            .map(|(lang, body)| Event::Html(CowStr::from(highlight::code_block(&lang, &body)))),
+        Event::End(TagEnd::CodeBlock) => code.take().map(|(lang, body)| {
+            Event::Html(CowStr::from(highlight::code_block(&lang, &body, splice)))
+        }),
         Event::InlineMath(tex) => Some(Event::InlineHtml(CowStr::from(math::formula(&tex, false)))),
         Event::DisplayMath(tex) => Some(Event::InlineHtml(CowStr::from(math::formula(&tex, true)))),
         other => Some(other),
@@ -285,5 +309,79 @@ mod tests {
         ] {
             assert!(!evil.contains(bad), "{bad} in {evil}");
         }
+    }
+
+    #[test]
+    fn hostile_code_cannot_leave_its_block() {
+        let hostile = "</code></pre><script>alert(1)</script><img src=x onerror=alert(2)>\n\
+                       <span class=\"banner\" onclick=\"x()\">y</span> &amp; \"q\" 'r'\n";
+        for lang in [
+            "rust",
+            "python",
+            "js",
+            "sh",
+            "json",
+            "ruby",
+            "",
+            "no-such-language",
+        ] {
+            let h = markdown_to_html(&format!("```{lang}\n{hostile}```\n\nafter"));
+            // Its text stays text: no tag of the output comes from it.
+            for tag in h
+                .split('<')
+                .skip(1)
+                .filter_map(|t| t.split_once('>').map(|(tag, _)| tag))
+            {
+                for bad in ["script", "img", "onclick", "onerror", "banner"] {
+                    assert!(!tag.contains(bad), "{lang}: <{tag}> in {h}");
+                }
+            }
+            assert_eq!(h.matches("<pre>").count(), 1, "{lang}: {h}");
+            assert_eq!(h.matches("</code></pre>").count(), 1, "{lang}: {h}");
+            // And all of it is shown, as it was written.
+            let mut text = String::new();
+            for (i, piece) in h.split('<').enumerate() {
+                text.push_str(if i == 0 {
+                    piece
+                } else {
+                    piece.split_once('>').map_or("", |(_, t)| t)
+                });
+            }
+            let text = text
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&amp;", "&");
+            assert_eq!(text, format!("{hostile}\nafter\n"), "{lang}");
+            assert!(h.ends_with("<p>after</p>\n"), "{lang}: {h}");
+        }
+    }
+
+    #[test]
+    fn a_reply_cannot_write_a_placeholder() {
+        // A placeholder's shape, with a nonce the reply had to guess.
+        let forged = format!("lc{:032x}x0y", 7u128);
+        let h = markdown_to_html(&format!(
+            "{forged}\n\n```rust\nfn a() {{}}\n```\n\n`{forged}`"
+        ));
+        assert_eq!(h.matches(&forged).count(), 2, "{h}");
+        assert!(h.contains("<span class=\"hl-"), "{h}");
+    }
+
+    #[test]
+    fn spliced_blocks_are_what_the_sanitizer_would_have_made() {
+        let reply = "Some *text*\n\n```rust\nfn main() { println!(\"{} <{}>\", 'a', 1); } // c\n```\n\n\
+                     | a |\n|---|\n| `x` |\n\n```ruby\nputs \"&\"\n```\n\n```\nplain <b>\n```\n";
+        let through_all = sanitized(reply, sanitizer(), Splice::none()).unwrap_or_default();
+        let spliced = markdown_to_html(reply);
+        // The same document; the highlighters write quotes as entities where the sanitizer writes them plain.
+        let plain = |s: &str| {
+            s.replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&#x27;", "'")
+        };
+        assert_eq!(plain(&spliced), plain(&through_all));
+        assert!(spliced.contains("<span class=\"hl-"), "{spliced}");
     }
 }
