@@ -112,6 +112,8 @@ export class Transcript {
         this.growUp();
         if (stick) this.scrollToBottom();
         this.changed();
+        // what a scroll while settling asked for (an older page, say)
+        this.onScroll();
       }));
     }
   }
