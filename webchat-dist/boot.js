@@ -76,6 +76,8 @@
     var key = new URL(location.href).searchParams.get('session') || 'main';
     // The protocol's rule (proto's SESSION_KEY_PATTERN; a relay test keeps it equal).
     if (!/^[A-Za-z0-9._:-]{1,128}$/.test(key)) return;
+    // 50: the app's page size (js/state.js PAGE); a different one would make
+    // the app ask again (history.test.mjs counts one /info per opening).
     var url = 'info?session=' + encodeURIComponent(key) + '&limit=50';
     var headers = { Accept: 'application/json' };
     if (token) headers.Authorization = 'Bearer ' + token;

@@ -30,6 +30,19 @@ async fn served_without_a_token_and_equal_to_the_committed_copy() {
     );
     let doc: Value = serde_json::from_str(&served).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // OpenAPI requires each operationId to be unique in the document (clients
+    // generated from it name their methods by it).
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "an operationId is used twice: {ids:?}");
     assert!(
         !served.contains(&relay.token),
         "the document holds no secret"

@@ -16,6 +16,7 @@ describe('history', () => {
   let browser;
   let page;
   const historyRequests = [];
+  const infoRequests = [];
 
   before(async () => {
     const missing = missingPrerequisite();
@@ -32,7 +33,10 @@ describe('history', () => {
     relay = await Relay.start({ home });
     browser = await launchBrowser();
     page = await newPage(browser, { viewport: { width: 1100, height: 800 } });
-    page.on('request', (r) => { if (r.url().includes('/webchat/history?')) historyRequests.push(r.url()); });
+    page.on('request', (r) => {
+      if (r.url().includes('/webchat/history?')) historyRequests.push(r.url());
+      if (r.url().includes('/webchat/info?')) infoRequests.push(r.url());
+    });
   });
 
   after(async () => {
@@ -52,6 +56,9 @@ describe('history', () => {
     const box = await page.locator(`#messages .msg >> text=message ${BIG - 1} `).boundingBox();
     assert.ok(box && box.y < 800 && box.y + box.height > 0);
     assert.equal(historyRequests.length, 0, 'no history request before scrolling');
+    // The app took over the /info that boot.js asked for while the modules
+    // loaded: one request, so boot.js's page size is the app's (state.js PAGE).
+    assert.equal(infoRequests.length, 1, infoRequests.join('\n'));
   });
 
   it('scrolling up loads older pages, keeps the view still and stays under 300 nodes', async () => {

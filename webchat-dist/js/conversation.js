@@ -82,7 +82,6 @@ export class Conversation {
     /** Counts loads: an answer to an older one is dropped. */
     this.loadGen = 0;
     this.retryLoad = 0;
-    this.offlineSince = 0;
     this.offlineBefore = false;
     this.lastResetAt = 0;
 
@@ -282,7 +281,6 @@ export class Conversation {
         stream.listFetched = true;
         this.sessions.refreshSoon(0);
       }
-      this.offlineSince = 0;
       hideBanner();
       // This window's own stream is counted now.
       if (!was) this.onOnline();
@@ -295,7 +293,6 @@ export class Conversation {
       this.offlineBefore = false;
       this.sender.outbox.flush();
     } else {
-      if (!this.offlineSince) this.offlineSince = Date.now();
       this.offlineBefore = true;
       showOfflineBanner(s.retryAt || Date.now() + (s.retryIn || 1000), 'Connection to the relay lost', () => this.reconnectNow());
       // Distinguish "relay down" from "token no longer accepted" at once (a

@@ -45,6 +45,8 @@ pub async fn list(_: Authed, State(state): State<AppState>) -> Json<ChecksRespon
 #[utoipa::path(
     get,
     path = "/webchat/checks/{name}",
+    // `detail` alone is also the other module's: an operation id is the document's, not the module's
+    operation_id = "check_detail",
     tag = "checks",
     summary = "One check and its kept runs (the last 50, oldest first)",
     params(("name" = String, Path, description = "The check's name")),

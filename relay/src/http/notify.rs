@@ -494,6 +494,8 @@ pub async fn ask(
 #[utoipa::path(
     get,
     path = "/webchat/notifications/{id}",
+    // `detail` alone is also the other module's: an operation id is the document's, not the module's
+    operation_id = "notification_detail",
     tag = "notifications",
     summary = "One kept alert, with its body rendered",
     description = "For the detail view: the alert and its body as sanitized HTML (markdown, \
