@@ -105,16 +105,24 @@ export class Transcript {
     const gen = this.generation;
     if (this.start > 0) {
       this.settling = true;
-      afterPaint().then(() => whenIdle(() => {
+      // A first-paint's worth at a time, each when the page is idle: one
+      // prepend of the whole rest was a single 30–75 ms task, during which
+      // the page could not answer a key or a click.
+      const fill = () => {
         if (gen !== this.generation) return;
-        this.settling = false;
         const stick = this.isNearBottom();
-        this.growUp();
+        this.growUp(FIRST_PAINT);
         if (stick) this.scrollToBottom();
         this.changed();
+        if (this.start > 0) {
+          whenIdle(fill);
+          return;
+        }
+        this.settling = false;
         // what a scroll while settling asked for (an older page, say)
         this.onScroll();
-      }));
+      };
+      afterPaint().then(() => whenIdle(fill));
     }
   }
 
@@ -322,8 +330,8 @@ export class Transcript {
   }
 
   /** Grow the window upwards by up to CHUNK already-loaded messages. */
-  growUp() {
-    const newStart = Math.max(0, this.start - CHUNK);
+  growUp(count = CHUNK) {
+    const newStart = Math.max(0, this.start - count);
     if (newStart === this.start) return false;
     this.withAnchor(() => {
       const frag = document.createDocumentFragment();
