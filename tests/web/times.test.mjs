@@ -5,9 +5,9 @@
 // Intl's own in several locales, that a shape is kept only where it can be
 // exact, and that a wrong shape is used once and then mended.
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Relay, launchBrowser, newPage, openChat, missingPrerequisite, tempHome, writeStore } from './harness.mjs';
+import { newPage, openChat, suiteFixture } from './harness.mjs';
 
 const SHAPE_KEY = 'loopchat.timeShape';
 
@@ -40,33 +40,17 @@ function intlTexts(isos) {
 }
 
 describe('message times', () => {
-  let relay;
-  let browser;
-
-  before(async () => {
-    const missing = missingPrerequisite();
-    if (missing) throw new Error(missing);
-    const home = await tempHome();
-    const now = new Date();
-    const stamps = [...WHEN.map((w) => new Date(w).toISOString()), now.toISOString()];
-    await writeStore(home, {
-      times: stamps.map((timestamp, i) => ({ role: i % 2 ? 'assistant' : 'user', content: `at ${i}`, timestamp })),
-    });
-    relay = await Relay.start({ home });
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await relay?.cleanup();
+  const stamps = [...WHEN.map((w) => new Date(w).toISOString()), new Date().toISOString()];
+  const fx = suiteFixture({
+    store: { times: stamps.map((timestamp, i) => ({ role: i % 2 ? 'assistant' : 'user', content: `at ${i}`, timestamp })) },
   });
 
   // ar-EG writes Arabic-Indic digits, which a shape cannot: it keeps none.
   for (const [locale, timezoneId, shaped] of [['en-US', 'America/New_York', true], ['de-DE', 'Europe/Berlin', true], ['ja-JP', 'Asia/Tokyo', true], ['en-GB', 'Europe/London', true], ['ar-EG', 'Africa/Cairo', false]]) {
     it(`${locale}: a new tab writes the times Intl would, before its formatters exist`, async () => {
-      const page = await newPage(browser, { locale, timezoneId });
+      const page = await newPage(fx.browser, { locale, timezoneId });
       const context = page.context();
-      await openChat(page, relay, { session: 'times' });
+      await openChat(page, fx.relay, { session: 'times' });
       await page.waitForSelector('#messages .msg >> text=at 5');
       await page.waitForFunction((key) => localStorage.getItem(key) !== null || document.querySelector('time.msg-time[title]'), SHAPE_KEY);
       // the formatters were made after the paint: every time has its tooltip
@@ -76,7 +60,7 @@ describe('message times', () => {
 
       const tab = await context.newPage();
       await tab.addInitScript(recordFirstTimes);
-      await tab.goto(`${relay.origin}/webchat/?session=times`);
+      await tab.goto(`${fx.relay.origin}/webchat/?session=times`);
       await tab.waitForFunction(() => window.__firstTimes !== undefined);
       const first = await tab.evaluate(() => window.__firstTimes);
       const expected = await tab.evaluate(intlTexts, first.map((t) => t.iso));
@@ -90,9 +74,9 @@ describe('message times', () => {
   }
 
   it('a wrong shape is used once and mended; one of other languages is not used', async () => {
-    const page = await newPage(browser, { locale: 'en-US', timezoneId: 'UTC' });
+    const page = await newPage(fx.browser, { locale: 'en-US', timezoneId: 'UTC' });
     const context = page.context();
-    await openChat(page, relay, { session: 'times' });
+    await openChat(page, fx.relay, { session: 'times' });
     await page.waitForFunction((key) => localStorage.getItem(key) !== null, SHAPE_KEY);
     const good = JSON.parse(await page.evaluate((key) => localStorage.getItem(key), SHAPE_KEY));
 
@@ -101,7 +85,7 @@ describe('message times', () => {
     await page.evaluate(([key, v]) => localStorage.setItem(key, v), [SHAPE_KEY, JSON.stringify(wrong)]);
     const tab = await context.newPage();
     await tab.addInitScript(recordFirstTimes);
-    await tab.goto(`${relay.origin}/webchat/?session=times`);
+    await tab.goto(`${fx.relay.origin}/webchat/?session=times`);
     await tab.waitForFunction(() => window.__firstTimes !== undefined);
     const first = await tab.evaluate(() => window.__firstTimes);
     assert.ok(first[0].text.startsWith('Mon '), `the stored shape wrote the first paint: ${first[0].text}`);
@@ -114,7 +98,7 @@ describe('message times', () => {
     await page.evaluate(([key, v]) => localStorage.setItem(key, v), [SHAPE_KEY, JSON.stringify({ ...wrong, locale: 'fr-FR,fr' })]);
     const other = await context.newPage();
     await other.addInitScript(recordFirstTimes);
-    await other.goto(`${relay.origin}/webchat/?session=times`);
+    await other.goto(`${fx.relay.origin}/webchat/?session=times`);
     await other.waitForFunction(() => window.__firstTimes !== undefined);
     const firstOther = await other.evaluate(() => window.__firstTimes);
     assert.deepEqual(firstOther.map((t) => t.text), await other.evaluate(intlTexts, firstOther.map((t) => t.iso)));
