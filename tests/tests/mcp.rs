@@ -158,6 +158,39 @@ fn results(messages: &[Value]) -> Vec<Value> {
 }
 
 /// The text blocks of a message (one text is sent as a plain string).
+/// One turn in which the model, forced by the proxy, calls `tool` with
+/// `args` and then answers in words: the session's tool results after it.
+async fn forced_call(
+    proxy: &Proxy,
+    api: &Api,
+    session: &str,
+    tool: &'static str,
+    args: Value,
+) -> Vec<Value> {
+    proxy.script(vec![Force::Call(tool, args), Force::Text]);
+    let (st, v) = api
+        .rpc(json!({"session": session, "text": "use the tool"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    results(&messages(api, session).await)
+}
+
+/// The PNG bytes of a result's image block, checked to be a PNG.
+fn png_of(result: &Value) -> Vec<u8> {
+    use base64::Engine;
+    let content = result["content"].as_array().unwrap();
+    let image = content
+        .iter()
+        .find(|c| c["type"] == "image")
+        .unwrap_or_else(|| panic!("no image block: {content:?}"));
+    assert_eq!(image["mimeType"], "image/png");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(image["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    png
+}
+
 fn texts(m: &Value) -> Vec<String> {
     if let Some(t) = m["content"].as_str() {
         return vec![t.to_owned()];
@@ -256,15 +289,14 @@ async fn listing(s: &Setup) {
 /// `echo` (policy allow) runs at once; its text result is stored as the
 /// toolResult and sent back to the model.
 async fn echo_round_trip(proxy: &Proxy, s: &Setup) {
-    proxy.script(vec![
-        Force::Call("everything__echo", json!({"message": "hello over mcp"})),
-        Force::Text,
-    ]);
-    let (st, v) = s
-        .api
-        .rpc(json!({"session": "echo", "text": "echo something"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
+    let r = forced_call(
+        proxy,
+        &s.api,
+        "echo",
+        "everything__echo",
+        json!({"message": "hello over mcp"}),
+    )
+    .await;
     let bodies = proxy.bodies();
     let first = &bodies[bodies.len() - 2];
     let offered: Vec<&str> = first["tools"]
@@ -276,7 +308,6 @@ async fn echo_round_trip(proxy: &Proxy, s: &Setup) {
     // What the relay offered (the proxy records the body before forcing).
     assert!(offered.contains(&"everything__echo"), "{offered:?}");
     assert!(offered.contains(&"everything__get-tiny-image"));
-    let r = results(&messages(&s.api, "echo").await);
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["toolName"], "everything__echo", "{r:?}");
     assert_eq!(r[0]["isError"], false);
@@ -329,17 +360,7 @@ async fn tiny_image_after_approval(proxy: &Proxy, s: &Setup) {
     let r = results(&messages(&s.api, "image").await);
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["isError"], false);
-    let content = r[0]["content"].as_array().unwrap();
-    let image = content
-        .iter()
-        .find(|c| c["type"] == "image")
-        .unwrap_or_else(|| panic!("no image block: {content:?}"));
-    assert_eq!(image["mimeType"], "image/png");
-    use base64::Engine;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(image["data"].as_str().unwrap())
-        .unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    png_of(&r[0]);
     assert_eq!(
         texts(&r[0]),
         [
@@ -354,45 +375,21 @@ async fn tiny_image_after_approval(proxy: &Proxy, s: &Setup) {
 async fn list_changed_is_honoured(proxy: &Proxy, s: &Setup) {
     let v = wait_listing(&s.api, |v| available(v, "changing__add-tool")).await;
     assert!(tool(&v, "changing__added").is_none(), "{v}");
-    proxy.script(vec![
-        Force::Call("changing__add-tool", json!({})),
-        Force::Text,
-    ]);
-    let (st, v) = s
-        .api
-        .rpc(json!({"session": "changing", "text": "add"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&s.api, "changing").await);
+    let r = forced_call(proxy, &s.api, "changing", "changing__add-tool", json!({})).await;
     assert_eq!(texts(&r[0]), ["added"]);
     // The relay re-lists on the notification; nothing else would show it.
     wait_listing(&s.api, |v| available(v, "changing__added")).await;
-    proxy.script(vec![Force::Call("changing__added", json!({})), Force::Text]);
-    let (st, v) = s
-        .api
-        .rpc(json!({"session": "added", "text": "run it"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
+    let r = forced_call(proxy, &s.api, "added", "changing__added", json!({})).await;
     let bodies = proxy.bodies();
     let offered = bodies[bodies.len() - 2]["tools"].to_string();
     assert!(offered.contains("changing__added"), "{offered}");
-    let r = results(&messages(&s.api, "added").await);
     assert_eq!(texts(&r[0]), ["the added tool ran"]);
 }
 
 /// A server that cannot start: a call of one of its tools gets a sentence,
 /// the run goes on.
 async fn broken_server_is_told_to_the_model(proxy: &Proxy, s: &Setup) {
-    proxy.script(vec![
-        Force::Call("broken__anything", json!({})),
-        Force::Text,
-    ]);
-    let (st, v) = s
-        .api
-        .rpc(json!({"session": "broken", "text": "use it"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&s.api, "broken").await);
+    let r = forced_call(proxy, &s.api, "broken", "broken__anything", json!({})).await;
     assert_eq!(r[0]["isError"], true);
     let t = texts(&r[0]).join(" ");
     assert!(t.contains("broken"), "{t}");
@@ -423,16 +420,14 @@ async fn killed_server_is_restarted(proxy: &Proxy, s: &Setup) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    proxy.script(vec![
-        Force::Call("everything__echo", json!({"message": "again"})),
-        Force::Text,
-    ]);
-    let (st, v) = s
-        .api
-        .rpc(json!({"session": "restarted", "text": "echo"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&s.api, "restarted").await);
+    let r = forced_call(
+        proxy,
+        &s.api,
+        "restarted",
+        "everything__echo",
+        json!({"message": "again"}),
+    )
+    .await;
     assert_eq!(texts(&r[0]), ["Echo: again"]);
 }
 
@@ -614,15 +609,14 @@ url = "http://127.0.0.1:{dead_port}/mcp"
     assert!(tool(&v, "web__get-tiny-image").is_some(), "{v}");
 
     // echo, end to end.
-    proxy.script(vec![
-        Force::Call("web__echo", json!({"message": "hello over http"})),
-        Force::Text,
-    ]);
-    let (st, v) = api
-        .rpc(json!({"session": "web-echo", "text": "echo something"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&api, "web-echo").await);
+    let r = forced_call(
+        &proxy,
+        &api,
+        "web-echo",
+        "web__echo",
+        json!({"message": "hello over http"}),
+    )
+    .await;
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0]["toolName"], "web__echo");
     assert_eq!(r[0]["isError"], false);
@@ -636,27 +630,9 @@ url = "http://127.0.0.1:{dead_port}/mcp"
     );
 
     // get-tiny-image: text and a PNG, in pi's shape.
-    proxy.script(vec![
-        Force::Call("web__get-tiny-image", json!({})),
-        Force::Text,
-    ]);
-    let (st, v) = api
-        .rpc(json!({"session": "web-image", "text": "show the image"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&api, "web-image").await);
+    let r = forced_call(&proxy, &api, "web-image", "web__get-tiny-image", json!({})).await;
     assert_eq!(r[0]["isError"], false, "{r:?}");
-    let content = r[0]["content"].as_array().unwrap();
-    let image = content
-        .iter()
-        .find(|c| c["type"] == "image")
-        .unwrap_or_else(|| panic!("no image block: {content:?}"));
-    assert_eq!(image["mimeType"], "image/png");
-    use base64::Engine;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(image["data"].as_str().unwrap())
-        .unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    png_of(&r[0]);
 
     // The configured headers reached the server on every request, the
     // session's id on every one after `initialize`; none is in the log.
@@ -679,10 +655,7 @@ url = "http://127.0.0.1:{dead_port}/mcp"
 
     // Nothing listens at the dead URL: the relay serves on, and a call of
     // its tools is told why.
-    proxy.script(vec![Force::Call("dead__anything", json!({})), Force::Text]);
-    let (st, v) = api.rpc(json!({"session": "dead", "text": "use it"})).await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&api, "dead").await);
+    let r = forced_call(&proxy, &api, "dead", "dead__anything", json!({})).await;
     assert_eq!(r[0]["isError"], true);
     let t = texts(&r[0]).join(" ");
     assert!(t.contains("dead") && t.contains("is not running"), "{t}");
@@ -703,29 +676,27 @@ url = "http://127.0.0.1:{dead_port}/mcp"
     })
     .await;
     assert_eq!(tool(&v, "web__get-tiny-image").unwrap()["available"], false);
-    proxy.script(vec![
-        Force::Call("web__echo", json!({"message": "while down"})),
-        Force::Text,
-    ]);
-    let (st, v) = api
-        .rpc(json!({"session": "web-down", "text": "echo"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&api, "web-down").await);
+    let r = forced_call(
+        &proxy,
+        &api,
+        "web-down",
+        "web__echo",
+        json!({"message": "while down"}),
+    )
+    .await;
     assert_eq!(r[0]["isError"], true);
     assert!(texts(&r[0]).join(" ").contains("is not running"), "{r:?}");
     let before = headers.seen().len();
     let _server = everything_http(server_port).await;
     wait_listing(&api, |v| available(v, "web__echo")).await;
-    proxy.script(vec![
-        Force::Call("web__echo", json!({"message": "again"})),
-        Force::Text,
-    ]);
-    let (st, v) = api
-        .rpc(json!({"session": "web-again", "text": "echo"}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let r = results(&messages(&api, "web-again").await);
+    let r = forced_call(
+        &proxy,
+        &api,
+        "web-again",
+        "web__echo",
+        json!({"message": "again"}),
+    )
+    .await;
     assert_eq!(texts(&r[0]), ["Echo: again"]);
     // A new session was opened with the new process.
     let after = headers.seen();
