@@ -84,6 +84,13 @@ impl RelayOptions {
         self.config = Some(toml.into());
         self
     }
+    /// The OpenAI backend at `base_url` (a forcing proxy in front of the
+    /// suites' llama.cpp server, say), asking for the model `tiny-llama`.
+    pub fn openai_at(self, base_url: &str) -> Self {
+        self.env("LOOPCHAT_AGENT", "openai")
+            .env("LOOPCHAT_OPENAI_BASE_URL", base_url)
+            .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+    }
 }
 
 /// `loopchat serve` on `home` as every test starts it: the test's own

@@ -83,9 +83,7 @@ fn start(proxy: &Proxy) -> Setup {
             ..Default::default()
         }
         .config(&stdio_config(&ws))
-        .env("LOOPCHAT_AGENT", "openai")
-        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
-        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama"),
+        .openai_at(&proxy.base_url()),
     );
     let api = relay.client();
     Setup {
@@ -590,9 +588,7 @@ url = "http://127.0.0.1:{dead_port}/mcp"
             ..Default::default()
         }
         .config(&config)
-        .env("LOOPCHAT_AGENT", "openai")
-        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
-        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+        .openai_at(&proxy.base_url())
         // Everything the relay and rmcp log, to look for the header in.
         .env("RUST_LOG", "trace,rmcp=trace,hyper=info,h2=info"),
     );
@@ -794,9 +790,7 @@ async fn bench_round_trip(config: &str, echo: &'static str, transport: &str) {
             ..Default::default()
         }
         .config(config)
-        .env("LOOPCHAT_AGENT", "openai")
-        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
-        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+        .openai_at(&proxy.base_url())
         .env("RUST_LOG", "info,loopchat_relay::timing=debug"),
     );
     let api = relay.client();

@@ -65,9 +65,7 @@ fn start(proxy: &Proxy) -> Setup {
             ..Default::default()
         }
         .config(&config(&ws))
-        .env("LOOPCHAT_AGENT", "openai")
-        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
-        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama"),
+        .openai_at(&proxy.base_url()),
     );
     let api = relay.client();
     Setup {
@@ -757,9 +755,7 @@ async fn bench_tool_steps() {
             "[agent.openai]\nmax_tokens = 6\n[tools]\nworkspace = \"{}\"\nmax_steps = 100\n[tools.policy]\nbash = \"allow\"\n",
             ws.display()
         ))
-        .env("LOOPCHAT_AGENT", "openai")
-        .env("LOOPCHAT_OPENAI_BASE_URL", &proxy.base_url())
-        .env("LOOPCHAT_OPENAI_MODEL", "tiny-llama")
+        .openai_at(&proxy.base_url())
         .env("RUST_LOG", "info,loopchat_relay::timing=debug"),
     );
     let api = relay.client();
