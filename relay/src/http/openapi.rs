@@ -158,7 +158,9 @@ impl Modify for Common {
             ];
             for op in operations.into_iter().flatten() {
                 for p in op.parameters.iter_mut().flatten() {
-                    if let Some(RefOr::T(Schema::Object(schema))) = &mut p.schema {
+                    if let RefOr::T(p) = p
+                        && let Some(RefOr::T(Schema::Object(schema))) = &mut p.schema
+                    {
                         widen_unsigned(schema);
                     }
                 }
@@ -252,10 +254,9 @@ fn document_streams(doc: &mut utoipa::openapi::OpenApi) {
         let Some(RefOr::T(ok)) = op.responses.responses.get_mut("200") else {
             panic!("{path} has no 200");
         };
-        let content = ok
-            .content
-            .get_mut("text/event-stream")
-            .expect("a text/event-stream answer");
+        let Some(RefOr::T(content)) = ok.content.get_mut("text/event-stream") else {
+            panic!("{path} has no text/event-stream answer");
+        };
         content.schema = Some(Ref::from_schema_name(name).into());
     }
 }
