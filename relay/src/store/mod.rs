@@ -569,14 +569,14 @@ impl Store {
         }
         let (generation, previous) = {
             let mut entries = self.inner.entries.lock();
-            if let Some(entry) = entries
-                .get(key)
+            let previous = entries.get(key).cloned();
+            if let Some(entry) = previous
+                .as_ref()
                 .and_then(|raw| SessionEntry::from_raw(key, raw))
             {
                 return Ok(entry);
             }
             let now = crate::clock::now_millis();
-            let previous = entries.get(key).cloned();
             // Keep whatever another tool stored for this key, but a raw
             // entry without a usable sessionId gets a fresh one.
             let raw = entries.entry(key.to_owned()).or_default();
