@@ -47,19 +47,22 @@ const CAPTURES: &[(&str, &str)] = &[
     ("variable.parameter", "variable.parameter"),
 ];
 
+/// The `hl-` classes of a TextMate scope, one per atom
+/// (`string.regexp` → `hl-string`, `hl-regexp`).
+fn scope_classes(scope: &str) -> Vec<String> {
+    scope
+        .split('.')
+        .map(|atom| format!("{CLASS_PREFIX}{atom}"))
+        .collect()
+}
+
 /// `class="hl-a hl-b"` for each entry of [`CAPTURES`], in its order.
 fn class_attributes() -> &'static [String] {
     static ATTRS: OnceLock<Vec<String>> = OnceLock::new();
     ATTRS.get_or_init(|| {
         CAPTURES
             .iter()
-            .map(|(_, scope)| {
-                let classes: Vec<String> = scope
-                    .split('.')
-                    .map(|atom| format!("{CLASS_PREFIX}{atom}"))
-                    .collect();
-                format!("class=\"{}\"", classes.join(" "))
-            })
+            .map(|(_, scope)| format!("class=\"{}\"", scope_classes(scope).join(" ")))
             .collect()
     })
 }
@@ -241,10 +244,7 @@ mod tests {
         };
         let (light, dark) = (rules(light), rules(dark));
         for (capture, scope) in CAPTURES {
-            let classes: Vec<String> = scope
-                .split('.')
-                .map(|a| format!("{CLASS_PREFIX}{a}"))
-                .collect();
+            let classes = scope_classes(scope);
             for (theme, rules) in [("light", &light), ("dark", &dark)] {
                 assert!(
                     rules
