@@ -61,10 +61,15 @@ describe('appearance', () => {
     assert.ok(luminance(colours.body) < 0.05, `dark background ${colours.body}`);
     assert.ok(luminance(colours.text) > 0.6, `light text ${colours.text}`);
     for (const k of ['sidebar', 'code', 'input']) assert.ok(luminance(colours[k]) < 0.1, `${k} is dark too: ${colours[k]}`);
-    // switching the system theme live follows it
+    // switching the system theme live follows it: the media query's change
+    // event arrives with the page's next rendering step, not with emulateMedia
+    const themeBecomes = (t) => page.waitForFunction((want) => document.documentElement.dataset.theme === want, t, { timeout: 5000 });
     await page.emulateMedia({ colorScheme: 'light' });
+    await themeBecomes('light');
     assert.ok(luminance(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)) > 0.8);
     await page.emulateMedia({ colorScheme: 'dark' });
+    await themeBecomes('dark');
+    assert.ok(luminance(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)) < 0.05);
     await screenshot(page, 'webchat-dark');
     await page.context().close();
   });
