@@ -260,15 +260,24 @@ export class Relay {
  * again on the same port. The page works through it like through a tunnel.
  */
 export class Proxy {
-  constructor(targetPort) {
+  /**
+   * @param {number} targetPort
+   * @param {{ hold?: (chunk: string) => boolean }} [o]  a request that starts like this waits
+   *   (with its connection) until `release()`; if its client closed meanwhile, it is dropped unsent
+   */
+  constructor(targetPort, { hold } = {}) {
     this.targetPort = targetPort;
+    this.hold = hold;
     this.sockets = new Set();
     this.server = null;
     this.port = 0;
+    this.held = [];
+    this.heldOne = () => {};
+    this.whenHeld = new Promise((resolve) => { this.heldOne = resolve; });
   }
 
-  static async start(targetPort) {
-    const p = new Proxy(targetPort);
+  static async start(targetPort, options) {
+    const p = new Proxy(targetPort, options);
     await p.listen();
     return p;
   }
@@ -284,8 +293,19 @@ export class Proxy {
         upstream.on('error', drop);
         client.on('close', drop);
         upstream.on('close', drop);
-        client.pipe(upstream);
         upstream.pipe(client);
+        // Requests on one connection come one at a time, so a held one holds what follows it.
+        let holding = null;
+        client.on('data', (chunk) => {
+          if (holding) return holding.chunks.push(chunk);
+          if (this.hold && this.hold(chunk.toString('latin1'))) {
+            holding = { client, upstream, chunks: [chunk], forward: () => { for (const c of holding.chunks) upstream.write(c); holding = null; } };
+            this.held.push(holding);
+            return this.heldOne();
+          }
+          upstream.write(chunk);
+        });
+        client.on('end', () => upstream.end());
       });
       server.once('error', reject);
       server.listen(this.port, '127.0.0.1', () => {
@@ -294,6 +314,13 @@ export class Proxy {
         resolve();
       });
     });
+  }
+
+  /** Forwards the held requests whose clients are still connected. */
+  release() {
+    for (const h of this.held.splice(0)) {
+      if (!h.client.destroyed && !h.client.readableEnded) h.forward();
+    }
   }
 
   async cut() {

@@ -94,6 +94,8 @@ export async function errorFrom(res) {
  * @property {Record<string, string>} [headers]
  * @property {AbortSignal} [signal]
  * @property {Promise<Response>} [pending]  the answer of a request already made (boot.js's /info)
+ * @property {boolean} [keepalive]  outlive the page: a small change the user expects kept even if
+ *                                  they reload at once (the page shows it before the relay has it)
  */
 
 /**
@@ -103,9 +105,9 @@ export async function errorFrom(res) {
  * @param {CallOptions} [o]
  * @returns {Promise<any>} the relay's JSON answer (each `api` method names its shape)
  */
-async function call(method, path, { params, json, body, headers = {}, signal, pending } = {}) {
+async function call(method, path, { params, json, body, headers = {}, signal, pending, keepalive = false } = {}) {
   /** @type {RequestInit & {headers: Record<string, string>}} */
-  const init = { method, headers: { Accept: 'application/json', ...authHeaders(), ...headers }, signal, credentials: 'omit', cache: 'no-store' };
+  const init = { method, headers: { Accept: 'application/json', ...authHeaders(), ...headers }, signal, credentials: 'omit', cache: 'no-store', keepalive };
   if (json !== undefined) {
     init.body = JSON.stringify(json);
     init.headers['Content-Type'] = 'application/json';
@@ -194,8 +196,8 @@ export const api = {
   notify: (payload) => call('POST', 'notify', { json: payload }),
   /** @returns {Promise<{notification: RelayNotification, bodyHtml: string}>} */
   notification: (id) => call('GET', `notifications/${encodeURIComponent(id)}`),
-  markRead: (payload) => call('POST', 'notifications/read', { json: payload }),
-  dismiss: (id) => call('POST', `notifications/${encodeURIComponent(id)}/dismiss`, { json: {} }),
+  markRead: (payload) => call('POST', 'notifications/read', { json: payload, keepalive: true }),
+  dismiss: (id) => call('POST', `notifications/${encodeURIComponent(id)}/dismiss`, { json: {}, keepalive: true }),
   askAlert: (id, session) => call('POST', `notifications/${encodeURIComponent(id)}/ask`, { json: session ? { session } : {} }),
   /** @returns {Promise<{checks: Check[]}>} */
   checks: () => call('GET', 'checks'),

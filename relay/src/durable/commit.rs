@@ -20,6 +20,7 @@
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -89,19 +90,29 @@ impl FailedFlush {
     }
 }
 
+/// The state a flush records its outcome in. Shared with the flush's own
+/// blocking task, which records it even when the waiter that started the
+/// flush has gone away.
 #[derive(Debug)]
-pub(crate) struct GroupCommit {
+struct Shared {
     kind: FlushKind,
     state: Mutex<CommitState>,
     changed: watch::Sender<()>,
 }
 
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+}
+
 impl GroupCommit {
     pub(crate) fn new(kind: FlushKind) -> Self {
         Self {
-            kind,
-            state: Mutex::new(CommitState::default()),
-            changed: watch::channel(()).0,
+            shared: Arc::new(Shared {
+                kind,
+                state: Mutex::new(CommitState::default()),
+                changed: watch::channel(()).0,
+            }),
         }
     }
 
@@ -109,14 +120,14 @@ impl GroupCommit {
     /// reader that acknowledges what it read back from the file cannot tell
     /// which writes that failure lost, so it must not vouch for any of them.
     pub(crate) fn first_failure(&self) -> Option<io::Error> {
-        let st = self.state.lock();
+        let st = self.shared.state.lock();
         st.first_failure.as_ref().map(FailedFlush::error)
     }
 
     /// Registers a completed write; call it while still holding the lock
     /// that ordered the write, so generations follow file order.
     pub(crate) fn bump(&self) -> u64 {
-        let mut st = self.state.lock();
+        let mut st = self.shared.state.lock();
         st.requested += 1;
         st.requested
     }
@@ -124,16 +135,22 @@ impl GroupCommit {
     /// Returns once generation `generation` is durable, running `flush` (a
     /// blocking job that must make every write registered so far durable)
     /// when no flush is in progress.
+    ///
+    /// Cancel-safe: a waiter dropped mid-flush (an HTTP handler whose client
+    /// hung up) leaves the flush running on its blocking thread, which still
+    /// records the outcome and wakes the others. Were the outcome recorded
+    /// here, after the await, a dropped waiter would leave `running` set and
+    /// every later writer of the file waiting forever.
     pub(crate) async fn wait<F>(&self, generation: u64, flush: F) -> io::Result<()>
     where
-        F: Fn() -> io::Result<()> + Clone + Send + 'static,
+        F: FnOnce() -> io::Result<()> + Clone + Send + 'static,
     {
         loop {
             // Subscribe before looking at the state so that a flush finishing
             // in between cannot be missed.
-            let mut rx = self.changed.subscribe();
+            let mut rx = self.shared.changed.subscribe();
             let target = {
-                let mut st = self.state.lock();
+                let mut st = self.shared.state.lock();
                 if let Some(failed) = st.failed.iter().find(|f| f.covers(generation)) {
                     return Err(failed.error());
                 }
@@ -153,46 +170,56 @@ impl GroupCommit {
                 let _ = rx.changed().await;
                 continue;
             };
+            let shared = self.shared.clone();
             let job = flush.clone();
-            let started = Instant::now();
-            let result = tokio::task::spawn_blocking(job)
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
-            note_slow_io("a flush (fdatasync)", started);
-            {
-                let mut st = self.state.lock();
-                st.running = false;
-                match &result {
-                    Ok(()) => st.durable = st.durable.max(target),
-                    Err(_) if self.kind == FlushKind::Rewritten => {}
-                    Err(e) => {
-                        if st.failed.len() == FAILURES_KEPT {
-                            st.failed.pop_front();
-                        }
-                        let failed = FailedFlush {
-                            after: st.durable,
-                            through: target,
-                            raw_os_error: e.raw_os_error(),
-                            kind: e.kind(),
-                            message: e.to_string(),
-                        };
-                        st.first_failure.get_or_insert_with(|| failed.clone());
-                        st.failed.push_back(failed);
+            let flushed = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                // A panicking flush must still clear `running`.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                    .unwrap_or_else(|_| Err(io::Error::other("the flush panicked")));
+                note_slow_io("a flush (fdatasync)", started);
+                shared.record(target, &result);
+                result
+            });
+            return flushed.await.unwrap_or_else(|e| Err(io::Error::other(e)));
+        }
+    }
+}
+
+impl Shared {
+    /// The end of the flush that was to make everything through `target`
+    /// durable: its outcome, then everyone woken (those it covered are done
+    /// or failed; later writers start the next flush).
+    fn record(&self, target: u64, result: &io::Result<()>) {
+        {
+            let mut st = self.state.lock();
+            st.running = false;
+            match result {
+                Ok(()) => st.durable = st.durable.max(target),
+                Err(_) if self.kind == FlushKind::Rewritten => {}
+                Err(e) => {
+                    if st.failed.len() == FAILURES_KEPT {
+                        st.failed.pop_front();
                     }
+                    let failed = FailedFlush {
+                        after: st.durable,
+                        through: target,
+                        raw_os_error: e.raw_os_error(),
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    };
+                    st.first_failure.get_or_insert_with(|| failed.clone());
+                    st.failed.push_back(failed);
                 }
             }
-            // Wake everyone: those the flush covered are done (or failed);
-            // later writers start the next flush.
-            self.changed.send_replace(());
-            return result;
         }
+        self.changed.send_replace(());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,5 +317,47 @@ mod tests {
             let err = result.expect_err("acknowledged after a failed flush");
             assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{generation}");
         }
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_dropped_mid_flush_does_not_stall_the_next_writer() {
+        // The waiter running a flush is cancelled while the flush is on its
+        // blocking thread (a client hung up). The flush must still count,
+        // and the next writer must get its own flush, not wait forever.
+        let commit = Arc::new(GroupCommit::new(FlushKind::Appended));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(std::sync::Barrier::new(2));
+        let first = commit.bump();
+        let leader = {
+            let (commit, started, release) = (commit.clone(), started.clone(), release.clone());
+            tokio::spawn(async move {
+                commit
+                    .wait(first, move || {
+                        started.notify_one();
+                        release.wait();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        tokio::task::spawn_blocking(move || release.wait())
+            .await
+            .unwrap();
+        let second = commit.bump();
+        let bounded = std::time::Duration::from_secs(10);
+        tokio::time::timeout(bounded, commit.wait(second, || Ok(())))
+            .await
+            .expect("the next writer waits forever for a flush nobody runs")
+            .unwrap();
+        // The cancelled waiter's write was made durable by its flush.
+        tokio::time::timeout(
+            bounded,
+            commit.wait(first, || Err(io::Error::other("not needed"))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
 }

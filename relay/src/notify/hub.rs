@@ -221,31 +221,41 @@ impl NotificationHub {
         })
     }
 
-    /// Step two: returns once the notification is durable and delivered.
+    /// Step two: resolves once the notification is durable and delivered.
     /// If this fails the notification may still be delivered later (once a
     /// later flush succeeds); a retry with the same id then updates it.
-    pub async fn commit(&self, pending: Pending) -> Result<Notification, DiskError> {
+    ///
+    /// The work starts at once and runs to the end even if the returned
+    /// future is dropped (an HTTP handler whose client hung up, a page
+    /// reloaded right after "mark all read"): a submitted notification must
+    /// not wait for the next post to be delivered.
+    pub fn commit(
+        &self,
+        pending: Pending,
+    ) -> impl Future<Output = Result<Notification, DiskError>> + Send + 'static {
         let hub = self.clone();
-        self.inner
-            .commit
-            .wait(pending.generation, move || {
-                let file = hub.lock().journal.file();
-                file.sync_data()
-            })
-            .await?;
-        self.publish_durable(pending.generation);
-        Ok(pending.notification)
+        let task = tokio::spawn(async move {
+            let flushed = hub.clone();
+            hub.inner
+                .commit
+                .wait(pending.generation, move || {
+                    let file = flushed.lock().journal.file();
+                    file.sync_data()
+                })
+                .await?;
+            hub.publish_durable(pending.generation);
+            Ok(pending.notification)
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(DiskError::Io(std::io::Error::other(e))))
+        }
     }
 
-    /// Submit and commit in one. The commit runs to the end even if the
-    /// caller goes away (a client that hangs up mid-request): a submitted
-    /// notification must not wait for the next post to be delivered.
+    /// Submit and commit in one.
     pub async fn post(&self, draft: Draft) -> Result<Notification, DiskError> {
         let pending = self.submit(draft)?;
-        let hub = self.clone();
-        tokio::spawn(async move { hub.commit(pending).await })
-            .await
-            .unwrap_or_else(|e| Err(DiskError::Io(std::io::Error::other(e))))
+        self.commit(pending).await
     }
 
     /// Publishes, in seq order, every waiting notification up to
@@ -561,5 +571,29 @@ mod tests {
         for expected in 1..=(CHANNEL_CAP as u64 + 50) {
             assert_eq!(sub.next().await.unwrap().seq, expected);
         }
+    }
+    #[tokio::test]
+    async fn an_amendment_whose_caller_hangs_up_is_still_delivered() {
+        // An HTTP handler dropped before its commit ran (the page reloaded
+        // right after "mark all read"): the read version must still reach
+        // every stream and the list, with no later post to carry it.
+        let dir = tempfile::tempdir().unwrap();
+        let hub = NotificationHub::open(&dir.path().join("n.jsonl")).unwrap();
+        let posted = hub.post(draft("a", Some("job"))).await.unwrap();
+        let mut sub = hub.subscribe(Some(posted.seq));
+        let pending = hub
+            .amend("job", |n| {
+                n.read = true;
+                true
+            })
+            .unwrap()
+            .expect("kept");
+        drop(hub.commit(pending));
+        let delivered = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+            .await
+            .expect("the dropped commit never published the read version")
+            .unwrap();
+        assert_eq!(delivered.seq, posted.seq + 1);
+        assert!(hub.get("job").unwrap().read);
     }
 }
