@@ -7,6 +7,7 @@ mod bundle;
 mod chat;
 mod checks;
 pub mod conn;
+mod detach;
 pub mod error;
 mod events;
 pub(crate) mod extract;
@@ -162,6 +163,7 @@ pub fn router(state: AppState, body_read_timeout: Duration) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
         })
+        .layer(axum::middleware::from_fn(detach::writes_outlive_their_client))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::host_and_origin,
