@@ -15,6 +15,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use loopchat_proto::ErrorCode;
+use tracing::Instrument;
 
 use super::error::ApiError;
 
@@ -23,7 +24,8 @@ pub async fn writes_outlive_their_client(req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    match tokio::spawn(next.run(req)).await {
+    // In the request's span, so that its logs still name the request.
+    match tokio::spawn(next.run(req).in_current_span()).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "a request's handler failed");
