@@ -21,13 +21,15 @@
 mod desktop;
 mod support;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Fixture, Relay, Sshd, shell_bin};
+use desktop::{Shell, screenshot, window_tree};
+use support::{Relay, SshHost, post_alert};
 
 const TESTS: &[desktop::Test<Desktop>] = &[
     (
@@ -285,152 +287,24 @@ fn dunstctl(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// A shell process (`alerts`, or the window) with its stderr collected.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    name: String,
+/// A returning user's shell (the welcome tour recorded as done).
+fn start_shell(name: &str, home: &Path, args: &[impl AsRef<OsStr>]) -> Shell {
+    support::mark_tour_done(home);
+    start_shell_fresh(name, home, args)
 }
 
-impl Proc {
-    /// A returning user's shell (the welcome tour recorded as done).
-    fn start(name: &str, home: &Path, args: &[&str]) -> Self {
-        support::mark_tour_done(home);
-        Self::start_fresh(name, home, args)
-    }
-
-    /// The shell on `home` as it is (a first run shows the welcome tour).
-    fn start_fresh(name: &str, home: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(shell_bin())
-            .args(args)
-            .env("LOOPCHAT_HOME", home)
-            .env("HOME", home.join("user-home"))
-            .env("RUST_LOG", "warn,loopchat_shell=info")
-            // Clicks in headless mode open a browser: none here.
-            .env("BROWSER", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start loopchat-shell");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().expect("stderr");
-        let tag = name.to_owned();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  {tag}: {line}");
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-        Self {
-            child,
-            log,
-            name: name.to_owned(),
-        }
-    }
-
-    /// `loopchat-shell alerts` on the local relay of `home`.
-    fn alerts(name: &str, home: &Path) -> Self {
-        std::fs::create_dir_all(home.join("user-home")).expect("home");
-        Self::start(name, home, &["alerts"])
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn count(&self, parts: &[&str]) -> usize {
-        self.log()
-            .lines()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .count()
-    }
-
-    /// Waits for the `nth` (1-based) log line containing all of `parts`.
-    fn wait_nth(&mut self, nth: usize, parts: &[&str], limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self
-                .log()
-                .lines()
-                .filter(|l| parts.iter().all(|p| l.contains(p)))
-                .nth(nth - 1)
-            {
-                return line.to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}):\n{}", self.name, self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no log line with {parts:?} within {limit:?}:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_for(&mut self, parts: &[&str], limit: Duration) -> String {
-        self.wait_nth(1, parts, limit)
-    }
-
-    /// SIGTERM; both commands exit 0 on it.
-    fn stop(&mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "{} exited {status}", self.name);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} ignored SIGTERM:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// The shell on `home` as it is (a first run shows the welcome tour).
+fn start_shell_fresh(name: &str, home: &Path, args: &[impl AsRef<OsStr>]) -> Shell {
+    let mut command = Shell::command(home, args);
+    // Clicks in headless mode open a browser: none here.
+    command.env("BROWSER", "true");
+    Shell::spawn(name, &mut command)
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `loopchat notify …` against the relay of `home`; returns the seq.
-fn post(home: &Path, title: &str, body: &str, extra: &[&str]) -> u64 {
-    let out = support::relay_command()
-        .args(["notify", "--json", "--title", title, "--body", body])
-        .args(extra)
-        .env("LOOPCHAT_HOME", home)
-        .env_remove("LOOPCHAT_URL")
-        .env_remove("LOOPCHAT_TOKEN")
-        .output()
-        .expect("run loopchat notify");
-    assert!(
-        out.status.success(),
-        "loopchat notify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "loopchat notify --json: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    v["seq"].as_u64().expect("seq")
+/// `loopchat-shell alerts` on the local relay of `home`.
+fn start_alerts(name: &str, home: &Path) -> Shell {
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    start_shell(name, home, &["alerts"])
 }
 
 /// A relay that pings its WebSockets every second, so that a shell that
@@ -439,25 +313,25 @@ fn fast_ping_relay(home: &Path) -> Relay {
     Relay::start_with_env(home, None, &[("LOOPCHAT_WS_PING_SECS", "1")])
 }
 
+/// A home in `dir` whose window opens at 800x600, with its relay running,
+/// and the pointer moved to where that window will be: X gives the window
+/// under the pointer the focus.
+fn window_home_under_the_pointer(dir: &Path) -> (PathBuf, Relay) {
+    let home = dir.join("loopchat");
+    std::fs::create_dir_all(home.join("user-home")).expect("home");
+    std::fs::write(
+        home.join("shell.json"),
+        r#"{"window":{"width":800.0,"height":600.0}}"#,
+    )
+    .expect("shell.json");
+    let relay = fast_ping_relay(&home);
+    desktop::xdo::move_mouse(400, 300);
+    (home, relay)
+}
+
 fn record(home: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(home.join("shell-alerts.json")).expect("record"))
         .expect("record JSON")
-}
-
-fn screenshot(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
-    let out = Command::new("import")
-        .args(["-window", "root"])
-        .arg(&path)
-        .output()
-        .expect("run `import` (imagemagick)");
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("  screenshot: {}", path.display());
-    path
 }
 
 /// The average colour of a region of a screenshot, as "r,g,b" (0–255).
@@ -481,12 +355,8 @@ fn mean_colour(png: &Path, geometry: &str) -> (f64, f64, f64) {
 
 /// dunst's popup window: (x, y, width, height), from `xwininfo -tree`.
 fn dunst_popup() -> Option<(i32, i32, i32, i32)> {
-    let out = Command::new("xwininfo")
-        .args(["-root", "-tree"])
-        .output()
-        .expect("xwininfo");
-    let tree = String::from_utf8_lossy(&out.stdout);
-    tree.lines()
+    window_tree()
+        .lines()
         .filter(|l| l.contains("\"Dunst\""))
         .filter_map(|l| {
             // … "Dunst": ("Dunst" "Dunst")  300x52+970+50  +970+50
@@ -514,23 +384,23 @@ fn two_shells_raise_an_alert_once_with_its_urgency(desktop: &Desktop) {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("loopchat");
     let relay = fast_ping_relay(&home);
-    let mut a = Proc::alerts("shell-a", &home);
-    let mut b = Proc::alerts("shell-b", &home);
-    a.wait_for(&["alert stream open"], Duration::from_secs(20));
-    b.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let mut a = start_alerts("shell-a", &home);
+    let mut b = start_alerts("shell-b", &home);
+    a.wait_for_line(&["alert stream open"], Duration::from_secs(20));
+    b.wait_for_line(&["alert stream open"], Duration::from_secs(20));
     // Several ping periods: a shell that did not answer would have been
     // cut off after three and reconnected.
     std::thread::sleep(Duration::from_secs(5));
 
-    let seq = post(
+    let seq = post_alert(
         &home,
         "Backup failed",
         "exit 3 on server1",
         &["--priority", "4"],
     );
     let s = format!("seq={seq} ");
-    a.wait_for(&[&s], Duration::from_secs(10));
-    b.wait_for(&[&s], Duration::from_secs(10));
+    a.wait_for_line(&[&s], Duration::from_secs(10));
+    b.wait_for_line(&[&s], Duration::from_secs(10));
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "raised more than once: {got:?}");
     assert_eq!(
@@ -543,18 +413,18 @@ fn two_shells_raise_an_alert_once_with_its_urgency(desktop: &Desktop) {
         ("loopchat", "CRITICAL", "Backup failed", "exit 3 on server1")
     );
     assert_eq!(
-        a.count(&["alert raised", &s]) + b.count(&["alert raised", &s]),
+        a.count_lines(&["alert raised", &s]) + b.count_lines(&["alert raised", &s]),
         1,
         "exactly one shell raises it"
     );
     assert_eq!(
-        a.count(&["already handled", &s]) + b.count(&["already handled", &s]),
+        a.count_lines(&["already handled", &s]) + b.count_lines(&["already handled", &s]),
         1,
         "the other one knows it was raised"
     );
 
-    let low = post(&home, "Nightly report", "all green", &["--priority", "1"]);
-    let normal = post(
+    let low = post_alert(&home, "Nightly report", "all green", &["--priority", "1"]);
+    let normal = post_alert(
         &home,
         "Reply ready",
         "in session main",
@@ -582,9 +452,9 @@ fn two_shells_raise_an_alert_once_with_its_urgency(desktop: &Desktop) {
 
     // An update of an alert (same id, posted again) replaces its popup,
     // whichever shell raises the update.
-    post(&home, "Deploy 42", "10% rolled out", &["--id", "deploy:42"]);
+    post_alert(&home, "Deploy 42", "10% rolled out", &["--id", "deploy:42"]);
     let first = desktop.wait_received(4)[3].clone();
-    post(
+    post_alert(
         &home,
         "Deploy 42",
         "done",
@@ -597,7 +467,8 @@ fn two_shells_raise_an_alert_once_with_its_urgency(desktop: &Desktop) {
         (first.id.as_str(), "done")
     );
     assert_eq!(
-        a.count(&["alert raised", "replaced=true"]) + b.count(&["alert raised", "replaced=true"]),
+        a.count_lines(&["alert raised", "replaced=true"])
+            + b.count_lines(&["alert raised", "replaced=true"]),
         1
     );
     assert_eq!(
@@ -607,8 +478,8 @@ fn two_shells_raise_an_alert_once_with_its_urgency(desktop: &Desktop) {
     );
 
     // One connection each, all along: pings were answered.
-    assert_eq!(a.count(&["alert stream open"]), 1, "{}", a.log());
-    assert_eq!(b.count(&["alert stream open"]), 1, "{}", b.log());
+    assert_eq!(a.count_lines(&["alert stream open"]), 1, "{}", a.log());
+    assert_eq!(b.count_lines(&["alert stream open"]), 1, "{}", b.log());
     assert_eq!(record(&home)["relays"]["local"]["lastSeq"], normal + 2);
     assert!(normal == low + 1 && low == seq + 1);
     assert!(
@@ -626,10 +497,10 @@ fn paused_alerts_are_not_raised(desktop: &Desktop) {
     let home = dir.path().join("loopchat");
     let _relay = fast_ping_relay(&home);
     std::fs::write(home.join("shell.json"), r#"{"alertsPaused":true}"#).expect("shell.json");
-    let mut a = Proc::alerts("shell", &home);
-    a.wait_for(&["alert stream open"], Duration::from_secs(20));
-    let seq = post(&home, "While paused", "shh", &["--priority", "5"]);
-    a.wait_for(
+    let mut a = start_alerts("shell", &home);
+    a.wait_for_line(&["alert stream open"], Duration::from_secs(20));
+    let seq = post_alert(&home, "While paused", "shh", &["--priority", "5"]);
+    a.wait_for_line(
         &["not raised: alerts are paused", &format!("[{seq}]")],
         Duration::from_secs(10),
     );
@@ -637,7 +508,7 @@ fn paused_alerts_are_not_raised(desktop: &Desktop) {
     assert_eq!(desktop.received(), vec![], "raised while paused");
 
     std::fs::write(home.join("shell.json"), r#"{"alertsPaused":false}"#).expect("shell.json");
-    post(&home, "After the pause", "hello", &[]);
+    post_alert(&home, "After the pause", "hello", &[]);
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].summary, "After the pause");
@@ -651,8 +522,8 @@ fn an_image_reaches_the_popup_and_a_read_version_is_not_raised(desktop: &Desktop
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("loopchat");
     let relay = fast_ping_relay(&home);
-    let mut a = Proc::alerts("shell", &home);
-    a.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let mut a = start_alerts("shell", &home);
+    a.wait_for_line(&["alert stream open"], Duration::from_secs(20));
     // A real 1x1 PNG.
     let png: &[u8] = &[
         0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0,
@@ -662,7 +533,7 @@ fn an_image_reaches_the_popup_and_a_read_version_is_not_raised(desktop: &Desktop
     ];
     let chart = dir.path().join("chart.png");
     std::fs::write(&chart, png).expect("chart");
-    post(
+    post_alert(
         &home,
         "With a chart",
         "see image",
@@ -693,7 +564,7 @@ fn an_image_reaches_the_popup_and_a_read_version_is_not_raised(desktop: &Desktop
     assert!(answer.contains(r#""marked":1"#), "{answer}");
     // Ordered after the read version: once this one is raised, the read
     // version has been handled (and was not raised).
-    post(&home, "Marker", "after the read", &[]);
+    post_alert(&home, "Marker", "after the read", &[]);
     let got = desktop.wait_received(2);
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(
@@ -756,10 +627,10 @@ fn a_focused_window_keeps_alerts_quiet(desktop: &Desktop) {
     std::thread::sleep(Duration::from_secs(1));
 
     // Another shell, not focused, on the same relay.
-    let mut other = Proc::alerts("other-shell", &home);
-    other.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let mut other = start_alerts("other-shell", &home);
+    other.wait_for_line(&["alert stream open"], Duration::from_secs(20));
 
-    let seq = post(
+    let seq = post_alert(
         &home,
         "Focused",
         "you are looking already",
@@ -787,11 +658,11 @@ fn a_focused_window_keeps_alerts_quiet(desktop: &Desktop) {
 
     focus.set(false);
     wait_record("the focus gone", &|v| v["focused"]["local"].is_null());
-    let seq = post(&home, "Unfocused", "now it shows", &[]);
+    let seq = post_alert(&home, "Unfocused", "now it shows", &[]);
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].summary, "Unfocused");
-    other.wait_for(&[&format!("seq={seq} ")], Duration::from_secs(10));
+    other.wait_for_line(&[&format!("seq={seq} ")], Duration::from_secs(10));
     drop(notifier);
     rt.shutdown_timeout(Duration::from_secs(2));
     other.stop();
@@ -805,19 +676,19 @@ fn alerts_missed_while_no_shell_ran_are_replayed_once(desktop: &Desktop) {
     let home = dir.path().join("loopchat");
     let _relay = fast_ping_relay(&home);
     // History from before the shell ever ran is not replayed.
-    post(&home, "Ancient", "before any shell", &[]);
-    let mut first = Proc::alerts("first-run", &home);
-    first.wait_for(&["first time on this relay"], Duration::from_secs(20));
-    first.wait_for(&["alert stream open"], Duration::from_secs(20));
+    post_alert(&home, "Ancient", "before any shell", &[]);
+    let mut first = start_alerts("first-run", &home);
+    first.wait_for_line(&["first time on this relay"], Duration::from_secs(20));
+    first.wait_for_line(&["alert stream open"], Duration::from_secs(20));
     first.stop();
 
-    let missed = post(&home, "Missed", "while no shell ran", &["--priority", "4"]);
-    let mut second = Proc::alerts("second-run", &home);
-    second.wait_for(
+    let missed = post_alert(&home, "Missed", "while no shell ran", &["--priority", "4"]);
+    let mut second = start_alerts("second-run", &home);
+    second.wait_for_line(
         &["alert raised", &format!("seq={missed} ")],
         Duration::from_secs(20),
     );
-    second.wait_for(&["alert stream open"], Duration::from_secs(20));
+    second.wait_for_line(&["alert stream open"], Duration::from_secs(20));
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
@@ -827,8 +698,8 @@ fn alerts_missed_while_no_shell_ran_are_replayed_once(desktop: &Desktop) {
     second.stop();
 
     // Restarting raises nothing again.
-    let mut third = Proc::alerts("third-run", &home);
-    third.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let mut third = start_alerts("third-run", &home);
+    third.wait_for_line(&["alert stream open"], Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(desktop.received().len(), 1, "{:?}", desktop.received());
     third.stop();
@@ -837,15 +708,15 @@ fn alerts_missed_while_no_shell_ran_are_replayed_once(desktop: &Desktop) {
     // A long absence: eight alerts.
     let priorities = [3, 1, 5, 3, 2, 4, 3, 1];
     for (i, p) in priorities.iter().enumerate() {
-        post(
+        post_alert(
             &home,
             &format!("Away {i}"),
             &format!("number {i}"),
             &["--priority", &p.to_string()],
         );
     }
-    let mut fourth = Proc::alerts("fourth-run", &home);
-    fourth.wait_for(&["alerts summarized", "count=5"], Duration::from_secs(20));
+    let mut fourth = start_alerts("fourth-run", &home);
+    fourth.wait_for_line(&["alerts summarized", "count=5"], Duration::from_secs(20));
     let got = desktop.wait_received(4);
     assert_eq!(got.len(), 4, "{got:?}");
     // The 5, the 4 and the newest 3, oldest first; then the summary.
@@ -864,13 +735,13 @@ fn a_restarted_relay_is_followed(desktop: &Desktop) {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("loopchat");
     let mut relay = fast_ping_relay(&home);
-    let mut a = Proc::alerts("shell", &home);
-    a.wait_for(&["alert stream open"], Duration::from_secs(20));
+    let mut a = start_alerts("shell", &home);
+    a.wait_for_line(&["alert stream open"], Duration::from_secs(20));
     relay.stop();
-    a.wait_for(&["retrying"], Duration::from_secs(20));
+    a.wait_for_line(&["retrying"], Duration::from_secs(20));
     let _relay = fast_ping_relay(&home);
-    a.wait_nth(2, &["alert stream open"], Duration::from_secs(40));
-    post(&home, "Back", "the relay restarted", &[]);
+    a.wait_for_nth_line(2, &["alert stream open"], Duration::from_secs(40));
+    post_alert(&home, "Back", "the relay restarted", &[]);
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].summary, "Back");
@@ -880,36 +751,17 @@ fn a_restarted_relay_is_followed(desktop: &Desktop) {
 /// Remote mode: `alerts --remote` through a real sshd to a relay whose
 /// home is elsewhere.
 fn remote_alerts_come_through_the_tunnel(desktop: &Desktop) {
-    let fx = Fixture::new();
-    let key = fx.client_key("id_ed25519", "");
-    let sshd = Sshd::start(&fx, "sshd");
-    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
-    let remote_home = fx.path("remote/.loopchat");
+    let host = SshHost::start();
+    let remote_home = host.fx.path("remote/.loopchat");
     let relay = fast_ping_relay(&remote_home);
-    let local_home = fx.path("local");
+    let local_home = host.fx.path("local");
     std::fs::create_dir_all(local_home.join("user-home")).expect("home");
-    let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
-        .trim()
-        .to_owned();
-    let destination = format!("{user}@127.0.0.1:{}", sshd.port);
-    let mut a = Proc::start(
-        "remote-shell",
-        &local_home,
-        &[
-            "alerts",
-            "--remote",
-            &destination,
-            "--identity",
-            &key.display().to_string(),
-            "--known-hosts",
-            &known_hosts.display().to_string(),
-            "--remote-discovery",
-            &relay.discovery_path().display().to_string(),
-        ],
-    );
-    let open = a.wait_for(&["alert stream open"], Duration::from_secs(30));
+    let mut args = vec!["alerts".to_owned()];
+    args.extend(host.remote_args(&relay.discovery_path()));
+    let mut a = start_shell("remote-shell", &local_home, &args);
+    let open = a.wait_for_line(&["alert stream open"], Duration::from_secs(30));
     assert!(open.contains("relay=ssh:"), "{open}");
-    post(&remote_home, "From afar", "via ssh", &["--priority", "5"]);
+    post_alert(&remote_home, "From afar", "via ssh", &["--priority", "5"]);
     let got = desktop.wait_received(1);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
@@ -930,27 +782,19 @@ fn remote_alerts_come_through_the_tunnel(desktop: &Desktop) {
 /// session in it.
 fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &Desktop) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("loopchat");
-    std::fs::create_dir_all(home.join("user-home")).expect("home");
-    std::fs::write(
-        home.join("shell.json"),
-        r#"{"window":{"width":800.0,"height":600.0}}"#,
-    )
-    .expect("shell.json");
-    let _relay = fast_ping_relay(&home);
-    desktop::xdo::move_mouse(400, 300);
-    let mut w = Proc::start("window", &home, &["--session", "first"]);
-    w.wait_for(&["page title", "first"], Duration::from_secs(60));
-    w.wait_for(&["alert stream open"], Duration::from_secs(20));
-    w.wait_for(&["window focus", "focused=true"], Duration::from_secs(20));
+    let (home, _relay) = window_home_under_the_pointer(dir.path());
+    let mut w = start_shell("window", &home, &["--session", "first"]);
+    w.wait_for_line(&["page title", "first"], Duration::from_secs(60));
+    w.wait_for_line(&["alert stream open"], Duration::from_secs(20));
+    w.wait_for_line(&["window focus", "focused=true"], Duration::from_secs(20));
 
-    let seq = post(
+    let seq = post_alert(
         &home,
         "Not now",
         "the window is focused",
         &["--session", "first"],
     );
-    w.wait_for(
+    w.wait_for_line(
         &[
             "not raised: a loopchat window is focused",
             &format!("[{seq}]"),
@@ -966,8 +810,8 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
 
     // The pointer leaves the window: so does the focus.
     desktop::xdo::move_mouse(1100, 900);
-    w.wait_for(&["window focus", "focused=false"], Duration::from_secs(10));
-    post(
+    w.wait_for_line(&["window focus", "focused=false"], Duration::from_secs(10));
+    post_alert(
         &home,
         "Reply ready",
         "in session clicked",
@@ -983,27 +827,20 @@ fn the_window_stays_quiet_when_focused_and_a_click_opens_the_session(desktop: &D
     desktop::xdo::move_mouse(x + pw / 2, y + ph / 2);
     std::thread::sleep(Duration::from_millis(300));
     desktop::xdo::click(1);
-    w.wait_for(&["alert clicked", "clicked"], Duration::from_secs(10));
-    w.wait_for(
+    w.wait_for_line(&["alert clicked", "clicked"], Duration::from_secs(10));
+    w.wait_for_line(
         &["opening an alert's page", "session=clicked"],
         Duration::from_secs(10),
     );
-    w.wait_for(&["page title", "clicked"], Duration::from_secs(30));
+    w.wait_for_line(&["page title", "clicked"], Duration::from_secs(30));
     // Brought forward: the shell asked for the focus.
-    w.wait_nth(
+    w.wait_for_nth_line(
         2,
         &["window focus", "focused=true"],
         Duration::from_secs(10),
     );
     std::thread::sleep(Duration::from_secs(1));
-    let tree = String::from_utf8_lossy(
-        &Command::new("xwininfo")
-            .args(["-root", "-tree"])
-            .output()
-            .expect("xwininfo")
-            .stdout,
-    )
-    .into_owned();
+    let tree = window_tree();
     assert!(
         tree.contains("clicked @"),
         "window title not updated:\n{tree}"
@@ -1025,32 +862,24 @@ fn settings(home: &Path) -> serde_json::Value {
 /// differs (and skipped with Escape), and `--onboarding` shows it anyway.
 fn the_welcome_tour_sends_a_real_test_alert_and_is_shown_once(desktop: &Desktop) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path().join("loopchat");
-    std::fs::create_dir_all(home.join("user-home")).expect("home");
-    std::fs::write(
-        home.join("shell.json"),
-        r#"{"window":{"width":800.0,"height":600.0}}"#,
-    )
-    .expect("shell.json");
-    let _relay = fast_ping_relay(&home);
-    desktop::xdo::move_mouse(400, 300);
-    let mut w = Proc::start_fresh("window", &home, &["--session", "tour"]);
-    w.wait_for(&["showing the welcome tour"], Duration::from_secs(60));
-    w.wait_for(
+    let (home, _relay) = window_home_under_the_pointer(dir.path());
+    let mut w = start_shell_fresh("window", &home, &["--session", "tour"]);
+    w.wait_for_line(&["showing the welcome tour"], Duration::from_secs(60));
+    w.wait_for_line(
         &["page title", "Welcome (1/5): welcome"],
         Duration::from_secs(60),
     );
-    w.wait_for(&["window focus", "focused=true"], Duration::from_secs(20));
+    w.wait_for_line(&["window focus", "focused=true"], Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     screenshot("welcome-1-welcome");
     for (key, title) in [("Return", "(2/5): what"), ("Return", "(3/5): cli")] {
         desktop::xdo::keys(key);
-        w.wait_for(&["page title", title], Duration::from_secs(20));
+        w.wait_for_line(&["page title", title], Duration::from_secs(20));
     }
     std::thread::sleep(Duration::from_millis(1500));
     screenshot("welcome-3-cli");
     desktop::xdo::keys("Return");
-    w.wait_for(
+    w.wait_for_line(
         &["page title", "(4/5): notifications"],
         Duration::from_secs(20),
     );
@@ -1066,11 +895,11 @@ fn the_welcome_tour_sends_a_real_test_alert_and_is_shown_once(desktop: &Desktop)
     assert_eq!(got[0].app, "loopchat");
     screenshot("welcome-4-notifications-sent");
     desktop::xdo::keys("Return");
-    w.wait_for(&["page title", "(5/5): done"], Duration::from_secs(20));
+    w.wait_for_line(&["page title", "(5/5): done"], Duration::from_secs(20));
     desktop::xdo::keys("Return");
-    let completed = w.wait_for(&["welcome tour completed"], Duration::from_secs(20));
+    let completed = w.wait_for_line(&["welcome tour completed"], Duration::from_secs(20));
     // The chat, with the test alert unread in its panel (the title count).
-    w.wait_for(&["page title", "(1) tour"], Duration::from_secs(30));
+    w.wait_for_line(&["page title", "(1) tour"], Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(800));
     screenshot("welcome-5-chat-with-the-test-alert");
     let recorded = settings(&home);
@@ -1087,8 +916,8 @@ fn the_welcome_tour_sends_a_real_test_alert_and_is_shown_once(desktop: &Desktop)
     w.stop();
 
     // Shown once: the next start opens the chat.
-    let mut w = Proc::start("window", &home, &["--session", "tour"]);
-    w.wait_for(&["page title", "tour — loopchat"], Duration::from_secs(60));
+    let mut w = start_shell("window", &home, &["--session", "tour"]);
+    w.wait_for_line(&["page title", "tour — loopchat"], Duration::from_secs(60));
     assert!(
         !w.log().contains("showing the welcome tour"),
         "shown again: {}",
@@ -1100,12 +929,12 @@ fn the_welcome_tour_sends_a_real_test_alert_and_is_shown_once(desktop: &Desktop)
     let mut changed = settings(&home);
     changed["onboarding"]["relayVersion"] = "0.0.0-older".into();
     std::fs::write(home.join("shell.json"), changed.to_string()).expect("shell.json");
-    let mut w = Proc::start("window", &home, &["--session", "tour"]);
-    w.wait_for(&["page title", "Welcome (1/5)"], Duration::from_secs(60));
+    let mut w = start_shell("window", &home, &["--session", "tour"]);
+    w.wait_for_line(&["page title", "Welcome (1/5)"], Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
     desktop::xdo::keys("Escape");
-    w.wait_for(&["welcome tour completed"], Duration::from_secs(20));
-    w.wait_for(&["page title", "tour — loopchat"], Duration::from_secs(30));
+    w.wait_for_line(&["welcome tour completed"], Duration::from_secs(20));
+    w.wait_for_line(&["page title", "tour — loopchat"], Duration::from_secs(30));
     assert_eq!(
         settings(&home)["onboarding"]["relayVersion"],
         version.as_str()
@@ -1113,7 +942,7 @@ fn the_welcome_tour_sends_a_real_test_alert_and_is_shown_once(desktop: &Desktop)
     w.stop();
 
     // --onboarding: shown although completed.
-    let mut w = Proc::start("window", &home, &["--session", "tour", "--onboarding"]);
-    w.wait_for(&["page title", "Welcome (1/5)"], Duration::from_secs(60));
+    let mut w = start_shell("window", &home, &["--session", "tour", "--onboarding"]);
+    w.wait_for_line(&["page title", "Welcome (1/5)"], Duration::from_secs(60));
     w.stop();
 }

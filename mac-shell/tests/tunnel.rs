@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,12 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        let fx = Fixture::new();
-        let key = fx.client_key("id_ed25519", "");
-        let sshd = Sshd::start(&fx, "sshd");
-        let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+        let SshHost {
+            sshd,
+            key,
+            known_hosts,
+            fx,
+        } = SshHost::start();
         let relay = Relay::start(&relay_home(&fx), None);
         Self {
             fx,
@@ -42,31 +45,27 @@ impl Setup {
 
     /// `tunnel --json` with this setup's flags, plus `extra`.
     fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = self.command_without_discovery(extra);
+        self.command_with_identity(Some(&self.key), extra)
+    }
+
+    /// As [`Setup::command`], logging in with `identity` instead of this
+    /// setup's key; `None`: with what the agent offers only.
+    fn command_with_identity(&self, identity: Option<&Path>, extra: &[&str]) -> Command {
+        let mut cmd = self.command_without_discovery(identity, extra);
         cmd.arg("--remote-discovery")
             .arg(self.relay.discovery_path());
         cmd
     }
 
-    fn command_without_discovery(&self, extra: &[&str]) -> Command {
+    fn command_without_discovery(&self, identity: Option<&Path>, extra: &[&str]) -> Command {
         let mut cmd = tunnel_command(&self.fx, &[]);
-        cmd.args(["--remote", &user_destination(self.sshd.port)])
-            .arg("--identity")
-            .arg(&self.key)
-            .arg("--known-hosts")
-            .arg(&self.known_hosts)
-            .args(extra);
+        cmd.args(["--remote", &user_destination(self.sshd.port)]);
+        if let Some(identity) = identity {
+            cmd.arg("--identity").arg(identity);
+        }
+        cmd.arg("--known-hosts").arg(&self.known_hosts).args(extra);
         cmd
     }
-}
-
-/// sshd authenticates the user running the tests.
-fn user_destination(port: u16) -> String {
-    format!("{}@127.0.0.1:{port}", whoami())
-}
-
-fn whoami() -> String {
-    run(Command::new("id").arg("-un")).trim().to_owned()
 }
 
 fn expect_up(cmd: Command) -> Tunnel {
@@ -161,13 +160,8 @@ fn ssh_agent_auth() {
     let moved = s.fx.path("moved-away");
     std::fs::rename(&s.key, &moved).unwrap();
 
-    let mut cmd = tunnel_command(&s.fx, &[]);
-    cmd.args(["--remote", &user_destination(s.sshd.port)])
-        .arg("--known-hosts")
-        .arg(&s.known_hosts)
-        .arg("--remote-discovery")
-        .arg(s.relay.discovery_path())
-        .env("SSH_AUTH_SOCK", &sock);
+    let mut cmd = s.command_with_identity(None, &[]);
+    cmd.env("SSH_AUTH_SOCK", &sock);
     let t = expect_up(cmd);
     info(&t.local_url, &t.token).expect("info");
     assert!(t.stderr().contains("ssh-agent"), "{}", t.stderr());
@@ -180,15 +174,7 @@ fn auth_failure_lists_methods_and_does_not_retry() {
     let s = Setup::new();
     let stranger = s.fx.path("stranger");
     keygen(&stranger, "ed25519", "");
-    let mut cmd = tunnel_command(&s.fx, &[]);
-    cmd.args(["--remote", &user_destination(s.sshd.port)])
-        .arg("--identity")
-        .arg(&stranger)
-        .arg("--known-hosts")
-        .arg(&s.known_hosts)
-        .arg("--remote-discovery")
-        .arg(s.relay.discovery_path());
-    let r = expect_refused(cmd);
+    let r = expect_refused(s.command_with_identity(Some(&stranger), &[]));
     assert!(r.stderr.contains("auth failed"), "{}", r.stderr);
     assert!(
         r.stderr.contains("stranger (refused by the server)"),
@@ -292,28 +278,14 @@ fn hashed_known_hosts_entries_work() {
 fn encrypted_key_with_passphrase() {
     let s = Setup::new();
     let locked = s.fx.client_key("id_locked", "correct horse");
-    let mut cmd = tunnel_command(&s.fx, &[]);
-    cmd.args(["--remote", &user_destination(s.sshd.port)])
-        .arg("--identity")
-        .arg(&locked)
-        .arg("--known-hosts")
-        .arg(&s.known_hosts)
-        .arg("--remote-discovery")
-        .arg(s.relay.discovery_path())
-        .env("LOOPCHAT_SSH_PASSPHRASE", "correct horse");
+    let mut cmd = s.command_with_identity(Some(&locked), &[]);
+    cmd.env("LOOPCHAT_SSH_PASSPHRASE", "correct horse");
     let t = expect_up(cmd);
     info(&t.local_url, &t.token).expect("info");
     drop(t);
 
-    let mut cmd = tunnel_command(&s.fx, &[]);
-    cmd.args(["--remote", &user_destination(s.sshd.port)])
-        .arg("--identity")
-        .arg(&locked)
-        .arg("--known-hosts")
-        .arg(&s.known_hosts)
-        .arg("--remote-discovery")
-        .arg(s.relay.discovery_path())
-        .env("LOOPCHAT_SSH_PASSPHRASE", "wrong");
+    let mut cmd = s.command_with_identity(Some(&locked), &[]);
+    cmd.env("LOOPCHAT_SSH_PASSPHRASE", "wrong");
     let r = expect_refused(cmd);
     assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
     assert!(r.stderr.contains("auth failed"), "{}", r.stderr);
@@ -328,7 +300,7 @@ fn proxy_jump_through_a_second_sshd() {
     let known_hosts = fx.known_hosts_for("known_hosts", &[&jump, &target]);
     let relay = Relay::start(&fx.path("remote-home/.loopchat"), None);
     let config = fx.path("ssh_config");
-    let user = whoami();
+    let user = user_name();
     std::fs::write(
         &config,
         format!(
@@ -363,11 +335,10 @@ fn proxy_jump_through_a_second_sshd() {
 #[test]
 fn missing_and_stale_discovery_files_are_explained() {
     let s = Setup::new();
-    let r =
-        expect_refused(s.command_without_discovery(&[
-            "--remote-discovery",
-            "/nonexistent/it's here/relay.json",
-        ]));
+    let r = expect_refused(s.command_without_discovery(
+        Some(&s.key),
+        &["--remote-discovery", "/nonexistent/it's here/relay.json"],
+    ));
     assert!(r.stderr.contains("discovery failed"), "{}", r.stderr);
     assert!(r.stderr.contains("loopchat serve"), "{}", r.stderr);
     assert!(r.stderr.contains("No such file"), "{}", r.stderr);
@@ -378,7 +349,7 @@ fn missing_and_stale_discovery_files_are_explained() {
         serde_json::from_slice(&std::fs::read(s.relay.discovery_path()).unwrap()).unwrap();
     d["port"] = free_port().into();
     std::fs::write(&stale, d.to_string()).unwrap();
-    let mut cmd = s.command_without_discovery(&[]);
+    let mut cmd = s.command_without_discovery(Some(&s.key), &[]);
     cmd.arg("--remote-discovery").arg(&stale);
     let r = expect_refused(cmd);
     assert!(r.stderr.contains("stale"), "{}", r.stderr);
@@ -386,18 +357,10 @@ fn missing_and_stale_discovery_files_are_explained() {
 
 #[test]
 fn discovery_path_with_spaces_and_quotes() {
-    let fx = Fixture::new();
-    let key = fx.client_key("id_ed25519", "");
-    let sshd = Sshd::start(&fx, "sshd");
-    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
-    let relay = Relay::start(&fx.path("odd home/it's $HOME"), None);
-    let mut cmd = tunnel_command(&fx, &[]);
-    cmd.args(["--remote", &user_destination(sshd.port), "--identity"])
-        .arg(&key)
-        .arg("--known-hosts")
-        .arg(&known_hosts)
-        .arg("--remote-discovery")
-        .arg(relay.discovery_path());
+    let host = SshHost::start();
+    let relay = Relay::start(&host.fx.path("odd home/it's $HOME"), None);
+    let mut cmd = tunnel_command(&host.fx, &[]);
+    cmd.args(host.remote_args(&relay.discovery_path()));
     let t = expect_up(cmd);
     assert_eq!(t.remote_port, relay.port);
 }

@@ -12,13 +12,13 @@
 mod desktop;
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Fixture, Relay, Sshd, pid_alive, shell_bin};
+use desktop::{Shell, screenshot, window_tree};
+use support::{Fixture, Relay, SshHost, Sshd, pid_alive, post_alert, shell_bin, user_destination};
 
 const TESTS: &[desktop::Test<()>] = &[
     ("window_shows_the_local_chat", |_| {
@@ -57,120 +57,20 @@ fn main() {
     desktop::main(TESTS, desktop::Display::ExistingOrXvfb, || (), |_| {});
 }
 
-/// The shell process with its stderr collected.
-struct Shell {
-    child: Child,
-    log: Arc<Mutex<String>>,
+/// The window on `home`, for a returning user (the welcome tour recorded
+/// as done).
+fn start_window(home: &Path, args: &[impl AsRef<OsStr>]) -> Shell {
+    start_window_with_path(home, args, None)
 }
 
-impl Shell {
-    fn start(home: &Path, args: &[&str]) -> Self {
-        Self::start_with_path(home, args, None)
+/// `path`: the shell's own PATH, when it must not be the test's.
+fn start_window_with_path(home: &Path, args: &[impl AsRef<OsStr>], path: Option<&str>) -> Shell {
+    support::mark_tour_done(home);
+    let mut command = Shell::command(home, args);
+    if let Some(path) = path {
+        command.env("PATH", path);
     }
-
-    /// `path`: the shell's own PATH, when it must not be the test's.
-    fn start_with_path(home: &Path, args: &[&str], path: Option<&str>) -> Self {
-        support::mark_tour_done(home);
-        let mut command = Command::new(shell_bin());
-        if let Some(path) = path {
-            command.env("PATH", path);
-        }
-        let mut child = command
-            .args(args)
-            .env("LOOPCHAT_HOME", home)
-            .env("HOME", home.join("user-home"))
-            .env("RUST_LOG", "warn,loopchat_shell=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start loopchat-shell");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  shell: {line}");
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Waits until the log has a line containing every one of `parts`.
-    fn wait_for_line(&mut self, parts: &[&str], limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self
-                .log()
-                .lines()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return line.to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the shell exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {parts:?} within {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Shell {
-    /// SIGTERM (the window saves its settings and exits 0).
-    fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the shell ignored SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn screenshot(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
-    let out = Command::new("import")
-        .args(["-window", "root"])
-        .arg(&path)
-        .output()
-        .expect("run `import` (imagemagick)");
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("  screenshot: {}", path.display());
-    path
+    Shell::spawn("shell", &mut command)
 }
 
 fn distinct_colours(png: &Path) -> usize {
@@ -185,15 +85,6 @@ fn distinct_colours(png: &Path) -> usize {
         .expect("colour count")
 }
 
-/// `xwininfo -root -tree`: every window with its name and geometry.
-fn window_tree() -> String {
-    let out = Command::new("xwininfo")
-        .args(["-root", "-tree"])
-        .output()
-        .expect("run xwininfo (x11-utils)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn window_shows_the_local_chat() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("loopchat");
@@ -206,7 +97,7 @@ fn window_shows_the_local_chat() {
     .expect("shell.json");
     let relay = Relay::start(&home, None);
 
-    let mut shell = Shell::start(&home, &["--session", "wintest"]);
+    let mut shell = start_window(&home, &["--session", "wintest"]);
     let found = shell.wait_for_line(&["local relay found"], Duration::from_secs(30));
     assert!(found.contains(&relay.port.to_string()), "{found}");
     let loaded = shell.wait_for_line(&["page loaded", "/webchat/"], Duration::from_secs(60));
@@ -237,8 +128,7 @@ fn window_shows_the_local_chat() {
     );
     assert!(!shell.log().contains(&relay.token), "token in the logs");
 
-    let status = shell.stop();
-    assert!(status.success(), "exit after SIGTERM: {status}");
+    shell.stop();
     let saved = std::fs::read_to_string(home.join("shell.json")).expect("shell.json");
     assert!(saved.contains("900"), "{saved}");
     assert!(pid_alive(relay.pid), "closing the window stopped the relay");
@@ -249,7 +139,7 @@ fn window_shows_an_error_page_without_relay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("loopchat");
     std::fs::create_dir_all(home.join("user-home")).expect("home");
-    let mut shell = Shell::start(&home, &["--no-start"]);
+    let mut shell = start_window(&home, &["--no-start"]);
     let error = shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(30));
     assert!(error.contains("step=discovery"), "{error}");
     assert!(shell.log().contains("loopchat serve"), "{}", shell.log());
@@ -265,7 +155,7 @@ fn window_shows_an_error_page_without_relay() {
     );
 
     // No shell.json before: the default size is remembered on exit.
-    assert!(shell.stop().success());
+    shell.stop();
     let saved: serde_json::Value = serde_json::from_slice(
         &std::fs::read(home.join("shell.json")).expect("shell.json written on exit"),
     )
@@ -376,7 +266,7 @@ fn window_starts_the_local_relay_when_none_runs() {
     std::fs::create_dir_all(home.join("user-home")).expect("home");
     let relay = StartedRelay { home: home.clone() };
 
-    let mut shell = Shell::start(&home, &["--session", "started"]);
+    let mut shell = start_window(&home, &["--session", "started"]);
     let started = shell.wait_for_line(&["local relay started"], Duration::from_secs(30));
     assert!(started.contains("ours=true"), "{started}");
     let sibling = Path::new(shell_bin()).with_file_name("loopchat");
@@ -391,10 +281,7 @@ fn window_starts_the_local_relay_when_none_runs() {
     assert_eq!(relay.serving_pids(), vec![discovery.pid]);
     // Detached: its own session, not the shell's.
     assert_eq!(session_of_pid(discovery.pid), discovery.pid);
-    assert_ne!(
-        session_of_pid(discovery.pid),
-        session_of_pid(shell.child.id())
-    );
+    assert_ne!(session_of_pid(discovery.pid), session_of_pid(shell.pid()));
     let log = home.join("relay.log");
     let mode = std::fs::metadata(&log).expect("relay.log").permissions();
     use std::os::unix::fs::PermissionsExt;
@@ -402,18 +289,7 @@ fn window_starts_the_local_relay_when_none_runs() {
 
     // The unread count: an alert posted now is unread in the page, whose
     // title the window shows in front of its own.
-    let out = support::relay_command()
-        .args(["notify", "--title", "build done", "--body", "ok"])
-        .env("LOOPCHAT_HOME", &home)
-        .env_remove("LOOPCHAT_URL")
-        .env_remove("LOOPCHAT_TOKEN")
-        .output()
-        .expect("loopchat notify");
-    assert!(
-        out.status.success(),
-        "notify: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    post_alert(&home, "build done", "ok", &[]);
     shell.wait_for_line(&["page title", "(1) started"], Duration::from_secs(30));
     let titled = wait_for_window(&["(1) loopchat — started @"], Duration::from_secs(30));
     eprintln!("  window: {titled}");
@@ -422,7 +298,7 @@ fn window_starts_the_local_relay_when_none_runs() {
     assert!(distinct_colours(&shot) >= 16, "blank window");
     assert!(!shell.log().contains(&discovery.token), "token in the logs");
 
-    assert!(shell.stop().success());
+    shell.stop();
     assert!(
         pid_alive(discovery.pid),
         "quitting the shell stopped the relay it started"
@@ -432,7 +308,7 @@ fn window_starts_the_local_relay_when_none_runs() {
     // page's origin (and the token in its storage) is the same.
     relay.stop();
     assert!(!pid_alive(discovery.pid));
-    let mut again = Shell::start(&home, &["--session", "started"]);
+    let mut again = start_window(&home, &["--session", "started"]);
     let restarted = again.wait_for_line(&["local relay started"], Duration::from_secs(30));
     assert!(
         restarted.contains(&format!("port={}", discovery.port)),
@@ -442,7 +318,7 @@ fn window_starts_the_local_relay_when_none_runs() {
     again.wait_for_line(&["page title", "started"], Duration::from_secs(60));
     let second = relay.discovery().expect("relay.json");
     assert_ne!(second.pid, discovery.pid);
-    assert!(again.stop().success());
+    again.stop();
     assert!(pid_alive(second.pid));
 }
 
@@ -455,7 +331,7 @@ fn stop_relay_asks_first_then_stops_it() {
     std::fs::create_dir_all(home.join("user-home")).expect("home");
     let relay = StartedRelay { home: home.clone() };
 
-    let mut shell = Shell::start(&home, &["--session", "stopper"]);
+    let mut shell = start_window(&home, &["--session", "stopper"]);
     shell.wait_for_line(&["local relay started"], Duration::from_secs(30));
     shell.wait_for_line(&["page title", "stopper"], Duration::from_secs(60));
     wait_for_window(&["loopchat — stopper @"], Duration::from_secs(30));
@@ -530,7 +406,7 @@ fn stop_relay_asks_first_then_stops_it() {
     assert!(!shell.log().contains(&first.token), "token in the logs");
 
     // Quitting still leaves it running.
-    assert!(shell.stop().success());
+    shell.stop();
     assert!(pid_alive(second.pid), "quitting stopped the relay");
 }
 
@@ -551,8 +427,8 @@ fn two_shells_started_together_start_one_relay() {
     std::fs::create_dir_all(home.join("user-home")).expect("home");
     let relay = StartedRelay { home: home.clone() };
 
-    let mut a = Shell::start(&home, &["--session", "twin-a"]);
-    let mut b = Shell::start(&home, &["--session", "twin-b"]);
+    let mut a = start_window(&home, &["--session", "twin-a"]);
+    let mut b = start_window(&home, &["--session", "twin-b"]);
     let found_a = a.wait_for_line(&["local relay found"], Duration::from_secs(40));
     let found_b = b.wait_for_line(&["local relay found"], Duration::from_secs(40));
     a.wait_for_line(&["page title", "twin-a"], Duration::from_secs(60));
@@ -587,37 +463,20 @@ fn two_shells_started_together_start_one_relay() {
     }
     let shot = screenshot("window-two-shells");
     assert!(distinct_colours(&shot) >= 16, "blank windows");
-    assert!(a.stop().success());
-    assert!(b.stop().success());
+    a.stop();
+    b.stop();
     assert!(pid_alive(discovery.pid));
 }
 
 fn window_shows_a_remote_chat_through_the_tunnel() {
-    let fx = Fixture::new();
-    let key = fx.client_key("id_ed25519", "");
-    let sshd = Sshd::start(&fx, "sshd");
-    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
-    let relay = Relay::start(&fx.path("remote/.loopchat"), None);
-    let local_home = fx.path("local");
+    let host = SshHost::start();
+    let relay = Relay::start(&host.fx.path("remote/.loopchat"), None);
+    let local_home = host.fx.path("local");
     std::fs::create_dir_all(local_home.join("user-home")).expect("home");
-    let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
-        .trim()
-        .to_owned();
-    let destination = format!("{user}@127.0.0.1:{}", sshd.port);
-    let mut shell = Shell::start(
+    let destination = user_destination(host.sshd.port);
+    let mut shell = start_window(
         &local_home,
-        &[
-            "--remote",
-            &destination,
-            "--identity",
-            &key.display().to_string(),
-            "--known-hosts",
-            &known_hosts.display().to_string(),
-            "--remote-discovery",
-            &relay.discovery_path().display().to_string(),
-            "--session",
-            "remotetest",
-        ],
+        &remote_args(&host, &relay.discovery_path(), "remotetest"),
     );
     let reachable = shell.wait_for_line(&["remote relay reachable"], Duration::from_secs(30));
     assert!(
@@ -650,7 +509,7 @@ fn window_shows_a_remote_chat_through_the_tunnel() {
     let shot = screenshot("window-remote-chat");
     assert!(distinct_colours(&shot) >= 16, "blank remote window");
     assert!(!shell.log().contains(&relay.token), "token in the logs");
-    assert!(shell.stop().success());
+    shell.stop();
     assert!(
         pid_alive(relay.pid),
         "closing the window stopped the remote relay"
@@ -670,7 +529,7 @@ fn window_asks_about_an_unknown_host_and_a_passphrase() {
     let relay = Relay::start(&fx.path("remote/.loopchat"), None);
     let local_home = fx.path("local");
     std::fs::create_dir_all(local_home.join("user-home")).expect("home");
-    let mut shell = Shell::start(
+    let mut shell = start_window(
         &local_home,
         &[
             "--remote",
@@ -708,38 +567,15 @@ fn window_asks_about_an_unknown_host_and_a_passphrase() {
         !shell.log().contains("correct horse"),
         "passphrase in the logs"
     );
-    assert!(shell.stop().success());
+    shell.stop();
 }
 
-/// The shell's flags for `destination` through `sshd` with `key`.
-fn remote_args(
-    destination: &str,
-    key: &Path,
-    known_hosts: &Path,
-    discovery: &Path,
-    session: &str,
-) -> Vec<String> {
-    [
-        "--remote",
-        destination,
-        "--identity",
-        &key.display().to_string(),
-        "--known-hosts",
-        &known_hosts.display().to_string(),
-        "--remote-discovery",
-        &discovery.display().to_string(),
-        "--session",
-        session,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn user_name() -> String {
-    String::from_utf8_lossy(&Command::new("id").arg("-un").output().expect("id").stdout)
-        .trim()
-        .to_owned()
+/// The window's flags for `session` of the relay whose discovery file is
+/// `discovery` on `host`.
+fn remote_args(host: &SshHost, discovery: &Path, session: &str) -> Vec<String> {
+    let mut args = host.remote_args(discovery);
+    args.extend(["--session".to_owned(), session.to_owned()]);
+    args
 }
 
 /// Remote mode, no relay on the host but `loopchat` on its PATH: the shell
@@ -747,32 +583,23 @@ fn user_name() -> String {
 /// again, and yes starts `loopchat serve` detached over the same SSH
 /// connection, after which discovery finds it and the chat shows.
 fn window_offers_to_start_a_remote_relay() {
-    let fx = Fixture::new();
-    let key = fx.client_key("id_ed25519", "");
     let bin_dir = Path::new(shell_bin())
         .parent()
         .expect("target dir")
         .to_owned();
     // The remote PATH (as sshd sets it for the session) has the relay.
     let path = format!("SetEnv=PATH={}:/usr/bin:/bin", bin_dir.display());
-    let sshd = Sshd::start_with(&fx, "sshd", &[&path]);
-    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
-    let remote_home = fx.path("remote/.loopchat");
+    let host = SshHost::start_with(&[&path]);
+    let remote_home = host.fx.path("remote/.loopchat");
     let relay = StartedRelay {
         home: remote_home.clone(),
     };
-    let local_home = fx.path("local");
+    let local_home = host.fx.path("local");
     std::fs::create_dir_all(local_home.join("user-home")).expect("home");
-    let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
-    let args = remote_args(
-        &destination,
-        &key,
-        &known_hosts,
-        &remote_home.join("relay.json"),
-        "remotestart",
+    let mut shell = start_window(
+        &local_home,
+        &remote_args(&host, &remote_home.join("relay.json"), "remotestart"),
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut shell = Shell::start(&local_home, &args);
 
     shell.wait_for_line(&["page title", "start a relay?"], Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
@@ -795,19 +622,9 @@ fn window_offers_to_start_a_remote_relay() {
     // Retry (Reload over the error page) asks again; yes starts it.
     std::thread::sleep(Duration::from_millis(500));
     desktop::xdo::keys("ctrl+r");
-    let asked = shell
-        .log()
-        .lines()
-        .filter(|l| l.contains("start a relay?"))
-        .count();
+    let asked = shell.count_lines(&["start a relay?"]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while shell
-        .log()
-        .lines()
-        .filter(|l| l.contains("start a relay?"))
-        .count()
-        <= asked
-    {
+    while shell.count_lines(&["start a relay?"]) <= asked {
         assert!(
             Instant::now() < deadline,
             "not asked again:\n{}",
@@ -840,7 +657,7 @@ fn window_offers_to_start_a_remote_relay() {
     assert!(!shell.log().contains(&discovery.token), "token in the logs");
 
     // Closing the shell (and with it the SSH session) leaves it running.
-    assert!(shell.stop().success());
+    shell.stop();
     assert!(
         pid_alive(discovery.pid),
         "the remote relay died with the shell"
@@ -850,23 +667,14 @@ fn window_offers_to_start_a_remote_relay() {
 /// Remote mode, no relay and no `loopchat` on the remote PATH: nothing is
 /// offered or installed; the error page gives the install command.
 fn window_shows_how_to_install_a_missing_remote_relay() {
-    let fx = Fixture::new();
-    let key = fx.client_key("id_ed25519", "");
-    let sshd = Sshd::start_with(&fx, "sshd", &["SetEnv=PATH=/usr/bin:/bin"]);
-    let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
-    let remote_home = fx.path("remote/.loopchat");
-    let local_home = fx.path("local");
+    let host = SshHost::start_with(&["SetEnv=PATH=/usr/bin:/bin"]);
+    let remote_home = host.fx.path("remote/.loopchat");
+    let local_home = host.fx.path("local");
     std::fs::create_dir_all(local_home.join("user-home")).expect("home");
-    let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
-    let args = remote_args(
-        &destination,
-        &key,
-        &known_hosts,
-        &remote_home.join("relay.json"),
-        "noinstall",
+    let mut shell = start_window(
+        &local_home,
+        &remote_args(&host, &remote_home.join("relay.json"), "noinstall"),
     );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut shell = Shell::start(&local_home, &args);
     let error = shell.wait_for_line(&["cannot show the chat"], Duration::from_secs(60));
     assert!(error.contains("step=discovery"), "{error}");
     let log = shell.log();
@@ -880,7 +688,7 @@ fn window_shows_how_to_install_a_missing_remote_relay() {
     let shot = screenshot("window-remote-install-hint");
     assert!(distinct_colours(&shot) >= 16, "blank error page");
     assert!(!remote_home.exists(), "touched the remote home");
-    assert!(shell.stop().success());
+    shell.stop();
 }
 
 /// The welcome tour in remote mode: its CLI step reports the remote host's
@@ -905,30 +713,20 @@ fn the_tours_cli_step_looks_at_the_remote_hosts_path() {
             "path=\"none\"".to_owned(),
         ),
     ] {
-        let fx = Fixture::new();
-        let key = fx.client_key("id_ed25519", "");
-        let sshd = Sshd::start_with(&fx, "sshd", &[&format!("SetEnv=PATH={remote_path}")]);
-        let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
-        let relay = Relay::start(&fx.path("remote/.loopchat"), None);
-        let local_home = fx.path("local");
+        let host = SshHost::start_with(&[&format!("SetEnv=PATH={remote_path}")]);
+        let relay = Relay::start(&host.fx.path("remote/.loopchat"), None);
+        let local_home = host.fx.path("local");
         std::fs::create_dir_all(local_home.join("user-home")).expect("home");
-        let destination = format!("{}@127.0.0.1:{}", user_name(), sshd.port);
-        let mut args = remote_args(
-            &destination,
-            &key,
-            &known_hosts,
-            &relay.discovery_path(),
-            "tourcli",
-        );
+        let destination = user_destination(host.sshd.port);
+        let mut args = remote_args(&host, &relay.discovery_path(), "tourcli");
         args.push("--onboarding".into());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut shell = Shell::start_with_path(&local_home, &args, Some(local_path));
+        let mut shell = start_window_with_path(&local_home, &args, Some(local_path));
         shell.wait_for_line(&["showing the welcome tour"], Duration::from_secs(60));
         let step = shell.wait_for_line(&["the tour's CLI step"], Duration::from_secs(60));
         assert!(step.contains(&format!("host=\"{destination}\"")), "{step}");
         assert!(step.contains(&expected), "want {expected}: {step}");
         assert!(step.contains("error=\"none\""), "{step}");
         assert!(!shell.log().contains(&relay.token), "token in the logs");
-        assert!(shell.stop().success());
+        shell.stop();
     }
 }

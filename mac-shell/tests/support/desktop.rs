@@ -1,12 +1,18 @@
 //! What the two X11 test binaries (`window.rs`, `alerts.rs`) share: their
 //! `harness = false` main (GTK wants the main thread), the re-run under
-//! `xvfb-run`, and input through XTest. Included with `#[path]` by those two
-//! only, so the tunnel tests neither link libxdo nor need a display.
+//! `xvfb-run`, the shell process and its log, screenshots, and input
+//! through XTest. Included with `#[path]` by those two only, so the tunnel
+//! tests neither link libxdo nor need a display.
 
 // Each binary uses part of this file: keys for one, the pointer for the other.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Which X server the tests run on.
 pub enum Display {
@@ -97,6 +103,156 @@ pub fn main<C>(
     if failed > 0 {
         std::process::exit(101);
     }
+}
+
+/// A `loopchat-shell` process (the window, or `alerts`) with its stderr
+/// collected, for the test to wait for what it logs.
+pub struct Shell {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    name: String,
+}
+
+impl Shell {
+    /// The shell on the test home `home`, with a HOME of its own inside it,
+    /// for the caller to complete before [`Shell::spawn`].
+    pub fn command(home: &Path, args: &[impl AsRef<OsStr>]) -> Command {
+        let mut command = Command::new(crate::support::shell_bin());
+        command
+            .args(args)
+            .env("LOOPCHAT_HOME", home)
+            .env("HOME", home.join("user-home"))
+            .env("RUST_LOG", "warn,loopchat_shell=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts `command`; its log lines are echoed tagged with `name`.
+    pub fn spawn(name: &str, command: &mut Command) -> Self {
+        let mut child = command.spawn().expect("start loopchat-shell");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  {tag}: {line}");
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        Self {
+            child,
+            log,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// How many log lines contain every one of `parts`.
+    pub fn count_lines(&self, parts: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
+    /// Waits for the `nth` (1-based) log line containing every one of
+    /// `parts`.
+    pub fn wait_for_nth_line(&mut self, nth: usize, parts: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .nth(nth - 1)
+            {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", self.name, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no log line with {parts:?} within {limit:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_for_line(&mut self, parts: &[&str], limit: Duration) -> String {
+        self.wait_for_nth_line(1, parts, limit)
+    }
+
+    /// SIGTERM; the window and `alerts` both exit 0 on it (the window after
+    /// saving its settings).
+    pub fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "{} exited {status}", self.name);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} ignored SIGTERM:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `xwininfo -root -tree`: every window with its name and geometry.
+pub fn window_tree() -> String {
+    let out = Command::new("xwininfo")
+        .args(["-root", "-tree"])
+        .output()
+        .expect("run xwininfo (x11-utils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The whole screen, kept in `target/tmp/NAME.png` for a human to look at.
+pub fn screenshot(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+    let out = Command::new("import")
+        .args(["-window", "root"])
+        .arg(&path)
+        .output()
+        .expect("run `import` (imagemagick)");
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("  screenshot: {}", path.display());
+    path
 }
 
 /// Keyboard and pointer through XTest (libxdo, already needed by the

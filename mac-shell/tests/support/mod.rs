@@ -138,6 +138,61 @@ impl Fixture {
     }
 }
 
+/// The user running the tests: the one sshd lets log in.
+pub fn user_name() -> String {
+    run(Command::new("id").arg("-un")).trim().to_owned()
+}
+
+/// `USER@127.0.0.1:PORT`, for the user running the tests.
+pub fn user_destination(port: u16) -> String {
+    format!("{}@127.0.0.1:{port}", user_name())
+}
+
+/// A host the shell reaches over SSH: a real sshd that takes the client
+/// key and that the known_hosts file trusts, in a fixture of its own.
+pub struct SshHost {
+    pub sshd: Sshd,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    // Last, so that sshd stops before its directory is removed.
+    pub fx: Fixture,
+}
+
+impl SshHost {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// `sshd_options`: as the `extra` of [`Sshd::start_with`].
+    pub fn start_with(sshd_options: &[&str]) -> Self {
+        let fx = Fixture::new();
+        let key = fx.client_key("id_ed25519", "");
+        let sshd = Sshd::start_with(&fx, "sshd", sshd_options);
+        let known_hosts = fx.known_hosts_for("known_hosts", &[&sshd]);
+        Self {
+            sshd,
+            key,
+            known_hosts,
+            fx,
+        }
+    }
+
+    /// The shell's flags that reach, through this host, the relay whose
+    /// discovery file is `discovery` there.
+    pub fn remote_args(&self, discovery: &Path) -> Vec<String> {
+        vec![
+            "--remote".into(),
+            user_destination(self.sshd.port),
+            "--identity".into(),
+            self.key.display().to_string(),
+            "--known-hosts".into(),
+            self.known_hosts.display().to_string(),
+            "--remote-discovery".into(),
+            discovery.display().to_string(),
+        ]
+    }
+}
+
 /// A real OpenSSH server on 127.0.0.1.
 pub struct Sshd {
     pub port: u16,
@@ -316,6 +371,30 @@ pub fn pid_alive(pid: u32) -> bool {
 /// workspace, in the shell's target directory), for its client commands.
 pub fn relay_command() -> Command {
     Command::new(loopchat_tests::loopchat_bin())
+}
+
+/// `loopchat notify …` against the relay of `home`; returns the alert's seq.
+pub fn post_alert(home: &Path, title: &str, body: &str, extra: &[&str]) -> u64 {
+    let out = relay_command()
+        .args(["notify", "--json", "--title", title, "--body", body])
+        .args(extra)
+        .env("LOOPCHAT_HOME", home)
+        .env_remove("LOOPCHAT_URL")
+        .env_remove("LOOPCHAT_TOKEN")
+        .output()
+        .expect("run loopchat notify");
+    assert!(
+        out.status.success(),
+        "loopchat notify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "loopchat notify --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    v["seq"].as_u64().expect("seq")
 }
 
 /// A running `loopchat serve` on a home of the test's choosing, started by
