@@ -294,12 +294,13 @@ export class Proxy {
         client.on('close', drop);
         upstream.on('close', drop);
         upstream.pipe(client);
+        if (!this.hold) return client.pipe(upstream);
         // Requests on one connection come one at a time, so a held one holds what follows it.
         let holding = null;
         client.on('data', (chunk) => {
           if (holding) return holding.chunks.push(chunk);
-          if (this.hold && this.hold(chunk.toString('latin1'))) {
-            holding = { client, upstream, chunks: [chunk], forward: () => { for (const c of holding.chunks) upstream.write(c); holding = null; } };
+          if (this.hold(chunk.toString('latin1'))) {
+            holding = { client, chunks: [chunk], forward: () => { for (const c of holding.chunks) upstream.write(c); holding = null; } };
             this.held.push(holding);
             return this.heldOne();
           }

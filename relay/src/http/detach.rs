@@ -45,24 +45,23 @@ mod tests {
     use axum::body::Body;
     use axum::routing::post;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
     use tokio::sync::Notify;
     use tower::ServiceExt;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_whose_client_hung_up_still_finishes() {
-        let (started, go, done) = (
+        let (started, go, finished) = (
             Arc::new(Notify::new()),
             Arc::new(Notify::new()),
-            Arc::new(AtomicBool::new(false)),
+            Arc::new(Notify::new()),
         );
         let handler = {
-            let (started, go, done) = (started.clone(), go.clone(), done.clone());
+            let (started, go, finished) = (started.clone(), go.clone(), finished.clone());
             move || async move {
                 started.notify_one();
                 go.notified().await;
-                done.store(true, Ordering::SeqCst);
+                finished.notify_one();
                 "ok"
             }
         };
@@ -77,12 +76,8 @@ mod tests {
         connection.abort();
         assert!(connection.await.unwrap_err().is_cancelled());
         go.notify_one();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while !done.load(Ordering::SeqCst) {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the write stopped when its client hung up");
+        tokio::time::timeout(Duration::from_secs(10), finished.notified())
+            .await
+            .expect("the write stopped when its client hung up");
     }
 }
