@@ -241,16 +241,7 @@ pub fn window_tree() -> String {
 /// The whole screen, kept in `target/tmp/NAME.png` for a human to look at.
 pub fn screenshot(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
-    let out = Command::new("import")
-        .args(["-window", "root"])
-        .arg(&path)
-        .output()
-        .expect("run `import` (imagemagick)");
-    assert!(
-        out.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::run(Command::new("import").args(["-window", "root"]).arg(&path));
     eprintln!("  screenshot: {}", path.display());
     path
 }

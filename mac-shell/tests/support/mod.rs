@@ -375,25 +375,14 @@ pub fn relay_command() -> Command {
 
 /// `loopchat notify …` against the relay of `home`; returns the alert's seq.
 pub fn post_alert(home: &Path, title: &str, body: &str, extra: &[&str]) -> u64 {
-    let out = relay_command()
+    let stdout = run(relay_command()
         .args(["notify", "--json", "--title", title, "--body", body])
         .args(extra)
         .env("LOOPCHAT_HOME", home)
         .env_remove("LOOPCHAT_URL")
-        .env_remove("LOOPCHAT_TOKEN")
-        .output()
-        .expect("run loopchat notify");
-    assert!(
-        out.status.success(),
-        "loopchat notify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "loopchat notify --json: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+        .env_remove("LOOPCHAT_TOKEN"));
+    let v: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("loopchat notify --json: {e}: {stdout}"));
     v["seq"].as_u64().expect("seq")
 }
 
